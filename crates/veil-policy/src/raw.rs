@@ -1,0 +1,129 @@
+//! The policy file exactly as written: serde types that reject unknown keys.
+//!
+//! Nothing here is trusted yet; [`crate::compile`] and [`crate::lint`] turn it into a
+//! [`crate::Policy`] or a list of findings.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Top level of `policy.yaml` (version 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub version: u32,
+    pub organization: String,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    pub collections: Vec<RawCollection>,
+}
+
+/// Organization-wide defaults; every collection inherits them.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub min_group_size: Option<u32>,
+    pub staging_retention: Option<String>,
+    pub aggregate_retention: Option<String>,
+    pub key_rotation: Option<String>,
+    pub budget: Option<RawBudget>,
+    pub delta: Option<f64>,
+    pub seal_grace: Option<String>,
+}
+
+/// A privacy budget: total ε a principal may spend per collection per period.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub epsilon: f64,
+    pub period: String,
+}
+
+/// One declared collection (event type).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCollection {
+    pub name: String,
+    pub purpose: Option<RawPurpose>,
+    pub lawful_basis: Option<String>,
+    pub lawful_basis_ref: Option<String>,
+    pub owner: Option<String>,
+    pub zone: Option<String>,
+    pub staging_retention: Option<String>,
+    pub aggregate_retention: Option<String>,
+    pub approvers: Option<Vec<String>>,
+    pub budget: Option<RawBudget>,
+    pub exception: Option<RawException>,
+    #[serde(default)]
+    pub fields: BTreeMap<String, RawField>,
+    #[serde(default)]
+    pub metrics: Vec<RawMetric>,
+}
+
+/// "We collect X to answer Y, for Z."
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPurpose {
+    pub what: Option<String>,
+    pub question: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// A documented, time-limited exception to the risk register.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawException {
+    pub dpia_ref: Option<String>,
+    pub approved_by: Option<String>,
+    pub expires: Option<String>,
+}
+
+/// One declared field of a collection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub class: String,
+    pub transform: Option<String>,
+    pub values: Option<Vec<String>>,
+    pub max_length: Option<u32>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub out_of_range: Option<String>,
+    pub generalize: Option<serde_yaml::Value>,
+    pub decimals: Option<u32>,
+    pub required: Option<bool>,
+    pub on_pii: Option<String>,
+    pub justification: Option<String>,
+    pub exception: Option<RawException>,
+}
+
+/// One declared metric of a collection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetric {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub by: Vec<String>,
+    pub field: Option<String>,
+    pub bins: Option<Vec<f64>>,
+    pub window: Option<String>,
+    pub contributor: Option<String>,
+    pub epsilon: Option<f64>,
+    pub delta: Option<f64>,
+    pub mechanism: Option<String>,
+    pub min_group_size: Option<u32>,
+    pub max_groups_per_contributor: Option<u32>,
+    pub max_contributions_per_group: Option<u32>,
+    pub explain: Option<RawExplain>,
+}
+
+/// The three lines every metric must carry so readers do not misread it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExplain {
+    pub measures: Option<String>,
+    pub does_not_mean: Option<String>,
+    pub misread_when: Option<String>,
+}
