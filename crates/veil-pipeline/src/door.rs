@@ -1,0 +1,429 @@
+//! The door: one event in, either a minimized event with its metric contributions or a
+//! [`Rejection`]. Everything is checked before anything is produced, so an event is
+//! applied whole or not at all.
+//!
+//! Invariant: this is the only module that sees raw values. What leaves it holds
+//! pseudonyms, declared values, generalized values and redacted text — nothing else.
+
+use crate::envelope::{depth_exceeds, Envelope, Value};
+use crate::keys::{EpochId, KeyRing, Pseudonym};
+use crate::pii;
+use crate::reject::{safe_name, Reason, Rejection};
+use crate::window;
+use chrono::{DateTime, Datelike};
+use std::borrow::Cow;
+use std::io::Write;
+use std::net::IpAddr;
+use veil_policy::*;
+
+/// Size limits on one event (spec §4; configurable).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_event_bytes: usize,
+    pub max_attributes: usize,
+    pub max_string_bytes: usize,
+    pub max_depth: usize,
+    /// How far in the future an event time may lie (clock skew), in seconds.
+    pub max_future_secs: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_event_bytes: 64 * 1024, max_attributes: 64, max_string_bytes: 4096, max_depth: 8, max_future_secs: 300 }
+    }
+}
+
+/// Who sent the events, and which collections they may send.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: String,
+    /// `None` means every collection (local CLI ingest by an operator).
+    pub collections: Option<Vec<String>>,
+}
+
+/// One event's share of one metric: what aggregation state is made of.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Contribution {
+    /// Index of the metric in `Policy::metrics()` order.
+    pub metric: u32,
+    pub window_start: i64,
+    /// Group values joined by U+001F, in the metric's `by` order.
+    pub group: String,
+    /// Pseudonym under the key of the epoch in which the window starts, so one person
+    /// has one contributor id for the whole window even across a key rotation.
+    pub contributor: Pseudonym,
+    /// Histogram bin, or -1.
+    pub bin: i32,
+    /// 1 for counts; the clamped, scaled measure for sums and means.
+    pub value: i64,
+}
+
+/// An event that passed the door.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub collection: usize,
+    pub epoch: EpochId,
+    pub time: i64,
+    pub dedupe: Option<[u8; 16]>,
+    /// The minimized event as one JSON object: what staging stores, encrypted.
+    pub payload: Vec<u8>,
+    pub contributions: Vec<Contribution>,
+    /// Measures clamped into range (counted, per `out_of_range: clamp`).
+    pub clamped: u32,
+    /// Retained strings in which PII was found and redacted.
+    pub redacted: u32,
+}
+
+/// Group key separator; declared values may not contain it.
+pub const GROUP_SEP: char = '\u{1f}';
+
+/// The door for one batch: a policy, its keys and a fixed "now".
+pub struct Door<'a> {
+    policy: &'a Policy,
+    keys: &'a KeyRing,
+    limits: Limits,
+    now: i64,
+    metric_base: Vec<u32>,
+    sealed_before: Vec<i64>,
+}
+
+/// A parsed field value before its transform.
+enum V<'a> {
+    Str(Cow<'a, str>),
+    Int(i64),
+    Bool(bool),
+    Ts(i64),
+    Ip(IpAddr),
+}
+
+impl<'a> Door<'a> {
+    /// `sealed_before[g]`: for metric `g`, windows starting before this are sealed and
+    /// take no more contributions (late events still reach staging).
+    pub fn new(policy: &'a Policy, keys: &'a KeyRing, limits: Limits, now: i64, sealed_before: Vec<i64>) -> Self {
+        let mut metric_base = Vec::with_capacity(policy.collections.len());
+        let mut n = 0u32;
+        for c in &policy.collections {
+            metric_base.push(n);
+            n += c.metrics.len() as u32;
+        }
+        let mut sealed_before = sealed_before;
+        sealed_before.resize(n as usize, i64::MIN);
+        Door { policy, keys, limits, now, metric_base, sealed_before }
+    }
+
+    /// Runs one raw event (one NDJSON line, without its newline) through the door.
+    pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
+        if line.len() > self.limits.max_event_bytes {
+            return Err(Rejection::new(Reason::TooLarge, format!("the event is larger than the {} byte limit", self.limits.max_event_bytes)));
+        }
+        let text = std::str::from_utf8(line).map_err(|_| Rejection::new(Reason::InvalidUtf8, "the event is not valid UTF-8"))?;
+        if depth_exceeds(line, self.limits.max_depth) {
+            return Err(Rejection::new(Reason::TooDeep, format!("the event nests objects or arrays deeper than {} levels", self.limits.max_depth)));
+        }
+        let env: Envelope = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => Rejection::new(
+                Reason::MalformedEnvelope,
+                "the event must be an object with a string event, a string time, an optional string id and an attrs object, and nothing else",
+            ),
+            _ => Rejection::new(Reason::MalformedJson, format!("the event is not valid JSON (column {})", e.column())),
+        })?;
+        self.admit_envelope(env, source)
+    }
+
+    /// Runs an already-parsed envelope through the door (OTLP and other decoders enter here).
+    pub fn admit_envelope(&self, env: Envelope<'_>, source: &Source) -> Result<Accepted, Rejection> {
+        let names = |env: &Envelope, c: Option<&Collection>| -> Vec<String> {
+            env.attrs.0.iter().map(|(k, _)| if c.and_then(|c| c.field_index(k)).is_some() { k.to_string() } else { safe_name(k) }).collect()
+        };
+        let Some(ci) = self.policy.collection_index(&env.event) else {
+            let mut r = Rejection::new(Reason::UnknownEvent, "the event names no collection declared in the policy");
+            r.field_names = names(&env, None);
+            return Err(r);
+        };
+        let coll = &self.policy.collections[ci];
+        let fail = |reason: Reason, msg: String| {
+            let mut r = Rejection::new(reason, msg);
+            r.collection = Some(coll.name.clone());
+            r.field_names = names(&env, Some(coll));
+            r
+        };
+        if let Some(allowed) = &source.collections {
+            if !allowed.iter().any(|a| a == &coll.name) {
+                return Err(fail(Reason::NotAllowedForSource, format!("this source may not send {}", coll.name)));
+            }
+        }
+        let time = DateTime::parse_from_rfc3339(&env.time)
+            .map_err(|_| fail(Reason::InvalidTime, "time must be an RFC 3339 timestamp such as 2026-11-20T10:00:00Z".into()))?
+            .timestamp();
+        if time > self.now + self.limits.max_future_secs {
+            return Err(fail(Reason::TimeInFuture, "time lies in the future beyond the allowed clock skew".into()));
+        }
+        if time < self.now - coll.staging_retention {
+            return Err(fail(Reason::TimeTooOld, format!("time is older than the collection's {} staging retention", duration::human(coll.staging_retention))));
+        }
+        if env.attrs.0.len() > self.limits.max_attributes {
+            return Err(fail(Reason::TooManyAttributes, format!("the event has more than {} attributes", self.limits.max_attributes)));
+        }
+        if let Some(id) = &env.id {
+            if id.is_empty() || id.len() > 256 {
+                return Err(fail(Reason::MalformedEnvelope, "id must be a non-empty string of at most 256 bytes".into()));
+            }
+        }
+
+        // Resolve and type-check every attribute before producing anything.
+        let mut vals: Vec<Option<V>> = Vec::with_capacity(coll.fields.len());
+        vals.resize_with(coll.fields.len(), || None);
+        let mut clamped = 0u32;
+        for (k, v) in &env.attrs.0 {
+            let Some(fi) = coll.field_index(k) else {
+                return Err(fail(Reason::FieldNotAllowed, format!("field {} is not declared for {}; its value was not stored", safe_name(k), coll.name)));
+            };
+            if vals[fi].is_some() {
+                return Err(fail(Reason::DuplicateField, format!("field {k} appears more than once")));
+            }
+            let f = &coll.fields[fi];
+            vals[fi] = self.check_value(f, v, &mut clamped).map_err(|(r, m)| fail(r, m))?;
+        }
+        for (fi, f) in coll.fields.iter().enumerate() {
+            if f.required && vals[fi].is_none() {
+                return Err(fail(Reason::MissingField, format!("required field {} is missing", f.name)));
+            }
+        }
+
+        // PII scan of every retained free-form string; reject or redact per policy.
+        let mut redacted_vals: Vec<Option<String>> = vec![None; coll.fields.len()];
+        let mut redacted = 0u32;
+        for (fi, f) in coll.fields.iter().enumerate() {
+            let Some(V::Str(s)) = &vals[fi] else { continue };
+            let scanned = f.values.is_none() && matches!(f.transform, Transform::Keep | Transform::Redact);
+            if !scanned {
+                continue;
+            }
+            match (f.transform == Transform::Redact, f.on_pii) {
+                (true, _) | (false, OnPii::Redact) => {
+                    if let Some(r) = pii::redact(s) {
+                        redacted_vals[fi] = Some(r);
+                        redacted += 1;
+                    }
+                }
+                (false, OnPii::Reject) => {
+                    if let Some(kind) = pii::first(s) {
+                        return Err(fail(Reason::PiiDetected, format!("field {} looks like it contains {}; the event was not stored", f.name, kind.describe())));
+                    }
+                }
+            }
+        }
+
+        let Some((epoch, _)) = self.keys.pseudonym_at(time, b"") else {
+            return Err(fail(Reason::EpochShredded, "the key period this time belongs to has been shredded or does not exist".into()));
+        };
+        let dedupe = env.id.as_ref().and_then(|id| self.keys.dedupe_key(time, &source.name, id));
+
+        // Produce: pseudonyms, payload, contributions.
+        let mut pseudonyms: Vec<Option<Pseudonym>> = vec![None; coll.fields.len()];
+        let mut payload = Vec::with_capacity(64 + 24 * coll.fields.len());
+        write!(payload, "{{\"time\":{time},\"attrs\":{{").expect("write to Vec");
+        let mut first = true;
+        for (fi, f) in coll.fields.iter().enumerate() {
+            let Some(v) = &vals[fi] else { continue };
+            if f.transform == Transform::Drop {
+                continue;
+            }
+            if !first {
+                payload.push(b',');
+            }
+            first = false;
+            serde_json::to_writer(&mut payload, &f.name).expect("write to Vec");
+            payload.push(b':');
+            match (&f.transform, v) {
+                (Transform::Pseudonymize, V::Str(s)) => {
+                    let (_, p) = self.keys.pseudonym_at(time, s.as_bytes()).expect("epoch checked above");
+                    pseudonyms[fi] = Some(p);
+                    write!(payload, "\"{}\"", p.encode()).expect("write to Vec");
+                }
+                _ => write_value(&mut payload, f, v, redacted_vals[fi].as_deref()),
+            }
+        }
+        payload.extend_from_slice(b"}}");
+
+        let mut contributions = Vec::with_capacity(coll.metrics.len());
+        for (mi, m) in coll.metrics.iter().enumerate() {
+            let g = self.metric_base[ci] + mi as u32;
+            let wstart = window::start(m.window, time);
+            if wstart < self.sealed_before[g as usize] {
+                continue; // late for a sealed window: staging keeps it, the sealed numbers do not change
+            }
+            let Some(V::Str(ident)) = &vals[m.contributor] else { continue };
+            let contributor = match self.keys.epoch_at(wstart).map(|e| e.id) {
+                Some(id) if id == epoch => pseudonyms[m.contributor].expect("contributor is pseudonymized"),
+                _ => match self.keys.pseudonym_at(wstart, ident.as_bytes()) {
+                    Some((_, p)) => p,
+                    None => continue,
+                },
+            };
+            let mut group = String::new();
+            for (i, &bi) in m.by.iter().enumerate() {
+                if i > 0 {
+                    group.push(GROUP_SEP);
+                }
+                match &vals[bi] {
+                    Some(v) => group_value(&mut group, &coll.fields[bi], v),
+                    None => group.push_str("(none)"),
+                }
+            }
+            let (bin, value) = match m.kind {
+                MetricKind::Count | MetricKind::Distinct => (-1, 1),
+                MetricKind::Sum | MetricKind::Mean | MetricKind::Histogram => {
+                    let Some(V::Int(x)) = vals[m.field.expect("compiled")] else { continue };
+                    if m.kind == MetricKind::Histogram {
+                        let last = m.bins.len() - 2;
+                        let b = m.bins.windows(2).position(|w| x >= w[0] && x < w[1]).unwrap_or(if x >= m.bins[last + 1] { last } else { 0 });
+                        (b as i32, 1)
+                    } else {
+                        (-1, x)
+                    }
+                }
+            };
+            contributions.push(Contribution { metric: g, window_start: wstart, group, contributor, bin, value });
+        }
+        Ok(Accepted { collection: ci, epoch, time, dedupe, payload, contributions, clamped, redacted })
+    }
+
+    fn check_value<'v>(&self, f: &Field, v: &Value<'v>, clamped: &mut u32) -> Result<Option<V<'v>>, (Reason, String)> {
+        let wrong = |what: &str| (Reason::WrongType, format!("field {} must be {what}", f.name));
+        if matches!(v, Value::Null) {
+            return Ok(None);
+        }
+        let out = match f.ty {
+            FieldType::String => {
+                let Value::Str(s) = v else { return Err(wrong("a string")) };
+                if s.len() > self.limits.max_string_bytes {
+                    return Err((Reason::TooLong, format!("field {} is longer than the {} byte limit", f.name, self.limits.max_string_bytes)));
+                }
+                if let Some(ml) = f.max_length {
+                    if s.chars().count() > ml as usize {
+                        return Err((Reason::TooLong, format!("field {} is longer than its declared max_length {ml}", f.name)));
+                    }
+                }
+                if let Some(values) = &f.values {
+                    if !values.iter().any(|x| x == s) {
+                        return Err((Reason::ValueNotAllowed, format!("field {} has a value outside its declared values", f.name)));
+                    }
+                }
+                if s.contains(GROUP_SEP) {
+                    return Err((Reason::ValueNotAllowed, format!("field {} contains a control character", f.name)));
+                }
+                V::Str(s.clone())
+            }
+            FieldType::Integer | FieldType::Number => {
+                let scale = 10f64.powi(f.decimals as i32);
+                let x: i64 = match (f.ty, v) {
+                    (_, Value::Int(i)) => i.checked_mul(10i64.pow(f.decimals)).ok_or_else(|| (Reason::OutOfRange, format!("field {} is out of range", f.name)))?,
+                    (FieldType::Integer, Value::Float(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => *x as i64,
+                    (FieldType::Number, Value::Float(x)) if x.is_finite() && (x * scale).abs() < 9.0e15 => (x * scale).round() as i64,
+                    (_, Value::BigUint(_)) | (_, Value::Float(_)) => return Err((Reason::OutOfRange, format!("field {} is out of range", f.name))),
+                    _ => return Err(wrong(if f.ty == FieldType::Integer { "an integer" } else { "a number" })),
+                };
+                let (lo, hi) = (f.min.unwrap_or(i64::MIN), f.max.unwrap_or(i64::MAX));
+                let x = if x < lo || x > hi {
+                    match f.out_of_range {
+                        OutOfRange::Reject => return Err((Reason::OutOfRange, format!("field {} is outside its declared min and max", f.name))),
+                        OutOfRange::Clamp => {
+                            *clamped += 1;
+                            x.clamp(lo, hi)
+                        }
+                    }
+                } else {
+                    x
+                };
+                V::Int(x)
+            }
+            FieldType::Boolean => match v {
+                Value::Bool(b) => V::Bool(*b),
+                _ => return Err(wrong("true or false")),
+            },
+            FieldType::Timestamp => match v {
+                Value::Str(s) => V::Ts(DateTime::parse_from_rfc3339(s).map_err(|_| wrong("an RFC 3339 timestamp"))?.timestamp()),
+                _ => return Err(wrong("an RFC 3339 timestamp")),
+            },
+            FieldType::Ip => match v {
+                Value::Str(s) => V::Ip(s.parse().map_err(|_| wrong("an IP address"))?),
+                _ => return Err(wrong("an IP address")),
+            },
+        };
+        Ok(Some(out))
+    }
+}
+
+fn truncate_time(t: i64, g: TimeGrain) -> i64 {
+    match g {
+        TimeGrain::Minute => t - t.rem_euclid(60),
+        TimeGrain::Hour => t - t.rem_euclid(3600),
+        TimeGrain::Day => t - t.rem_euclid(86_400),
+        TimeGrain::Week => {
+            let d = t - t.rem_euclid(86_400);
+            let wd = DateTime::from_timestamp(d, 0).map(|x| x.weekday().num_days_from_monday() as i64).unwrap_or(0);
+            d - wd * 86_400
+        }
+    }
+}
+
+fn network(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+        }
+    }
+}
+
+fn rfc3339(t: i64) -> String {
+    DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+}
+
+/// The retained form of a value, as text for a group key.
+fn group_value(out: &mut String, f: &Field, v: &V) {
+    use std::fmt::Write as _;
+    match (&f.transform, v) {
+        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => out.push_str(&rfc3339(truncate_time(*t, *g))),
+        (Transform::Generalize(Generalize::Network), V::Ip(ip)) => out.push_str(&network(ip)),
+        (Transform::Generalize(Generalize::Bucket(w)), V::Int(x)) => {
+            let _ = write!(out, "{}", x - x.rem_euclid(*w));
+        }
+        (_, V::Str(s)) => out.push_str(s),
+        (_, V::Int(x)) => {
+            let _ = write!(out, "{x}");
+        }
+        (_, V::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+        (_, V::Ts(t)) => out.push_str(&rfc3339(*t)),
+        (_, V::Ip(ip)) => out.push_str(&network(ip)),
+    }
+}
+
+fn write_value(out: &mut Vec<u8>, f: &Field, v: &V, redacted: Option<&str>) {
+    let w = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("write to Vec");
+    match (&f.transform, v) {
+        (_, V::Str(s)) => w(out, redacted.unwrap_or(s)),
+        (Transform::Generalize(Generalize::Bucket(b)), V::Int(x)) => write_scaled(out, x - x.rem_euclid(*b), f.decimals),
+        (_, V::Int(x)) => write_scaled(out, *x, f.decimals),
+        (_, V::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => w(out, &rfc3339(truncate_time(*t, *g))),
+        (_, V::Ts(t)) => w(out, &rfc3339(*t)),
+        (_, V::Ip(ip)) => w(out, &network(ip)), // an IP is only ever kept as its network
+    }
+}
+
+fn write_scaled(out: &mut Vec<u8>, x: i64, decimals: u32) {
+    if decimals == 0 {
+        write!(out, "{x}").expect("write to Vec");
+    } else {
+        let p = 10i64.pow(decimals);
+        let sign = if x < 0 { "-" } else { "" };
+        write!(out, "{sign}{}.{:0width$}", (x / p).unsigned_abs(), (x % p).unsigned_abs(), width = decimals as usize).expect("write to Vec");
+    }
+}
+

@@ -1,0 +1,66 @@
+//! Metric windows in UTC: a day, an ISO week (Monday start) or a calendar month.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
+use veil_policy::Window;
+
+fn date_of(t: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp(t, 0).map(|d| d.date_naive()).unwrap_or(NaiveDate::MIN)
+}
+
+fn ts(d: NaiveDate) -> i64 {
+    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")).timestamp()
+}
+
+/// Start (unix seconds) of the window containing `t`.
+pub fn start(w: Window, t: i64) -> i64 {
+    let d = date_of(t);
+    match w {
+        Window::Day => ts(d),
+        Window::Week => ts(d - Duration::days(d.weekday().num_days_from_monday() as i64)),
+        Window::Month => ts(d.with_day(1).expect("day 1 exists")),
+    }
+}
+
+/// Start of the window after the one starting at `s`.
+pub fn end(w: Window, s: i64) -> i64 {
+    let d = date_of(s);
+    match w {
+        Window::Day => ts(d + Duration::days(1)),
+        Window::Week => ts(d + Duration::days(7)),
+        Window::Month => {
+            let (y, m) = if d.month() == 12 { (d.year() + 1, 1) } else { (d.year(), d.month() + 1) };
+            ts(NaiveDate::from_ymd_opt(y, m, 1).expect("first of month exists"))
+        }
+    }
+}
+
+/// "2026-11-20", "2026-W47" or "2026-11" for the window starting at `s`.
+pub fn label(w: Window, s: i64) -> String {
+    let d = date_of(s);
+    match w {
+        Window::Day => d.format("%Y-%m-%d").to_string(),
+        Window::Week => {
+            let iw = d.iso_week();
+            format!("{}-W{:02}", iw.year(), iw.week())
+        }
+        Window::Month => d.format("%Y-%m").to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weeks_start_on_monday_and_label_iso() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap().timestamp(); // a Friday
+        let s = start(Window::Week, t);
+        assert_eq!(date_of(s), NaiveDate::from_ymd_opt(2026, 11, 16).unwrap());
+        assert_eq!(label(Window::Week, s), "2026-W47");
+        assert_eq!(end(Window::Week, s) - s, 7 * 86_400);
+        let m = start(Window::Month, t);
+        assert_eq!(label(Window::Month, m), "2026-11");
+        assert_eq!(label(Window::Month, end(Window::Month, m)), "2026-12");
+        assert_eq!(label(Window::Day, start(Window::Day, t)), "2026-11-20");
+    }
+}
