@@ -1,1 +1,35 @@
-pub fn _x(){}
+//! The only way data leaves Veil: a [`release`] answers a report query from sealed
+//! aggregates with k-suppression, differentially private partition selection, exact
+//! discrete noise, a budget charge and an audit entry, and stores the answer so the same
+//! query gets the same document and costs nothing again.
+//!
+//! Invariant: every number a report shows comes from a stored [`ReleaseRecord`]
+//! document; renderers take that record, never aggregates.
+
+#![forbid(unsafe_code)]
+
+pub mod noise;
+mod plan;
+mod render;
+mod step;
+
+pub use plan::{plan, Plan, Query};
+pub use render::{render, Format};
+pub use step::{release, ReleaseDoc, ReleaseGroup, Released};
+pub use veil_store::ReleaseRecord;
+
+/// Why a release was not given. Messages name metrics and dimensions, never data.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    #[error("unknown metric {0}; `veil policy lint` lists the declared ones")]
+    UnknownMetric(String),
+    #[error("metric {metric} cannot be grouped by {dim}; it is declared with by: [{allowed}]")]
+    BadGrouping { metric: String, dim: String, allowed: String },
+    #[error("the range is empty: --from must lie before --to")]
+    BadRange,
+    #[error("privacy budget exhausted for {collection}: this release costs ε={cost}, {left} is left until {renews}")]
+    BudgetExhausted { collection: String, cost: f64, left: f64, renews: String },
+    #[error(transparent)]
+    Store(#[from] veil_store::StoreError),
+}

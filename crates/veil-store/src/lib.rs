@@ -1,1 +1,150 @@
-pub fn _x(){}
+//! Veil's zones at rest (spec §2): staging, aggregates, vault, quarantine, audit.
+//!
+//! [`Store`] is the boundary every backend implements; [`SqliteStore`] is the embedded
+//! default. Backend-independent logic — the audit chain ([`audit`]), sealing with
+//! contribution bounding ([`seal`]), staging encryption ([`crypto`]) — lives beside it so
+//! a PostgreSQL backend persists rows and nothing more.
+//!
+//! Invariant: no table has a column for a raw identifier. What arrives here has passed
+//! the door; staging payloads are stored only as AES-256-GCM ciphertext.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod crypto;
+pub mod seal;
+mod sqlite;
+
+pub use audit::{AuditEntry, Verification};
+pub use sqlite::SqliteStore;
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+use veil_pipeline::{Accepted, Epoch, EpochId, KeyRing, Rejection};
+use veil_policy::Policy;
+
+/// Why a store operation failed. Messages name tables and operations, never values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    #[error("i/o error on {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("the data directory is not initialized (run `veil init`)")]
+    NotInitialized,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("a release with this query key already exists")]
+    Conflict,
+}
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// One batch for [`Store::ingest`]: applied in one transaction or not at all.
+pub struct IngestBatch<'a> {
+    pub source: &'a str,
+    pub received_at: i64,
+    pub accepted: Vec<Accepted>,
+    pub rejected: Vec<Rejection>,
+}
+
+/// What one ingest commit did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct IngestOutcome {
+    pub accepted: usize,
+    /// Events whose `(source, id)` was already ingested: counted once, not again.
+    pub duplicates: usize,
+    pub rejected: BTreeMap<String, usize>,
+    pub clamped: usize,
+    pub redacted: usize,
+}
+
+/// What one seal run did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SealOutcome {
+    /// (metric, window label) pairs sealed.
+    pub windows: Vec<(String, String)>,
+    pub groups: usize,
+}
+
+/// One sealed, bounded group aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AggRow {
+    pub metric: String,
+    /// Comma-joined dimension names, `""` for the total.
+    pub grouping: String,
+    pub window_start: i64,
+    pub group: String,
+    pub contributors: i64,
+    pub count: i64,
+    pub sum: i64,
+    pub bins: Vec<i64>,
+}
+
+/// A stored release document and what it cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleaseRecord {
+    pub release_id: String,
+    pub query_key: String,
+    pub principal: String,
+    pub collection: String,
+    pub epsilon: f64,
+    pub created_at: i64,
+    /// The JSON document exactly as first released.
+    pub document: String,
+}
+
+/// Outcome of trying to spend privacy budget.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spend {
+    /// Spent; this much is left in the period.
+    Spent { left: f64 },
+    /// Refused; nothing was spent.
+    Refused { left: f64 },
+}
+
+/// The storage boundary: the CLI, the release layer and (later) the server talk only to
+/// this trait, so SQLite and PostgreSQL are interchangeable and share one test suite.
+pub trait Store {
+    /// All epochs, including shredded ones (without keys).
+    fn epochs(&self) -> Result<Vec<Epoch>>;
+    /// Ends the current epoch at `now` and starts a new one with fresh keys.
+    fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId>;
+    /// Applies a batch atomically: dedupe, staging, aggregation state, quarantine, audit.
+    fn ingest(&mut self, policy: &Policy, keys: &KeyRing, batch: IngestBatch<'_>) -> Result<IngestOutcome>;
+    /// Per metric (policy order): windows starting before this instant are sealed.
+    fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>>;
+    /// Seals every window closed for at least the grace period.
+    fn seal(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<SealOutcome>;
+    /// Sealed aggregates of one metric and grouping with window start in `[from, to)`.
+    fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>>;
+    /// Appends one audit entry; `detail` must hold no personal data.
+    fn audit(&mut self, actor: &str, action: &str, detail: &serde_json::Value, now: i64) -> Result<AuditEntry>;
+    /// Audit entries with `seq >= since`.
+    fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>>;
+    /// Verifies the whole chain against the recorded head.
+    fn audit_verify(&self) -> Result<Verification>;
+    /// Records a policy load in the audit log when its hash differs from the last one.
+    fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool>;
+    /// Rejections held in quarantine, by reason code.
+    fn quarantine_counts(&self) -> Result<BTreeMap<String, i64>>;
+    /// A stored release for an exact query key.
+    fn release_by_key(&self, query_key: &str) -> Result<Option<ReleaseRecord>>;
+    /// Atomically: spend `epsilon` of `(principal, collection, period_start)` out of
+    /// `budget` and store the release whose document `render` builds from the budget left,
+    /// or refuse and store nothing. A refusal is audited too.
+    fn spend_and_store(
+        &mut self,
+        release: &ReleaseRecord,
+        period_start: i64,
+        budget: f64,
+        audit_detail: &serde_json::Value,
+        render: &dyn Fn(f64) -> String,
+    ) -> Result<Spend>;
+    /// ε already spent by a principal on a collection in a period.
+    fn spent(&self, principal: &str, collection: &str, period_start: i64) -> Result<f64>;
+    /// Every release record, oldest first.
+    fn releases(&self) -> Result<Vec<ReleaseRecord>>;
+}

@@ -1,0 +1,256 @@
+//! The release step itself: suppression, selection, noise, budget, storage, audit.
+
+use crate::noise;
+use crate::plan::{plan, NoiseParams, Plan, Query};
+use crate::ReleaseError;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use veil_pipeline::GROUP_SEP;
+use veil_policy::Policy;
+use veil_store::{ReleaseRecord, Spend, Store, StoreError};
+
+/// The release document (spec §6): what JSON, CSV, table and HTTP all show.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseDoc {
+    pub release_id: String,
+    pub metric: String,
+    pub kind: String,
+    pub by: Vec<String>,
+    pub from: String,
+    pub to: String,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub mechanism: String,
+    pub budget_left: f64,
+    pub min_group_size: u32,
+    /// Half-width of the 95% interval of one noisy value (one bin for histograms).
+    pub interval_half_width: f64,
+    pub windows: Vec<String>,
+    /// True when groups outside a declared value list are omitted rather than listed as suppressed.
+    pub unlisted_groups_suppressed: bool,
+    pub groups: Vec<ReleaseGroup>,
+}
+
+/// One group of one window in a release.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseGroup {
+    pub key: BTreeMap<String, String>,
+    pub window: String,
+    pub value: Option<serde_json::Number>,
+    pub interval: Option<[serde_json::Number; 2]>,
+    pub suppressed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bins: Option<Vec<HistBin>>,
+}
+
+/// One noisy histogram bin: `[lo, hi)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub count: i64,
+}
+
+/// A release handed out: the stored record, and whether it was served from storage.
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub record: ReleaseRecord,
+    pub cached: bool,
+}
+
+fn draw(rng: &mut dyn RngCore, gaussian: bool, t: u128, s: u128, var_num: u128, var_den: u128) -> i128 {
+    if gaussian {
+        noise::discrete_gaussian(rng, var_num, var_den)
+    } else {
+        noise::discrete_laplace(rng, t, s)
+    }
+}
+
+fn num(x: f64, unit: i64) -> serde_json::Number {
+    if unit == 1 {
+        serde_json::Number::from(x.round() as i64)
+    } else {
+        let decimals = (unit as f64).log10().round() as i32;
+        let p = 10f64.powi(decimals);
+        serde_json::Number::from_f64((x * p).round() / p).unwrap_or_else(|| serde_json::Number::from(0))
+    }
+}
+
+/// Public group keys: the cross product of declared values, when every dimension has them.
+fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
+    let (coll, m) = policy.metric(&p.metric)?;
+    let mut keys = vec![String::new()];
+    for (i, &pos) in p.by_positions.iter().enumerate() {
+        let values = coll.fields[m.by[pos]].values.as_ref()?;
+        if keys.len() * values.len() > 10_000 {
+            return None;
+        }
+        keys = keys
+            .iter()
+            .flat_map(|k| values.iter().map(move |v| if i == 0 { v.clone() } else { format!("{k}{GROUP_SEP}{v}") }))
+            .collect();
+    }
+    Some(keys)
+}
+
+/// Answers a query: a stored release when the same query was answered before (nothing
+/// charged), otherwise a new one if the principal's budget allows it.
+pub fn release(store: &mut dyn Store, policy: &Policy, principal: &str, q: &Query, now: i64, rng: &mut dyn RngCore) -> Result<Released, ReleaseError> {
+    let p = plan(&*store, policy, principal, q, now)?;
+    if let Some(record) = store.release_by_key(&p.query_key)? {
+        store.audit(principal, "release_served", &serde_json::json!({"release_id": record.release_id, "metric": p.metric}), now)?;
+        return Ok(Released { record, cached: true });
+    }
+    let (_, m) = policy.metric(&p.metric).expect("planned metric exists");
+    let grouping = p.by.join(",");
+    let rows = store.aggregates(&p.metric, &grouping, p.from_ts, p.to_ts)?;
+    let by_key: HashMap<(i64, &str), &veil_store::AggRow> = rows.iter().map(|r| ((r.window_start, r.group.as_str()), r)).collect();
+    let domain = public_domain(policy, &p);
+    let np: NoiseParams = p.noise;
+    let k = m.min_group_size as i64;
+    let mut groups = Vec::new();
+    let (mut released, mut suppressed) = (0usize, 0usize);
+    for (wi, &w) in p.windows.iter().enumerate() {
+        let keys: Vec<String> = match &domain {
+            Some(d) => d.clone(),
+            None => {
+                let mut v: Vec<String> = rows.iter().filter(|r| r.window_start == w).map(|r| r.group.clone()).collect();
+                v.sort();
+                v
+            }
+        };
+        for key in keys {
+            let row = by_key.get(&(w, key.as_str()));
+            let n = row.map(|r| r.contributors).unwrap_or(0);
+            // 1. k pre-threshold; 2. DP selection on n − (k − 1).
+            let selected = n >= k && {
+                let z = noise::discrete_laplace(rng, np.sel_t, np.sel_s);
+                (n - (k - 1)) as i128 + z >= p.selection_threshold as i128
+            };
+            let key_map: BTreeMap<String, String> = p.by.iter().cloned().zip(key.split(GROUP_SEP).map(str::to_owned)).collect();
+            let window = p.window_labels[wi].clone();
+            if !selected {
+                suppressed += 1;
+                if domain.is_some() {
+                    groups.push(ReleaseGroup { key: key_map, window, value: None, interval: None, suppressed: true, bins: None });
+                }
+                continue;
+            }
+            released += 1;
+            let r = row.expect("selected groups have data");
+            let hw = np.half_width as f64;
+            let val = |rng: &mut dyn RngCore| draw(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64;
+            let unit = np.unit as f64;
+            let (value, interval, bins) = match p.kind {
+                "count" | "distinct" | "sum" => {
+                    let exact = match p.kind {
+                        "count" => r.count,
+                        "distinct" => r.contributors,
+                        _ => r.sum,
+                    } as f64;
+                    let v = exact + val(rng);
+                    (Some(num(v / unit, np.unit)), Some([num((v - hw) / unit, np.unit), num((v + hw) / unit, np.unit)]), None)
+                }
+                "mean" => {
+                    let s = r.sum as f64 + val(rng);
+                    let c = r.count as f64 + draw(rng, np.gaussian, np.count_t, np.count_s, np.count_var_num, np.var_den) as f64;
+                    let chw = if np.gaussian {
+                        noise::gaussian_half_width(((np.count_var_num as f64) / np.var_den as f64).sqrt(), 0.95) as f64
+                    } else {
+                        noise::laplace_half_width(np.count_t as f64 / np.count_s as f64, 0.95) as f64
+                    };
+                    let mean = s / c.max(1.0) / unit;
+                    let lo = (s - hw) / (c + chw).max(1.0) / unit;
+                    let hi = (s + hw) / (c - chw).max(1.0) / unit;
+                    (Some(num(mean, 1000)), Some([num(lo.min(mean), 1000), num(hi.max(mean), 1000)]), None)
+                }
+                _ => {
+                    // histogram: noisy bins (post-processed to ≥ 0), median read off them.
+                    let (_, m) = policy.metric(&p.metric).expect("exists");
+                    let counts: Vec<i64> = r.bins.iter().map(|&b| (b as f64 + val(rng)).max(0.0) as i64).collect();
+                    let hb: Vec<HistBin> = counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &c)| HistBin { lo: m.bins[i] as f64 / unit, hi: m.bins[i + 1] as f64 / unit, count: c })
+                        .collect();
+                    let median = quantile(&hb, 0.5);
+                    (median.map(|x| num(x, 1000)), None, Some(hb))
+                }
+            };
+            groups.push(ReleaseGroup { key: key_map, window, value, interval, suppressed: false, bins });
+        }
+    }
+
+    let mut id = [0u8; 8];
+    rng.fill_bytes(&mut id);
+    let release_id = format!("r-{}", hex::encode(id));
+    let doc = ReleaseDoc {
+        release_id: release_id.clone(),
+        metric: p.metric.clone(),
+        kind: p.kind.to_owned(),
+        by: p.by.clone(),
+        from: p.from.clone(),
+        to: p.to.clone(),
+        epsilon: p.epsilon,
+        delta: p.delta,
+        mechanism: p.mechanism.to_owned(),
+        budget_left: 0.0,
+        min_group_size: p.min_group_size,
+        interval_half_width: p.interval_half_width,
+        windows: p.window_labels.clone(),
+        unlisted_groups_suppressed: domain.is_none(),
+        groups,
+    };
+    let record = ReleaseRecord {
+        release_id: release_id.clone(),
+        query_key: p.query_key.clone(),
+        principal: principal.to_owned(),
+        collection: p.collection.clone(),
+        epsilon: p.epsilon,
+        created_at: now,
+        document: String::new(),
+    };
+    let detail = serde_json::json!({
+        "release_id": release_id, "metric": p.metric, "by": p.by, "from": p.from, "to": p.to,
+        "epsilon": p.epsilon, "delta": p.delta, "groups_released": released, "groups_suppressed": suppressed,
+    });
+    let render = |left: f64| {
+        let mut d = doc.clone();
+        d.budget_left = (left * 1e6).round() / 1e6;
+        serde_json::to_string(&d).expect("release documents serialize")
+    };
+    let budget = policy.metric(&p.metric).map(|(c, _)| c.budget.epsilon).expect("exists");
+    match store.spend_and_store(&record, p.period_start, budget, &detail, &render) {
+        Ok(Spend::Spent { .. }) => {}
+        Ok(Spend::Refused { left }) => {
+            return Err(ReleaseError::BudgetExhausted { collection: p.collection, cost: p.epsilon, left, renews: p.budget_renews });
+        }
+        Err(StoreError::Conflict) => {
+            // A concurrent identical query won the race: serve its answer.
+            let record = store.release_by_key(&p.query_key)?.ok_or(StoreError::Conflict)?;
+            return Ok(Released { record, cached: true });
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let record = store.release_by_key(&p.query_key)?.ok_or_else(|| StoreError::Corrupt("a stored release vanished".into()))?;
+    Ok(Released { record, cached: false })
+}
+
+/// The `p`-quantile read off noisy bins by linear interpolation (post-processing).
+pub fn quantile(bins: &[HistBin], p: f64) -> Option<f64> {
+    let total: i64 = bins.iter().map(|b| b.count).sum();
+    if total <= 0 {
+        return None;
+    }
+    let target = p * total as f64;
+    let mut acc = 0.0;
+    for b in bins {
+        let next = acc + b.count as f64;
+        if next >= target && b.count > 0 {
+            return Some(b.lo + (b.hi - b.lo) * ((target - acc) / b.count as f64));
+        }
+        acc = next;
+    }
+    bins.last().map(|b| b.hi)
+}

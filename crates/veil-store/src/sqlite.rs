@@ -1,0 +1,490 @@
+//! The embedded store: one SQLite database (WAL, full sync, secure delete) in the data
+//! directory, plus `audit.head`, the newest audit entry's hash kept outside the database.
+
+use crate::audit::{self, AuditEntry, Verification};
+use crate::seal::{self, Bounds, ContribRow};
+use crate::*;
+use rand::SeedableRng;
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use veil_pipeline::{window, EpochKeys, Secret};
+use veil_policy::MetricKind;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS vault_epochs (
+  id INTEGER PRIMARY KEY, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,
+  hmac_key BLOB, data_key BLOB, created_at INTEGER NOT NULL, shredded_at INTEGER);
+CREATE TABLE IF NOT EXISTS staging_segments (
+  id INTEGER PRIMARY KEY, collection TEXT NOT NULL, epoch INTEGER NOT NULL, day INTEGER NOT NULL,
+  events INTEGER NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS staging_segments_day ON staging_segments (collection, day);
+CREATE TABLE IF NOT EXISTS staging_seen (key BLOB PRIMARY KEY, day INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staging_contrib (
+  metric TEXT NOT NULL, window_start INTEGER NOT NULL, grp TEXT NOT NULL, contributor BLOB NOT NULL,
+  bin INTEGER NOT NULL, n INTEGER NOT NULL, total INTEGER NOT NULL,
+  PRIMARY KEY (metric, window_start, grp, contributor, bin)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seal_state (metric TEXT PRIMARY KEY, sealed_before INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS aggregates (
+  metric TEXT NOT NULL, grouping TEXT NOT NULL, window_start INTEGER NOT NULL, grp TEXT NOT NULL,
+  contributors INTEGER NOT NULL, n INTEGER NOT NULL, total INTEGER NOT NULL, bins TEXT NOT NULL,
+  sealed_at INTEGER NOT NULL, PRIMARY KEY (metric, grouping, window_start, grp));
+CREATE TABLE IF NOT EXISTS quarantine (
+  id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
+  message TEXT NOT NULL, collection TEXT, field_names TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+  release_id TEXT PRIMARY KEY, query_key TEXT NOT NULL UNIQUE, principal TEXT NOT NULL,
+  collection TEXT NOT NULL, epsilon REAL NOT NULL, created_at INTEGER NOT NULL, document TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS budget_ledger (
+  principal TEXT NOT NULL, collection TEXT NOT NULL, period_start INTEGER NOT NULL,
+  spent_micro INTEGER NOT NULL, PRIMARY KEY (principal, collection, period_start));
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+  detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+"#;
+
+/// Sentinel end of the newest epoch.
+const OPEN_END: i64 = i64::MAX;
+
+/// The embedded SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+    head_path: PathBuf,
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+}
+
+fn micro(eps: f64) -> i64 {
+    (eps * 1e6).round() as i64
+}
+
+impl SqliteStore {
+    /// The database file inside a data directory.
+    pub fn db_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("veil.db")
+    }
+
+    /// Opens an initialized data directory.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        let db = Self::db_path(data_dir);
+        if !db.exists() {
+            return Err(StoreError::NotInitialized);
+        }
+        Self::connect(data_dir)
+    }
+
+    /// Creates the data directory, schema, the first epoch's keys and the genesis audit entry.
+    pub fn init(data_dir: &Path, now: i64, actor: &str) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io { path: data_dir.display().to_string(), source })?;
+        let mut s = Self::connect(data_dir)?;
+        let has: i64 = s.conn.query_row("SELECT COUNT(*) FROM vault_epochs", [], |r| r.get(0))?;
+        if has == 0 {
+            let tx = s.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            insert_epoch(&tx, i64::MIN, now)?;
+            let e = append_audit(&tx, actor, "init", &serde_json::json!({"epoch": 1}), now)?;
+            tx.commit()?;
+            s.write_head(&e)?;
+        }
+        Ok(s)
+    }
+
+    fn connect(data_dir: &Path) -> Result<Self> {
+        let conn = Connection::open(Self::db_path(data_dir))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+        )?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore { conn, head_path: data_dir.join("audit.head") })
+    }
+
+    /// Direct access for tests and maintenance tools in this crate's family.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn write_head(&self, e: &AuditEntry) -> Result<()> {
+        let tmp = self.head_path.with_extension("head.tmp");
+        let io = |source| StoreError::Io { path: self.head_path.display().to_string(), source };
+        std::fs::write(&tmp, format!("{} {}\n", e.seq, e.hash)).map_err(io)?;
+        std::fs::rename(&tmp, &self.head_path).map_err(io)
+    }
+
+    fn read_head(&self) -> Option<(i64, String)> {
+        let s = std::fs::read_to_string(&self.head_path).ok()?;
+        let (a, b) = s.trim().split_once(' ')?;
+        Some((a.parse().ok()?, b.to_owned()))
+    }
+
+    /// Decrypted staging payloads of one collection (for grants and subject requests).
+    pub fn staging_payloads(&self, collection: &str, keys: &KeyRing) -> Result<Vec<String>> {
+        let mut st = self.conn.prepare("SELECT epoch, day, nonce, ciphertext FROM staging_segments WHERE collection = ?1 ORDER BY id")?;
+        let rows = st.query_map([collection], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?)))?;
+        let data_keys: HashMap<u32, Secret> = keys.epochs().filter_map(|e| Some((e.id.0, e.keys.as_ref()?.data.clone()))).collect();
+        let mut out = Vec::new();
+        for row in rows {
+            let (epoch, day, nonce, ct) = row?;
+            let Some(k) = data_keys.get(&epoch) else { continue }; // shredded: unreadable by design
+            let plain = crypto::open(k, &segment_aad(collection, epoch, day), &nonce, &ct)
+                .ok_or_else(|| StoreError::Corrupt("a staging segment failed authentication".into()))?;
+            let text = String::from_utf8(plain).map_err(|_| StoreError::Corrupt("a staging segment is not UTF-8".into()))?;
+            out.extend(text.lines().map(str::to_owned));
+        }
+        Ok(out)
+    }
+}
+
+fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
+    format!("veil-staging\0{collection}\0{epoch}\0{day}").into_bytes()
+}
+
+fn insert_epoch(tx: &Transaction, start: i64, now: i64) -> Result<EpochId> {
+    let (h, d) = (Secret::generate(), Secret::generate());
+    tx.execute(
+        "INSERT INTO vault_epochs (start_ts, end_ts, hmac_key, data_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![start, OPEN_END, &h.0[..], &d.0[..], now],
+    )?;
+    Ok(EpochId(tx.last_insert_rowid() as u32))
+}
+
+fn append_audit(tx: &Transaction, actor: &str, action: &str, detail: &serde_json::Value, now: i64) -> Result<AuditEntry> {
+    let last: Option<(i64, String)> = tx.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let (seq, prev) = match last {
+        Some((s, h)) => (s + 1, h),
+        None => (1, audit::GENESIS.to_owned()),
+    };
+    let at = rfc3339(now);
+    let detail = detail.to_string();
+    let hash = audit::entry_hash(&prev, seq, &at, actor, action, &detail);
+    tx.execute(
+        "INSERT INTO audit (seq, at, actor, action, detail, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![seq, at, actor, action, detail, prev, hash],
+    )?;
+    Ok(AuditEntry { seq, at, actor: actor.into(), action: action.into(), detail, prev, hash })
+}
+
+fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
+    match v {
+        None => Ok(None),
+        Some(b) => {
+            let a: [u8; 32] = b.try_into().map_err(|_| StoreError::Corrupt("a vault key has the wrong length".into()))?;
+            Ok(Some(Secret(a)))
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn epochs(&self) -> Result<Vec<Epoch>> {
+        let mut st = self.conn.prepare("SELECT id, start_ts, end_ts, hmac_key, data_key FROM vault_epochs ORDER BY start_ts")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<Vec<u8>>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, start, end, h, d) = row?;
+            let keys = match (key32(h)?, key32(d)?) {
+                (Some(hmac), Some(data)) => Some(EpochKeys { hmac, data }),
+                _ => None,
+            };
+            out.push(Epoch { id: EpochId(id), start, end, keys });
+        }
+        Ok(out)
+    }
+
+    fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row("SELECT id FROM vault_epochs WHERE end_ts = ?1", [OPEN_END], |r| r.get(0))?;
+        tx.execute("UPDATE vault_epochs SET end_ts = ?1 WHERE id = ?2", params![now, current])?;
+        let id = insert_epoch(&tx, now, now)?;
+        let e = append_audit(&tx, actor, "key_rotate", &serde_json::json!({"ended_epoch": current, "new_epoch": id.0}), now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(id)
+    }
+
+    fn ingest(&mut self, policy: &Policy, keys: &KeyRing, batch: IngestBatch<'_>) -> Result<IngestOutcome> {
+        let now = batch.received_at;
+        let metric_names: Vec<&str> = policy.metrics().map(|(_, m)| m.name.as_str()).collect();
+        let data_keys: HashMap<u32, &Secret> = keys.epochs().filter_map(|e| Some((e.id.0, &e.keys.as_ref()?.data))).collect();
+        let mut out = IngestOutcome::default();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            // Deduplicate on (source, id): first within the batch, then against what is stored.
+            let mut seen_ins = tx.prepare_cached("INSERT INTO staging_seen (key, day) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
+            let mut segments: HashMap<(usize, u32, i64), (Vec<u8>, i64)> = HashMap::new();
+            let mut agg: HashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> = HashMap::new();
+            for a in &batch.accepted {
+                if let Some(k) = &a.dedupe {
+                    if seen_ins.execute(params![&k[..], a.time.div_euclid(86_400)])? == 0 {
+                        out.duplicates += 1;
+                        continue;
+                    }
+                }
+                out.accepted += 1;
+                out.clamped += a.clamped as usize;
+                out.redacted += a.redacted as usize;
+                let seg = segments.entry((a.collection, a.epoch.0, a.time.div_euclid(86_400))).or_default();
+                if !seg.0.is_empty() {
+                    seg.0.push(b'\n');
+                }
+                seg.0.extend_from_slice(&a.payload);
+                seg.1 += 1;
+                for c in &a.contributions {
+                    let e = agg.entry((c.metric, c.window_start, c.group.as_str(), c.contributor.0, c.bin)).or_insert((0, 0));
+                    e.0 += 1;
+                    e.1 = e.1.saturating_add(c.value);
+                }
+            }
+            let mut seg_ins = tx.prepare_cached(
+                "INSERT INTO staging_segments (collection, epoch, day, events, nonce, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for ((ci, epoch, day), (plain, n)) in segments {
+                let coll = &policy.collections[ci].name;
+                let key = data_keys.get(&epoch).ok_or_else(|| StoreError::Corrupt("an accepted event belongs to an epoch without a data key".into()))?;
+                let (nonce, ct) = crypto::seal(key, &segment_aad(coll, epoch, day), &plain);
+                seg_ins.execute(params![coll, epoch, day, n, nonce, ct, now])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO staging_contrib (metric, window_start, grp, contributor, bin, n, total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (metric, window_start, grp, contributor, bin) DO UPDATE SET n = n + excluded.n, total = total + excluded.total",
+            )?;
+            for ((m, w, g, c, bin), (n, total)) in agg {
+                up.execute(params![metric_names[m as usize], w, g, &c[..], bin, n, total])?;
+            }
+            let mut q = tx.prepare_cached(
+                "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for r in &batch.rejected {
+                *out.rejected.entry(r.reason.code().to_owned()).or_default() += 1;
+                let names = serde_json::to_string(&r.field_names).expect("strings serialize");
+                q.execute(params![now, batch.source, r.reason.code(), r.message, r.collection, names])?;
+            }
+        }
+        let detail = serde_json::json!({
+            "source": batch.source, "accepted": out.accepted, "duplicates": out.duplicates,
+            "rejected": out.rejected, "clamped": out.clamped, "redacted": out.redacted,
+        });
+        let e = append_audit(&tx, batch.source, "ingest", &detail, now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(out)
+    }
+
+    fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>> {
+        let mut st = self.conn.prepare_cached("SELECT sealed_before FROM seal_state WHERE metric = ?1")?;
+        policy
+            .metrics()
+            .map(|(_, m)| Ok(st.query_row([&m.name], |r| r.get(0)).optional()?.unwrap_or(i64::MIN)))
+            .collect()
+    }
+
+    fn seal(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<SealOutcome> {
+        let mut out = SealOutcome::default();
+        let mut rng = rand::rngs::StdRng::from_entropy();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (c, m) in policy.metrics() {
+            let boundary = window::start(m.window, now - policy.defaults.seal_grace);
+            let windows: Vec<i64> = {
+                let mut st = tx.prepare_cached("SELECT DISTINCT window_start FROM staging_contrib WHERE metric = ?1 AND window_start < ?2 ORDER BY 1")?;
+                let v = st.query_map(params![m.name, boundary], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?;
+                v
+            };
+            let dims: Vec<&str> = m.by.iter().map(|&i| c.fields[i].name.as_str()).collect();
+            let nbins = if m.kind == MetricKind::Histogram { m.bins.len() - 1 } else { 0 };
+            let bounds = Bounds { l0: m.max_groups_per_contributor, linf: m.max_contributions_per_group, nbins };
+            for w in windows {
+                let rows: Vec<ContribRow> = {
+                    let mut st = tx.prepare_cached("SELECT grp, contributor, bin, n, total FROM staging_contrib WHERE metric = ?1 AND window_start = ?2")?;
+                    let v = st
+                        .query_map(params![m.name, w], |r| {
+                            let c: Vec<u8> = r.get(1)?;
+                            let mut contributor = [0u8; 16];
+                            contributor.copy_from_slice(&c[..16.min(c.len())]);
+                            Ok(ContribRow { group: r.get(0)?, contributor, bin: r.get(2)?, n: r.get(3)?, total: r.get(4)? })
+                        })?
+                        .collect::<std::result::Result<_, _>>()?;
+                    v
+                };
+                for keep in seal::groupings(dims.len()) {
+                    let grouping = keep.iter().map(|&i| dims[i]).collect::<Vec<_>>().join(",");
+                    for g in seal::aggregate(&rows, &keep, bounds, &mut rng) {
+                        tx.execute(
+                            "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                            params![m.name, grouping, w, g.group, g.contributors, g.count, g.sum, serde_json::to_string(&g.bins).expect("ints serialize"), now],
+                        )?;
+                        out.groups += 1;
+                    }
+                }
+                tx.execute("DELETE FROM staging_contrib WHERE metric = ?1 AND window_start = ?2", params![m.name, w])?;
+                out.windows.push((m.name.clone(), window::label(m.window, w)));
+            }
+            tx.execute(
+                "INSERT INTO seal_state (metric, sealed_before) VALUES (?1, ?2) ON CONFLICT (metric) DO UPDATE SET sealed_before = MAX(sealed_before, excluded.sealed_before)",
+                params![m.name, boundary],
+            )?;
+        }
+        let detail = serde_json::json!({"windows": out.windows.len(), "groups": out.groups,
+            "sealed": out.windows.iter().map(|(m, w)| format!("{m}@{w}")).collect::<Vec<_>>()});
+        let e = append_audit(&tx, actor, "seal", &detail, now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(out)
+    }
+
+    fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT window_start, grp, contributors, n, total, bins FROM aggregates
+             WHERE metric = ?1 AND grouping = ?2 AND window_start >= ?3 AND window_start < ?4 ORDER BY window_start, grp",
+        )?;
+        let rows = st.query_map(params![metric, grouping, from, to], |r| {
+            let bins: String = r.get(5)?;
+            Ok(AggRow {
+                metric: metric.to_owned(),
+                grouping: grouping.to_owned(),
+                window_start: r.get(0)?,
+                group: r.get(1)?,
+                contributors: r.get(2)?,
+                count: r.get(3)?,
+                sum: r.get(4)?,
+                bins: serde_json::from_str(&bins).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn audit(&mut self, actor: &str, action: &str, detail: &serde_json::Value, now: i64) -> Result<AuditEntry> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let e = append_audit(&tx, actor, action, detail, now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(e)
+    }
+
+    fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>> {
+        let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE seq >= ?1 ORDER BY seq")?;
+        let rows = st.query_map([since], |r| {
+            Ok(AuditEntry { seq: r.get(0)?, at: r.get(1)?, actor: r.get(2)?, action: r.get(3)?, detail: r.get(4)?, prev: r.get(5)?, hash: r.get(6)? })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn audit_verify(&self) -> Result<Verification> {
+        // Read in storage order (rowid), not by seq, so reordered rows are visible as such.
+        let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit ORDER BY rowid")?;
+        let rows: Vec<AuditEntry> = st
+            .query_map([], |r| {
+                Ok(AuditEntry { seq: r.get(0)?, at: r.get(1)?, actor: r.get(2)?, action: r.get(3)?, detail: r.get(4)?, prev: r.get(5)?, hash: r.get(6)? })
+            })?
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(audit::verify(&rows, self.read_head()))
+    }
+
+    fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool> {
+        let last: Option<String> = self.conn.query_row("SELECT value FROM meta WHERE key = 'policy_hash'", [], |r| r.get(0)).optional()?;
+        if last.as_deref() == Some(policy.hash.as_str()) {
+            return Ok(false);
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&policy.hash])?;
+        let detail = serde_json::json!({"policy_sha256": policy.hash, "previous_sha256": last, "collections": policy.collections.len()});
+        let e = append_audit(&tx, actor, "policy_load", &detail, now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(true)
+    }
+
+    fn quarantine_counts(&self) -> Result<BTreeMap<String, i64>> {
+        let mut st = self.conn.prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn release_by_key(&self, query_key: &str) -> Result<Option<ReleaseRecord>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT release_id, query_key, principal, collection, epsilon, created_at, document FROM releases WHERE query_key = ?1",
+                [query_key],
+                release_row,
+            )
+            .optional()?)
+    }
+
+    fn spend_and_store(
+        &mut self,
+        rel: &ReleaseRecord,
+        period_start: i64,
+        budget: f64,
+        audit_detail: &serde_json::Value,
+        render: &dyn Fn(f64) -> String,
+    ) -> Result<Spend> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<String> = tx.query_row("SELECT release_id FROM releases WHERE query_key = ?1", [&rel.query_key], |r| r.get(0)).optional()?;
+        if exists.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        let spent: i64 = tx
+            .query_row(
+                "SELECT spent_micro FROM budget_ledger WHERE principal = ?1 AND collection = ?2 AND period_start = ?3",
+                params![rel.principal, rel.collection, period_start],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let (cost, cap) = (micro(rel.epsilon), micro(budget));
+        if spent + cost > cap {
+            let left = (cap - spent).max(0) as f64 / 1e6;
+            let mut d = audit_detail.clone();
+            d["refused"] = serde_json::json!("budget_exhausted");
+            d["budget_left"] = serde_json::json!(left);
+            let e = append_audit(&tx, &rel.principal, "release_refused", &d, rel.created_at)?;
+            tx.commit()?;
+            self.write_head(&e)?;
+            return Ok(Spend::Refused { left });
+        }
+        tx.execute(
+            "INSERT INTO budget_ledger (principal, collection, period_start, spent_micro) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (principal, collection, period_start) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro",
+            params![rel.principal, rel.collection, period_start, cost],
+        )?;
+        let left = (cap - spent - cost) as f64 / 1e6;
+        tx.execute(
+            "INSERT INTO releases (release_id, query_key, principal, collection, epsilon, created_at, document) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![rel.release_id, rel.query_key, rel.principal, rel.collection, rel.epsilon, rel.created_at, render(left)],
+        )?;
+        let e = append_audit(&tx, &rel.principal, "release", audit_detail, rel.created_at)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(Spend::Spent { left })
+    }
+
+    fn spent(&self, principal: &str, collection: &str, period_start: i64) -> Result<f64> {
+        let s: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT spent_micro FROM budget_ledger WHERE principal = ?1 AND collection = ?2 AND period_start = ?3",
+                params![principal, collection, period_start],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(s.unwrap_or(0) as f64 / 1e6)
+    }
+
+    fn releases(&self) -> Result<Vec<ReleaseRecord>> {
+        let mut st = self.conn.prepare("SELECT release_id, query_key, principal, collection, epsilon, created_at, document FROM releases ORDER BY created_at, release_id")?;
+        let rows = st.query_map([], release_row)?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+}
+
+fn release_row(r: &rusqlite::Row) -> rusqlite::Result<ReleaseRecord> {
+    Ok(ReleaseRecord {
+        release_id: r.get(0)?,
+        query_key: r.get(1)?,
+        principal: r.get(2)?,
+        collection: r.get(3)?,
+        epsilon: r.get(4)?,
+        created_at: r.get(5)?,
+        document: r.get(6)?,
+    })
+}
