@@ -1,1 +1,196 @@
-fn main(){}
+//! `veil`: the command line. Glue only — it reads `veil.toml`, calls the libraries in
+//! data-flow order and maps their typed errors to messages and exit codes
+//! (0 success, 1 the command ran and found a problem, 2 bad usage or unreadable input).
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod commands;
+mod config;
+mod generate;
+mod ingest;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+impl std::error::Error for Exit {}
+
+/// Shorthand for an error with an exit code.
+pub fn exit(code: u8, msg: impl Into<String>) -> anyhow::Error {
+    Exit(code, msg.into()).into()
+}
+
+#[derive(Parser)]
+#[command(name = "veil", version, about = "Privacy-first telemetry: collect only what the policy allows, release only what cannot single anyone out")]
+pub struct Cli {
+    /// Config file (default: $VEIL_CONFIG, else ./veil.toml).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Act as this principal from veil.toml; needs its token in VEIL_TOKEN.
+    #[arg(long = "as", global = true)]
+    pub as_principal: Option<String>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OutFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Write veil.toml, an example policy.yaml, epoch keys and one token per example principal.
+    Init {
+        dir: Option<PathBuf>,
+    },
+    /// Lint or explain the policy.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Ingest NDJSON events from FILE or - (stdin) through the same pipeline as the server.
+    Ingest {
+        file: String,
+        /// Exit 1 if any event was rejected.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Seal closed windows into aggregates.
+    Seal,
+    /// Release a report (k-suppressed, differentially private, budgeted, audited).
+    Report {
+        metric: String,
+        /// Dimensions to group by (comma-separated); "" for the total.
+        #[arg(long, value_delimiter = ',')]
+        by: Option<Vec<String>>,
+        /// First day (YYYY-MM-DD), inclusive.
+        #[arg(long)]
+        from: Option<chrono::NaiveDate>,
+        /// Last day (YYYY-MM-DD), exclusive.
+        #[arg(long)]
+        to: Option<chrono::NaiveDate>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+        /// Show noise scale, interval width and cost without spending budget.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Epoch keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Privacy posture at a glance.
+    Status {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+    /// Write realistic synthetic events for the example policy (with planted PII).
+    Generate {
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 13)]
+        days: i64,
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Leave out the events that must be rejected.
+        #[arg(long)]
+        no_bad: bool,
+    },
+    /// The quickstart: init, generate, ingest, seal and report in DIR (default ./veil-demo).
+    Demo {
+        dir: Option<PathBuf>,
+    },
+    /// Benchmarks of the hot paths, with ratios to a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCmd {
+    /// Check the policy against the six-question approval test and the risk register.
+    Lint {
+        file: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+    /// Explain a metric: purpose, meaning, threshold, noise and cost.
+    Explain { metric: String },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCmd {
+    /// List epochs; destroyed keys show as shredded.
+    List,
+    /// End the current epoch and start a new one.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Verify the hash chain; names the first bad entry.
+    Verify,
+    /// Print entries.
+    Log {
+        /// First sequence number to print.
+        #[arg(long, default_value_t = 1)]
+        since: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// The in-process pipeline: parse, validate, scan, pseudonymize, aggregate, commit.
+    Pipeline {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+    },
+    /// A release over a year of weekly windows for many groups.
+    Release {
+        #[arg(long, default_value_t = 1000)]
+        groups: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.downcast_ref::<Exit>().map(|x| x.0).unwrap_or(1);
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}

@@ -37,6 +37,8 @@ pub struct Epoch {
     /// Event times in `[start, end)` belong to this epoch (unix seconds).
     pub start: i64,
     pub end: i64,
+    /// When the keys were generated: automatic rotation counts from here.
+    pub created_at: i64,
     pub keys: Option<EpochKeys>,
 }
 

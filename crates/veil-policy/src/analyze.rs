@@ -317,7 +317,8 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
             fields.push(f);
         }
     }
-    let field_idx = |n: &str| fields.iter().position(|f: &Field| f.name == n);
+    let names: Vec<String> = fields.iter().map(|f: &Field| f.name.clone()).collect();
+    let field_idx = |n: &str| names.iter().position(|f| f == n);
 
     // Metrics
     let mut used: BTreeSet<String> = BTreeSet::new();
@@ -337,6 +338,11 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
         }
         if let Some(m) = metric(ctx, rc, rm, ci, &fields, &field_idx, d) {
             metrics.push(m);
+        }
+    }
+    for f in fields.iter_mut() {
+        if rc.fields.get(&f.name).and_then(|rf| rf.required).is_none() && used.contains(&f.name) {
+            f.required = true;
         }
     }
     // Q2 minimization
@@ -527,7 +533,8 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         max,
         out_of_range,
         decimals,
-        required: rf.required.unwrap_or(true),
+        // Refined after metrics are known: fields a metric reads default to required.
+        required: rf.required.unwrap_or(false),
         on_pii,
     })
 }

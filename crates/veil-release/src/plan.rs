@@ -146,14 +146,16 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         windows.push(w);
         w = window::end(m.window, w);
     }
-    let nw = windows.len().max(1) as u128;
+    // Privacy unit: one contributor in one window. Windows hold disjoint person-windows,
+    // so a release over many windows costs its ε once (parallel composition); a person
+    // active in W windows of it has at most W·ε across them. Bounds are per window.
 
     // Budget split: half for selection, half for values (a mean splits its half again).
     let epsilon = m.epsilon;
     let (eps_sel, eps_val) = (epsilon / 2.0, epsilon / 2.0);
     let l0 = m.max_groups_per_contributor as u128;
     let linf = m.max_contributions_per_group as u128;
-    let partitions = nw * l0;
+    let partitions = l0;
     let (sel_t, sel_s) = (partitions * 1_000_000, micro(eps_sel));
     let b_sel = sel_t as f64 / sel_s as f64;
     let threshold = selection_threshold(b_sel, m.delta, partitions as u64, 1);

@@ -177,16 +177,18 @@ fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
 
 impl Store for SqliteStore {
     fn epochs(&self) -> Result<Vec<Epoch>> {
-        let mut st = self.conn.prepare("SELECT id, start_ts, end_ts, hmac_key, data_key FROM vault_epochs ORDER BY start_ts")?;
-        let rows = st.query_map([], |r| Ok((r.get::<_, u32>(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<Vec<u8>>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?)))?;
+        let mut st = self.conn.prepare("SELECT id, start_ts, end_ts, hmac_key, data_key, created_at FROM vault_epochs ORDER BY start_ts")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<Vec<u8>>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?, r.get(5)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, start, end, h, d) = row?;
+            let (id, start, end, h, d, created_at) = row?;
             let keys = match (key32(h)?, key32(d)?) {
                 (Some(hmac), Some(data)) => Some(EpochKeys { hmac, data }),
                 _ => None,
             };
-            out.push(Epoch { id: EpochId(id), start, end, keys });
+            out.push(Epoch { id: EpochId(id), start, end, created_at, keys });
         }
         Ok(out)
     }

@@ -1,0 +1,143 @@
+//! `veil bench`: hot paths measured in one process against a baseline measured in the
+//! same run, so the ratios hold on a noisy shared machine.
+
+use anyhow::Result;
+use rand::SeedableRng;
+use std::time::Instant;
+use veil_pipeline::envelope::Envelope;
+use veil_pipeline::{Door, KeyRing, Limits, Source};
+use veil_store::{IngestBatch, SqliteStore, Store};
+
+fn events(n: usize) -> Result<Vec<Vec<u8>>> {
+    let now = chrono::Utc::now().timestamp();
+    let mut scale = (n as f64 / 9000.0).max(0.01);
+    loop {
+        let mut buf = Vec::new();
+        crate::generate::generate(&crate::generate::Gen { seed: 7, now, days: 13, scale, bad: false }, &mut buf)?;
+        let lines: Vec<Vec<u8>> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        if lines.len() >= n {
+            return Ok(lines.into_iter().take(n).collect());
+        }
+        scale *= 1.2 * n as f64 / lines.len().max(1) as f64;
+    }
+}
+
+fn rate(n: usize, secs: f64) -> String {
+    format!("{:>10.0} events/s  ({:>6.0} ns/event)", n as f64 / secs, secs * 1e9 / n as f64)
+}
+
+/// Baseline (typed serde_json parse), the door alone, and door + SQLite commit.
+pub fn pipeline(n: usize) -> Result<u8> {
+    eprintln!("generating {n} events…");
+    let lines = events(n)?;
+    let bytes: usize = lines.iter().map(Vec::len).sum();
+    println!("bench pipeline: {n} events, {:.1} MiB, one thread", bytes as f64 / (1 << 20) as f64);
+
+    let t = Instant::now();
+    let mut ok = 0usize;
+    for l in &lines {
+        if let Ok(s) = std::str::from_utf8(l) {
+            if let Ok(e) = serde_json::from_str::<Envelope>(s) {
+                ok += e.attrs.0.len();
+            }
+        }
+    }
+    let parse = t.elapsed().as_secs_f64();
+    std::hint::black_box(ok);
+
+    let dir = tempfile_dir()?;
+    let policy = veil_policy::load_str(crate::commands::EXAMPLE_POLICY, "policy.yaml", chrono::Utc::now().date_naive())?.0;
+    let now = chrono::Utc::now().timestamp();
+    let mut store = SqliteStore::init(&dir, now, "bench")?;
+    let keys = KeyRing::new(store.epochs()?);
+    let source = Source { name: "bench".into(), collections: None };
+    let door = Door::new(&policy, &keys, Limits::default(), now, store.sealed_before(&policy)?);
+
+    let t = Instant::now();
+    let mut acc = 0usize;
+    for l in &lines {
+        if let Ok(a) = door.admit(l, &source) {
+            acc += a.contributions.len();
+        }
+    }
+    let door_only = t.elapsed().as_secs_f64();
+    std::hint::black_box(acc);
+
+    let t = Instant::now();
+    let mut accepted = 0usize;
+    for chunk in lines.chunks(crate::ingest::BATCH) {
+        let mut batch = IngestBatch { source: "bench", received_at: now, accepted: Vec::with_capacity(chunk.len()), rejected: Vec::new() };
+        for l in chunk {
+            match door.admit(l, &source) {
+                Ok(a) => batch.accepted.push(a),
+                Err(r) => batch.rejected.push(r),
+            }
+        }
+        accepted += store.ingest(&policy, &keys, batch)?.accepted;
+    }
+    let full = t.elapsed().as_secs_f64();
+    println!("  baseline: typed serde_json parse   {}", rate(n, parse));
+    println!("  door: validate+scan+pseudonymize   {}  = {:.2}× the parse time", rate(n, door_only), door_only / parse);
+    println!("  full: door + aggregate + commit    {}  = {:.2}× the parse time", rate(n, full), full / parse);
+    println!("  accepted {accepted} of {n}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(0)
+}
+
+fn tempfile_dir() -> Result<std::path::PathBuf> {
+    let d = std::env::temp_dir().join(format!("veil-bench-{}-{}", std::process::id(), rand::random::<u32>()));
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// A release over 52 weekly windows × `groups` groups, against the time to read the
+/// same aggregates back from the store (the baseline).
+pub fn release(groups: usize) -> Result<u8> {
+    let dir = tempfile_dir()?;
+    let yaml = crate::commands::EXAMPLE_POLICY.replace("values: [payments, search, infra, web]", "max_length: 32");
+    let policy = veil_policy::load_str(&yaml, "policy.yaml", chrono::Utc::now().date_naive())?.0;
+    let now = chrono::Utc::now().timestamp();
+    let mut store = SqliteStore::init(&dir, now, "bench")?;
+    // Sealed aggregates for a year of weeks, written directly as a seal would.
+    {
+        let c = store.connection();
+        c.execute_batch("BEGIN")?;
+        let week = 7 * 86_400;
+        let start = veil_pipeline::window::start(veil_policy::Window::Week, now - 53 * week);
+        for w in 0..52 {
+            for g in 0..groups {
+                c.execute(
+                    "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES ('builds', 'team', ?1, ?2, ?3, ?4, 0, '[]', ?5)",
+                    rusqlite_params(start + w * week, format!("team-{g}"), 3 + (g % 40) as i64, 50 + g as i64, now),
+                )?;
+            }
+        }
+        c.execute("INSERT INTO seal_state (metric, sealed_before) VALUES ('builds', ?1)", [veil_pipeline::window::start(veil_policy::Window::Week, now)])?;
+        c.execute_batch("COMMIT")?;
+    }
+    let from = chrono::DateTime::from_timestamp(now - 53 * 7 * 86_400, 0).map(|d| d.date_naive());
+    let q = veil_release::Query { metric: "builds".into(), by: Some(vec!["team".into()]), from, to: None };
+    let t = Instant::now();
+    let p = veil_release::plan(&store, &policy, "bench", &q, now)?;
+    let rows = store.aggregates("builds", "team", p.from_ts, p.to_ts)?;
+    let read = t.elapsed().as_secs_f64();
+    let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+    let t = Instant::now();
+    let r = veil_release::release(&mut store, &policy, "bench", &q, now, &mut rng)?;
+    let full = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let again = veil_release::release(&mut store, &policy, "bench", &q, now, &mut rng)?;
+    let cached = t.elapsed().as_secs_f64();
+    assert!(again.cached);
+    println!("bench release: {} windows × {groups} groups = {} aggregate rows", p.windows.len(), rows.len());
+    println!("  baseline: plan + read aggregates  {:>9.2} ms", read * 1e3);
+    println!("  release (select, noise, store)    {:>9.2} ms  = {:.2}× the read", full * 1e3, full / read);
+    println!("  same query again (stored answer)  {:>9.2} ms  = {:.2}× the read", cached * 1e3, cached / read);
+    println!("  document {} KiB", r.record.document.len() / 1024);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(0)
+}
+
+fn rusqlite_params(w: i64, g: String, c: i64, n: i64, now: i64) -> impl rusqlite::Params {
+    rusqlite::params_from_iter([rusqlite::types::Value::from(w), g.into(), c.into(), n.into(), now.into()])
+}

@@ -1,0 +1,135 @@
+//! `veil.toml`: where the data lives, which policy applies, who the principals are.
+//! Paths inside it are relative to the file's own folder; `VEIL_*` variables override keys.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// The roles a principal can hold (spec §5).
+pub const ROLES: &[&str] = &["source", "viewer", "analyst", "engineering", "privacy", "auditor", "admin"];
+
+/// `veil.toml` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub data_dir: String,
+    pub policy: String,
+    #[serde(default = "default_store")]
+    pub store: String,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default = "default_otlp")]
+    pub otlp_listen: String,
+    #[serde(default)]
+    pub principal: Vec<Principal>,
+}
+
+fn default_store() -> String {
+    "sqlite".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:8700".into()
+}
+fn default_otlp() -> String {
+    "127.0.0.1:4318".into()
+}
+
+/// One principal: a name, roles, and the SHA-256 of its bearer token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Principal {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub collections: Option<Vec<String>>,
+    pub token_sha256: String,
+}
+
+/// A loaded configuration with absolute paths.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub data_dir: PathBuf,
+    pub policy: PathBuf,
+    pub store: String,
+    pub listen: String,
+    pub otlp_listen: String,
+    pub principals: Vec<Principal>,
+}
+
+/// Hex SHA-256 of a token: the only form in which tokens are kept.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn line_of(text: &str, needle: &str) -> usize {
+    text.find(needle).map(|i| text[..i].lines().count().max(1)).unwrap_or(0)
+}
+
+impl Config {
+    /// Finds the config: `--config`, else `VEIL_CONFIG`, else `./veil.toml`.
+    pub fn locate(explicit: Option<&Path>) -> PathBuf {
+        explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os("VEIL_CONFIG").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("veil.toml"))
+    }
+
+    /// Reads, overrides from the environment and validates, reporting every problem at once.
+    pub fn load(file: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config {}", file.display()))?;
+        let mut raw: RawConfig = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            anyhow::anyhow!("{}:{}: {}", file.display(), line, e.message())
+        })?;
+        for (var, slot) in [
+            ("VEIL_DATA_DIR", &mut raw.data_dir),
+            ("VEIL_POLICY", &mut raw.policy),
+            ("VEIL_STORE", &mut raw.store),
+            ("VEIL_LISTEN", &mut raw.listen),
+            ("VEIL_OTLP_LISTEN", &mut raw.otlp_listen),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                *slot = v;
+            }
+        }
+        let mut errors = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for p in &raw.principal {
+            let at = line_of(&text, &format!("\"{}\"", p.name));
+            if !names.insert(p.name.clone()) {
+                errors.push(format!("{}:{at}: principal {} is declared twice", file.display(), p.name));
+            }
+            for r in &p.roles {
+                if !ROLES.contains(&r.as_str()) {
+                    errors.push(format!("{}:{at}: principal {} has unknown role {r}; roles are {}", file.display(), p.name, ROLES.join(", ")));
+                }
+            }
+            if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                errors.push(format!("{}:{at}: principal {}: token_sha256 must be 64 hex characters (the SHA-256 of the token, never the token)", file.display(), p.name));
+            }
+        }
+        if !(raw.store == "sqlite" || raw.store.starts_with("postgres://") || raw.store.starts_with("postgresql://")) {
+            errors.push(format!("{}:{}: store must be \"sqlite\" or a postgres:// URL", file.display(), line_of(&text, "store")));
+        }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("\n"));
+        }
+        let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Ok(Config {
+            file: file.to_path_buf(),
+            data_dir: base.join(&raw.data_dir),
+            policy: base.join(&raw.policy),
+            store: raw.store,
+            listen: raw.listen,
+            otlp_listen: raw.otlp_listen,
+            principals: raw.principal,
+        })
+    }
+
+    /// The principal holding `token`, if any.
+    pub fn principal_by_token(&self, token: &str) -> Option<&Principal> {
+        let h = token_hash(token);
+        self.principals.iter().find(|p| p.token_sha256.eq_ignore_ascii_case(&h))
+    }
+}
