@@ -385,6 +385,7 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
         "last_seal": last_seal,
         "last_purge": null,
         "audit": {"entries": v.entries, "head": v.head, "verified": v.ok, "problem": v.problem},
+        "config": {"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen},
     });
     if format == OutFormat::Json {
         println!("{}", serde_json::to_string_pretty(&doc)?);

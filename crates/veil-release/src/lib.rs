@@ -13,9 +13,9 @@ mod plan;
 mod render;
 mod step;
 
-pub use plan::{plan, Plan, Query};
+pub use plan::{plan, selection_threshold, NoiseParams, Plan, Query};
 pub use render::{render, Format};
-pub use step::{release, ReleaseDoc, ReleaseGroup, Released};
+pub use step::{noisy_groups, public_domain, release, HistBin, ReleaseDoc, ReleaseGroup, Released};
 pub use veil_store::ReleaseRecord;
 
 /// Why a release was not given. Messages name metrics and dimensions, never data.

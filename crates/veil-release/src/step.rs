@@ -78,7 +78,7 @@ fn num(x: f64, unit: i64) -> serde_json::Number {
 }
 
 /// Public group keys: the cross product of declared values, when every dimension has them.
-fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
+pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
     let (coll, m) = policy.metric(&p.metric)?;
     let mut keys = vec![String::new()];
     for (i, &pos) in p.by_positions.iter().enumerate() {
@@ -94,26 +94,20 @@ fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
     Some(keys)
 }
 
-/// Answers a query: a stored release when the same query was answered before (nothing
-/// charged), otherwise a new one if the principal's budget allows it.
-pub fn release(store: &mut dyn Store, policy: &Policy, principal: &str, q: &Query, now: i64, rng: &mut dyn RngCore) -> Result<Released, ReleaseError> {
-    let p = plan(&*store, policy, principal, q, now)?;
-    if let Some(record) = store.release_by_key(&p.query_key)? {
-        store.audit(principal, "release_served", &serde_json::json!({"release_id": record.release_id, "metric": p.metric}), now)?;
-        return Ok(Released { record, cached: true });
-    }
+/// Suppression, selection and noise for sealed aggregate rows: the randomized core of a
+/// release, with no storage and no budget. Returns the groups and how many were
+/// released and suppressed. `domain` lists public group keys (declared values); without
+/// it only released groups are listed.
+pub fn noisy_groups(policy: &Policy, p: &Plan, rows: &[veil_store::AggRow], domain: Option<&[String]>, rng: &mut dyn RngCore) -> (Vec<ReleaseGroup>, usize, usize) {
     let (_, m) = policy.metric(&p.metric).expect("planned metric exists");
-    let grouping = p.by.join(",");
-    let rows = store.aggregates(&p.metric, &grouping, p.from_ts, p.to_ts)?;
     let by_key: HashMap<(i64, &str), &veil_store::AggRow> = rows.iter().map(|r| ((r.window_start, r.group.as_str()), r)).collect();
-    let domain = public_domain(policy, &p);
     let np: NoiseParams = p.noise;
     let k = m.min_group_size as i64;
     let mut groups = Vec::new();
     let (mut released, mut suppressed) = (0usize, 0usize);
     for (wi, &w) in p.windows.iter().enumerate() {
-        let keys: Vec<String> = match &domain {
-            Some(d) => d.clone(),
+        let keys: Vec<String> = match domain {
+            Some(d) => d.to_vec(),
             None => {
                 let mut v: Vec<String> = rows.iter().filter(|r| r.window_start == w).map(|r| r.group.clone()).collect();
                 v.sort();
@@ -181,6 +175,22 @@ pub fn release(store: &mut dyn Store, policy: &Policy, principal: &str, q: &Quer
             groups.push(ReleaseGroup { key: key_map, window, value, interval, suppressed: false, bins });
         }
     }
+
+    (groups, released, suppressed)
+}
+
+/// Answers a query: a stored release when the same query was answered before (nothing
+/// charged), otherwise a new one if the principal's budget allows it.
+pub fn release(store: &mut dyn Store, policy: &Policy, principal: &str, q: &Query, now: i64, rng: &mut dyn RngCore) -> Result<Released, ReleaseError> {
+    let p = plan(&*store, policy, principal, q, now)?;
+    if let Some(record) = store.release_by_key(&p.query_key)? {
+        store.audit(principal, "release_served", &serde_json::json!({"release_id": record.release_id, "metric": p.metric}), now)?;
+        return Ok(Released { record, cached: true });
+    }
+    let grouping = p.by.join(",");
+    let rows = store.aggregates(&p.metric, &grouping, p.from_ts, p.to_ts)?;
+    let domain = public_domain(policy, &p);
+    let (groups, released, suppressed) = noisy_groups(policy, &p, &rows, domain.as_deref(), rng);
 
     let mut id = [0u8; 8];
     rng.fill_bytes(&mut id);
