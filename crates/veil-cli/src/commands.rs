@@ -118,7 +118,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Demo { dir } => demo(dir.clone().unwrap_or_else(|| PathBuf::from("veil-demo"))),
-        Cmd::Bench { cmd: BenchCmd::Pipeline { events } } => crate::bench::pipeline(*events),
+        Cmd::Bench { cmd: BenchCmd::Pipeline { events, no_ids } } => crate::bench::pipeline(*events, *no_ids),
         Cmd::Bench { cmd: BenchCmd::Release { groups } } => crate::bench::release(*groups),
     }
 }

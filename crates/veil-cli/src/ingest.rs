@@ -8,7 +8,7 @@ use veil_policy::Policy;
 use veil_store::{IngestBatch, IngestOutcome, Store};
 
 /// Lines committed per transaction.
-pub const BATCH: usize = 8192;
+pub const BATCH: usize = 32_768;
 
 /// Reads one line into `buf`, keeping at most `limit + 1` bytes of it so a huge line
 /// cannot exhaust memory. Returns `None` at end of input.

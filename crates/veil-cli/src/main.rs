@@ -169,6 +169,9 @@ pub enum BenchCmd {
     Pipeline {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
+        /// Strip event ids (no idempotency keys to store), to show their cost.
+        #[arg(long)]
+        no_ids: bool,
     },
     /// A release over a year of weekly windows for many groups.
     Release {

@@ -65,7 +65,7 @@ fn reingesting_the_same_file_counts_nothing_twice() {
     let first = v.ingest(&events);
     let state = |v: &Veil| -> (i64, i64, i64) {
         v.sqlite()
-            .query_row("SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM(total), 0) FROM staging_contrib", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row("SELECT COUNT(*), COALESCE(SUM(rows), 0), COALESCE(SUM(length(data)), 0) FROM staging_contrib", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
     };
     let segments = |v: &Veil| -> i64 { v.sqlite().query_row("SELECT COALESCE(SUM(events), 0) FROM staging_segments", [], |r| r.get(0)).unwrap() };

@@ -65,13 +65,20 @@ pub struct Accepted {
     pub epoch: EpochId,
     pub time: i64,
     pub dedupe: Option<[u8; 16]>,
-    /// The minimized event as one JSON object: what staging stores, encrypted.
+    /// The minimized event as a JSON array `[time, retained values…]` in field order (see
+    /// [`staging_header`]): what staging stores, encrypted.
     pub payload: Vec<u8>,
     pub contributions: Vec<Contribution>,
     /// Measures clamped into range (counted, per `out_of_range: clamp`).
     pub clamped: u32,
     /// Retained strings in which PII was found and redacted.
     pub redacted: u32,
+}
+
+/// The names heading a staging segment of a collection: `time`, then every retained
+/// field in policy order — the columns of each [`Accepted::payload`] row.
+pub fn staging_header(c: &Collection) -> Vec<&str> {
+    std::iter::once("time").chain(c.fields.iter().filter(|f| f.is_retained()).map(|f| f.name.as_str())).collect()
 }
 
 /// Group key separator; declared values may not contain it.
@@ -214,37 +221,32 @@ impl<'a> Door<'a> {
             }
         }
 
-        let Some((epoch, _)) = self.keys.pseudonym_at(time, b"") else {
+        let Some(epoch) = self.keys.epoch_at(time).filter(|e| e.keys.is_some()).map(|e| e.id) else {
             return Err(fail(Reason::EpochShredded, "the key period this time belongs to has been shredded or does not exist".into()));
         };
         let dedupe = env.id.as_ref().and_then(|id| self.keys.dedupe_key(time, &source.name, id));
 
         // Produce: pseudonyms, payload, contributions.
         let mut pseudonyms: Vec<Option<Pseudonym>> = vec![None; coll.fields.len()];
-        let mut payload = Vec::with_capacity(64 + 24 * coll.fields.len());
-        write!(payload, "{{\"time\":{time},\"attrs\":{{").expect("write to Vec");
-        let mut first = true;
+        // Staging row: [time, retained values in field order], names once per segment.
+        let mut payload = Vec::with_capacity(16 + 24 * coll.fields.len());
+        write!(payload, "[{time}").expect("write to Vec");
         for (fi, f) in coll.fields.iter().enumerate() {
-            let Some(v) = &vals[fi] else { continue };
             if f.transform == Transform::Drop {
                 continue;
             }
-            if !first {
-                payload.push(b',');
-            }
-            first = false;
-            serde_json::to_writer(&mut payload, &f.name).expect("write to Vec");
-            payload.push(b':');
-            match (&f.transform, v) {
-                (Transform::Pseudonymize, V::Str(s)) => {
+            payload.push(b',');
+            match (&f.transform, &vals[fi]) {
+                (_, None) => payload.extend_from_slice(b"null"),
+                (Transform::Pseudonymize, Some(V::Str(s))) => {
                     let (_, p) = self.keys.pseudonym_at(time, s.as_bytes()).expect("epoch checked above");
                     pseudonyms[fi] = Some(p);
                     write!(payload, "\"{}\"", p.encode()).expect("write to Vec");
                 }
-                _ => write_value(&mut payload, f, v, redacted_vals[fi].as_deref()),
+                (_, Some(v)) => write_value(&mut payload, f, v, redacted_vals[fi].as_deref()),
             }
         }
-        payload.extend_from_slice(b"}}");
+        payload.push(b']');
 
         let mut contributions = Vec::with_capacity(coll.metrics.len());
         for (mi, m) in coll.metrics.iter().enumerate() {

@@ -105,7 +105,10 @@ impl KeyRing {
         Some((e.id, keyed(mac.as_ref()?, b"p", identifier)))
     }
 
-    /// A keyed digest for deduplication (`source`, `id`), under the epoch's key.
+    /// A keyed digest for deduplication of (`source`, `id`) under the epoch's key, prefixed
+    /// with the event's minute so that a time-ordered stream inserts at the end of the
+    /// store's index instead of all over it. A retry repeats the event's time, so it maps
+    /// to the same key; an id reused with another time is another event.
     pub fn dedupe_key(&self, t: i64, source: &str, id: &str) -> Option<[u8; 16]> {
         let (_, mac) = &self.epochs[self.index_at(t)?];
         let mut m = mac.as_ref()?.clone();
@@ -115,7 +118,8 @@ impl KeyRing {
         m.update(id.as_bytes());
         let out = m.finalize().into_bytes();
         let mut k = [0u8; 16];
-        k.copy_from_slice(&out[..16]);
+        k[..4].copy_from_slice(&(t.div_euclid(60) as u32).to_be_bytes());
+        k[4..].copy_from_slice(&out[..12]);
         Some(k)
     }
 

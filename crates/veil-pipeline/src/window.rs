@@ -13,11 +13,15 @@ fn ts(d: NaiveDate) -> i64 {
 
 /// Start (unix seconds) of the window containing `t`.
 pub fn start(w: Window, t: i64) -> i64 {
-    let d = date_of(t);
+    // Day and week are plain arithmetic on the hot path; 1970-01-01 was a Thursday.
+    const DAY: i64 = 86_400;
     match w {
-        Window::Day => ts(d),
-        Window::Week => ts(d - Duration::days(d.weekday().num_days_from_monday() as i64)),
-        Window::Month => ts(d.with_day(1).expect("day 1 exists")),
+        Window::Day => t - t.rem_euclid(DAY),
+        Window::Week => {
+            let day = t.div_euclid(DAY);
+            (day - (day + 3).rem_euclid(7)) * DAY
+        }
+        Window::Month => ts(date_of(t).with_day(1).expect("day 1 exists")),
     }
 }
 
@@ -50,6 +54,15 @@ pub fn label(w: Window, s: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arithmetic_starts_agree_with_the_calendar() {
+        for t in (-400 * 86_400..800 * 86_400i64).step_by(3_607) {
+            let d = date_of(t);
+            assert_eq!(start(Window::Day, t), ts(d));
+            assert_eq!(start(Window::Week, t), ts(d - Duration::days(d.weekday().num_days_from_monday() as i64)), "t={t}");
+        }
+    }
 
     #[test]
     fn weeks_start_on_monday_and_label_iso() {

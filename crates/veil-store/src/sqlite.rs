@@ -22,9 +22,9 @@ CREATE TABLE IF NOT EXISTS staging_segments (
 CREATE INDEX IF NOT EXISTS staging_segments_day ON staging_segments (collection, day);
 CREATE TABLE IF NOT EXISTS staging_seen (key BLOB PRIMARY KEY, day INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS staging_contrib (
-  metric TEXT NOT NULL, window_start INTEGER NOT NULL, grp TEXT NOT NULL, contributor BLOB NOT NULL,
-  bin INTEGER NOT NULL, n INTEGER NOT NULL, total INTEGER NOT NULL,
-  PRIMARY KEY (metric, window_start, grp, contributor, bin)) WITHOUT ROWID;
+  id INTEGER PRIMARY KEY, metric TEXT NOT NULL, window_start INTEGER NOT NULL,
+  rows INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS staging_contrib_window ON staging_contrib (metric, window_start);
 CREATE TABLE IF NOT EXISTS seal_state (metric TEXT PRIMARY KEY, sealed_before INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS aggregates (
   metric TEXT NOT NULL, grouping TEXT NOT NULL, window_start INTEGER NOT NULL, grp TEXT NOT NULL,
@@ -94,7 +94,8 @@ impl SqliteStore {
     fn connect(data_dir: &Path) -> Result<Self> {
         let conn = Connection::open(Self::db_path(data_dir))?;
         conn.execute_batch(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;",
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;
+             PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint=16384; PRAGMA temp_store=MEMORY;",
         )?;
         conn.execute_batch(SCHEMA)?;
         Ok(SqliteStore { conn, head_path: data_dir.join("audit.head") })
@@ -118,7 +119,8 @@ impl SqliteStore {
         Some((a.parse().ok()?, b.to_owned()))
     }
 
-    /// Decrypted staging payloads of one collection (for grants and subject requests).
+    /// Decrypted staging events of one collection as `{"time", "attrs"}` JSON (for grants
+    /// and subject requests).
     pub fn staging_payloads(&self, collection: &str, keys: &KeyRing) -> Result<Vec<String>> {
         let mut st = self.conn.prepare("SELECT epoch, day, nonce, ciphertext FROM staging_segments WHERE collection = ?1 ORDER BY id")?;
         let rows = st.query_map([collection], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?)))?;
@@ -130,10 +132,65 @@ impl SqliteStore {
             let plain = crypto::open(k, &segment_aad(collection, epoch, day), &nonce, &ct)
                 .ok_or_else(|| StoreError::Corrupt("a staging segment failed authentication".into()))?;
             let text = String::from_utf8(plain).map_err(|_| StoreError::Corrupt("a staging segment is not UTF-8".into()))?;
-            out.extend(text.lines().map(str::to_owned));
+            let mut lines = text.lines();
+            let header: Vec<String> = serde_json::from_str(lines.next().unwrap_or("[]")).map_err(|_| StoreError::Corrupt("a staging segment has no header".into()))?;
+            for line in lines {
+                let row: Vec<serde_json::Value> = serde_json::from_str(line).map_err(|_| StoreError::Corrupt("a staging row is not JSON".into()))?;
+                let mut attrs = serde_json::Map::new();
+                for (name, v) in header.iter().zip(&row).skip(1) {
+                    if !v.is_null() {
+                        attrs.insert(name.clone(), v.clone());
+                    }
+                }
+                out.push(serde_json::json!({"time": row.first(), "attrs": attrs}).to_string());
+            }
         }
         Ok(out)
     }
+}
+
+/// Dedupe keys inserted per statement.
+const SEEN_CHUNK: usize = 256;
+
+fn seen_sql(n: usize) -> String {
+    let mut sql = String::from("INSERT INTO staging_seen (key, day) VALUES ");
+    for i in 0..n {
+        sql.push_str(if i == 0 { "(?, ?)" } else { ", (?, ?)" });
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING RETURNING key");
+    sql
+}
+
+/// One contributor record: group length (u32 LE), group, contributor, bin, n, total.
+fn encode_contrib(out: &mut Vec<u8>, group: &str, contributor: &[u8; 16], bin: i32, n: i64, total: i64) {
+    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
+    out.extend_from_slice(group.as_bytes());
+    out.extend_from_slice(contributor);
+    out.extend_from_slice(&bin.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&total.to_le_bytes());
+}
+
+fn decode_contrib(mut data: &[u8], f: &mut dyn FnMut(&str, [u8; 16], i32, i64, i64)) -> Result<()> {
+    let bad = || StoreError::Corrupt("a contribution run is truncated".into());
+    let take = |d: &mut &[u8], n: usize| -> Result<Vec<u8>> {
+        if d.len() < n {
+            return Err(bad());
+        }
+        let (a, b) = d.split_at(n);
+        *d = b;
+        Ok(a.to_vec())
+    };
+    while !data.is_empty() {
+        let len = u32::from_le_bytes(take(&mut data, 4)?.try_into().expect("4 bytes")) as usize;
+        let g = String::from_utf8(take(&mut data, len)?).map_err(|_| bad())?;
+        let c: [u8; 16] = take(&mut data, 16)?.try_into().expect("16 bytes");
+        let bin = i32::from_le_bytes(take(&mut data, 4)?.try_into().expect("4 bytes"));
+        let n = i64::from_le_bytes(take(&mut data, 8)?.try_into().expect("8 bytes"));
+        let total = i64::from_le_bytes(take(&mut data, 8)?.try_into().expect("8 bytes"));
+        f(&g, c, bin, n, total);
+    }
+    Ok(())
 }
 
 fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
@@ -212,15 +269,33 @@ impl Store for SqliteStore {
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             // Deduplicate on (source, id): first within the batch, then against what is stored.
-            let mut seen_ins = tx.prepare_cached("INSERT INTO staging_seen (key, day) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?;
-            let mut segments: HashMap<(usize, u32, i64), (Vec<u8>, i64)> = HashMap::new();
-            let mut agg: HashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> = HashMap::new();
-            for a in &batch.accepted {
-                if let Some(k) = &a.dedupe {
-                    if seen_ins.execute(params![&k[..], a.time.div_euclid(86_400)])? == 0 {
-                        out.duplicates += 1;
-                        continue;
-                    }
+            // Keys go in sorted order so the B-tree is walked once, not hopped across.
+            let mut order: Vec<usize> = (0..batch.accepted.len()).filter(|&i| batch.accepted[i].dedupe.is_some()).collect();
+            order.sort_by_key(|&i| batch.accepted[i].dedupe);
+            order.dedup_by_key(|i| batch.accepted[*i].dedupe); // a repeat inside the batch is a duplicate too
+            let mut fresh: rustc_hash::FxHashSet<[u8; 16]> = rustc_hash::FxHashSet::default();
+            for chunk in order.chunks(SEEN_CHUNK) {
+                let sql = seen_sql(chunk.len());
+                let mut st = tx.prepare_cached(&sql)?;
+                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 2);
+                for &i in chunk {
+                    let a = &batch.accepted[i];
+                    params.push(a.dedupe.expect("filtered").to_vec().into());
+                    params.push(a.time.div_euclid(86_400).into());
+                }
+                let mut rows = st.query(rusqlite::params_from_iter(params))?;
+                while let Some(r) = rows.next()? {
+                    let k: Vec<u8> = r.get(0)?;
+                    fresh.insert(k.try_into().map_err(|_| StoreError::Corrupt("a dedupe key has the wrong length".into()))?);
+                }
+            }
+            let duplicate: Vec<bool> = batch.accepted.iter().map(|a| a.dedupe.map(|k| !fresh.remove(&k)).unwrap_or(false)).collect();
+            let mut segments: rustc_hash::FxHashMap<(usize, u32, i64), (Vec<u8>, i64)> = Default::default();
+            let mut agg: rustc_hash::FxHashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> = Default::default();
+            for (a, dup) in batch.accepted.iter().zip(duplicate) {
+                if dup {
+                    out.duplicates += 1;
+                    continue;
                 }
                 out.accepted += 1;
                 out.clamped += a.clamped as usize;
@@ -240,18 +315,26 @@ impl Store for SqliteStore {
             let mut seg_ins = tx.prepare_cached(
                 "INSERT INTO staging_segments (collection, epoch, day, events, nonce, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for ((ci, epoch, day), (plain, n)) in segments {
+            for ((ci, epoch, day), (rows, n)) in segments {
                 let coll = &policy.collections[ci].name;
+                let mut plain = serde_json::to_vec(&veil_pipeline::staging_header(&policy.collections[ci])).expect("names serialize");
+                plain.push(b'\n');
+                plain.extend_from_slice(&rows);
                 let key = data_keys.get(&epoch).ok_or_else(|| StoreError::Corrupt("an accepted event belongs to an epoch without a data key".into()))?;
                 let (nonce, ct) = crypto::seal(key, &segment_aad(coll, epoch, day), &plain);
                 seg_ins.execute(params![coll, epoch, day, n, nonce, ct, now])?;
             }
-            let mut up = tx.prepare_cached(
-                "INSERT INTO staging_contrib (metric, window_start, grp, contributor, bin, n, total) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (metric, window_start, grp, contributor, bin) DO UPDATE SET n = n + excluded.n, total = total + excluded.total",
-            )?;
+            // Per-contributor state is appended as one binary run per (metric, window) and
+            // batch; sealing sums the runs. No per-row statements, no random upserts.
+            let mut runs: rustc_hash::FxHashMap<(u32, i64), (Vec<u8>, i64)> = Default::default();
             for ((m, w, g, c, bin), (n, total)) in agg {
-                up.execute(params![metric_names[m as usize], w, g, &c[..], bin, n, total])?;
+                let run = runs.entry((m, w)).or_default();
+                encode_contrib(&mut run.0, g, &c, bin, n, total);
+                run.1 += 1;
+            }
+            let mut up = tx.prepare_cached("INSERT INTO staging_contrib (metric, window_start, rows, data) VALUES (?1, ?2, ?3, ?4)")?;
+            for ((m, w), (data, rows)) in runs {
+                up.execute(params![metric_names[m as usize], w, rows, data])?;
             }
             let mut q = tx.prepare_cached(
                 "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -296,16 +379,18 @@ impl Store for SqliteStore {
             let bounds = Bounds { l0: m.max_groups_per_contributor, linf: m.max_contributions_per_group, nbins };
             for w in windows {
                 let rows: Vec<ContribRow> = {
-                    let mut st = tx.prepare_cached("SELECT grp, contributor, bin, n, total FROM staging_contrib WHERE metric = ?1 AND window_start = ?2")?;
-                    let v = st
-                        .query_map(params![m.name, w], |r| {
-                            let c: Vec<u8> = r.get(1)?;
-                            let mut contributor = [0u8; 16];
-                            contributor.copy_from_slice(&c[..16.min(c.len())]);
-                            Ok(ContribRow { group: r.get(0)?, contributor, bin: r.get(2)?, n: r.get(3)?, total: r.get(4)? })
-                        })?
-                        .collect::<std::result::Result<_, _>>()?;
-                    v
+                    let mut st = tx.prepare_cached("SELECT data FROM staging_contrib WHERE metric = ?1 AND window_start = ?2")?;
+                    let mut sum: HashMap<(String, [u8; 16], i32), (i64, i64)> = HashMap::new();
+                    let mut q = st.query(params![m.name, w])?;
+                    while let Some(r) = q.next()? {
+                        let data: Vec<u8> = r.get(0)?;
+                        decode_contrib(&data, &mut |g, c, bin, n, total| {
+                            let e = sum.entry((g.to_owned(), c, bin)).or_insert((0, 0));
+                            e.0 += n;
+                            e.1 = e.1.saturating_add(total);
+                        })?;
+                    }
+                    sum.into_iter().map(|((group, contributor, bin), (n, total))| ContribRow { group, contributor, bin, n, total }).collect()
                 };
                 for keep in seal::groupings(dims.len()) {
                     let grouping = keep.iter().map(|&i| dims[i]).collect::<Vec<_>>().join(",");
