@@ -64,6 +64,12 @@ impl Pseudonym {
     pub fn encode(&self) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0)
     }
+
+    /// The same encoding into a stack buffer, for hot paths.
+    pub fn encode_into(&self, out: &mut [u8; 22]) {
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(self.0, out).expect("16 bytes encode to 22");
+        debug_assert_eq!(n, 22);
+    }
 }
 
 /// The epochs with precomputed HMAC states, ordered by start.

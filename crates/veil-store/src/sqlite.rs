@@ -270,23 +270,17 @@ impl Store for SqliteStore {
         {
             // Deduplicate on (source, id): first within the batch, then against what is stored.
             // Keys go in sorted order so the B-tree is walked once, not hopped across.
-            let mut order: Vec<usize> = (0..batch.accepted.len()).filter(|&i| batch.accepted[i].dedupe.is_some()).collect();
-            order.sort_by_key(|&i| batch.accepted[i].dedupe);
-            order.dedup_by_key(|i| batch.accepted[*i].dedupe); // a repeat inside the batch is a duplicate too
+            let mut keys: Vec<([u8; 16], i64)> = batch.accepted.iter().filter_map(|a| Some((a.dedupe?, a.time.div_euclid(86_400)))).collect();
+            keys.sort_unstable();
+            keys.dedup_by_key(|k| k.0); // a repeat inside the batch is a duplicate too
             let mut fresh: rustc_hash::FxHashSet<[u8; 16]> = rustc_hash::FxHashSet::default();
-            for chunk in order.chunks(SEEN_CHUNK) {
-                let sql = seen_sql(chunk.len());
-                let mut st = tx.prepare_cached(&sql)?;
-                let mut params: Vec<rusqlite::types::Value> = Vec::with_capacity(chunk.len() * 2);
-                for &i in chunk {
-                    let a = &batch.accepted[i];
-                    params.push(a.dedupe.expect("filtered").to_vec().into());
-                    params.push(a.time.div_euclid(86_400).into());
-                }
-                let mut rows = st.query(rusqlite::params_from_iter(params))?;
+            for chunk in keys.chunks(SEEN_CHUNK) {
+                let mut st = tx.prepare_cached(&seen_sql(chunk.len()))?;
+                let params: Vec<&dyn rusqlite::ToSql> = chunk.iter().flat_map(|(k, d)| [k as &dyn rusqlite::ToSql, d as &dyn rusqlite::ToSql]).collect();
+                let mut rows = st.query(params.as_slice())?;
                 while let Some(r) = rows.next()? {
-                    let k: Vec<u8> = r.get(0)?;
-                    fresh.insert(k.try_into().map_err(|_| StoreError::Corrupt("a dedupe key has the wrong length".into()))?);
+                    let k: [u8; 16] = r.get_ref(0)?.as_blob().ok().and_then(|b| b.try_into().ok()).ok_or(()).map_err(|_| StoreError::Corrupt("a dedupe key has the wrong length".into()))?;
+                    fresh.insert(k);
                 }
             }
             let duplicate: Vec<bool> = batch.accepted.iter().map(|a| a.dedupe.map(|k| !fresh.remove(&k)).unwrap_or(false)).collect();
