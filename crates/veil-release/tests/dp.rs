@@ -297,3 +297,46 @@ mod prop {
         }
     }
 }
+
+#[test]
+fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
+    let mut e = env();
+    let mut rng = ChaCha20Rng::seed_from_u64(5);
+    let people: Vec<(&str, u8, i64)> = (0..60).map(|i| ("web", i as u8, 10)).collect();
+    for g in seal(&rows(&people), e.week, 25, &mut rng) {
+        e.store
+            .connection()
+            .execute(
+                "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES ('builds', 'team', ?1, ?2, ?3, ?4, 0, '[]', 0)",
+                rusqlite::params![e.week, g.group, g.contributors, g.count],
+            )
+            .unwrap();
+    }
+    // Spend 9 of 10 with nine distinct queries, leaving room for exactly one more.
+    for back in 1..=9i64 {
+        let q = Query { from: Some(date(e.week - back * 7 * 86_400)), ..builds_query(&e) };
+        release(&mut e.store, &e.policy, "racer", &q, e.now, &mut rng).unwrap();
+    }
+    // Two processes' worth of connections race for the last ε with different queries.
+    let dir = e._dir.path().to_path_buf();
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let handles: Vec<_> = [10i64, 11]
+        .into_iter()
+        .map(|back| {
+            let (dir, barrier, policy, week, now) = (dir.clone(), barrier.clone(), e.policy.clone(), e.week, e.now);
+            std::thread::spawn(move || {
+                let mut store = SqliteStore::open(&dir).unwrap();
+                let mut rng = ChaCha20Rng::seed_from_u64(back as u64);
+                let q = Query { metric: "builds".into(), by: Some(vec!["team".into()]), from: Some(date(week - back * 7 * 86_400)), to: Some(date(week + 7 * 86_400)) };
+                barrier.wait();
+                release(&mut store, &policy, "racer", &q, now, &mut rng)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(ReleaseError::BudgetExhausted { .. }))).count();
+    assert_eq!((ok, refused), (1, 1), "exactly one of two racing releases gets the last ε: {results:?}");
+    let spent = e.store.spent("racer", "ci.build_finished", e.now - e.now.rem_euclid(30 * 86_400)).unwrap();
+    assert!((spent - 10.0).abs() < 1e-9, "ledger {spent}");
+}
