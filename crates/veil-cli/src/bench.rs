@@ -13,8 +13,21 @@ fn events(n: usize) -> Result<Vec<Vec<u8>>> {
     let mut scale = (n as f64 / 9000.0).max(0.01);
     loop {
         let mut buf = Vec::new();
-        crate::generate::generate(&crate::generate::Gen { seed: 7, now, days: 13, scale, bad: false }, &mut buf)?;
-        let lines: Vec<Vec<u8>> = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect();
+        crate::generate::generate(
+            &crate::generate::Gen {
+                seed: 7,
+                now,
+                days: 13,
+                scale,
+                bad: false,
+            },
+            &mut buf,
+        )?;
+        let lines: Vec<Vec<u8>> = buf
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
         if lines.len() >= n {
             return Ok(lines.into_iter().take(n).collect());
         }
@@ -24,7 +37,9 @@ fn events(n: usize) -> Result<Vec<Vec<u8>>> {
 
 /// This process's CPU time (user + system) in seconds, from /proc (Linux); 0 elsewhere.
 fn cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
@@ -32,7 +47,11 @@ fn cpu_secs() -> f64 {
 }
 
 fn rate(n: usize, secs: f64) -> String {
-    format!("{:>10.0} events/s  ({:>6.0} ns/event)", n as f64 / secs, secs * 1e9 / n as f64)
+    format!(
+        "{:>10.0} events/s  ({:>6.0} ns/event)",
+        n as f64 / secs,
+        secs * 1e9 / n as f64
+    )
 }
 
 /// Baseline (typed serde_json parse), the door alone, and door + SQLite commit.
@@ -47,7 +66,11 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
         }
     }
     let bytes: usize = lines.iter().map(Vec::len).sum();
-    println!("bench pipeline: {n} events{}, {:.1} MiB, one thread", if no_ids { " without ids" } else { " with ids" }, bytes as f64 / (1 << 20) as f64);
+    println!(
+        "bench pipeline: {n} events{}, {:.1} MiB, one thread",
+        if no_ids { " without ids" } else { " with ids" },
+        bytes as f64 / (1 << 20) as f64
+    );
 
     let t = Instant::now();
     let mut ok = 0usize;
@@ -62,12 +85,26 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     std::hint::black_box(ok);
 
     let dir = tempfile_dir()?;
-    let policy = veil_policy::load_str(crate::commands::EXAMPLE_POLICY, "policy.yaml", chrono::Utc::now().date_naive())?.0;
+    let policy = veil_policy::load_str(
+        crate::commands::EXAMPLE_POLICY,
+        "policy.yaml",
+        chrono::Utc::now().date_naive(),
+    )?
+    .0;
     let now = chrono::Utc::now().timestamp();
     let mut store = SqliteStore::init(&dir, now, "bench")?;
     let keys = KeyRing::new(store.epochs()?);
-    let source = Source { name: "bench".into(), collections: None };
-    let door = Door::new(&policy, &keys, Limits::default(), now, store.sealed_before(&policy)?);
+    let source = Source {
+        name: "bench".into(),
+        collections: None,
+    };
+    let door = Door::new(
+        &policy,
+        &keys,
+        Limits::default(),
+        now,
+        store.sealed_before(&policy)?,
+    );
 
     let t = Instant::now();
     let mut acc = 0usize;
@@ -82,7 +119,12 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     let (t, cpu0) = (Instant::now(), cpu_secs());
     let mut accepted = 0usize;
     for chunk in lines.chunks(crate::ingest::BATCH) {
-        let mut batch = IngestBatch { source: "bench", received_at: now, accepted: Vec::with_capacity(chunk.len()), rejected: Vec::new() };
+        let mut batch = IngestBatch {
+            source: "bench",
+            received_at: now,
+            accepted: Vec::with_capacity(chunk.len()),
+            rejected: Vec::new(),
+        };
         for l in chunk {
             match door.admit(l, &source) {
                 Ok(a) => batch.accepted.push(a),
@@ -94,15 +136,27 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     let full = t.elapsed().as_secs_f64();
     let full_cpu = cpu_secs() - cpu0;
     println!("  baseline: typed serde_json parse   {}", rate(n, parse));
-    println!("  door: validate+scan+pseudonymize   {}  = {:.2}× the parse time", rate(n, door_only), door_only / parse);
-    println!("  full: door + aggregate + commit    {}  = {:.2}× the parse time", rate(n, full), full / parse);
+    println!(
+        "  door: validate+scan+pseudonymize   {}  = {:.2}× the parse time",
+        rate(n, door_only),
+        door_only / parse
+    );
+    println!(
+        "  full: door + aggregate + commit    {}  = {:.2}× the parse time",
+        rate(n, full),
+        full / parse
+    );
     println!("  accepted {accepted} of {n}; the full run used {:.2} s of CPU in {:.2} s (the rest waits on the disk)", full_cpu, full);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
-    let d = std::env::temp_dir().join(format!("veil-bench-{}-{}", std::process::id(), rand::random::<u32>()));
+    let d = std::env::temp_dir().join(format!(
+        "veil-bench-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
@@ -111,7 +165,8 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
 /// same aggregates back from the store (the baseline).
 pub fn release(groups: usize) -> Result<u8> {
     let dir = tempfile_dir()?;
-    let yaml = crate::commands::EXAMPLE_POLICY.replace("values: [payments, search, infra, web]", "max_length: 32");
+    let yaml = crate::commands::EXAMPLE_POLICY
+        .replace("values: [payments, search, infra, web]", "max_length: 32");
     let policy = veil_policy::load_str(&yaml, "policy.yaml", chrono::Utc::now().date_naive())?.0;
     let now = chrono::Utc::now().timestamp();
     let mut store = SqliteStore::init(&dir, now, "bench")?;
@@ -129,11 +184,19 @@ pub fn release(groups: usize) -> Result<u8> {
                 )?;
             }
         }
-        c.execute("INSERT INTO seal_state (metric, sealed_before) VALUES ('builds', ?1)", [veil_pipeline::window::start(veil_policy::Window::Week, now)])?;
+        c.execute(
+            "INSERT INTO seal_state (metric, sealed_before) VALUES ('builds', ?1)",
+            [veil_pipeline::window::start(veil_policy::Window::Week, now)],
+        )?;
         c.execute_batch("COMMIT")?;
     }
     let from = chrono::DateTime::from_timestamp(now - 53 * 7 * 86_400, 0).map(|d| d.date_naive());
-    let q = veil_release::Query { metric: "builds".into(), by: Some(vec!["team".into()]), from, to: None };
+    let q = veil_release::Query {
+        metric: "builds".into(),
+        by: Some(vec!["team".into()]),
+        from,
+        to: None,
+    };
     let t = Instant::now();
     let p = veil_release::plan(&store, &policy, "bench", &q, now)?;
     let rows = store.aggregates("builds", "team", p.from_ts, p.to_ts)?;
@@ -146,15 +209,33 @@ pub fn release(groups: usize) -> Result<u8> {
     let again = veil_release::release(&mut store, &policy, "bench", &q, now, &mut rng)?;
     let cached = t.elapsed().as_secs_f64();
     assert!(again.cached);
-    println!("bench release: {} windows × {groups} groups = {} aggregate rows", p.windows.len(), rows.len());
+    println!(
+        "bench release: {} windows × {groups} groups = {} aggregate rows",
+        p.windows.len(),
+        rows.len()
+    );
     println!("  baseline: plan + read aggregates  {:>9.2} ms", read * 1e3);
-    println!("  release (select, noise, store)    {:>9.2} ms  = {:.2}× the read", full * 1e3, full / read);
-    println!("  same query again (stored answer)  {:>9.2} ms  = {:.2}× the read", cached * 1e3, cached / read);
+    println!(
+        "  release (select, noise, store)    {:>9.2} ms  = {:.2}× the read",
+        full * 1e3,
+        full / read
+    );
+    println!(
+        "  same query again (stored answer)  {:>9.2} ms  = {:.2}× the read",
+        cached * 1e3,
+        cached / read
+    );
     println!("  document {} KiB", r.record.document.len() / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
 }
 
 fn rusqlite_params(w: i64, g: String, c: i64, n: i64, now: i64) -> impl rusqlite::Params {
-    rusqlite::params_from_iter([rusqlite::types::Value::from(w), g.into(), c.into(), n.into(), now.into()])
+    rusqlite::params_from_iter([
+        rusqlite::types::Value::from(w),
+        g.into(),
+        c.into(),
+        n.into(),
+        now.into(),
+    ])
 }

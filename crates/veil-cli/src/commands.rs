@@ -17,7 +17,16 @@ pub const EXAMPLE_POLICY: &str = include_str!("../../../examples/policy.yaml");
 
 /// Example principals `veil init` creates: name, roles, collections.
 const EXAMPLE_PRINCIPALS: &[(&str, &[&str], Option<&[&str]>)] = &[
-    ("ingest", &["source"], Some(&["ci.build_finished", "pr.merged", "app.feature_used", "app.error"])),
+    (
+        "ingest",
+        &["source"],
+        Some(&[
+            "ci.build_finished",
+            "pr.merged",
+            "app.feature_used",
+            "app.error",
+        ]),
+    ),
     ("analyst", &["analyst"], None),
     ("viewer", &["viewer"], None),
     ("eng-lead", &["engineering"], None),
@@ -49,14 +58,23 @@ fn load_policy(path: &Path) -> Result<Policy> {
 fn actor(cli: &Cli, cfg: &Config) -> Result<(String, Option<Vec<String>>)> {
     match &cli.as_principal {
         None => {
-            let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+            let user = std::env::var("USER")
+                .or_else(|_| std::env::var("USERNAME"))
+                .unwrap_or_else(|_| "unknown".into());
             Ok((format!("local:{user}"), None))
         }
         Some(name) => {
-            let token = std::env::var("VEIL_TOKEN").map_err(|_| exit(2, "--as needs the principal's token in VEIL_TOKEN"))?;
+            let token = std::env::var("VEIL_TOKEN")
+                .map_err(|_| exit(2, "--as needs the principal's token in VEIL_TOKEN"))?;
             match cfg.principal_by_token(&token) {
-                Some(p) if &p.name == name => Ok((p.name.clone(), p.collections.clone().or_else(|| Some(Vec::new())))),
-                _ => Err(exit(2, format!("VEIL_TOKEN is not the token of principal {name}"))),
+                Some(p) if &p.name == name => Ok((
+                    p.name.clone(),
+                    p.collections.clone().or_else(|| Some(Vec::new())),
+                )),
+                _ => Err(exit(
+                    2,
+                    format!("VEIL_TOKEN is not the token of principal {name}"),
+                )),
             }
         }
     }
@@ -70,7 +88,13 @@ fn open(cli: &Cli) -> Result<Ctx> {
     }
     let policy = load_policy(&cfg.policy)?;
     let mut store = SqliteStore::open(&cfg.data_dir).map_err(|e| match e {
-        StoreError::NotInitialized => exit(2, format!("{} is not initialized; run `veil init`", cfg.data_dir.display())),
+        StoreError::NotInitialized => exit(
+            2,
+            format!(
+                "{} is not initialized; run `veil init`",
+                cfg.data_dir.display()
+            ),
+        ),
         e => e.into(),
     })?;
     let (actor, collections) = actor(cli, &cfg)?;
@@ -84,29 +108,68 @@ fn open(cli: &Cli) -> Result<Ctx> {
         }
     }
     let keys = KeyRing::new(store.epochs()?);
-    Ok(Ctx { cfg, policy, store, keys, actor, collections })
+    Ok(Ctx {
+        cfg,
+        policy,
+        store,
+        keys,
+        actor,
+        collections,
+    })
 }
 
 /// Dispatches a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     match &cli.cmd {
-        Cmd::Init { dir } => init(dir.clone().unwrap_or_else(|| PathBuf::from(".")), &mut std::io::stdout()),
-        Cmd::Policy { cmd: PolicyCmd::Lint { file, format } } => lint(&cli, file.as_deref(), *format),
-        Cmd::Policy { cmd: PolicyCmd::Explain { metric } } => explain(&cli, metric),
+        Cmd::Init { dir } => init(
+            dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            &mut std::io::stdout(),
+        ),
+        Cmd::Policy {
+            cmd: PolicyCmd::Lint { file, format },
+        } => lint(&cli, file.as_deref(), *format),
+        Cmd::Policy {
+            cmd: PolicyCmd::Explain { metric },
+        } => explain(&cli, metric),
         Cmd::Ingest { file, strict } => ingest(&cli, file, *strict),
         Cmd::Seal => seal(&cli),
-        Cmd::Report { metric, by, from, to, format, dry_run } => {
-            let q = Query { metric: metric.clone(), by: by.clone(), from: *from, to: *to };
+        Cmd::Report {
+            metric,
+            by,
+            from,
+            to,
+            format,
+            dry_run,
+        } => {
+            let q = Query {
+                metric: metric.clone(),
+                by: by.clone(),
+                from: *from,
+                to: *to,
+            };
             report(&cli, &q, *format, *dry_run, &mut std::io::stdout())
         }
         Cmd::Keys { cmd } => keys(&cli, cmd),
         Cmd::Audit { cmd } => audit(&cli, cmd),
         Cmd::Status { format } => status(&cli, *format),
-        Cmd::Generate { out, seed, days, scale, no_bad } => {
-            let g = crate::generate::Gen { seed: *seed, now: now(), days: *days, scale: *scale, bad: !no_bad };
+        Cmd::Generate {
+            out,
+            seed,
+            days,
+            scale,
+            no_bad,
+        } => {
+            let g = crate::generate::Gen {
+                seed: *seed,
+                now: now(),
+                days: *days,
+                scale: *scale,
+                bad: !no_bad,
+            };
             let n = match out {
                 Some(p) => {
-                    let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("cannot create {}", p.display()))?;
                     let mut w = std::io::BufWriter::new(f);
                     let n = crate::generate::generate(&g, &mut w)?;
                     w.flush()?;
@@ -118,8 +181,12 @@ pub fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
         Cmd::Demo { dir } => demo(dir.clone().unwrap_or_else(|| PathBuf::from("veil-demo"))),
-        Cmd::Bench { cmd: BenchCmd::Pipeline { events, no_ids } } => crate::bench::pipeline(*events, *no_ids),
-        Cmd::Bench { cmd: BenchCmd::Release { groups } } => crate::bench::release(*groups),
+        Cmd::Bench {
+            cmd: BenchCmd::Pipeline { events, no_ids },
+        } => crate::bench::pipeline(*events, *no_ids),
+        Cmd::Bench {
+            cmd: BenchCmd::Release { groups },
+        } => crate::bench::release(*groups),
     }
 }
 
@@ -134,7 +201,13 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cfg_path = dir.join("veil.toml");
     if cfg_path.exists() {
-        return Err(exit(2, format!("{} already exists; Veil is initialized there", cfg_path.display())));
+        return Err(exit(
+            2,
+            format!(
+                "{} already exists; Veil is initialized there",
+                cfg_path.display()
+            ),
+        ));
     }
     let policy_path = dir.join("policy.yaml");
     if !policy_path.exists() {
@@ -147,7 +220,10 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     let mut tokens = Vec::new();
     for (name, roles, colls) in EXAMPLE_PRINCIPALS {
         let token = new_token();
-        toml.push_str(&format!("\n[[principal]]\nname = \"{name}\"\nroles = {:?}\n", roles));
+        toml.push_str(&format!(
+            "\n[[principal]]\nname = \"{name}\"\nroles = {:?}\n",
+            roles
+        ));
         if let Some(c) = colls {
             toml.push_str(&format!("collections = {:?}\n", c));
         }
@@ -162,8 +238,17 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     let mut store = SqliteStore::init(&cfg.data_dir, now(), &actor)?;
     store.note_policy(&policy, &actor, now())?;
     writeln!(out, "initialized Veil in {}", dir.display())?;
-    writeln!(out, "  config  {}\n  policy  {}\n  data    {}", cfg_path.display(), policy_path.display(), cfg.data_dir.display())?;
-    writeln!(out, "tokens (shown once; only their SHA-256 is stored in veil.toml):")?;
+    writeln!(
+        out,
+        "  config  {}\n  policy  {}\n  data    {}",
+        cfg_path.display(),
+        policy_path.display(),
+        cfg.data_dir.display()
+    )?;
+    writeln!(
+        out,
+        "tokens (shown once; only their SHA-256 is stored in veil.toml):"
+    )?;
     for (name, token) in tokens {
         writeln!(out, "  {name:<16} {token}")?;
     }
@@ -173,30 +258,61 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
 fn lint(cli: &Cli, file: Option<&Path>, format: OutFormat) -> Result<u8> {
     let path = match file {
         Some(f) => f.to_path_buf(),
-        None => Config::load(&Config::locate(cli.config.as_deref())).map(|c| c.policy).unwrap_or_else(|_| PathBuf::from("policy.yaml")),
+        None => Config::load(&Config::locate(cli.config.as_deref()))
+            .map(|c| c.policy)
+            .unwrap_or_else(|_| PathBuf::from("policy.yaml")),
     };
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(&path).map_err(|e| exit(2, format!("cannot read policy {name}: {e}")))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| exit(2, format!("cannot read policy {name}: {e}")))?;
     let raw = veil_policy::parse(&text, &name).map_err(|e| exit(2, e.to_string()))?;
-    let (_, findings) = veil_policy::analyze(&raw, &veil_policy::hash_text(&text), chrono::Utc::now().date_naive());
-    let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let (_, findings) = veil_policy::analyze(
+        &raw,
+        &veil_policy::hash_text(&text),
+        chrono::Utc::now().date_naive(),
+    );
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
     let warnings = findings.len() - errors;
     if format == OutFormat::Json {
-        println!("{}", serde_json::json!({"file": name, "errors": errors, "warnings": warnings, "findings": findings}));
+        println!(
+            "{}",
+            serde_json::json!({"file": name, "errors": errors, "warnings": warnings, "findings": findings})
+        );
     } else {
         for f in &findings {
             println!("{name}: {f}");
         }
         let metrics: usize = raw.collections.iter().map(|c| c.metrics.len()).sum();
-        println!("{name}: {} ({} collections, {metrics} metrics; {errors} errors, {warnings} warnings)", if errors == 0 { "ok" } else { "FAILED" }, raw.collections.len());
+        println!(
+            "{name}: {} ({} collections, {metrics} metrics; {errors} errors, {warnings} warnings)",
+            if errors == 0 { "ok" } else { "FAILED" },
+            raw.collections.len()
+        );
     }
     Ok(if errors == 0 { 0 } else { 1 })
 }
 
 fn explain(cli: &Cli, metric: &str) -> Result<u8> {
     let ctx = open(cli)?;
-    let (c, m) = ctx.policy.metric(metric).ok_or_else(|| exit(2, format!("unknown metric {}", veil_pipeline::safe_name(metric))))?;
-    let p = veil_release::plan(&ctx.store, &ctx.policy, &ctx.actor, &Query { metric: metric.into(), ..Default::default() }, now())?;
+    let (c, m) = ctx.policy.metric(metric).ok_or_else(|| {
+        exit(
+            2,
+            format!("unknown metric {}", veil_pipeline::safe_name(metric)),
+        )
+    })?;
+    let p = veil_release::plan(
+        &ctx.store,
+        &ctx.policy,
+        &ctx.actor,
+        &Query {
+            metric: metric.into(),
+            ..Default::default()
+        },
+        now(),
+    )?;
     println!("{} ({}.{})", m.name, c.name, m.name);
     println!("{}", c.purpose_sentence());
     println!("  measures:      {}", m.explain.measures);
@@ -215,17 +331,26 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
         p.selection_threshold,
         p.selection_scale
     );
-    println!("budget: ε={} per {} per principal; you have spent {} this period", p.budget, veil_policy::duration::human(c.budget.period).replace("-day", " days"), p.budget_spent);
+    println!(
+        "budget: ε={} per {} per principal; you have spent {} this period",
+        p.budget,
+        veil_policy::duration::human(c.budget.period).replace("-day", " days"),
+        p.budget_spent
+    );
     Ok(0)
 }
 
 fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
     let mut ctx = open(cli)?;
-    let source = Source { name: ctx.actor.clone(), collections: ctx.collections.clone() };
+    let source = Source {
+        name: ctx.actor.clone(),
+        collections: ctx.collections.clone(),
+    };
     let mut input: Box<dyn std::io::BufRead> = if file == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin()))
     } else {
-        let f = std::fs::File::open(file).map_err(|e| exit(2, format!("cannot read {file}: {e}")))?;
+        let f =
+            std::fs::File::open(file).map_err(|e| exit(2, format!("cannot read {file}: {e}")))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     let mut shown = 0;
@@ -237,14 +362,29 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         }
         shown += 1;
     };
-    let o = crate::ingest::ingest_stream(&mut ctx.store, &ctx.policy, &ctx.keys, Limits::default(), &source, &mut input, now(), &mut on_reject)?;
+    let o = crate::ingest::ingest_stream(
+        &mut ctx.store,
+        &ctx.policy,
+        &ctx.keys,
+        Limits::default(),
+        &source,
+        &mut input,
+        now(),
+        &mut on_reject,
+    )?;
     let rejected: usize = o.rejected.values().sum();
-    println!("accepted {}, duplicates {} (already ingested, not counted again), rejected {}", o.accepted, o.duplicates, rejected);
+    println!(
+        "accepted {}, duplicates {} (already ingested, not counted again), rejected {}",
+        o.accepted, o.duplicates, rejected
+    );
     for (reason, n) in &o.rejected {
         println!("  {reason:<24} {n}");
     }
     if o.clamped + o.redacted > 0 {
-        println!("clamped {} measures into range; redacted personal data in {} strings", o.clamped, o.redacted);
+        println!(
+            "clamped {} measures into range; redacted personal data in {} strings",
+            o.clamped, o.redacted
+        );
     }
     Ok(if strict && rejected > 0 { 1 } else { 0 })
 }
@@ -260,7 +400,13 @@ fn seal(cli: &Cli) -> Result<u8> {
 }
 
 /// `veil report`: a dry-run plan, or a release rendered from its stored record.
-pub fn report(cli: &Cli, q: &Query, format: OutFormat, dry_run: bool, out: &mut dyn Write) -> Result<u8> {
+pub fn report(
+    cli: &Cli,
+    q: &Query,
+    format: OutFormat,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<u8> {
     let mut ctx = open(cli)?;
     let t = now();
     let map = |e: ReleaseError| match e {
@@ -274,15 +420,38 @@ pub fn report(cli: &Cli, q: &Query, format: OutFormat, dry_run: bool, out: &mut 
             writeln!(out, "{}", serde_json::to_string_pretty(&p)?)?;
         } else {
             writeln!(out, "dry run: nothing released, no budget spent")?;
-            writeln!(out, "metric {} by [{}] {} .. {} ({} sealed windows)", p.metric, p.by.join(", "), p.from, p.to, p.windows.len())?;
-            writeln!(out, "cost ε={} (δ={:e}); budget {} spent {} → left after {}", p.epsilon, p.delta, p.budget, p.budget_spent, p.budget_left_after)?;
-            writeln!(out, "value noise {} scale {:.3}; 95% interval ±{}", p.mechanism, p.value_scale, p.interval_half_width)?;
-            writeln!(out, "selection: keep when contributors − {} + noise(scale {:.3}) ≥ {}", p.min_group_size - 1, p.selection_scale, p.selection_threshold)?;
+            writeln!(
+                out,
+                "metric {} by [{}] {} .. {} ({} sealed windows)",
+                p.metric,
+                p.by.join(", "),
+                p.from,
+                p.to,
+                p.windows.len()
+            )?;
+            writeln!(
+                out,
+                "cost ε={} (δ={:e}); budget {} spent {} → left after {}",
+                p.epsilon, p.delta, p.budget, p.budget_spent, p.budget_left_after
+            )?;
+            writeln!(
+                out,
+                "value noise {} scale {:.3}; 95% interval ±{}",
+                p.mechanism, p.value_scale, p.interval_half_width
+            )?;
+            writeln!(
+                out,
+                "selection: keep when contributors − {} + noise(scale {:.3}) ≥ {}",
+                p.min_group_size - 1,
+                p.selection_scale,
+                p.selection_threshold
+            )?;
         }
         return Ok(0);
     }
     let mut rng = ChaCha20Rng::from_entropy();
-    let r = veil_release::release(&mut ctx.store, &ctx.policy, &ctx.actor, q, t, &mut rng).map_err(map)?;
+    let r = veil_release::release(&mut ctx.store, &ctx.policy, &ctx.actor, q, t, &mut rng)
+        .map_err(map)?;
     let f = match format {
         OutFormat::Table => Format::Table,
         OutFormat::Json => Format::Json,
@@ -294,7 +463,10 @@ pub fn report(cli: &Cli, q: &Query, format: OutFormat, dry_run: bool, out: &mut 
         writeln!(out)?;
     }
     if r.cached && format == OutFormat::Table {
-        writeln!(out, "(the same query was answered before: this is that release; nothing was charged)")?;
+        writeln!(
+            out,
+            "(the same query was answered before: this is that release; nothing was charged)"
+        )?;
     }
     Ok(0)
 }
@@ -308,12 +480,25 @@ fn keys(cli: &Cli, cmd: &KeysCmd) -> Result<u8> {
     let fmt = |t: i64| match t {
         i64::MIN => "-".to_owned(),
         i64::MAX => "(current)".to_owned(),
-        t => chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
+        t => chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_default(),
     };
     println!("{:<6} {:<18} {:<18} status", "epoch", "from", "until");
     for e in ctx.store.epochs()? {
-        let status = if e.keys.is_none() { "shredded" } else if e.end == i64::MAX { "active" } else { "retired" };
-        println!("{:<6} {:<18} {:<18} {status}", e.id.0, fmt(e.start), fmt(e.end));
+        let status = if e.keys.is_none() {
+            "shredded"
+        } else if e.end == i64::MAX {
+            "active"
+        } else {
+            "retired"
+        };
+        println!(
+            "{:<6} {:<18} {:<18} {status}",
+            e.id.0,
+            fmt(e.start),
+            fmt(e.end)
+        );
     }
     Ok(0)
 }
@@ -327,10 +512,18 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
         AuditCmd::Verify => {
             let v = store.audit_verify()?;
             if v.ok {
-                println!("audit log ok: {} entries, head {}", v.entries, v.head.unwrap_or_default());
+                println!(
+                    "audit log ok: {} entries, head {}",
+                    v.entries,
+                    v.head.unwrap_or_default()
+                );
                 Ok(0)
             } else {
-                println!("audit log FAILED at entry #{}: {}", v.first_bad.unwrap_or(0), v.problem.unwrap_or_default());
+                println!(
+                    "audit log FAILED at entry #{}: {}",
+                    v.first_bad.unwrap_or(0),
+                    v.problem.unwrap_or_default()
+                );
                 Ok(1)
             }
         }
@@ -342,7 +535,10 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
                 }
             } else {
                 for e in entries {
-                    println!("#{:<5} {} {:<18} {:<16} {}", e.seq, e.at, e.actor, e.action, e.detail);
+                    println!(
+                        "#{:<5} {} {:<18} {:<16} {}",
+                        e.seq, e.at, e.actor, e.action, e.detail
+                    );
                 }
             }
             Ok(0)
@@ -358,7 +554,10 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     for c in &ctx.policy.collections {
         let mut classes = std::collections::BTreeMap::<String, Vec<String>>::new();
         for f in &c.fields {
-            classes.entry(format!("{:?}", f.class)).or_default().push(format!("{} ({:?})", f.name, f.transform).to_lowercase());
+            classes
+                .entry(format!("{:?}", f.class))
+                .or_default()
+                .push(format!("{} ({:?})", f.name, f.transform).to_lowercase());
             if f.class == FieldClass::DirectIdentifier {
                 ids += 1;
                 if f.transform == Transform::Pseudonymize {
@@ -370,10 +569,16 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     }
     let mut spent = std::collections::BTreeMap::<String, f64>::new();
     for r in ctx.store.releases()? {
-        *spent.entry(format!("{} / {}", r.principal, r.collection)).or_default() += r.epsilon;
+        *spent
+            .entry(format!("{} / {}", r.principal, r.collection))
+            .or_default() += r.epsilon;
     }
     let log = ctx.store.audit_log(1)?;
-    let last_seal = log.iter().rev().find(|e| e.action == "seal").map(|e| e.at.clone());
+    let last_seal = log
+        .iter()
+        .rev()
+        .find(|e| e.action == "seal")
+        .map(|e| e.at.clone());
     let v = ctx.store.audit_verify()?;
     let doc = serde_json::json!({
         "organization": ctx.policy.organization,
@@ -390,46 +595,103 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     if format == OutFormat::Json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        println!("{} — policy {}", ctx.policy.organization, &ctx.policy.hash[..12]);
+        println!(
+            "{} — policy {}",
+            ctx.policy.organization,
+            &ctx.policy.hash[..12]
+        );
         for c in &ctx.policy.collections {
-            let kept: Vec<String> = c.fields.iter().map(|f| format!("{}:{:?}/{:?}", f.name, f.class, f.transform).to_lowercase()).collect();
+            let kept: Vec<String> = c
+                .fields
+                .iter()
+                .map(|f| format!("{}:{:?}/{:?}", f.name, f.class, f.transform).to_lowercase())
+                .collect();
             println!("  {:<20} {}", c.name, kept.join("  "));
         }
-        println!("direct identifiers: {ids} declared, {pseudo} pseudonymized, {} dropped, 0 kept raw", ids - pseudo);
+        println!(
+            "direct identifiers: {ids} declared, {pseudo} pseudonymized, {} dropped, 0 kept raw",
+            ids - pseudo
+        );
         println!("rejections by reason: {}", doc["rejections_by_reason"]);
-        println!("budget spent (ε, principal / collection): {}", doc["budget_spent"]);
+        println!(
+            "budget spent (ε, principal / collection): {}",
+            doc["budget_spent"]
+        );
         println!("last seal: {}", last_seal.as_deref().unwrap_or("never"));
-        println!("audit: {} entries, {}", v.entries, if v.ok { "verified".to_string() } else { format!("FAILED: {}", v.problem.unwrap_or_default()) });
+        println!(
+            "audit: {} entries, {}",
+            v.entries,
+            if v.ok {
+                "verified".to_string()
+            } else {
+                format!("FAILED: {}", v.problem.unwrap_or_default())
+            }
+        );
     }
     Ok(0)
 }
 
 fn demo(dir: PathBuf) -> Result<u8> {
     if dir.join("veil.toml").exists() {
-        return Err(exit(2, format!("{} already holds a Veil; remove it or name another directory", dir.display())));
+        return Err(exit(
+            2,
+            format!(
+                "{} already holds a Veil; remove it or name another directory",
+                dir.display()
+            ),
+        ));
     }
     println!("== 1. veil init {}", dir.display());
     init(dir.clone(), &mut std::io::stdout())?;
     let events = dir.join("events.ndjson");
-    println!("\n== 2. veil generate: synthetic events with planted personal data → {}", events.display());
-    let g = crate::generate::Gen { seed: 42, now: now(), days: 13, scale: 1.0, bad: true };
+    println!(
+        "\n== 2. veil generate: synthetic events with planted personal data → {}",
+        events.display()
+    );
+    let g = crate::generate::Gen {
+        seed: 42,
+        now: now(),
+        days: 13,
+        scale: 1.0,
+        bad: true,
+    };
     let mut w = std::io::BufWriter::new(std::fs::File::create(&events)?);
     let n = crate::generate::generate(&g, &mut w)?;
     w.flush()?;
     drop(w);
     println!("wrote {n} events");
-    let cli = |cmd: Cmd| Cli { config: Some(dir.join("veil.toml")), as_principal: None, cmd };
+    let cli = |cmd: Cmd| Cli {
+        config: Some(dir.join("veil.toml")),
+        as_principal: None,
+        cmd,
+    };
     println!("\n== 3. veil ingest {}", events.display());
-    run(cli(Cmd::Ingest { file: events.display().to_string(), strict: false }))?;
+    run(cli(Cmd::Ingest {
+        file: events.display().to_string(),
+        strict: false,
+    }))?;
     println!("\n== 4. veil seal");
     run(cli(Cmd::Seal))?;
     for (metric, by) in [("builds", "team"), ("feature_usage", "region")] {
         println!("\n== 5. veil report {metric} --by {by}");
-        let q = Query { metric: metric.into(), by: Some(vec![by.into()]), from: None, to: None };
-        report(&cli(Cmd::Seal), &q, OutFormat::Table, false, &mut std::io::stdout())?;
+        let q = Query {
+            metric: metric.into(),
+            by: Some(vec![by.into()]),
+            from: None,
+            to: None,
+        };
+        report(
+            &cli(Cmd::Seal),
+            &q,
+            OutFormat::Table,
+            false,
+            &mut std::io::stdout(),
+        )?;
     }
     println!("\n== 6. veil audit verify");
-    run(cli(Cmd::Audit { cmd: AuditCmd::Verify }))?;
+    run(cli(Cmd::Audit {
+        cmd: AuditCmd::Verify,
+    }))?;
     println!("\nTry next (from {}): veil status · veil audit log · veil report build_duration --format json · veil policy explain builds", dir.display());
     Ok(0)
 }

@@ -7,7 +7,15 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The roles a principal can hold (spec §5).
-pub const ROLES: &[&str] = &["source", "viewer", "analyst", "engineering", "privacy", "auditor", "admin"];
+pub const ROLES: &[&str] = &[
+    "source",
+    "viewer",
+    "analyst",
+    "engineering",
+    "privacy",
+    "auditor",
+    "admin",
+];
 
 /// `veil.toml` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,7 +71,9 @@ pub fn token_hash(token: &str) -> String {
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.find(needle).map(|i| text[..i].lines().count().max(1)).unwrap_or(0)
+    text.find(needle)
+        .map(|i| text[..i].lines().count().max(1))
+        .unwrap_or(0)
 }
 
 impl Config {
@@ -77,9 +87,13 @@ impl Config {
 
     /// Reads, overrides from the environment and validates, reporting every problem at once.
     pub fn load(file: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config {}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read config {}", file.display()))?;
         let mut raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e.span().map(|s| text[..s.start].lines().count().max(1)).unwrap_or(0);
+            let line = e
+                .span()
+                .map(|s| text[..s.start].lines().count().max(1))
+                .unwrap_or(0);
             anyhow::anyhow!("{}:{}: {}", file.display(), line, e.message())
         })?;
         for (var, slot) in [
@@ -98,24 +112,44 @@ impl Config {
         for p in &raw.principal {
             let at = line_of(&text, &format!("\"{}\"", p.name));
             if !names.insert(p.name.clone()) {
-                errors.push(format!("{}:{at}: principal {} is declared twice", file.display(), p.name));
+                errors.push(format!(
+                    "{}:{at}: principal {} is declared twice",
+                    file.display(),
+                    p.name
+                ));
             }
             for r in &p.roles {
                 if !ROLES.contains(&r.as_str()) {
-                    errors.push(format!("{}:{at}: principal {} has unknown role {r}; roles are {}", file.display(), p.name, ROLES.join(", ")));
+                    errors.push(format!(
+                        "{}:{at}: principal {} has unknown role {r}; roles are {}",
+                        file.display(),
+                        p.name,
+                        ROLES.join(", ")
+                    ));
                 }
             }
-            if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if p.token_sha256.len() != 64 || !p.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
                 errors.push(format!("{}:{at}: principal {}: token_sha256 must be 64 hex characters (the SHA-256 of the token, never the token)", file.display(), p.name));
             }
         }
-        if !(raw.store == "sqlite" || raw.store.starts_with("postgres://") || raw.store.starts_with("postgresql://")) {
-            errors.push(format!("{}:{}: store must be \"sqlite\" or a postgres:// URL", file.display(), line_of(&text, "store")));
+        if !(raw.store == "sqlite"
+            || raw.store.starts_with("postgres://")
+            || raw.store.starts_with("postgresql://"))
+        {
+            errors.push(format!(
+                "{}:{}: store must be \"sqlite\" or a postgres:// URL",
+                file.display(),
+                line_of(&text, "store")
+            ));
         }
         if !errors.is_empty() {
             bail!("{}", errors.join("\n"));
         }
-        let base = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         Ok(Config {
             file: file.to_path_buf(),
             data_dir: base.join(&raw.data_dir),
@@ -130,6 +164,8 @@ impl Config {
     /// The principal holding `token`, if any.
     pub fn principal_by_token(&self, token: &str) -> Option<&Principal> {
         let h = token_hash(token);
-        self.principals.iter().find(|p| p.token_sha256.eq_ignore_ascii_case(&h))
+        self.principals
+            .iter()
+            .find(|p| p.token_sha256.eq_ignore_ascii_case(&h))
     }
 }

@@ -10,10 +10,31 @@ use std::io::Write;
 
 /// Teams and their sizes: `infra` sits below the default k of 5, `data` above k but
 /// too small to pass DP selection at δ = 1e-7 most of the time.
-pub const TEAMS: &[(&str, usize)] = &[("payments", 60), ("web", 45), ("search", 40), ("data", 12), ("infra", 3)];
+pub const TEAMS: &[(&str, usize)] = &[
+    ("payments", 60),
+    ("web", 45),
+    ("search", 40),
+    ("data", 12),
+    ("infra", 3),
+];
 
-const FIRST: &[&str] = &["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yusuf", "zoe", "amara", "bjorn", "chen", "dilnoza", "emeka", "farah", "goran", "hana", "ingrid", "jamal"];
-const LAST: &[&str] = &["johnson", "okafor", "lindqvist", "tanaka", "moreau", "kowalski", "haddad", "fernandes", "novak", "schmidt"];
+const FIRST: &[&str] = &[
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
+    "niaj", "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yusuf", "zoe",
+    "amara", "bjorn", "chen", "dilnoza", "emeka", "farah", "goran", "hana", "ingrid", "jamal",
+];
+const LAST: &[&str] = &[
+    "johnson",
+    "okafor",
+    "lindqvist",
+    "tanaka",
+    "moreau",
+    "kowalski",
+    "haddad",
+    "fernandes",
+    "novak",
+    "schmidt",
+];
 
 /// Personal data planted in places Veil must never keep it; tests search for each.
 pub const PLANTED: &[&str] = &[
@@ -41,11 +62,15 @@ fn person(i: usize) -> (String, String) {
 
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().collect::<String>() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
 }
 
 fn ts(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 /// Generation settings.
@@ -80,7 +105,12 @@ pub fn generate(g: &Gen, out: &mut dyn Write) -> std::io::Result<u64> {
         }
     }
     let users: Vec<(String, &str)> = (0..(1500.0 * g.scale.max(0.01)) as usize)
-        .map(|i| (format!("user{i}@customer{}.example.org", i % 17), ["eu", "us", "apac"][i % 3]))
+        .map(|i| {
+            (
+                format!("user{i}@customer{}.example.org", i % 17),
+                ["eu", "us", "apac"][i % 3],
+            )
+        })
         .collect();
     for d in (1..=g.days).rev() {
         let day = day0 - d * 86_400;
@@ -90,20 +120,32 @@ pub fn generate(g: &Gen, out: &mut dyn Write) -> std::io::Result<u64> {
             for _ in 0..builds {
                 id += 1;
                 let t = day + rng.gen_range(7 * 3600..19 * 3600);
-                let status = ["success", "success", "success", "failure", "cancelled"].choose(&mut rng).expect("non-empty");
+                let status = ["success", "success", "success", "failure", "cancelled"]
+                    .choose(&mut rng)
+                    .expect("non-empty");
                 let dur: i64 = (rng.gen_range(20_000.0f64..2_000_000.0)).round() as i64;
-                let mut attrs = json!({"developer": email, "team": team, "status": status, "duration_ms": dur});
+                let mut attrs =
+                    json!({"developer": email, "team": team, "status": status, "duration_ms": dur});
                 if rng.gen_bool(0.2) {
-                    attrs["log_excerpt"] = json!(format!("build by {name} <{email}> failed: token {}", PLANTED[3]));
+                    attrs["log_excerpt"] = json!(format!(
+                        "build by {name} <{email}> failed: token {}",
+                        PLANTED[3]
+                    ));
                 }
-                emit(out, json!({"event": "ci.build_finished", "time": ts(t), "id": format!("b-{id}"), "attrs": attrs}))?;
+                emit(
+                    out,
+                    json!({"event": "ci.build_finished", "time": ts(t), "id": format!("b-{id}"), "attrs": attrs}),
+                )?;
             }
             if rng.gen_bool((0.4 * g.scale).min(1.0)) {
                 id += 1;
                 let t = day + rng.gen_range(9 * 3600..18 * 3600);
                 let hours = (rng.gen_range(0.5f64..120.0) * 10.0).round() / 10.0;
-                emit(out, json!({"event": "pr.merged", "time": ts(t), "id": format!("p-{id}"),
-                    "attrs": {"author": email, "team": team, "cycle_hours": hours, "title": format!("Fix flaky test reported by {name}")}}))?;
+                emit(
+                    out,
+                    json!({"event": "pr.merged", "time": ts(t), "id": format!("p-{id}"),
+                    "attrs": {"author": email, "team": team, "cycle_hours": hours, "title": format!("Fix flaky test reported by {name}")}}),
+                )?;
             }
         }
         // Product telemetry.
@@ -114,22 +156,32 @@ pub fn generate(g: &Gen, out: &mut dyn Write) -> std::io::Result<u64> {
             for _ in 0..rng.gen_range(1..4) {
                 id += 1;
                 let t = day + rng.gen_range(0..86_400);
-                let feature = ["search", "checkout", "export", "share", "settings"].choose(&mut rng).expect("non-empty");
+                let feature = ["search", "checkout", "export", "share", "settings"]
+                    .choose(&mut rng)
+                    .expect("non-empty");
                 let ip = format!("203.0.{}.{}", rng.gen_range(0..255), rng.gen_range(1..255));
                 let mut attrs = json!({"user_id": user, "feature": feature, "region": region,
                     "app_version": format!("4.{}.{}", rng.gen_range(0..3), rng.gen_range(0..10)), "client_ip": ip});
                 if rng.gen_bool(0.1) {
                     attrs["email"] = json!(user);
                 }
-                emit(out, json!({"event": "app.feature_used", "time": ts(t), "id": format!("f-{id}"), "attrs": attrs}))?;
+                emit(
+                    out,
+                    json!({"event": "app.feature_used", "time": ts(t), "id": format!("f-{id}"), "attrs": attrs}),
+                )?;
             }
             if d <= 6 && rng.gen_bool(0.08) {
                 id += 1;
                 let t = day + rng.gen_range(0..86_400);
-                let code = ["E_TIMEOUT", "E_CRASH", "E_NETWORK", "E_AUTH"].choose(&mut rng).expect("non-empty");
+                let code = ["E_TIMEOUT", "E_CRASH", "E_NETWORK", "E_AUTH"]
+                    .choose(&mut rng)
+                    .expect("non-empty");
                 let planted = PLANTED.choose(&mut rng).expect("non-empty");
-                emit(out, json!({"event": "app.error", "time": ts(t), "id": format!("e-{id}"),
-                    "attrs": {"user_id": user, "error_code": code, "message": format!("request for {user} failed near {planted}")}}))?;
+                emit(
+                    out,
+                    json!({"event": "app.error", "time": ts(t), "id": format!("e-{id}"),
+                    "attrs": {"user_id": user, "error_code": code, "message": format!("request for {user} failed near {planted}")}}),
+                )?;
             }
         }
     }

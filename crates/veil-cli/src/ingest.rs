@@ -12,7 +12,11 @@ pub const BATCH: usize = 32_768;
 
 /// Reads one line into `buf`, keeping at most `limit + 1` bytes of it so a huge line
 /// cannot exhaust memory. Returns `None` at end of input.
-pub fn read_line_bounded(r: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<Option<()>> {
+pub fn read_line_bounded(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<Option<()>> {
     buf.clear();
     let mut any = false;
     loop {
@@ -96,7 +100,12 @@ pub fn ingest_stream(
         let o = store.ingest(
             policy,
             keys,
-            IngestBatch { source: &source.name, received_at: now, accepted: std::mem::take(&mut accepted), rejected: std::mem::take(&mut rejected) },
+            IngestBatch {
+                source: &source.name,
+                received_at: now,
+                accepted: std::mem::take(&mut accepted),
+                rejected: std::mem::take(&mut rejected),
+            },
         )?;
         total.accepted += o.accepted;
         total.duplicates += o.duplicates;
@@ -126,6 +135,9 @@ mod tests {
         while read_line_bounded(&mut r, &mut buf, 10).unwrap().is_some() {
             got.push(String::from_utf8(buf.clone()).unwrap());
         }
-        assert_eq!(got, vec!["a".to_string(), "x".repeat(11), "last".to_string()]);
+        assert_eq!(
+            got,
+            vec!["a".to_string(), "x".repeat(11), "last".to_string()]
+        );
     }
 }

@@ -31,7 +31,11 @@ pub fn exit(code: u8, msg: impl Into<String>) -> anyhow::Error {
 }
 
 #[derive(Parser)]
-#[command(name = "veil", version, about = "Privacy-first telemetry: collect only what the policy allows, release only what cannot single anyone out")]
+#[command(
+    name = "veil",
+    version,
+    about = "Privacy-first telemetry: collect only what the policy allows, release only what cannot single anyone out"
+)]
 pub struct Cli {
     /// Config file (default: $VEIL_CONFIG, else ./veil.toml).
     #[arg(long, global = true)]
@@ -53,9 +57,7 @@ pub enum OutFormat {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Write veil.toml, an example policy.yaml, epoch keys and one token per example principal.
-    Init {
-        dir: Option<PathBuf>,
-    },
+    Init { dir: Option<PathBuf> },
     /// Lint or explain the policy.
     Policy {
         #[command(subcommand)]
@@ -119,9 +121,7 @@ pub enum Cmd {
         no_bad: bool,
     },
     /// The quickstart: init, generate, ingest, seal and report in DIR (default ./veil-demo).
-    Demo {
-        dir: Option<PathBuf>,
-    },
+    Demo { dir: Option<PathBuf> },
     /// Benchmarks of the hot paths, with ratios to a baseline measured in the same run.
     Bench {
         #[command(subcommand)]

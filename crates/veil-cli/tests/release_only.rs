@@ -7,7 +7,9 @@ use common::*;
 
 fn numbers(s: &str) -> Vec<String> {
     s.split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .filter(|t| t.chars().any(|c| c.is_ascii_digit()) && !t.contains("--") && t.parse::<f64>().is_ok())
+        .filter(|t| {
+            t.chars().any(|c| c.is_ascii_digit()) && !t.contains("--") && t.parse::<f64>().is_ok()
+        })
         .map(str::to_owned)
         .collect()
 }
@@ -24,35 +26,74 @@ fn report_outputs_only_carry_values_from_stored_release_records() {
     for r in [&json, &table, &csv] {
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
-    let docs: Vec<String> = v.sqlite().prepare("SELECT document FROM releases").unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let docs: Vec<String> = v
+        .sqlite()
+        .prepare("SELECT document FROM releases")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(docs.len(), 1, "one query, one stored release");
-    assert_eq!(json.stdout.trim_end(), docs[0], "JSON output is the stored document byte for byte");
+    assert_eq!(
+        json.stdout.trim_end(),
+        docs[0],
+        "JSON output is the stored document byte for byte"
+    );
     let doc: serde_json::Value = serde_json::from_str(&docs[0]).unwrap();
     let allowed: Vec<String> = numbers(&docs[0]);
-    let released: Vec<&serde_json::Value> = doc["groups"].as_array().unwrap().iter().filter(|g| g["suppressed"] == false).collect();
+    let released: Vec<&serde_json::Value> = doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["suppressed"] == false)
+        .collect();
     assert!(!released.is_empty());
     // Every number in a table or CSV data row appears in the stored document.
     for (name, out) in [("table", &table.stdout), ("csv", &csv.stdout)] {
-        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).collect();
-        assert_eq!(rows.len(), doc["groups"].as_array().unwrap().len(), "{name}: one row per group");
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            .collect();
+        assert_eq!(
+            rows.len(),
+            doc["groups"].as_array().unwrap().len(),
+            "{name}: one row per group"
+        );
         for row in rows {
             // Skip the window label; every other number must be in the stored document.
-            for field in row.split(|c: char| c == ',' || c.is_whitespace()).filter(|f| !f.is_empty()).skip(1) {
+            for field in row
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|f| !f.is_empty())
+                .skip(1)
+            {
                 if field.parse::<f64>().is_ok() {
-                    assert!(allowed.iter().any(|a| a == field), "{name}: {field} in {row:?} is not from the stored release");
+                    assert!(
+                        allowed.iter().any(|a| a == field),
+                        "{name}: {field} in {row:?} is not from the stored release"
+                    );
                 }
             }
         }
         for g in &released {
             let value = g["value"].to_string();
-            assert!(out.contains(&value), "{name} shows the released value {value}");
+            assert!(
+                out.contains(&value),
+                "{name} shows the released value {value}"
+            );
         }
     }
     // Tampering with the stored record changes what every output shows: nothing else is consulted.
     let forged = docs[0].replacen(&released[0]["value"].to_string(), "987654321", 1);
-    v.sqlite().execute("UPDATE releases SET document = ?1", [&forged]).unwrap();
+    v.sqlite()
+        .execute("UPDATE releases SET document = ?1", [&forged])
+        .unwrap();
     for fmt in ["table", "csv", "json"] {
         let r = v.run(&["report", "builds", "--format", fmt]);
-        assert!(r.stdout.contains("987654321"), "{fmt} output must come from the stored record:\n{}", r.stdout);
+        assert!(
+            r.stdout.contains("987654321"),
+            "{fmt} output must come from the stored record:\n{}",
+            r.stdout
+        );
     }
 }

@@ -29,7 +29,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_event_bytes: 64 * 1024, max_attributes: 64, max_string_bytes: 4096, max_depth: 8, max_future_secs: 300 }
+        Limits {
+            max_event_bytes: 64 * 1024,
+            max_attributes: 64,
+            max_string_bytes: 4096,
+            max_depth: 8,
+            max_future_secs: 300,
+        }
     }
 }
 
@@ -78,7 +84,14 @@ pub struct Accepted {
 /// The names heading a staging segment of a collection: `time`, then every retained
 /// field in policy order — the columns of each [`Accepted::payload`] row.
 pub fn staging_header(c: &Collection) -> Vec<&str> {
-    std::iter::once("time").chain(c.fields.iter().filter(|f| f.is_retained()).map(|f| f.name.as_str())).collect()
+    std::iter::once("time")
+        .chain(
+            c.fields
+                .iter()
+                .filter(|f| f.is_retained())
+                .map(|f| f.name.as_str()),
+        )
+        .collect()
 }
 
 /// Group key separator; declared values may not contain it.
@@ -106,7 +119,13 @@ enum V<'a> {
 impl<'a> Door<'a> {
     /// `sealed_before[g]`: for metric `g`, windows starting before this are sealed and
     /// take no more contributions (late events still reach staging).
-    pub fn new(policy: &'a Policy, keys: &'a KeyRing, limits: Limits, now: i64, sealed_before: Vec<i64>) -> Self {
+    pub fn new(
+        policy: &'a Policy,
+        keys: &'a KeyRing,
+        limits: Limits,
+        now: i64,
+        sealed_before: Vec<i64>,
+    ) -> Self {
         let mut metric_base = Vec::with_capacity(policy.collections.len());
         let mut n = 0u32;
         for c in &policy.collections {
@@ -115,17 +134,37 @@ impl<'a> Door<'a> {
         }
         let mut sealed_before = sealed_before;
         sealed_before.resize(n as usize, i64::MIN);
-        Door { policy, keys, limits, now, metric_base, sealed_before }
+        Door {
+            policy,
+            keys,
+            limits,
+            now,
+            metric_base,
+            sealed_before,
+        }
     }
 
     /// Runs one raw event (one NDJSON line, without its newline) through the door.
     pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
         if line.len() > self.limits.max_event_bytes {
-            return Err(Rejection::new(Reason::TooLarge, format!("the event is larger than the {} byte limit", self.limits.max_event_bytes)));
+            return Err(Rejection::new(
+                Reason::TooLarge,
+                format!(
+                    "the event is larger than the {} byte limit",
+                    self.limits.max_event_bytes
+                ),
+            ));
         }
-        let text = std::str::from_utf8(line).map_err(|_| Rejection::new(Reason::InvalidUtf8, "the event is not valid UTF-8"))?;
+        let text = std::str::from_utf8(line)
+            .map_err(|_| Rejection::new(Reason::InvalidUtf8, "the event is not valid UTF-8"))?;
         if depth_exceeds(line, self.limits.max_depth) {
-            return Err(Rejection::new(Reason::TooDeep, format!("the event nests objects or arrays deeper than {} levels", self.limits.max_depth)));
+            return Err(Rejection::new(
+                Reason::TooDeep,
+                format!(
+                    "the event nests objects or arrays deeper than {} levels",
+                    self.limits.max_depth
+                ),
+            ));
         }
         let env: Envelope = serde_json::from_str(text).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => Rejection::new(
@@ -138,12 +177,29 @@ impl<'a> Door<'a> {
     }
 
     /// Runs an already-parsed envelope through the door (OTLP and other decoders enter here).
-    pub fn admit_envelope(&self, env: Envelope<'_>, source: &Source) -> Result<Accepted, Rejection> {
+    pub fn admit_envelope(
+        &self,
+        env: Envelope<'_>,
+        source: &Source,
+    ) -> Result<Accepted, Rejection> {
         let names = |env: &Envelope, c: Option<&Collection>| -> Vec<String> {
-            env.attrs.0.iter().map(|(k, _)| if c.and_then(|c| c.field_index(k)).is_some() { k.to_string() } else { safe_name(k) }).collect()
+            env.attrs
+                .0
+                .iter()
+                .map(|(k, _)| {
+                    if c.and_then(|c| c.field_index(k)).is_some() {
+                        k.to_string()
+                    } else {
+                        safe_name(k)
+                    }
+                })
+                .collect()
         };
         let Some(ci) = self.policy.collection_index(&env.event) else {
-            let mut r = Rejection::new(Reason::UnknownEvent, "the event names no collection declared in the policy");
+            let mut r = Rejection::new(
+                Reason::UnknownEvent,
+                "the event names no collection declared in the policy",
+            );
             r.field_names = names(&env, None);
             return Err(r);
         };
@@ -156,22 +212,48 @@ impl<'a> Door<'a> {
         };
         if let Some(allowed) = &source.collections {
             if !allowed.iter().any(|a| a == &coll.name) {
-                return Err(fail(Reason::NotAllowedForSource, format!("this source may not send {}", coll.name)));
+                return Err(fail(
+                    Reason::NotAllowedForSource,
+                    format!("this source may not send {}", coll.name),
+                ));
             }
         }
-        let time = parse_time(&env.time).ok_or_else(|| fail(Reason::InvalidTime, "time must be an RFC 3339 timestamp such as 2026-11-20T10:00:00Z".into()))?;
+        let time = parse_time(&env.time).ok_or_else(|| {
+            fail(
+                Reason::InvalidTime,
+                "time must be an RFC 3339 timestamp such as 2026-11-20T10:00:00Z".into(),
+            )
+        })?;
         if time > self.now + self.limits.max_future_secs {
-            return Err(fail(Reason::TimeInFuture, "time lies in the future beyond the allowed clock skew".into()));
+            return Err(fail(
+                Reason::TimeInFuture,
+                "time lies in the future beyond the allowed clock skew".into(),
+            ));
         }
         if time < self.now - coll.staging_retention {
-            return Err(fail(Reason::TimeTooOld, format!("time is older than the collection's {} staging retention", duration::human(coll.staging_retention))));
+            return Err(fail(
+                Reason::TimeTooOld,
+                format!(
+                    "time is older than the collection's {} staging retention",
+                    duration::human(coll.staging_retention)
+                ),
+            ));
         }
         if env.attrs.0.len() > self.limits.max_attributes {
-            return Err(fail(Reason::TooManyAttributes, format!("the event has more than {} attributes", self.limits.max_attributes)));
+            return Err(fail(
+                Reason::TooManyAttributes,
+                format!(
+                    "the event has more than {} attributes",
+                    self.limits.max_attributes
+                ),
+            ));
         }
         if let Some(id) = &env.id {
             if id.is_empty() || id.len() > 256 {
-                return Err(fail(Reason::MalformedEnvelope, "id must be a non-empty string of at most 256 bytes".into()));
+                return Err(fail(
+                    Reason::MalformedEnvelope,
+                    "id must be a non-empty string of at most 256 bytes".into(),
+                ));
             }
         }
 
@@ -181,17 +263,32 @@ impl<'a> Door<'a> {
         let mut clamped = 0u32;
         for (k, v) in &env.attrs.0 {
             let Some(fi) = coll.field_index(k) else {
-                return Err(fail(Reason::FieldNotAllowed, format!("field {} is not declared for {}; its value was not stored", safe_name(k), coll.name)));
+                return Err(fail(
+                    Reason::FieldNotAllowed,
+                    format!(
+                        "field {} is not declared for {}; its value was not stored",
+                        safe_name(k),
+                        coll.name
+                    ),
+                ));
             };
             if vals[fi].is_some() {
-                return Err(fail(Reason::DuplicateField, format!("field {k} appears more than once")));
+                return Err(fail(
+                    Reason::DuplicateField,
+                    format!("field {k} appears more than once"),
+                ));
             }
             let f = &coll.fields[fi];
-            vals[fi] = self.check_value(f, v, &mut clamped).map_err(|(r, m)| fail(r, m))?;
+            vals[fi] = self
+                .check_value(f, v, &mut clamped)
+                .map_err(|(r, m)| fail(r, m))?;
         }
         for (fi, f) in coll.fields.iter().enumerate() {
             if f.required && vals[fi].is_none() {
-                return Err(fail(Reason::MissingField, format!("required field {} is missing", f.name)));
+                return Err(fail(
+                    Reason::MissingField,
+                    format!("required field {} is missing", f.name),
+                ));
             }
         }
 
@@ -200,7 +297,8 @@ impl<'a> Door<'a> {
         let mut redacted = 0u32;
         for (fi, f) in coll.fields.iter().enumerate() {
             let Some(V::Str(s)) = &vals[fi] else { continue };
-            let scanned = f.values.is_none() && matches!(f.transform, Transform::Keep | Transform::Redact);
+            let scanned =
+                f.values.is_none() && matches!(f.transform, Transform::Keep | Transform::Redact);
             if !scanned {
                 continue;
             }
@@ -213,16 +311,34 @@ impl<'a> Door<'a> {
                 }
                 (false, OnPii::Reject) => {
                     if let Some(kind) = pii::first(s) {
-                        return Err(fail(Reason::PiiDetected, format!("field {} looks like it contains {}; the event was not stored", f.name, kind.describe())));
+                        return Err(fail(
+                            Reason::PiiDetected,
+                            format!(
+                                "field {} looks like it contains {}; the event was not stored",
+                                f.name,
+                                kind.describe()
+                            ),
+                        ));
                     }
                 }
             }
         }
 
-        let Some(epoch) = self.keys.epoch_at(time).filter(|e| e.keys.is_some()).map(|e| e.id) else {
-            return Err(fail(Reason::EpochShredded, "the key period this time belongs to has been shredded or does not exist".into()));
+        let Some(epoch) = self
+            .keys
+            .epoch_at(time)
+            .filter(|e| e.keys.is_some())
+            .map(|e| e.id)
+        else {
+            return Err(fail(
+                Reason::EpochShredded,
+                "the key period this time belongs to has been shredded or does not exist".into(),
+            ));
         };
-        let dedupe = env.id.as_ref().and_then(|id| self.keys.dedupe_key(time, &source.name, id));
+        let dedupe = env
+            .id
+            .as_ref()
+            .and_then(|id| self.keys.dedupe_key(time, &source.name, id));
 
         // Produce: pseudonyms, payload, contributions.
         let mut pseudonyms: Vec<Option<Pseudonym>> = vec![None; coll.fields.len()];
@@ -237,7 +353,10 @@ impl<'a> Door<'a> {
             match (&f.transform, &vals[fi]) {
                 (_, None) => payload.extend_from_slice(b"null"),
                 (Transform::Pseudonymize, Some(V::Str(s))) => {
-                    let (_, p) = self.keys.pseudonym_at(time, s.as_bytes()).expect("epoch checked above");
+                    let (_, p) = self
+                        .keys
+                        .pseudonym_at(time, s.as_bytes())
+                        .expect("epoch checked above");
                     pseudonyms[fi] = Some(p);
                     let mut enc = [0u8; 22];
                     p.encode_into(&mut enc);
@@ -257,9 +376,13 @@ impl<'a> Door<'a> {
             if wstart < self.sealed_before[g as usize] {
                 continue; // late for a sealed window: staging keeps it, the sealed numbers do not change
             }
-            let Some(V::Str(ident)) = &vals[m.contributor] else { continue };
+            let Some(V::Str(ident)) = &vals[m.contributor] else {
+                continue;
+            };
             let contributor = match self.keys.epoch_at(wstart).map(|e| e.id) {
-                Some(id) if id == epoch => pseudonyms[m.contributor].expect("contributor is pseudonymized"),
+                Some(id) if id == epoch => {
+                    pseudonyms[m.contributor].expect("contributor is pseudonymized")
+                }
                 _ => match self.keys.pseudonym_at(wstart, ident.as_bytes()) {
                     Some((_, p)) => p,
                     None => continue,
@@ -278,60 +401,143 @@ impl<'a> Door<'a> {
             let (bin, value) = match m.kind {
                 MetricKind::Count | MetricKind::Distinct => (-1, 1),
                 MetricKind::Sum | MetricKind::Mean | MetricKind::Histogram => {
-                    let Some(V::Int(x)) = vals[m.field.expect("compiled")] else { continue };
+                    let Some(V::Int(x)) = vals[m.field.expect("compiled")] else {
+                        continue;
+                    };
                     if m.kind == MetricKind::Histogram {
                         let last = m.bins.len() - 2;
-                        let b = m.bins.windows(2).position(|w| x >= w[0] && x < w[1]).unwrap_or(if x >= m.bins[last + 1] { last } else { 0 });
+                        let b = m
+                            .bins
+                            .windows(2)
+                            .position(|w| x >= w[0] && x < w[1])
+                            .unwrap_or(if x >= m.bins[last + 1] { last } else { 0 });
                         (b as i32, 1)
                     } else {
                         (-1, x)
                     }
                 }
             };
-            contributions.push(Contribution { metric: g, window_start: wstart, group, contributor, bin, value });
+            contributions.push(Contribution {
+                metric: g,
+                window_start: wstart,
+                group,
+                contributor,
+                bin,
+                value,
+            });
         }
-        Ok(Accepted { collection: ci, epoch, time, dedupe, payload, contributions, clamped, redacted })
+        Ok(Accepted {
+            collection: ci,
+            epoch,
+            time,
+            dedupe,
+            payload,
+            contributions,
+            clamped,
+            redacted,
+        })
     }
 
-    fn check_value<'v>(&self, f: &Field, v: &Value<'v>, clamped: &mut u32) -> Result<Option<V<'v>>, (Reason, String)> {
-        let wrong = |what: &str| (Reason::WrongType, format!("field {} must be {what}", f.name));
+    fn check_value<'v>(
+        &self,
+        f: &Field,
+        v: &Value<'v>,
+        clamped: &mut u32,
+    ) -> Result<Option<V<'v>>, (Reason, String)> {
+        let wrong = |what: &str| {
+            (
+                Reason::WrongType,
+                format!("field {} must be {what}", f.name),
+            )
+        };
         if matches!(v, Value::Null) {
             return Ok(None);
         }
         let out = match f.ty {
             FieldType::String => {
-                let Value::Str(s) = v else { return Err(wrong("a string")) };
+                let Value::Str(s) = v else {
+                    return Err(wrong("a string"));
+                };
                 if s.len() > self.limits.max_string_bytes {
-                    return Err((Reason::TooLong, format!("field {} is longer than the {} byte limit", f.name, self.limits.max_string_bytes)));
+                    return Err((
+                        Reason::TooLong,
+                        format!(
+                            "field {} is longer than the {} byte limit",
+                            f.name, self.limits.max_string_bytes
+                        ),
+                    ));
                 }
                 if let Some(ml) = f.max_length {
                     if s.chars().count() > ml as usize {
-                        return Err((Reason::TooLong, format!("field {} is longer than its declared max_length {ml}", f.name)));
+                        return Err((
+                            Reason::TooLong,
+                            format!(
+                                "field {} is longer than its declared max_length {ml}",
+                                f.name
+                            ),
+                        ));
                     }
                 }
                 if let Some(values) = &f.values {
                     if !values.iter().any(|x| x == s) {
-                        return Err((Reason::ValueNotAllowed, format!("field {} has a value outside its declared values", f.name)));
+                        return Err((
+                            Reason::ValueNotAllowed,
+                            format!("field {} has a value outside its declared values", f.name),
+                        ));
                     }
                 }
                 if s.contains(GROUP_SEP) {
-                    return Err((Reason::ValueNotAllowed, format!("field {} contains a control character", f.name)));
+                    return Err((
+                        Reason::ValueNotAllowed,
+                        format!("field {} contains a control character", f.name),
+                    ));
                 }
                 V::Str(s.clone())
             }
             FieldType::Integer | FieldType::Number => {
                 let scale = 10f64.powi(f.decimals as i32);
                 let x: i64 = match (f.ty, v) {
-                    (_, Value::Int(i)) => i.checked_mul(10i64.pow(f.decimals)).ok_or_else(|| (Reason::OutOfRange, format!("field {} is out of range", f.name)))?,
-                    (FieldType::Integer, Value::Float(x)) if x.fract() == 0.0 && x.abs() < 9.0e15 => *x as i64,
-                    (FieldType::Number, Value::Float(x)) if x.is_finite() && (x * scale).abs() < 9.0e15 => (x * scale).round() as i64,
-                    (_, Value::BigUint(_)) | (_, Value::Float(_)) => return Err((Reason::OutOfRange, format!("field {} is out of range", f.name))),
-                    _ => return Err(wrong(if f.ty == FieldType::Integer { "an integer" } else { "a number" })),
+                    (_, Value::Int(i)) => {
+                        i.checked_mul(10i64.pow(f.decimals)).ok_or_else(|| {
+                            (
+                                Reason::OutOfRange,
+                                format!("field {} is out of range", f.name),
+                            )
+                        })?
+                    }
+                    (FieldType::Integer, Value::Float(x))
+                        if x.fract() == 0.0 && x.abs() < 9.0e15 =>
+                    {
+                        *x as i64
+                    }
+                    (FieldType::Number, Value::Float(x))
+                        if x.is_finite() && (x * scale).abs() < 9.0e15 =>
+                    {
+                        (x * scale).round() as i64
+                    }
+                    (_, Value::BigUint(_)) | (_, Value::Float(_)) => {
+                        return Err((
+                            Reason::OutOfRange,
+                            format!("field {} is out of range", f.name),
+                        ))
+                    }
+                    _ => {
+                        return Err(wrong(if f.ty == FieldType::Integer {
+                            "an integer"
+                        } else {
+                            "a number"
+                        }))
+                    }
                 };
                 let (lo, hi) = (f.min.unwrap_or(i64::MIN), f.max.unwrap_or(i64::MAX));
                 let x = if x < lo || x > hi {
                     match f.out_of_range {
-                        OutOfRange::Reject => return Err((Reason::OutOfRange, format!("field {} is outside its declared min and max", f.name))),
+                        OutOfRange::Reject => {
+                            return Err((
+                                Reason::OutOfRange,
+                                format!("field {} is outside its declared min and max", f.name),
+                            ))
+                        }
                         OutOfRange::Clamp => {
                             *clamped += 1;
                             x.clamp(lo, hi)
@@ -347,7 +553,11 @@ impl<'a> Door<'a> {
                 _ => return Err(wrong("true or false")),
             },
             FieldType::Timestamp => match v {
-                Value::Str(s) => V::Ts(DateTime::parse_from_rfc3339(s).map_err(|_| wrong("an RFC 3339 timestamp"))?.timestamp()),
+                Value::Str(s) => V::Ts(
+                    DateTime::parse_from_rfc3339(s)
+                        .map_err(|_| wrong("an RFC 3339 timestamp"))?
+                        .timestamp(),
+                ),
                 _ => return Err(wrong("an RFC 3339 timestamp")),
             },
             FieldType::Ip => match v {
@@ -370,15 +580,23 @@ fn parse_time(s: &str) -> Option<i64> {
         && b[13] == b':'
         && b[16] == b':'
         && (b[19] == b'Z' || b[19] == b'z')
-        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&i| b[i].is_ascii_digit());
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .iter()
+            .all(|&i| b[i].is_ascii_digit());
     if canonical {
-        let n = |i: usize, len: usize| b[i..i + len].iter().fold(0u32, |a, d| a * 10 + (d - b'0') as u32);
+        let n = |i: usize, len: usize| {
+            b[i..i + len]
+                .iter()
+                .fold(0u32, |a, d| a * 10 + (d - b'0') as u32)
+        };
         let date = chrono::NaiveDate::from_ymd_opt(n(0, 4) as i32, n(5, 2), n(8, 2))?;
         let (h, m, sec) = (n(11, 2), n(14, 2), n(17, 2));
         if h > 23 || m > 59 || sec > 60 {
             return None;
         }
-        let days = date.signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days();
+        let days = date
+            .signed_duration_since(chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?)
+            .num_days();
         return Some(days * 86_400 + (h * 3600 + m * 60 + sec.min(59)) as i64);
     }
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp())
@@ -391,7 +609,9 @@ fn truncate_time(t: i64, g: TimeGrain) -> i64 {
         TimeGrain::Day => t - t.rem_euclid(86_400),
         TimeGrain::Week => {
             let d = t - t.rem_euclid(86_400);
-            let wd = DateTime::from_timestamp(d, 0).map(|x| x.weekday().num_days_from_monday() as i64).unwrap_or(0);
+            let wd = DateTime::from_timestamp(d, 0)
+                .map(|x| x.weekday().num_days_from_monday() as i64)
+                .unwrap_or(0);
             d - wd * 86_400
         }
     }
@@ -411,14 +631,18 @@ fn network(ip: &IpAddr) -> String {
 }
 
 fn rfc3339(t: i64) -> String {
-    DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+    DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 /// The retained form of a value, as text for a group key.
 fn group_value(out: &mut String, f: &Field, v: &V) {
     use std::fmt::Write as _;
     match (&f.transform, v) {
-        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => out.push_str(&rfc3339(truncate_time(*t, *g))),
+        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => {
+            out.push_str(&rfc3339(truncate_time(*t, *g)))
+        }
         (Transform::Generalize(Generalize::Network), V::Ip(ip)) => out.push_str(&network(ip)),
         (Transform::Generalize(Generalize::Bucket(w)), V::Int(x)) => {
             let _ = write!(out, "{}", x - x.rem_euclid(*w));
@@ -437,10 +661,14 @@ fn write_value(out: &mut Vec<u8>, f: &Field, v: &V, redacted: Option<&str>) {
     let w = |out: &mut Vec<u8>, s: &str| serde_json::to_writer(out, s).expect("write to Vec");
     match (&f.transform, v) {
         (_, V::Str(s)) => w(out, redacted.unwrap_or(s)),
-        (Transform::Generalize(Generalize::Bucket(b)), V::Int(x)) => write_scaled(out, x - x.rem_euclid(*b), f.decimals),
+        (Transform::Generalize(Generalize::Bucket(b)), V::Int(x)) => {
+            write_scaled(out, x - x.rem_euclid(*b), f.decimals)
+        }
         (_, V::Int(x)) => write_scaled(out, *x, f.decimals),
         (_, V::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => w(out, &rfc3339(truncate_time(*t, *g))),
+        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => {
+            w(out, &rfc3339(truncate_time(*t, *g)))
+        }
         (_, V::Ts(t)) => w(out, &rfc3339(*t)),
         (_, V::Ip(ip)) => w(out, &network(ip)), // an IP is only ever kept as its network
     }
@@ -452,10 +680,16 @@ fn write_scaled(out: &mut Vec<u8>, x: i64, decimals: u32) {
     } else {
         let p = 10i64.pow(decimals);
         let sign = if x < 0 { "-" } else { "" };
-        write!(out, "{sign}{}.{:0width$}", (x / p).unsigned_abs(), (x % p).unsigned_abs(), width = decimals as usize).expect("write to Vec");
+        write!(
+            out,
+            "{sign}{}.{:0width$}",
+            (x / p).unsigned_abs(),
+            (x % p).unsigned_abs(),
+            width = decimals as usize
+        )
+        .expect("write to Vec");
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -463,12 +697,32 @@ mod tests {
 
     #[test]
     fn fast_time_path_agrees_with_chrono() {
-        for s in ["2026-11-20T10:00:00Z", "1999-12-31T23:59:59Z", "2024-02-29T00:00:00Z", "1969-07-20T20:17:40Z"] {
-            assert_eq!(parse_time(s), chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp()), "{s}");
+        for s in [
+            "2026-11-20T10:00:00Z",
+            "1999-12-31T23:59:59Z",
+            "2024-02-29T00:00:00Z",
+            "1969-07-20T20:17:40Z",
+        ] {
+            assert_eq!(
+                parse_time(s),
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .ok()
+                    .map(|d| d.timestamp()),
+                "{s}"
+            );
         }
-        for bad in ["2026-02-30T10:00:00Z", "2026-11-20T24:00:00Z", "2026-11-20 10:00:00", "yesterday", "2026-11-20T10:00:0xZ"] {
+        for bad in [
+            "2026-02-30T10:00:00Z",
+            "2026-11-20T24:00:00Z",
+            "2026-11-20 10:00:00",
+            "yesterday",
+            "2026-11-20T10:00:0xZ",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
-        assert_eq!(parse_time("2026-11-20T11:00:00+01:00"), parse_time("2026-11-20T10:00:00Z"));
+        assert_eq!(
+            parse_time("2026-11-20T11:00:00+01:00"),
+            parse_time("2026-11-20T10:00:00Z")
+        );
     }
 }

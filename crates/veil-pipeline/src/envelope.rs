@@ -108,7 +108,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
                 Ok(Value::Int(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value<'a>, E> {
-                Ok(i64::try_from(v).map(Value::Int).unwrap_or(Value::BigUint(v)))
+                Ok(i64::try_from(v)
+                    .map(Value::Int)
+                    .unwrap_or(Value::BigUint(v)))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value<'a>, E> {
                 Ok(Value::Float(v))

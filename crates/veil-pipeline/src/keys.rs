@@ -67,7 +67,9 @@ impl Pseudonym {
 
     /// The same encoding into a stack buffer, for hot paths.
     pub fn encode_into(&self, out: &mut [u8; 22]) {
-        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_slice(self.0, out).expect("16 bytes encode to 22");
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode_slice(self.0, out)
+            .expect("16 bytes encode to 22");
         debug_assert_eq!(n, 22);
     }
 }
@@ -85,7 +87,9 @@ impl KeyRing {
         let epochs = epochs
             .into_iter()
             .map(|e| {
-                let mac = e.keys.as_ref().map(|k| HmacSha256::new_from_slice(&k.hmac.0).expect("HMAC takes any key length"));
+                let mac = e.keys.as_ref().map(|k| {
+                    HmacSha256::new_from_slice(&k.hmac.0).expect("HMAC takes any key length")
+                });
                 (e, mac)
             })
             .collect();

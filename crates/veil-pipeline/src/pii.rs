@@ -66,13 +66,17 @@ static D: LazyLock<Detectors> = LazyLock::new(|| {
     let r = |s: &str| Regex::new(s).expect("static PII pattern compiles");
     Detectors {
         email: r(r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}"),
-        ipv4: r(r"(?:^|[^0-9A-Za-z.])((?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(?:$|[^0-9A-Za-z.])"),
+        ipv4: r(
+            r"(?:^|[^0-9A-Za-z.])((?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))(?:$|[^0-9A-Za-z.])",
+        ),
         ipv6: r(r"(?i)[0-9a-f:]*:[0-9a-f:]*:[0-9a-f:.]*"),
         phone: r(r"\+[0-9][0-9 \-().]{6,20}[0-9]|\(?[0-9]{3}\)?[ .\-][0-9]{3}[ .\-][0-9]{4}"),
         card: r(r"[0-9](?:[ \-]?[0-9]){12,18}"),
         jwt: r(r"eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]*"),
         bearer: r(r"(?i)bearer\s+[A-Za-z0-9\-._~+/]{8,}=*"),
-        api_key: r(r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z_\-]{35}|glpat-[A-Za-z0-9_\-]{20,}"),
+        api_key: r(
+            r"(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|AKIA[0-9A-Z]{16}|xox[abprs]-[A-Za-z0-9\-]{10,}|AIza[0-9A-Za-z_\-]{35}|glpat-[A-Za-z0-9_\-]{20,}",
+        ),
     }
 });
 
@@ -127,7 +131,7 @@ fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// Every span that looks like personal data or a secret, in order, non-overlapping.
@@ -221,14 +225,24 @@ fn scan(s: &str, hit: &mut dyn FnMut(Range<usize>, PiiKind) -> bool) {
             ((13..=19).contains(&digits.len()) && luhn(&digits)).then(|| m.range())
         });
     }
-    if p.letters_digits_run >= 8 && p.dots >= 2 && memchr::memmem::find(s.as_bytes(), b"eyJ").is_some() {
+    if p.letters_digits_run >= 8
+        && p.dots >= 2
+        && memchr::memmem::find(s.as_bytes(), b"eyJ").is_some()
+    {
         each!(d.jwt, PiiKind::Jwt, |m: regex::Match| Some(m.range()));
     }
-    if p.letters_digits_run >= 8 && (memchr::memmem::find(s.as_bytes(), b"earer").is_some() || memchr::memmem::find(s.as_bytes(), b"EARER").is_some()) {
-        each!(d.bearer, PiiKind::BearerToken, |m: regex::Match| Some(m.range()));
+    if p.letters_digits_run >= 8
+        && (memchr::memmem::find(s.as_bytes(), b"earer").is_some()
+            || memchr::memmem::find(s.as_bytes(), b"EARER").is_some())
+    {
+        each!(d.bearer, PiiKind::BearerToken, |m: regex::Match| Some(
+            m.range()
+        ));
     }
     if p.letters_digits_run >= 16 {
-        each!(d.api_key, PiiKind::ApiKey, |m: regex::Match| Some(m.range()));
+        each!(d.api_key, PiiKind::ApiKey, |m: regex::Match| Some(
+            m.range()
+        ));
     }
 }
 
@@ -252,20 +266,36 @@ mod tests {
             ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", PiiKind::ApiKey),
         ];
         for (s, k) in cases {
-            assert_eq!(find_all(s).iter().map(|(_, k)| *k).collect::<Vec<_>>(), vec![k], "{s}");
+            assert_eq!(
+                find_all(s).iter().map(|(_, k)| *k).collect::<Vec<_>>(),
+                vec![k],
+                "{s}"
+            );
         }
     }
 
     #[test]
     fn ordinary_values_pass() {
-        for s in ["payments", "4.2.1", "2026-11-20", "10:30:00", "E_TIMEOUT", "build 1234 failed after 12:04", "4111 1111 1111 1112", "v1.2.3.4-beta"] {
+        for s in [
+            "payments",
+            "4.2.1",
+            "2026-11-20",
+            "10:30:00",
+            "E_TIMEOUT",
+            "build 1234 failed after 12:04",
+            "4111 1111 1111 1112",
+            "v1.2.3.4-beta",
+        ] {
             assert_eq!(first(s), None, "{s}");
         }
     }
 
     #[test]
     fn redact_replaces_spans_only() {
-        assert_eq!(redact("user bob@example.com at 10.0.0.1 failed").unwrap(), "user [email] at [ip] failed");
+        assert_eq!(
+            redact("user bob@example.com at 10.0.0.1 failed").unwrap(),
+            "user [email] at [ip] failed"
+        );
         assert_eq!(redact("nothing here"), None);
     }
 }

@@ -79,7 +79,12 @@ pub struct Rejection {
 
 impl Rejection {
     pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Rejection { reason, message: message.into(), collection: None, field_names: Vec::new() }
+        Rejection {
+            reason,
+            message: message.into(),
+            collection: None,
+            field_names: Vec::new(),
+        }
     }
 }
 
@@ -88,7 +93,9 @@ impl Rejection {
 pub fn safe_name(name: &str) -> String {
     let plain = !name.is_empty()
         && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
         && crate::pii::first(name).is_none()
         && name.bytes().filter(|b| b.is_ascii_digit()).count() < 6;
     if plain {

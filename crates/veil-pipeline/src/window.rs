@@ -4,11 +4,14 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc};
 use veil_policy::Window;
 
 fn date_of(t: i64) -> NaiveDate {
-    DateTime::<Utc>::from_timestamp(t, 0).map(|d| d.date_naive()).unwrap_or(NaiveDate::MIN)
+    DateTime::<Utc>::from_timestamp(t, 0)
+        .map(|d| d.date_naive())
+        .unwrap_or(NaiveDate::MIN)
 }
 
 fn ts(d: NaiveDate) -> i64 {
-    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists")).timestamp()
+    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .timestamp()
 }
 
 /// Start (unix seconds) of the window containing `t`.
@@ -32,7 +35,11 @@ pub fn end(w: Window, s: i64) -> i64 {
         Window::Day => ts(d + Duration::days(1)),
         Window::Week => ts(d + Duration::days(7)),
         Window::Month => {
-            let (y, m) = if d.month() == 12 { (d.year() + 1, 1) } else { (d.year(), d.month() + 1) };
+            let (y, m) = if d.month() == 12 {
+                (d.year() + 1, 1)
+            } else {
+                (d.year(), d.month() + 1)
+            };
             ts(NaiveDate::from_ymd_opt(y, m, 1).expect("first of month exists"))
         }
     }
@@ -60,13 +67,20 @@ mod tests {
         for t in (-400 * 86_400..800 * 86_400i64).step_by(3_607) {
             let d = date_of(t);
             assert_eq!(start(Window::Day, t), ts(d));
-            assert_eq!(start(Window::Week, t), ts(d - Duration::days(d.weekday().num_days_from_monday() as i64)), "t={t}");
+            assert_eq!(
+                start(Window::Week, t),
+                ts(d - Duration::days(d.weekday().num_days_from_monday() as i64)),
+                "t={t}"
+            );
         }
     }
 
     #[test]
     fn weeks_start_on_monday_and_label_iso() {
-        let t = Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap().timestamp(); // a Friday
+        let t = Utc
+            .with_ymd_and_hms(2026, 11, 20, 10, 0, 0)
+            .unwrap()
+            .timestamp(); // a Friday
         let s = start(Window::Week, t);
         assert_eq!(date_of(s), NaiveDate::from_ymd_opt(2026, 11, 16).unwrap());
         assert_eq!(label(Window::Week, s), "2026-W47");

@@ -95,8 +95,15 @@ const FORBIDDEN: &[(&str, &str)] = &[
 ];
 
 fn forbidden_category(name: &str) -> Option<&'static str> {
-    let norm: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase();
-    FORBIDDEN.iter().find(|(k, _)| norm.contains(k)).map(|(_, cat)| *cat)
+    let norm: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    FORBIDDEN
+        .iter()
+        .find(|(k, _)| norm.contains(k))
+        .map(|(_, cat)| *cat)
 }
 
 struct Ctx {
@@ -104,7 +111,15 @@ struct Ctx {
 }
 
 impl Ctx {
-    fn push(&mut self, rule: &'static str, sev: Severity, c: Option<&str>, f: Option<&str>, m: Option<&str>, msg: impl Into<String>) {
+    fn push(
+        &mut self,
+        rule: &'static str,
+        sev: Severity,
+        c: Option<&str>,
+        f: Option<&str>,
+        m: Option<&str>,
+        msg: impl Into<String>,
+    ) {
         self.findings.push(Finding {
             rule,
             severity: sev,
@@ -114,13 +129,22 @@ impl Ctx {
             message: msg.into(),
         });
     }
-    fn err(&mut self, rule: &'static str, c: Option<&str>, f: Option<&str>, m: Option<&str>, msg: impl Into<String>) {
+    fn err(
+        &mut self,
+        rule: &'static str,
+        c: Option<&str>,
+        f: Option<&str>,
+        m: Option<&str>,
+        msg: impl Into<String>,
+    ) {
         self.push(rule, Severity::Error, c, f, m, msg)
     }
 }
 
 fn blank(s: &Option<String>) -> bool {
-    s.as_deref().map(|v| v.trim().is_empty() || v.trim() == "...").unwrap_or(true)
+    s.as_deref()
+        .map(|v| v.trim().is_empty() || v.trim() == "...")
+        .unwrap_or(true)
 }
 
 fn dur(ctx: &mut Ctx, c: Option<&str>, key: &str, v: &Option<String>, fallback: Secs) -> Secs {
@@ -129,7 +153,13 @@ fn dur(ctx: &mut Ctx, c: Option<&str>, key: &str, v: &Option<String>, fallback: 
         Some(s) => match duration::parse(s) {
             Some(d) if d > 0 => d,
             _ => {
-                ctx.err("schema", c, None, None, format!("{key} must be a duration like 14d, 12h or 30m"));
+                ctx.err(
+                    "schema",
+                    c,
+                    None,
+                    None,
+                    format!("{key} must be a duration like 14d, 12h or 30m"),
+                );
                 fallback
             }
         },
@@ -138,20 +168,57 @@ fn dur(ctx: &mut Ctx, c: Option<&str>, key: &str, v: &Option<String>, fallback: 
 
 fn budget(ctx: &mut Ctx, c: Option<&str>, b: &RawBudget) -> Budget {
     if !(b.epsilon.is_finite() && b.epsilon > 0.0) {
-        ctx.err("schema", c, None, None, "budget.epsilon must be a positive number");
+        ctx.err(
+            "schema",
+            c,
+            None,
+            None,
+            "budget.epsilon must be a positive number",
+        );
     }
-    let period = dur(ctx, c, "budget.period", &Some(b.period.clone()), 30 * 86_400);
-    Budget { epsilon: b.epsilon, period }
+    let period = dur(
+        ctx,
+        c,
+        "budget.period",
+        &Some(b.period.clone()),
+        30 * 86_400,
+    );
+    Budget {
+        epsilon: b.epsilon,
+        period,
+    }
 }
 
-fn exception_valid(ctx: &mut Ctx, c: Option<&str>, f: Option<&str>, e: &RawException, today: NaiveDate) -> bool {
+fn exception_valid(
+    ctx: &mut Ctx,
+    c: Option<&str>,
+    f: Option<&str>,
+    e: &RawException,
+    today: NaiveDate,
+) -> bool {
     if blank(&e.dpia_ref) || blank(&e.approved_by) || blank(&e.expires) {
-        ctx.err("R", c, f, None, "exception needs dpia_ref, approved_by and expires");
+        ctx.err(
+            "R",
+            c,
+            f,
+            None,
+            "exception needs dpia_ref, approved_by and expires",
+        );
         return false;
     }
-    match e.expires.as_deref().and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok()) {
+    match e
+        .expires
+        .as_deref()
+        .and_then(|s| NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").ok())
+    {
         None => {
-            ctx.err("R", c, f, None, "exception.expires must be a date like 2027-03-31");
+            ctx.err(
+                "R",
+                c,
+                f,
+                None,
+                "exception.expires must be a date like 2027-03-31",
+            );
             false
         }
         Some(d) if d < today => {
@@ -164,9 +231,20 @@ fn exception_valid(ctx: &mut Ctx, c: Option<&str>, f: Option<&str>, e: &RawExcep
 
 /// Compiles and lints a parsed policy. Returns the policy only when no finding is an error.
 pub fn analyze(raw: &RawPolicy, hash: &str, today: NaiveDate) -> (Option<Policy>, Vec<Finding>) {
-    let mut ctx = Ctx { findings: Vec::new() };
+    let mut ctx = Ctx {
+        findings: Vec::new(),
+    };
     if raw.version != 1 {
-        ctx.err("schema", None, None, None, format!("unsupported policy version {}; this Veil reads version 1", raw.version));
+        ctx.err(
+            "schema",
+            None,
+            None,
+            None,
+            format!(
+                "unsupported policy version {}; this Veil reads version 1",
+                raw.version
+            ),
+        );
     }
     if raw.organization.trim().is_empty() {
         ctx.err("schema", None, None, None, "organization must not be empty");
@@ -174,24 +252,63 @@ pub fn analyze(raw: &RawPolicy, hash: &str, today: NaiveDate) -> (Option<Policy>
     let d = &raw.defaults;
     let floor = d.min_group_size.unwrap_or(5);
     if floor < 2 {
-        ctx.err("Q4", None, None, None, format!("defaults.min_group_size is {floor}; it must be at least 2"));
+        ctx.err(
+            "Q4",
+            None,
+            None,
+            None,
+            format!("defaults.min_group_size is {floor}; it must be at least 2"),
+        );
     }
-    let staging_retention = dur(&mut ctx, None, "defaults.staging_retention", &d.staging_retention, 14 * 86_400);
+    let staging_retention = dur(
+        &mut ctx,
+        None,
+        "defaults.staging_retention",
+        &d.staging_retention,
+        14 * 86_400,
+    );
     if !(86_400..=90 * 86_400).contains(&staging_retention) {
-        ctx.err("Q5", None, None, None, "defaults.staging_retention must lie between 1d and 90d");
+        ctx.err(
+            "Q5",
+            None,
+            None,
+            None,
+            "defaults.staging_retention must lie between 1d and 90d",
+        );
     }
     let delta = d.delta.unwrap_or(1e-7);
     if !(delta > 0.0 && delta < 1e-3) {
-        ctx.err("schema", None, None, None, "defaults.delta must lie in (0, 0.001)");
+        ctx.err(
+            "schema",
+            None,
+            None,
+            None,
+            "defaults.delta must lie in (0, 0.001)",
+        );
     }
     let defaults = Defaults {
         min_group_size: floor,
         staging_retention,
-        aggregate_retention: dur(&mut ctx, None, "defaults.aggregate_retention", &d.aggregate_retention, 400 * 86_400),
-        key_rotation: dur(&mut ctx, None, "defaults.key_rotation", &d.key_rotation, 30 * 86_400),
+        aggregate_retention: dur(
+            &mut ctx,
+            None,
+            "defaults.aggregate_retention",
+            &d.aggregate_retention,
+            400 * 86_400,
+        ),
+        key_rotation: dur(
+            &mut ctx,
+            None,
+            "defaults.key_rotation",
+            &d.key_rotation,
+            30 * 86_400,
+        ),
         budget: match &d.budget {
             Some(b) => budget(&mut ctx, None, b),
-            None => Budget { epsilon: 10.0, period: 30 * 86_400 },
+            None => Budget {
+                epsilon: 10.0,
+                period: 30 * 86_400,
+            },
         },
         delta,
         seal_grace: dur(&mut ctx, None, "defaults.seal_grace", &d.seal_grace, 86_400),
@@ -201,40 +318,90 @@ pub fn analyze(raw: &RawPolicy, hash: &str, today: NaiveDate) -> (Option<Policy>
     let mut metric_names = HashSet::new();
     let mut collections = Vec::new();
     if raw.collections.is_empty() {
-        ctx.err("schema", None, None, None, "the policy declares no collections");
+        ctx.err(
+            "schema",
+            None,
+            None,
+            None,
+            "the policy declares no collections",
+        );
     }
     for (ci, rc) in raw.collections.iter().enumerate() {
         if let Some(c) = collection(&mut ctx, rc, ci, &defaults, today, &mut metric_names) {
             collections.push(c);
         }
         if !names.insert(rc.name.clone()) {
-            ctx.err("schema", Some(&rc.name), None, None, "collection name is declared twice");
+            ctx.err(
+                "schema",
+                Some(&rc.name),
+                None,
+                None,
+                "collection name is declared twice",
+            );
         }
     }
     let ok = !ctx.findings.iter().any(|f| f.severity == Severity::Error);
-    let policy = ok.then(|| Policy::new(raw.organization.clone(), hash.to_owned(), defaults, collections));
+    let policy = ok.then(|| {
+        Policy::new(
+            raw.organization.clone(),
+            hash.to_owned(),
+            defaults,
+            collections,
+        )
+    });
     (policy, ctx.findings)
 }
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.' || b == b'-')
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.' || b == b'-'
+        })
 }
 
-fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today: NaiveDate, metric_names: &mut HashSet<String>) -> Option<Collection> {
+fn collection(
+    ctx: &mut Ctx,
+    rc: &RawCollection,
+    ci: usize,
+    d: &Defaults,
+    today: NaiveDate,
+    metric_names: &mut HashSet<String>,
+) -> Option<Collection> {
     let cn = rc.name.as_str();
     let c = Some(cn);
     if !valid_name(cn) {
-        ctx.err("schema", c, None, None, "collection name must be 1-64 characters of a-z, 0-9, '_', '.', '-'");
+        ctx.err(
+            "schema",
+            c,
+            None,
+            None,
+            "collection name must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
+        );
     }
     // Q1 purpose
     match &rc.purpose {
-        None => ctx.err("Q1", c, None, None, "purpose is missing: say what is collected, which question it answers and for whom"),
+        None => ctx.err(
+            "Q1",
+            c,
+            None,
+            None,
+            "purpose is missing: say what is collected, which question it answers and for whom",
+        ),
         Some(p) => {
-            for (k, v) in [("what", &p.what), ("question", &p.question), ("audience", &p.audience)] {
+            for (k, v) in [
+                ("what", &p.what),
+                ("question", &p.question),
+                ("audience", &p.audience),
+            ] {
                 if blank(v) {
-                    ctx.err("Q1", c, None, None, format!("purpose.{k} is missing or empty"));
+                    ctx.err(
+                        "Q1",
+                        c,
+                        None,
+                        None,
+                        format!("purpose.{k} is missing or empty"),
+                    );
                 }
             }
         }
@@ -245,16 +412,35 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
         Some("security") => Zone::Security,
         Some("hr_review") => Zone::HrReview,
         Some(_) => {
-            ctx.err("schema", c, None, None, "zone must be operational, security or hr_review");
+            ctx.err(
+                "schema",
+                c,
+                None,
+                None,
+                "zone must be operational, security or hr_review",
+            );
             Zone::Operational
         }
         None => {
-            ctx.err("schema", c, None, None, "zone is missing (operational, security or hr_review)");
+            ctx.err(
+                "schema",
+                c,
+                None,
+                None,
+                "zone is missing (operational, security or hr_review)",
+            );
             Zone::Operational
         }
     };
     // Q3 lawful basis
-    const BASES: &[&str] = &["consent", "contract", "legal_obligation", "legitimate_interest", "vital_interest", "public_task"];
+    const BASES: &[&str] = &[
+        "consent",
+        "contract",
+        "legal_obligation",
+        "legitimate_interest",
+        "vital_interest",
+        "public_task",
+    ];
     match rc.lawful_basis.as_deref() {
         None => ctx.err("Q3", c, None, None, "lawful_basis is missing"),
         Some(b) if !BASES.contains(&b) => ctx.err("Q3", c, None, None, format!("lawful_basis must be one of {}", BASES.join(", "))),
@@ -269,34 +455,94 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
         Some(_) => {}
     }
     if blank(&rc.lawful_basis_ref) {
-        ctx.err("Q3", c, None, None, "lawful_basis_ref is missing: name the DPIA or balancing test");
+        ctx.err(
+            "Q3",
+            c,
+            None,
+            None,
+            "lawful_basis_ref is missing: name the DPIA or balancing test",
+        );
     }
     if blank(&rc.owner) {
         ctx.err("schema", c, None, None, "owner is missing");
     }
     // Q5 retention
     let (stage_ceiling, agg_ceiling) = ceilings(zone);
-    let staging_retention = dur(ctx, c, "staging_retention", &rc.staging_retention, d.staging_retention);
-    let aggregate_retention = dur(ctx, c, "aggregate_retention", &rc.aggregate_retention, d.aggregate_retention);
+    let staging_retention = dur(
+        ctx,
+        c,
+        "staging_retention",
+        &rc.staging_retention,
+        d.staging_retention,
+    );
+    let aggregate_retention = dur(
+        ctx,
+        c,
+        "aggregate_retention",
+        &rc.aggregate_retention,
+        d.aggregate_retention,
+    );
     if staging_retention > stage_ceiling {
-        ctx.err("Q5", c, None, None, format!("staging_retention {} is above the {} ceiling for this zone", duration::human(staging_retention), duration::human(stage_ceiling)));
+        ctx.err(
+            "Q5",
+            c,
+            None,
+            None,
+            format!(
+                "staging_retention {} is above the {} ceiling for this zone",
+                duration::human(staging_retention),
+                duration::human(stage_ceiling)
+            ),
+        );
     }
     if staging_retention < 86_400 {
         ctx.err("Q5", c, None, None, "staging_retention must be at least 1d");
     }
     if aggregate_retention > agg_ceiling {
-        ctx.err("Q5", c, None, None, format!("aggregate_retention {} is above the {} ceiling for this zone", duration::human(aggregate_retention), duration::human(agg_ceiling)));
+        ctx.err(
+            "Q5",
+            c,
+            None,
+            None,
+            format!(
+                "aggregate_retention {} is above the {} ceiling for this zone",
+                duration::human(aggregate_retention),
+                duration::human(agg_ceiling)
+            ),
+        );
     }
-    if zone == Zone::HrReview && rc.approvers.as_ref().map(|a| a.iter().all(|s| s.trim().is_empty())).unwrap_or(true) {
+    if zone == Zone::HrReview
+        && rc
+            .approvers
+            .as_ref()
+            .map(|a| a.iter().all(|s| s.trim().is_empty()))
+            .unwrap_or(true)
+    {
         ctx.err("Q5", c, None, None, "zone hr_review needs approvers");
     }
-    let budget_ = rc.budget.as_ref().map(|b| budget(ctx, c, b)).unwrap_or(d.budget);
+    let budget_ = rc
+        .budget
+        .as_ref()
+        .map(|b| budget(ctx, c, b))
+        .unwrap_or(d.budget);
 
     // R risk register, collection level
-    let coll_exception = rc.exception.as_ref().map(|e| exception_valid(ctx, c, None, e, today)).unwrap_or(false);
+    let coll_exception = rc
+        .exception
+        .as_ref()
+        .map(|e| exception_valid(ctx, c, None, e, today))
+        .unwrap_or(false);
     if let Some(cat) = forbidden_category(cn) {
         if !coll_exception {
-            ctx.err("R", c, None, None, format!("collection looks like {cat}, a forbidden category, and has no valid exception"));
+            ctx.err(
+                "R",
+                c,
+                None,
+                None,
+                format!(
+                    "collection looks like {cat}, a forbidden category, and has no valid exception"
+                ),
+            );
         }
     }
 
@@ -305,12 +551,30 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
     for (fname, rf) in &rc.fields {
         let fx = Some(fname.as_str());
         if !valid_field_name(fname) {
-            ctx.err("schema", c, fx, None, "field name must be 1-64 characters of letters, digits, '_' and '.'");
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "field name must be 1-64 characters of letters, digits, '_' and '.'",
+            );
         }
-        let exc = rf.exception.as_ref().map(|e| exception_valid(ctx, c, fx, e, today)).unwrap_or(false);
+        let exc = rf
+            .exception
+            .as_ref()
+            .map(|e| exception_valid(ctx, c, fx, e, today))
+            .unwrap_or(false);
         if let Some(cat) = forbidden_category(fname) {
             if !exc && !coll_exception {
-                ctx.err("R", c, fx, None, format!("field looks like {cat}, a forbidden category, and has no valid exception"));
+                ctx.err(
+                    "R",
+                    c,
+                    fx,
+                    None,
+                    format!(
+                        "field looks like {cat}, a forbidden category, and has no valid exception"
+                    ),
+                );
             }
         }
         if let Some(f) = field(ctx, cn, fname, rf) {
@@ -334,7 +598,13 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
             used.insert(f.clone());
         }
         if !metric_names.insert(rm.name.clone()) {
-            ctx.err("schema", c, None, Some(&rm.name), "metric name is declared twice in the policy; metric names must be unique");
+            ctx.err(
+                "schema",
+                c,
+                None,
+                Some(&rm.name),
+                "metric name is declared twice in the policy; metric names must be unique",
+            );
         }
         if let Some(m) = metric(ctx, rc, rm, ci, &fields, &field_idx, d) {
             metrics.push(m);
@@ -353,10 +623,16 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
         }
     }
     let purpose = rc.purpose.as_ref();
-    let get = |f: fn(&RawPurpose) -> &Option<String>| purpose.and_then(|p| f(p).clone()).unwrap_or_default();
+    let get = |f: fn(&RawPurpose) -> &Option<String>| {
+        purpose.and_then(|p| f(p).clone()).unwrap_or_default()
+    };
     Some(Collection::new(
         cn.to_owned(),
-        Purpose { what: get(|p| &p.what), question: get(|p| &p.question), audience: get(|p| &p.audience) },
+        Purpose {
+            what: get(|p| &p.what),
+            question: get(|p| &p.question),
+            audience: get(|p| &p.audience),
+        },
         rc.lawful_basis.clone().unwrap_or_default(),
         zone,
         staging_retention,
@@ -368,7 +644,10 @@ fn collection(ctx: &mut Ctx, rc: &RawCollection, ci: usize, d: &Defaults, today:
 }
 
 fn valid_field_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
 }
 
 fn scaled(v: f64, decimals: u32) -> i64 {
@@ -386,7 +665,13 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         "timestamp" => FieldType::Timestamp,
         "ip" => FieldType::Ip,
         _ => {
-            ctx.err("schema", c, fx, None, "type must be string, integer, number, boolean, timestamp or ip");
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "type must be string, integer, number, boolean, timestamp or ip",
+            );
             return None;
         }
     };
@@ -416,7 +701,13 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             3
         }
         (_, Some(_)) => {
-            ctx.err("schema", c, fx, None, "decimals applies only to number fields");
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "decimals applies only to number fields",
+            );
             0
         }
         (_, None) => 0,
@@ -435,10 +726,18 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
                     "week" => Some(Generalize::Time(TimeGrain::Week)),
                     _ => None,
                 },
-                (Some(serde_yaml::Value::String(s)), FieldType::Ip, _) if s == "network" => Some(Generalize::Network),
-                (Some(serde_yaml::Value::Number(n)), FieldType::Integer | FieldType::Number, FieldClass::Measure) => {
-                    n.as_f64().map(|w| scaled(w, decimals)).filter(|w| *w > 0).map(Generalize::Bucket)
+                (Some(serde_yaml::Value::String(s)), FieldType::Ip, _) if s == "network" => {
+                    Some(Generalize::Network)
                 }
+                (
+                    Some(serde_yaml::Value::Number(n)),
+                    FieldType::Integer | FieldType::Number,
+                    FieldClass::Measure,
+                ) => n
+                    .as_f64()
+                    .map(|w| scaled(w, decimals))
+                    .filter(|w| *w > 0)
+                    .map(Generalize::Bucket),
                 _ => None,
             };
             match g {
@@ -456,35 +755,92 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             }
         }
         _ => {
-            ctx.err("schema", c, fx, None, "transform must be pseudonymize, drop, redact, keep or generalize");
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "transform must be pseudonymize, drop, redact, keep or generalize",
+            );
             return None;
         }
     };
     if rf.generalize.is_some() && !matches!(transform, Transform::Generalize(_)) {
-        ctx.err("schema", c, fx, None, "generalize is set but transform is not generalize");
+        ctx.err(
+            "schema",
+            c,
+            fx,
+            None,
+            "generalize is set but transform is not generalize",
+        );
     }
     match class {
-        FieldClass::DirectIdentifier if !matches!(transform, Transform::Pseudonymize | Transform::Drop) => {
-            ctx.err("Q4", c, fx, None, format!("direct_identifier is kept ({tname}); only pseudonymize or drop are allowed"));
+        FieldClass::DirectIdentifier
+            if !matches!(transform, Transform::Pseudonymize | Transform::Drop) =>
+        {
+            ctx.err(
+                "Q4",
+                c,
+                fx,
+                None,
+                format!(
+                    "direct_identifier is kept ({tname}); only pseudonymize or drop are allowed"
+                ),
+            );
         }
         FieldClass::FreeText if !matches!(transform, Transform::Drop | Transform::Redact) => {
-            ctx.err("schema", c, fx, None, format!("free_text allows only drop or redact, not {tname}"));
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                format!("free_text allows only drop or redact, not {tname}"),
+            );
         }
         _ if transform == Transform::Pseudonymize && class != FieldClass::DirectIdentifier => {
-            ctx.err("schema", c, fx, None, "pseudonymize applies only to direct identifiers");
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "pseudonymize applies only to direct identifiers",
+            );
         }
-        _ if transform == Transform::Redact && !matches!(class, FieldClass::FreeText | FieldClass::Attribute) => {
-            ctx.err("schema", c, fx, None, "redact applies only to free_text and attribute strings");
+        _ if transform == Transform::Redact
+            && !matches!(class, FieldClass::FreeText | FieldClass::Attribute) =>
+        {
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "redact applies only to free_text and attribute strings",
+            );
         }
         _ => {}
     }
     if matches!(transform, Transform::Pseudonymize | Transform::Redact) && ty != FieldType::String {
-        ctx.err("schema", c, fx, None, "pseudonymize and redact need type string");
+        ctx.err(
+            "schema",
+            c,
+            fx,
+            None,
+            "pseudonymize and redact need type string",
+        );
     }
     if class == FieldClass::Measure && !matches!(ty, FieldType::Integer | FieldType::Number) {
-        ctx.err("schema", c, fx, None, "a measure must be of type integer or number");
+        ctx.err(
+            "schema",
+            c,
+            fx,
+            None,
+            "a measure must be of type integer or number",
+        );
     }
-    let (min, max) = (rf.min.map(|v| scaled(v, decimals)), rf.max.map(|v| scaled(v, decimals)));
+    let (min, max) = (
+        rf.min.map(|v| scaled(v, decimals)),
+        rf.max.map(|v| scaled(v, decimals)),
+    );
     if class == FieldClass::Measure {
         match (min, max) {
             (Some(a), Some(b)) if a <= b => {}
@@ -498,7 +854,13 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         && rf.values.is_none()
         && rf.max_length.is_none()
     {
-        ctx.err("schema", c, fx, None, "attribute and quasi_identifier strings need values or max_length");
+        ctx.err(
+            "schema",
+            c,
+            fx,
+            None,
+            "attribute and quasi_identifier strings need values or max_length",
+        );
     }
     if let Some(vals) = &rf.values {
         if vals.is_empty() {
@@ -509,7 +871,13 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         None | Some("reject") => OutOfRange::Reject,
         Some("clamp") => OutOfRange::Clamp,
         Some(_) => {
-            ctx.err("schema", c, fx, None, "out_of_range must be clamp or reject");
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "out_of_range must be clamp or reject",
+            );
             OutOfRange::Reject
         }
     };
@@ -551,7 +919,13 @@ fn metric(
     let c = Some(rc.name.as_str());
     let m = Some(rm.name.as_str());
     if !valid_name(&rm.name) {
-        ctx.err("schema", c, None, m, "metric name must be 1-64 characters of a-z, 0-9, '_', '.', '-'");
+        ctx.err(
+            "schema",
+            c,
+            None,
+            m,
+            "metric name must be 1-64 characters of a-z, 0-9, '_', '.', '-'",
+        );
     }
     let kind = match rm.kind.as_str() {
         "count" => MetricKind::Count,
@@ -560,7 +934,13 @@ fn metric(
         "distinct" => MetricKind::Distinct,
         "histogram" => MetricKind::Histogram,
         _ => {
-            ctx.err("schema", c, None, m, "kind must be count, sum, mean, distinct or histogram");
+            ctx.err(
+                "schema",
+                c,
+                None,
+                m,
+                "kind must be count, sum, mean, distinct or histogram",
+            );
             return None;
         }
     };
@@ -569,18 +949,44 @@ fn metric(
     for b in &rm.by {
         match field_idx(b) {
             None => {
-                ctx.err("schema", c, Some(b), m, "by names a field the collection does not declare");
+                ctx.err(
+                    "schema",
+                    c,
+                    Some(b),
+                    m,
+                    "by names a field the collection does not declare",
+                );
                 ok = false;
             }
             Some(i) => {
                 let f = &fields[i];
                 if f.class == FieldClass::DirectIdentifier {
-                    ctx.err("Q4", c, Some(b), m, "metric groups by a direct identifier, which would report on individuals");
+                    ctx.err(
+                        "Q4",
+                        c,
+                        Some(b),
+                        m,
+                        "metric groups by a direct identifier, which would report on individuals",
+                    );
                     ok = false;
-                } else if !f.is_retained() || !matches!(f.class, FieldClass::Attribute | FieldClass::QuasiIdentifier | FieldClass::Timestamp) {
-                    ctx.err("schema", c, Some(b), m, "by needs a retained attribute, quasi_identifier or generalized timestamp");
+                } else if !f.is_retained()
+                    || !matches!(
+                        f.class,
+                        FieldClass::Attribute | FieldClass::QuasiIdentifier | FieldClass::Timestamp
+                    )
+                {
+                    ctx.err(
+                        "schema",
+                        c,
+                        Some(b),
+                        m,
+                        "by needs a retained attribute, quasi_identifier or generalized timestamp",
+                    );
                     ok = false;
-                } else if f.ty == FieldType::String && f.values.is_none() && f.class == FieldClass::QuasiIdentifier {
+                } else if f.ty == FieldType::String
+                    && f.values.is_none()
+                    && f.class == FieldClass::QuasiIdentifier
+                {
                     ctx.push("Q4", Severity::Warning, c, Some(b), m, "grouping by a free-form quasi-identifier; prefer a declared list of values");
                     by.push(i);
                 } else {
@@ -591,19 +997,37 @@ fn metric(
     }
     let field = match (&rm.field, kind) {
         (None, MetricKind::Sum | MetricKind::Mean | MetricKind::Histogram) => {
-            ctx.err("schema", c, None, m, "this kind needs field: the measure it aggregates");
+            ctx.err(
+                "schema",
+                c,
+                None,
+                m,
+                "this kind needs field: the measure it aggregates",
+            );
             ok = false;
             None
         }
         (Some(fname), _) => match field_idx(fname) {
             Some(i) if fields[i].class == FieldClass::Measure && fields[i].is_retained() => Some(i),
             Some(_) => {
-                ctx.err("schema", c, Some(fname), m, "field must be a retained measure");
+                ctx.err(
+                    "schema",
+                    c,
+                    Some(fname),
+                    m,
+                    "field must be a retained measure",
+                );
                 ok = false;
                 None
             }
             None => {
-                ctx.err("schema", c, Some(fname), m, "field names a field the collection does not declare");
+                ctx.err(
+                    "schema",
+                    c,
+                    Some(fname),
+                    m,
+                    "field names a field the collection does not declare",
+                );
                 ok = false;
                 None
             }
@@ -614,14 +1038,28 @@ fn metric(
     if kind == MetricKind::Histogram {
         let dec = field.map(|i| fields[i].decimals).unwrap_or(0);
         match &rm.bins {
-            Some(b) if b.len() >= 2 && b.windows(2).all(|w| w[0] < w[1]) => bins = b.iter().map(|v| scaled(*v, dec)).collect(),
+            Some(b) if b.len() >= 2 && b.windows(2).all(|w| w[0] < w[1]) => {
+                bins = b.iter().map(|v| scaled(*v, dec)).collect()
+            }
             _ => {
-                ctx.err("schema", c, None, m, "histogram needs bins: at least two strictly ascending edges");
+                ctx.err(
+                    "schema",
+                    c,
+                    None,
+                    m,
+                    "histogram needs bins: at least two strictly ascending edges",
+                );
                 ok = false;
             }
         }
     } else if rm.bins.is_some() {
-        ctx.err("schema", c, None, m, "bins applies only to histogram metrics");
+        ctx.err(
+            "schema",
+            c,
+            None,
+            m,
+            "bins applies only to histogram metrics",
+        );
     }
     let window = match rm.window.as_deref() {
         Some("day") => Window::Day,
@@ -639,14 +1077,31 @@ fn metric(
             None
         }
         Some(cn) => match field_idx(cn) {
-            Some(i) if fields[i].class == FieldClass::DirectIdentifier && fields[i].transform == Transform::Pseudonymize => Some(i),
+            Some(i)
+                if fields[i].class == FieldClass::DirectIdentifier
+                    && fields[i].transform == Transform::Pseudonymize =>
+            {
+                Some(i)
+            }
             Some(_) => {
-                ctx.err("schema", c, Some(cn), m, "contributor must be a direct_identifier with transform pseudonymize");
+                ctx.err(
+                    "schema",
+                    c,
+                    Some(cn),
+                    m,
+                    "contributor must be a direct_identifier with transform pseudonymize",
+                );
                 ok = false;
                 None
             }
             None => {
-                ctx.err("schema", c, Some(cn), m, "contributor names a field the collection does not declare");
+                ctx.err(
+                    "schema",
+                    c,
+                    Some(cn),
+                    m,
+                    "contributor names a field the collection does not declare",
+                );
                 ok = false;
                 None
             }
@@ -664,7 +1119,13 @@ fn metric(
         None | Some("discrete_laplace") => Mechanism::DiscreteLaplace,
         Some("discrete_gaussian") => Mechanism::DiscreteGaussian,
         Some(_) => {
-            ctx.err("schema", c, None, m, "mechanism must be discrete_laplace or discrete_gaussian");
+            ctx.err(
+                "schema",
+                c,
+                None,
+                m,
+                "mechanism must be discrete_laplace or discrete_gaussian",
+            );
             Mechanism::DiscreteLaplace
         }
     };
@@ -672,7 +1133,16 @@ fn metric(
     if k < 2 {
         ctx.err("Q4", c, None, m, format!("min_group_size {k} is below 2"));
     } else if k < d.min_group_size {
-        ctx.err("Q4", c, None, m, format!("min_group_size {k} is below the organization floor {}", d.min_group_size));
+        ctx.err(
+            "Q4",
+            c,
+            None,
+            m,
+            format!(
+                "min_group_size {k} is below the organization floor {}",
+                d.min_group_size
+            ),
+        );
     }
     let l0 = rm.max_groups_per_contributor.unwrap_or(1);
     let linf = rm.max_contributions_per_group.unwrap_or(1);
@@ -680,9 +1150,19 @@ fn metric(
         ctx.err("schema", c, None, m, "max_groups_per_contributor and max_contributions_per_group must be positive (at most 1000 and 100000)");
     }
     match &rm.explain {
-        None => ctx.err("Q6", c, None, m, "explain is missing: measures, does_not_mean and misread_when"),
+        None => ctx.err(
+            "Q6",
+            c,
+            None,
+            m,
+            "explain is missing: measures, does_not_mean and misread_when",
+        ),
         Some(e) => {
-            for (k, v) in [("measures", &e.measures), ("does_not_mean", &e.does_not_mean), ("misread_when", &e.misread_when)] {
+            for (k, v) in [
+                ("measures", &e.measures),
+                ("does_not_mean", &e.does_not_mean),
+                ("misread_when", &e.misread_when),
+            ] {
                 if blank(v) {
                     ctx.err("Q6", c, None, m, format!("explain.{k} is missing or empty"));
                 }
@@ -693,7 +1173,8 @@ fn metric(
         return None;
     }
     let e = rm.explain.as_ref();
-    let get = |f: fn(&RawExplain) -> &Option<String>| e.and_then(|e| f(e).clone()).unwrap_or_default();
+    let get =
+        |f: fn(&RawExplain) -> &Option<String>| e.and_then(|e| f(e).clone()).unwrap_or_default();
     Some(Metric {
         name: rm.name.clone(),
         collection: ci,
@@ -709,6 +1190,10 @@ fn metric(
         min_group_size: k,
         max_groups_per_contributor: l0,
         max_contributions_per_group: linf,
-        explain: Explain { measures: get(|e| &e.measures), does_not_mean: get(|e| &e.does_not_mean), misread_when: get(|e| &e.misread_when) },
+        explain: Explain {
+            measures: get(|e| &e.measures),
+            does_not_mean: get(|e| &e.does_not_mean),
+            misread_when: get(|e| &e.misread_when),
+        },
     })
 }

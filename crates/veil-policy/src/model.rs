@@ -233,8 +233,17 @@ pub struct Explain {
 }
 
 impl Policy {
-    pub(crate) fn new(organization: String, hash: String, defaults: Defaults, collections: Vec<Collection>) -> Self {
-        let by_name = collections.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+    pub(crate) fn new(
+        organization: String,
+        hash: String,
+        defaults: Defaults,
+        collections: Vec<Collection>,
+    ) -> Self {
+        let by_name = collections
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
         let mut metric_index = HashMap::new();
         for (ci, c) in collections.iter().enumerate() {
             for (mi, m) in c.metrics.iter().enumerate() {
@@ -242,7 +251,14 @@ impl Policy {
                 metric_index.insert(format!("{}.{}", c.name, m.name), (ci, mi));
             }
         }
-        Policy { organization, hash, defaults, collections, by_name, metric_index }
+        Policy {
+            organization,
+            hash,
+            defaults,
+            collections,
+            by_name,
+            metric_index,
+        }
     }
 
     /// Index of a collection by its event name.
@@ -259,7 +275,9 @@ impl Policy {
 
     /// Every metric with its collection, in policy order.
     pub fn metrics(&self) -> impl Iterator<Item = (&Collection, &Metric)> {
-        self.collections.iter().flat_map(|c| c.metrics.iter().map(move |m| (c, m)))
+        self.collections
+            .iter()
+            .flat_map(|c| c.metrics.iter().map(move |m| (c, m)))
     }
 }
 
@@ -276,8 +294,23 @@ impl Collection {
         fields: Vec<Field>,
         metrics: Vec<Metric>,
     ) -> Self {
-        let field_index = fields.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
-        Collection { name, purpose, lawful_basis, zone, staging_retention, aggregate_retention, budget, fields, metrics, field_index }
+        let field_index = fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        Collection {
+            name,
+            purpose,
+            lawful_basis,
+            zone,
+            staging_retention,
+            aggregate_retention,
+            budget,
+            fields,
+            metrics,
+            field_index,
+        }
     }
 
     /// Index of a declared field by name.

@@ -25,11 +25,20 @@ pub enum ReleaseError {
     #[error("unknown metric {0}; `veil policy lint` lists the declared ones")]
     UnknownMetric(String),
     #[error("metric {metric} cannot be grouped by {dim}; it is declared with by: [{allowed}]")]
-    BadGrouping { metric: String, dim: String, allowed: String },
+    BadGrouping {
+        metric: String,
+        dim: String,
+        allowed: String,
+    },
     #[error("the range is empty: --from must lie before --to")]
     BadRange,
     #[error("privacy budget exhausted for {collection}: this release costs ε={cost}, {left} is left until {renews}")]
-    BudgetExhausted { collection: String, cost: f64, left: f64, renews: String },
+    BudgetExhausted {
+        collection: String,
+        cost: f64,
+        left: f64,
+        renews: String,
+    },
     #[error(transparent)]
     Store(#[from] veil_store::StoreError),
 }

@@ -129,9 +129,13 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(7);
         for (num, den) in [(1u128, 2u128), (3, 1), (7, 4)] {
             let n = 100_000;
-            let hits = (0..n).filter(|_| bernoulli_exp(&mut rng, num, den)).count() as f64 / n as f64;
+            let hits =
+                (0..n).filter(|_| bernoulli_exp(&mut rng, num, den)).count() as f64 / n as f64;
             let p = (-(num as f64) / den as f64).exp();
-            assert!((hits - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3, "{num}/{den}: {hits} vs {p}");
+            assert!(
+                (hits - p).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3,
+                "{num}/{den}: {hits} vs {p}"
+            );
         }
     }
 

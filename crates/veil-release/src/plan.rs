@@ -94,11 +94,16 @@ fn micro(x: f64) -> u128 {
 }
 
 fn date(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_default()
 }
 
 fn midnight(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc().timestamp()
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp()
 }
 
 /// Partition-selection threshold for keep-if `x + Z ≥ T`, Z ~ DLap(b), when one person
@@ -112,11 +117,22 @@ pub fn selection_threshold(b: f64, delta: f64, partitions: u64, linf: i64) -> i6
 }
 
 /// Plans a release for `principal` at `now` without spending anything.
-pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now: i64) -> Result<Plan, ReleaseError> {
-    let (coll, m) = policy.metric(&q.metric).ok_or_else(|| ReleaseError::UnknownMetric(q.metric.clone()))?;
+pub fn plan(
+    store: &dyn Store,
+    policy: &Policy,
+    principal: &str,
+    q: &Query,
+    now: i64,
+) -> Result<Plan, ReleaseError> {
+    let (coll, m) = policy
+        .metric(&q.metric)
+        .ok_or_else(|| ReleaseError::UnknownMetric(q.metric.clone()))?;
     let dims: Vec<&str> = m.by.iter().map(|&i| coll.fields[i].name.as_str()).collect();
     let mut by_positions = Vec::new();
-    for d in q.by.clone().unwrap_or_else(|| dims.iter().map(|s| s.to_string()).collect()) {
+    for d in
+        q.by.clone()
+            .unwrap_or_else(|| dims.iter().map(|s| s.to_string()).collect())
+    {
         let d = d.trim().to_owned();
         if d.is_empty() {
             continue;
@@ -124,14 +140,23 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         match dims.iter().position(|x| *x == d) {
             Some(p) if !by_positions.contains(&p) => by_positions.push(p),
             Some(_) => {}
-            None => return Err(ReleaseError::BadGrouping { metric: m.name.clone(), dim: veil_pipeline::safe_name(&d), allowed: dims.join(", ") }),
+            None => {
+                return Err(ReleaseError::BadGrouping {
+                    metric: m.name.clone(),
+                    dim: veil_pipeline::safe_name(&d),
+                    allowed: dims.join(", "),
+                })
+            }
         }
     }
     by_positions.sort_unstable(); // equivalent orders share one query key
     let by: Vec<String> = by_positions.iter().map(|&p| dims[p].to_owned()).collect();
 
     // Range: whole windows; only sealed windows are ever released.
-    let metric_index = policy.metrics().position(|(_, x)| x.name == m.name).expect("metric exists");
+    let metric_index = policy
+        .metrics()
+        .position(|(_, x)| x.name == m.name)
+        .expect("metric exists");
     let sealed_before = store.sealed_before(policy)?[metric_index];
     let to_req = q.to.map(midnight).unwrap_or(now);
     let from_req = q.from.map(midnight).unwrap_or(to_req - 30 * 86_400);
@@ -139,7 +164,8 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         return Err(ReleaseError::BadRange);
     }
     let from_ts = window::start(m.window, from_req);
-    let to_ts = window::end(m.window, window::start(m.window, to_req - 1)).min(sealed_before.max(from_ts));
+    let to_ts =
+        window::end(m.window, window::start(m.window, to_req - 1)).min(sealed_before.max(from_ts));
     let mut windows = Vec::new();
     let mut w = from_ts;
     while w < to_ts {
@@ -167,12 +193,27 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         MetricKind::Distinct => 1,
         MetricKind::Sum | MetricKind::Mean => {
             let f = field.expect("compiled: sum and mean have a field");
-            linf * f.min.unwrap_or(0).unsigned_abs().max(f.max.unwrap_or(0).unsigned_abs()).max(1) as u128
+            linf * f
+                .min
+                .unwrap_or(0)
+                .unsigned_abs()
+                .max(f.max.unwrap_or(0).unsigned_abs())
+                .max(1) as u128
         }
     };
-    let eps_each = if m.kind == MetricKind::Mean { eps_val / 2.0 } else { eps_val };
+    let eps_each = if m.kind == MetricKind::Mean {
+        eps_val / 2.0
+    } else {
+        eps_val
+    };
     let gaussian = m.mechanism == Mechanism::DiscreteGaussian;
-    let mut np = NoiseParams { sel_t, sel_s, unit, gaussian, ..Default::default() };
+    let mut np = NoiseParams {
+        sel_t,
+        sel_s,
+        unit,
+        gaussian,
+        ..Default::default()
+    };
     let value_scale_scaled;
     if gaussian {
         // zCDP: ρ from (ε, δ) via ε = ρ + 2·sqrt(ρ·ln(1/δ)); σ = Δ₂ / sqrt(2ρ), Δ₂ = sqrt(W·l0)·Δ∞.
@@ -182,7 +223,8 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         let var = d2sq / (2.0 * rho);
         np.var_num = (var * 1e4).ceil() as u128;
         np.var_den = 10_000;
-        np.count_var_num = ((partitions as f64 * (linf as f64).powi(2) / (2.0 * rho)) * 1e4).ceil() as u128;
+        np.count_var_num =
+            ((partitions as f64 * (linf as f64).powi(2) / (2.0 * rho)) * 1e4).ceil() as u128;
         value_scale_scaled = var.sqrt();
         np.half_width = noise::gaussian_half_width(value_scale_scaled, 0.95);
     } else {
@@ -197,7 +239,9 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
     let budget = coll.budget;
     let period_start = now - now.rem_euclid(budget.period);
     let spent = store.spent(principal, &coll.name, period_start)?;
-    let query_key = hex::encode(Sha256::digest(format!("v1\0{}\0{}\0{}\0{}", m.name, by.join(","), from_ts, to_ts).as_bytes()));
+    let query_key = hex::encode(Sha256::digest(
+        format!("v1\0{}\0{}\0{}\0{}", m.name, by.join(","), from_ts, to_ts).as_bytes(),
+    ));
     let delta = if gaussian { 2.0 * m.delta } else { m.delta };
     Ok(Plan {
         metric: m.name.clone(),
@@ -215,7 +259,10 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         to: date(to_ts),
         from_ts,
         to_ts,
-        window_labels: windows.iter().map(|&w| window::label(m.window, w)).collect(),
+        window_labels: windows
+            .iter()
+            .map(|&w| window::label(m.window, w))
+            .collect(),
         windows,
         epsilon,
         epsilon_selection: eps_sel,
@@ -230,7 +277,9 @@ pub fn plan(store: &dyn Store, policy: &Policy, principal: &str, q: &Query, now:
         budget: budget.epsilon,
         budget_spent: spent,
         budget_left_after: budget.epsilon - spent - epsilon,
-        budget_renews: chrono::DateTime::from_timestamp(period_start + budget.period, 0).map(|d| d.to_rfc3339()).unwrap_or_default(),
+        budget_renews: chrono::DateTime::from_timestamp(period_start + budget.period, 0)
+            .map(|d| d.to_rfc3339())
+            .unwrap_or_default(),
         period_start,
         query_key,
         noise: np,

@@ -35,12 +35,24 @@ pub fn render(record: &ReleaseRecord, format: Format) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     for g in &doc.groups {
         let mut r = vec![g.window.clone()];
-        r.extend(doc.by.iter().map(|d| g.key.get(d).cloned().unwrap_or_default()));
-        let s = |n: &Option<serde_json::Number>| n.as_ref().map(|x| x.to_string()).unwrap_or_else(|| "-".into());
+        r.extend(
+            doc.by
+                .iter()
+                .map(|d| g.key.get(d).cloned().unwrap_or_default()),
+        );
+        let s = |n: &Option<serde_json::Number>| {
+            n.as_ref()
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
         r.push(s(&g.value));
         r.push(s(&g.interval.as_ref().map(|i| i[0].clone())));
         r.push(s(&g.interval.as_ref().map(|i| i[1].clone())));
-        r.push(if g.suppressed { "yes".into() } else { "no".into() });
+        r.push(if g.suppressed {
+            "yes".into()
+        } else {
+            "no".into()
+        });
         rows.push(r);
     }
     let mut out = String::new();
@@ -56,7 +68,16 @@ pub fn render(record: &ReleaseRecord, format: Format) -> String {
         _ => {
             out.push_str(&format!(
                 "release {}  metric {} ({})  {} .. {}  ε={} δ={:e} {}  budget left {}  k={}\n",
-                doc.release_id, doc.metric, doc.kind, doc.from, doc.to, doc.epsilon, doc.delta, doc.mechanism, doc.budget_left, doc.min_group_size
+                doc.release_id,
+                doc.metric,
+                doc.kind,
+                doc.from,
+                doc.to,
+                doc.epsilon,
+                doc.delta,
+                doc.mechanism,
+                doc.budget_left,
+                doc.min_group_size
             ));
             out.push_str(&format!("values carry noise; 95% of the time the true value lies within ±{} of the noise-free one\n", doc.interval_half_width));
             let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -65,7 +86,16 @@ pub fn render(record: &ReleaseRecord, format: Format) -> String {
                     *w = (*w).max(c.chars().count());
                 }
             }
-            let line = |r: &[String]| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_owned() + "\n";
+            let line = |r: &[String]| {
+                r.iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_owned()
+                    + "\n"
+            };
             out.push_str(&line(&header));
             for r in &rows {
                 out.push_str(&line(r));

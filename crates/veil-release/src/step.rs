@@ -59,7 +59,14 @@ pub struct Released {
     pub cached: bool,
 }
 
-fn draw(rng: &mut dyn RngCore, gaussian: bool, t: u128, s: u128, var_num: u128, var_den: u128) -> i128 {
+fn draw(
+    rng: &mut dyn RngCore,
+    gaussian: bool,
+    t: u128,
+    s: u128,
+    var_num: u128,
+    var_den: u128,
+) -> i128 {
     if gaussian {
         noise::discrete_gaussian(rng, var_num, var_den)
     } else {
@@ -73,7 +80,8 @@ fn num(x: f64, unit: i64) -> serde_json::Number {
     } else {
         let decimals = (unit as f64).log10().round() as i32;
         let p = 10f64.powi(decimals);
-        serde_json::Number::from_f64((x * p).round() / p).unwrap_or_else(|| serde_json::Number::from(0))
+        serde_json::Number::from_f64((x * p).round() / p)
+            .unwrap_or_else(|| serde_json::Number::from(0))
     }
 }
 
@@ -88,7 +96,15 @@ pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
         }
         keys = keys
             .iter()
-            .flat_map(|k| values.iter().map(move |v| if i == 0 { v.clone() } else { format!("{k}{GROUP_SEP}{v}") }))
+            .flat_map(|k| {
+                values.iter().map(move |v| {
+                    if i == 0 {
+                        v.clone()
+                    } else {
+                        format!("{k}{GROUP_SEP}{v}")
+                    }
+                })
+            })
             .collect();
     }
     Some(keys)
@@ -98,9 +114,18 @@ pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
 /// release, with no storage and no budget. Returns the groups and how many were
 /// released and suppressed. `domain` lists public group keys (declared values); without
 /// it only released groups are listed.
-pub fn noisy_groups(policy: &Policy, p: &Plan, rows: &[veil_store::AggRow], domain: Option<&[String]>, rng: &mut dyn RngCore) -> (Vec<ReleaseGroup>, usize, usize) {
+pub fn noisy_groups(
+    policy: &Policy,
+    p: &Plan,
+    rows: &[veil_store::AggRow],
+    domain: Option<&[String]>,
+    rng: &mut dyn RngCore,
+) -> (Vec<ReleaseGroup>, usize, usize) {
     let (_, m) = policy.metric(&p.metric).expect("planned metric exists");
-    let by_key: HashMap<(i64, &str), &veil_store::AggRow> = rows.iter().map(|r| ((r.window_start, r.group.as_str()), r)).collect();
+    let by_key: HashMap<(i64, &str), &veil_store::AggRow> = rows
+        .iter()
+        .map(|r| ((r.window_start, r.group.as_str()), r))
+        .collect();
     let np: NoiseParams = p.noise;
     let k = m.min_group_size as i64;
     let mut groups = Vec::new();
@@ -109,7 +134,11 @@ pub fn noisy_groups(policy: &Policy, p: &Plan, rows: &[veil_store::AggRow], doma
         let keys: Vec<String> = match domain {
             Some(d) => d.to_vec(),
             None => {
-                let mut v: Vec<String> = rows.iter().filter(|r| r.window_start == w).map(|r| r.group.clone()).collect();
+                let mut v: Vec<String> = rows
+                    .iter()
+                    .filter(|r| r.window_start == w)
+                    .map(|r| r.group.clone())
+                    .collect();
                 v.sort();
                 v
             }
@@ -122,19 +151,32 @@ pub fn noisy_groups(policy: &Policy, p: &Plan, rows: &[veil_store::AggRow], doma
                 let z = noise::discrete_laplace(rng, np.sel_t, np.sel_s);
                 (n - (k - 1)) as i128 + z >= p.selection_threshold as i128
             };
-            let key_map: BTreeMap<String, String> = p.by.iter().cloned().zip(key.split(GROUP_SEP).map(str::to_owned)).collect();
+            let key_map: BTreeMap<String, String> =
+                p.by.iter()
+                    .cloned()
+                    .zip(key.split(GROUP_SEP).map(str::to_owned))
+                    .collect();
             let window = p.window_labels[wi].clone();
             if !selected {
                 suppressed += 1;
                 if domain.is_some() {
-                    groups.push(ReleaseGroup { key: key_map, window, value: None, interval: None, suppressed: true, bins: None });
+                    groups.push(ReleaseGroup {
+                        key: key_map,
+                        window,
+                        value: None,
+                        interval: None,
+                        suppressed: true,
+                        bins: None,
+                    });
                 }
                 continue;
             }
             released += 1;
             let r = row.expect("selected groups have data");
             let hw = np.half_width as f64;
-            let val = |rng: &mut dyn RngCore| draw(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64;
+            let val = |rng: &mut dyn RngCore| {
+                draw(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64
+            };
             let unit = np.unit as f64;
             let (value, interval, bins) = match p.kind {
                 "count" | "distinct" | "sum" => {
@@ -144,35 +186,70 @@ pub fn noisy_groups(policy: &Policy, p: &Plan, rows: &[veil_store::AggRow], doma
                         _ => r.sum,
                     } as f64;
                     let v = exact + val(rng);
-                    (Some(num(v / unit, np.unit)), Some([num((v - hw) / unit, np.unit), num((v + hw) / unit, np.unit)]), None)
+                    (
+                        Some(num(v / unit, np.unit)),
+                        Some([num((v - hw) / unit, np.unit), num((v + hw) / unit, np.unit)]),
+                        None,
+                    )
                 }
                 "mean" => {
                     let s = r.sum as f64 + val(rng);
-                    let c = r.count as f64 + draw(rng, np.gaussian, np.count_t, np.count_s, np.count_var_num, np.var_den) as f64;
+                    let c = r.count as f64
+                        + draw(
+                            rng,
+                            np.gaussian,
+                            np.count_t,
+                            np.count_s,
+                            np.count_var_num,
+                            np.var_den,
+                        ) as f64;
                     let chw = if np.gaussian {
-                        noise::gaussian_half_width(((np.count_var_num as f64) / np.var_den as f64).sqrt(), 0.95) as f64
+                        noise::gaussian_half_width(
+                            ((np.count_var_num as f64) / np.var_den as f64).sqrt(),
+                            0.95,
+                        ) as f64
                     } else {
-                        noise::laplace_half_width(np.count_t as f64 / np.count_s as f64, 0.95) as f64
+                        noise::laplace_half_width(np.count_t as f64 / np.count_s as f64, 0.95)
+                            as f64
                     };
                     let mean = s / c.max(1.0) / unit;
                     let lo = (s - hw) / (c + chw).max(1.0) / unit;
                     let hi = (s + hw) / (c - chw).max(1.0) / unit;
-                    (Some(num(mean, 1000)), Some([num(lo.min(mean), 1000), num(hi.max(mean), 1000)]), None)
+                    (
+                        Some(num(mean, 1000)),
+                        Some([num(lo.min(mean), 1000), num(hi.max(mean), 1000)]),
+                        None,
+                    )
                 }
                 _ => {
                     // histogram: noisy bins (post-processed to ≥ 0), median read off them.
                     let (_, m) = policy.metric(&p.metric).expect("exists");
-                    let counts: Vec<i64> = r.bins.iter().map(|&b| (b as f64 + val(rng)).max(0.0) as i64).collect();
+                    let counts: Vec<i64> = r
+                        .bins
+                        .iter()
+                        .map(|&b| (b as f64 + val(rng)).max(0.0) as i64)
+                        .collect();
                     let hb: Vec<HistBin> = counts
                         .iter()
                         .enumerate()
-                        .map(|(i, &c)| HistBin { lo: m.bins[i] as f64 / unit, hi: m.bins[i + 1] as f64 / unit, count: c })
+                        .map(|(i, &c)| HistBin {
+                            lo: m.bins[i] as f64 / unit,
+                            hi: m.bins[i + 1] as f64 / unit,
+                            count: c,
+                        })
                         .collect();
                     let median = quantile(&hb, 0.5);
                     (median.map(|x| num(x, 1000)), None, Some(hb))
                 }
             };
-            groups.push(ReleaseGroup { key: key_map, window, value, interval, suppressed: false, bins });
+            groups.push(ReleaseGroup {
+                key: key_map,
+                window,
+                value,
+                interval,
+                suppressed: false,
+                bins,
+            });
         }
     }
 
@@ -181,11 +258,26 @@ pub fn noisy_groups(policy: &Policy, p: &Plan, rows: &[veil_store::AggRow], doma
 
 /// Answers a query: a stored release when the same query was answered before (nothing
 /// charged), otherwise a new one if the principal's budget allows it.
-pub fn release(store: &mut dyn Store, policy: &Policy, principal: &str, q: &Query, now: i64, rng: &mut dyn RngCore) -> Result<Released, ReleaseError> {
+pub fn release(
+    store: &mut dyn Store,
+    policy: &Policy,
+    principal: &str,
+    q: &Query,
+    now: i64,
+    rng: &mut dyn RngCore,
+) -> Result<Released, ReleaseError> {
     let p = plan(&*store, policy, principal, q, now)?;
     if let Some(record) = store.release_by_key(&p.query_key)? {
-        store.audit(principal, "release_served", &serde_json::json!({"release_id": record.release_id, "metric": p.metric}), now)?;
-        return Ok(Released { record, cached: true });
+        store.audit(
+            principal,
+            "release_served",
+            &serde_json::json!({"release_id": record.release_id, "metric": p.metric}),
+            now,
+        )?;
+        return Ok(Released {
+            record,
+            cached: true,
+        });
     }
     let grouping = p.by.join(",");
     let rows = store.aggregates(&p.metric, &grouping, p.from_ts, p.to_ts)?;
@@ -230,21 +322,39 @@ pub fn release(store: &mut dyn Store, policy: &Policy, principal: &str, q: &Quer
         d.budget_left = (left * 1e6).round() / 1e6;
         serde_json::to_string(&d).expect("release documents serialize")
     };
-    let budget = policy.metric(&p.metric).map(|(c, _)| c.budget.epsilon).expect("exists");
+    let budget = policy
+        .metric(&p.metric)
+        .map(|(c, _)| c.budget.epsilon)
+        .expect("exists");
     match store.spend_and_store(&record, p.period_start, budget, &detail, &render) {
         Ok(Spend::Spent { .. }) => {}
         Ok(Spend::Refused { left }) => {
-            return Err(ReleaseError::BudgetExhausted { collection: p.collection, cost: p.epsilon, left, renews: p.budget_renews });
+            return Err(ReleaseError::BudgetExhausted {
+                collection: p.collection,
+                cost: p.epsilon,
+                left,
+                renews: p.budget_renews,
+            });
         }
         Err(StoreError::Conflict) => {
             // A concurrent identical query won the race: serve its answer.
-            let record = store.release_by_key(&p.query_key)?.ok_or(StoreError::Conflict)?;
-            return Ok(Released { record, cached: true });
+            let record = store
+                .release_by_key(&p.query_key)?
+                .ok_or(StoreError::Conflict)?;
+            return Ok(Released {
+                record,
+                cached: true,
+            });
         }
         Err(e) => return Err(e.into()),
     }
-    let record = store.release_by_key(&p.query_key)?.ok_or_else(|| StoreError::Corrupt("a stored release vanished".into()))?;
-    Ok(Released { record, cached: false })
+    let record = store
+        .release_by_key(&p.query_key)?
+        .ok_or_else(|| StoreError::Corrupt("a stored release vanished".into()))?;
+    Ok(Released {
+        record,
+        cached: false,
+    })
 }
 
 /// The `p`-quantile read off noisy bins by linear interpolation (post-processing).

@@ -60,17 +60,26 @@ fn moments(s: &[i64]) -> (f64, f64) {
 #[test]
 fn discrete_laplace_matches_mean_variance_and_pmf() {
     // scale b = t/s
-    for (i, (t, s)) in [(1u128, 2u128), (2, 1), (15, 2), (30, 1)].into_iter().enumerate() {
+    for (i, (t, s)) in [(1u128, 2u128), (2, 1), (15, 2), (30, 1)]
+        .into_iter()
+        .enumerate()
+    {
         let b = t as f64 / s as f64;
         let mut rng = ChaCha20Rng::seed_from_u64(100 + i as u64);
-        let samples: Vec<i64> = (0..N).map(|_| discrete_laplace(&mut rng, t, s) as i64).collect();
+        let samples: Vec<i64> = (0..N)
+            .map(|_| discrete_laplace(&mut rng, t, s) as i64)
+            .collect();
         let q = (-1.0 / b).exp();
         let var = 2.0 * q / (1.0 - q).powi(2);
         let (m, v) = moments(&samples);
         assert!(m.abs() < 4.0 * (var / N as f64).sqrt(), "b={b}: mean {m}");
         assert!((v - var).abs() / var < 0.03, "b={b}: variance {v} vs {var}");
         let (stat, df) = chi_square(&samples, &laplace_pmf(b));
-        assert!(stat < critical(df), "b={b}: chi2 {stat} df {df} crit {}", critical(df));
+        assert!(
+            stat < critical(df),
+            "b={b}: chi2 {stat} df {df} crit {}",
+            critical(df)
+        );
     }
 }
 
@@ -85,28 +94,42 @@ fn rounded_continuous_laplace_fails_the_same_test() {
             })
             .collect();
         let (stat, df) = chi_square(&samples, &laplace_pmf(b));
-        assert!(stat > critical(df), "b={b}: the wrong sampler must fail (chi2 {stat}, crit {})", critical(df));
+        assert!(
+            stat > critical(df),
+            "b={b}: the wrong sampler must fail (chi2 {stat}, crit {})",
+            critical(df)
+        );
     }
 }
 
 fn gaussian_pmf(sigma2: f64) -> impl Fn(i64) -> f64 {
     let r = (20.0 * sigma2.sqrt()).ceil() as i64 + 5;
-    let z: f64 = (-r..=r).map(|x| (-(x as f64).powi(2) / (2.0 * sigma2)).exp()).sum();
+    let z: f64 = (-r..=r)
+        .map(|x| (-(x as f64).powi(2) / (2.0 * sigma2)).exp())
+        .sum();
     move |x| (-(x as f64).powi(2) / (2.0 * sigma2)).exp() / z
 }
 
 #[test]
 fn discrete_gaussian_matches_mean_variance_and_pmf() {
-    for (i, (num, den)) in [(1u128, 1u128), (4, 1), (25, 1), (100, 3)].into_iter().enumerate() {
+    for (i, (num, den)) in [(1u128, 1u128), (4, 1), (25, 1), (100, 3)]
+        .into_iter()
+        .enumerate()
+    {
         let s2 = num as f64 / den as f64;
         let mut rng = ChaCha20Rng::seed_from_u64(300 + i as u64);
-        let samples: Vec<i64> = (0..N).map(|_| discrete_gaussian(&mut rng, num, den) as i64).collect();
+        let samples: Vec<i64> = (0..N)
+            .map(|_| discrete_gaussian(&mut rng, num, den) as i64)
+            .collect();
         let pmf = gaussian_pmf(s2);
         let r = (20.0 * s2.sqrt()).ceil() as i64;
         let var: f64 = (-r..=r).map(|x| (x as f64).powi(2) * pmf(x)).sum();
         let (m, v) = moments(&samples);
         assert!(m.abs() < 4.0 * (var / N as f64).sqrt(), "σ²={s2}: mean {m}");
-        assert!((v - var).abs() / var < 0.03, "σ²={s2}: variance {v} vs {var}");
+        assert!(
+            (v - var).abs() / var < 0.03,
+            "σ²={s2}: variance {v} vs {var}"
+        );
         let (stat, df) = chi_square(&samples, &pmf);
         assert!(stat < critical(df), "σ²={s2}: chi2 {stat} df {df}");
     }

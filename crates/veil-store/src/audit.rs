@@ -26,7 +26,14 @@ pub struct AuditEntry {
 }
 
 /// The hash of an entry from its content and its predecessor's hash.
-pub fn entry_hash(prev: &str, seq: i64, at: &str, actor: &str, action: &str, detail: &str) -> String {
+pub fn entry_hash(
+    prev: &str,
+    seq: i64,
+    at: &str,
+    actor: &str,
+    action: &str,
+    detail: &str,
+) -> String {
     let mut h = Sha256::new();
     for part in [prev, &seq.to_string(), at, actor, action, detail] {
         h.update((part.len() as u64).to_le_bytes());
@@ -48,16 +55,30 @@ pub struct Verification {
 
 /// Checks a chain read in storage order against an optional head `(seq, hash)`.
 pub fn verify(rows: &[AuditEntry], head: Option<(i64, String)>) -> Verification {
-    let bad = |seq: i64, msg: String, n: usize| Verification { ok: false, entries: n, first_bad: Some(seq), problem: Some(msg), head: None };
+    let bad = |seq: i64, msg: String, n: usize| Verification {
+        ok: false,
+        entries: n,
+        first_bad: Some(seq),
+        problem: Some(msg),
+        head: None,
+    };
     if rows.is_empty() {
-        return bad(1, "the audit log is empty; a Veil data directory always starts with a genesis entry".into(), 0);
+        return bad(
+            1,
+            "the audit log is empty; a Veil data directory always starts with a genesis entry"
+                .into(),
+            0,
+        );
     }
     let mut prev = GENESIS.to_owned();
     for (i, r) in rows.iter().enumerate() {
         let expect_seq = i as i64 + 1;
         if r.seq != expect_seq {
             let msg = if r.seq > expect_seq {
-                format!("entry #{expect_seq} is missing (deleted); next stored entry is #{}", r.seq)
+                format!(
+                    "entry #{expect_seq} is missing (deleted); next stored entry is #{}",
+                    r.seq
+                )
             } else {
                 format!("entry #{} is out of order", r.seq)
             };
@@ -68,18 +89,42 @@ pub fn verify(rows: &[AuditEntry], head: Option<(i64, String)>) -> Verification 
         }
         let h = entry_hash(&r.prev, r.seq, &r.at, &r.actor, &r.action, &r.detail);
         if h != r.hash {
-            return bad(r.seq, format!("entry #{} was changed: its content does not match its hash", r.seq), rows.len());
+            return bad(
+                r.seq,
+                format!(
+                    "entry #{} was changed: its content does not match its hash",
+                    r.seq
+                ),
+                rows.len(),
+            );
         }
         prev = r.hash.clone();
     }
     let last = rows.last().expect("non-empty");
     if let Some((hseq, hhash)) = head {
         if hseq > last.seq {
-            return bad(last.seq + 1, format!("entries #{} to #{hseq} are missing: the log was truncated", last.seq + 1), rows.len());
+            return bad(
+                last.seq + 1,
+                format!(
+                    "entries #{} to #{hseq} are missing: the log was truncated",
+                    last.seq + 1
+                ),
+                rows.len(),
+            );
         }
         if rows[(hseq - 1).max(0) as usize].hash != hhash {
-            return bad(hseq, format!("entry #{hseq} does not match the recorded head hash"), rows.len());
+            return bad(
+                hseq,
+                format!("entry #{hseq} does not match the recorded head hash"),
+                rows.len(),
+            );
         }
     }
-    Verification { ok: true, entries: rows.len(), first_bad: None, problem: None, head: Some(last.hash.clone()) }
+    Verification {
+        ok: true,
+        entries: rows.len(),
+        first_bad: None,
+        problem: None,
+        head: Some(last.hash.clone()),
+    }
 }

@@ -10,7 +10,9 @@ pub fn seal(key: &Secret, aad: &[u8], plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
     let cipher = Aes256Gcm::new_from_slice(&key.0).expect("32-byte key");
     let mut nonce = [0u8; 12];
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut nonce);
-    let ct = cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad }).expect("AES-GCM encryption of an in-memory buffer");
+    let ct = cipher
+        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
+        .expect("AES-GCM encryption of an in-memory buffer");
     (nonce.to_vec(), ct)
 }
 
@@ -20,5 +22,7 @@ pub fn open(key: &Secret, aad: &[u8], nonce: &[u8], ct: &[u8]) -> Option<Vec<u8>
         return None;
     }
     let cipher = Aes256Gcm::new_from_slice(&key.0).ok()?;
-    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).ok()
+    cipher
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
+        .ok()
 }

@@ -30,7 +30,10 @@ pub enum StoreError {
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("i/o error on {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("the data directory is not initialized (run `veil init`)")]
     NotInitialized,
     #[error("stored data is inconsistent: {0}")]
@@ -113,7 +116,12 @@ pub trait Store {
     /// Ends the current epoch at `now` and starts a new one with fresh keys.
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId>;
     /// Applies a batch atomically: dedupe, staging, aggregation state, quarantine, audit.
-    fn ingest(&mut self, policy: &Policy, keys: &KeyRing, batch: IngestBatch<'_>) -> Result<IngestOutcome>;
+    fn ingest(
+        &mut self,
+        policy: &Policy,
+        keys: &KeyRing,
+        batch: IngestBatch<'_>,
+    ) -> Result<IngestOutcome>;
     /// Per metric (policy order): windows starting before this instant are sealed.
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>>;
     /// Seals every window closed for at least the grace period.
@@ -121,7 +129,13 @@ pub trait Store {
     /// Sealed aggregates of one metric and grouping with window start in `[from, to)`.
     fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>>;
     /// Appends one audit entry; `detail` must hold no personal data.
-    fn audit(&mut self, actor: &str, action: &str, detail: &serde_json::Value, now: i64) -> Result<AuditEntry>;
+    fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<AuditEntry>;
     /// Audit entries with `seq >= since`.
     fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>>;
     /// Verifies the whole chain against the recorded head.

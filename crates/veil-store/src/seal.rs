@@ -59,12 +59,21 @@ pub fn project(group: &str, keep: &[usize]) -> String {
 
 /// Aggregates one window's rows for one grouping (a subset of the metric's `by`
 /// positions), bounding each contributor's influence.
-pub fn aggregate(rows: &[ContribRow], keep: &[usize], b: Bounds, rng: &mut impl Rng) -> Vec<SealedGroup> {
+pub fn aggregate(
+    rows: &[ContribRow],
+    keep: &[usize],
+    b: Bounds,
+    rng: &mut impl Rng,
+) -> Vec<SealedGroup> {
     // contributor -> group -> (n, total, bins)
     let mut per: HashMap<[u8; 16], BTreeMap<String, (i64, i64, Vec<i64>)>> = HashMap::new();
     for r in rows {
         let g = project(&r.group, keep);
-        let e = per.entry(r.contributor).or_default().entry(g).or_insert_with(|| (0, 0, vec![0; b.nbins]));
+        let e = per
+            .entry(r.contributor)
+            .or_default()
+            .entry(g)
+            .or_insert_with(|| (0, 0, vec![0; b.nbins]));
         e.0 += r.n;
         e.1 = e.1.saturating_add(r.total);
         if r.bin >= 0 && (r.bin as usize) < b.nbins {
@@ -73,7 +82,7 @@ pub fn aggregate(rows: &[ContribRow], keep: &[usize], b: Bounds, rng: &mut impl 
     }
     let mut out: BTreeMap<String, SealedGroup> = BTreeMap::new();
     let mut contributors: Vec<_> = per.into_iter().collect();
-    contributors.sort_by(|a, b| a.0.cmp(&b.0)); // deterministic order; randomness only from rng
+    contributors.sort_by_key(|a| a.0); // deterministic order; randomness only from rng
     for (_, groups) in contributors {
         let mut groups: Vec<_> = groups.into_iter().collect();
         if groups.len() > b.l0 as usize {
@@ -89,7 +98,13 @@ pub fn aggregate(rows: &[ContribRow], keep: &[usize], b: Bounds, rng: &mut impl 
                 (n, total)
             };
             let bbins = bound_bins(&bins, bn);
-            let e = out.entry(g.clone()).or_insert_with(|| SealedGroup { group: g, contributors: 0, count: 0, sum: 0, bins: vec![0; b.nbins] });
+            let e = out.entry(g.clone()).or_insert_with(|| SealedGroup {
+                group: g,
+                contributors: 0,
+                count: 0,
+                sum: 0,
+                bins: vec![0; b.nbins],
+            });
             e.contributors += 1;
             e.count += bn;
             e.sum = e.sum.saturating_add(btotal);
@@ -109,7 +124,11 @@ fn bound_bins(bins: &[i64], cap: i64) -> Vec<i64> {
         return bins.to_vec();
     }
     let mut out: Vec<i64> = bins.iter().map(|&x| x * cap / total).collect();
-    let mut rem: Vec<(i64, usize)> = bins.iter().enumerate().map(|(i, &x)| (x * cap % total, i)).collect();
+    let mut rem: Vec<(i64, usize)> = bins
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| (x * cap % total, i))
+        .collect();
     rem.sort_by(|a, b| b.cmp(a));
     let mut left = cap - out.iter().sum::<i64>();
     for (_, i) in rem {
@@ -125,7 +144,9 @@ fn bound_bins(bins: &[i64], cap: i64) -> Vec<i64> {
 /// Every subset of `0..n` (as position lists in order): the groupings sealed per window,
 /// so coarser reports count distinct contributors exactly instead of adding up groups.
 pub fn groupings(n: usize) -> Vec<Vec<usize>> {
-    (0..(1u32 << n)).map(|mask| (0..n).filter(|i| mask & (1 << i) != 0).collect()).collect()
+    (0..(1u32 << n))
+        .map(|mask| (0..n).filter(|i| mask & (1 << i) != 0).collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,16 +155,39 @@ mod tests {
     use rand::SeedableRng;
 
     fn row(g: &str, c: u8, n: i64, total: i64) -> ContribRow {
-        ContribRow { group: g.into(), contributor: [c; 16], bin: -1, n, total }
+        ContribRow {
+            group: g.into(),
+            contributor: [c; 16],
+            bin: -1,
+            n,
+            total,
+        }
     }
 
     #[test]
     fn bounds_rows_and_groups_per_contributor() {
-        let rows = vec![row("a", 1, 100, 1000), row("b", 1, 1, 5), row("c", 1, 1, 5), row("a", 2, 3, 30)];
+        let rows = vec![
+            row("a", 1, 100, 1000),
+            row("b", 1, 1, 5),
+            row("c", 1, 1, 5),
+            row("a", 2, 3, 30),
+        ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let out = aggregate(&rows, &[0], Bounds { l0: 2, linf: 10, nbins: 0 }, &mut rng);
+        let out = aggregate(
+            &rows,
+            &[0],
+            Bounds {
+                l0: 2,
+                linf: 10,
+                nbins: 0,
+            },
+            &mut rng,
+        );
         let total_contribs: i64 = out.iter().map(|g| g.contributors).sum();
-        assert_eq!(total_contribs, 3, "contributor 1 keeps 2 of its 3 groups, contributor 2 one");
+        assert_eq!(
+            total_contribs, 3,
+            "contributor 1 keeps 2 of its 3 groups, contributor 2 one"
+        );
         for g in &out {
             assert!(g.count <= 10 * g.contributors);
         }
@@ -152,10 +196,31 @@ mod tests {
     #[test]
     fn coarser_grouping_counts_people_once() {
         let sep = GROUP_SEP;
-        let rows = vec![row(&format!("web{sep}success"), 1, 2, 0), row(&format!("web{sep}failure"), 1, 1, 0)];
+        let rows = vec![
+            row(&format!("web{sep}success"), 1, 2, 0),
+            row(&format!("web{sep}failure"), 1, 1, 0),
+        ];
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let out = aggregate(&rows, &[0], Bounds { l0: 4, linf: 50, nbins: 0 }, &mut rng);
-        assert_eq!(out, vec![SealedGroup { group: "web".into(), contributors: 1, count: 3, sum: 0, bins: vec![] }]);
+        let out = aggregate(
+            &rows,
+            &[0],
+            Bounds {
+                l0: 4,
+                linf: 50,
+                nbins: 0,
+            },
+            &mut rng,
+        );
+        assert_eq!(
+            out,
+            vec![SealedGroup {
+                group: "web".into(),
+                contributors: 1,
+                count: 3,
+                sum: 0,
+                bins: vec![]
+            }]
+        );
         assert_eq!(groupings(2), vec![vec![], vec![0], vec![1], vec![0, 1]]);
     }
 

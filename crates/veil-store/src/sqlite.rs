@@ -54,7 +54,9 @@ pub struct SqliteStore {
 }
 
 fn rfc3339(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0).map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string()).unwrap_or_default()
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
 }
 
 fn micro(eps: f64) -> i64 {
@@ -78,11 +80,18 @@ impl SqliteStore {
 
     /// Creates the data directory, schema, the first epoch's keys and the genesis audit entry.
     pub fn init(data_dir: &Path, now: i64, actor: &str) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io { path: data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
         let mut s = Self::connect(data_dir)?;
-        let has: i64 = s.conn.query_row("SELECT COUNT(*) FROM vault_epochs", [], |r| r.get(0))?;
+        let has: i64 = s
+            .conn
+            .query_row("SELECT COUNT(*) FROM vault_epochs", [], |r| r.get(0))?;
         if has == 0 {
-            let tx = s.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = s
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             insert_epoch(&tx, i64::MIN, now)?;
             let e = append_audit(&tx, actor, "init", &serde_json::json!({"epoch": 1}), now)?;
             tx.commit()?;
@@ -98,7 +107,10 @@ impl SqliteStore {
              PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint=16384; PRAGMA temp_store=MEMORY;",
         )?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteStore { conn, head_path: data_dir.join("audit.head") })
+        Ok(SqliteStore {
+            conn,
+            head_path: data_dir.join("audit.head"),
+        })
     }
 
     /// Direct access for tests and maintenance tools in this crate's family.
@@ -108,7 +120,10 @@ impl SqliteStore {
 
     fn write_head(&self, e: &AuditEntry) -> Result<()> {
         let tmp = self.head_path.with_extension("head.tmp");
-        let io = |source| StoreError::Io { path: self.head_path.display().to_string(), source };
+        let io = |source| StoreError::Io {
+            path: self.head_path.display().to_string(),
+            source,
+        };
         std::fs::write(&tmp, format!("{} {}\n", e.seq, e.hash)).map_err(io)?;
         std::fs::rename(&tmp, &self.head_path).map_err(io)
     }
@@ -123,19 +138,36 @@ impl SqliteStore {
     /// and subject requests).
     pub fn staging_payloads(&self, collection: &str, keys: &KeyRing) -> Result<Vec<String>> {
         let mut st = self.conn.prepare("SELECT epoch, day, nonce, ciphertext FROM staging_segments WHERE collection = ?1 ORDER BY id")?;
-        let rows = st.query_map([collection], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?)))?;
-        let data_keys: HashMap<u32, Secret> = keys.epochs().filter_map(|e| Some((e.id.0, e.keys.as_ref()?.data.clone()))).collect();
+        let rows = st.query_map([collection], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+            ))
+        })?;
+        let data_keys: HashMap<u32, Secret> = keys
+            .epochs()
+            .filter_map(|e| Some((e.id.0, e.keys.as_ref()?.data.clone())))
+            .collect();
         let mut out = Vec::new();
         for row in rows {
             let (epoch, day, nonce, ct) = row?;
-            let Some(k) = data_keys.get(&epoch) else { continue }; // shredded: unreadable by design
+            let Some(k) = data_keys.get(&epoch) else {
+                continue;
+            }; // shredded: unreadable by design
             let plain = crypto::open(k, &segment_aad(collection, epoch, day), &nonce, &ct)
-                .ok_or_else(|| StoreError::Corrupt("a staging segment failed authentication".into()))?;
-            let text = String::from_utf8(plain).map_err(|_| StoreError::Corrupt("a staging segment is not UTF-8".into()))?;
+                .ok_or_else(|| {
+                    StoreError::Corrupt("a staging segment failed authentication".into())
+                })?;
+            let text = String::from_utf8(plain)
+                .map_err(|_| StoreError::Corrupt("a staging segment is not UTF-8".into()))?;
             let mut lines = text.lines();
-            let header: Vec<String> = serde_json::from_str(lines.next().unwrap_or("[]")).map_err(|_| StoreError::Corrupt("a staging segment has no header".into()))?;
+            let header: Vec<String> = serde_json::from_str(lines.next().unwrap_or("[]"))
+                .map_err(|_| StoreError::Corrupt("a staging segment has no header".into()))?;
             for line in lines {
-                let row: Vec<serde_json::Value> = serde_json::from_str(line).map_err(|_| StoreError::Corrupt("a staging row is not JSON".into()))?;
+                let row: Vec<serde_json::Value> = serde_json::from_str(line)
+                    .map_err(|_| StoreError::Corrupt("a staging row is not JSON".into()))?;
                 let mut attrs = serde_json::Map::new();
                 for (name, v) in header.iter().zip(&row).skip(1) {
                     if !v.is_null() {
@@ -162,7 +194,14 @@ fn seen_sql(n: usize) -> String {
 }
 
 /// One contributor record: group length (u32 LE), group, contributor, bin, n, total.
-fn encode_contrib(out: &mut Vec<u8>, group: &str, contributor: &[u8; 16], bin: i32, n: i64, total: i64) {
+fn encode_contrib(
+    out: &mut Vec<u8>,
+    group: &str,
+    contributor: &[u8; 16],
+    bin: i32,
+    n: i64,
+    total: i64,
+) {
     out.extend_from_slice(&(group.len() as u32).to_le_bytes());
     out.extend_from_slice(group.as_bytes());
     out.extend_from_slice(contributor);
@@ -206,8 +245,20 @@ fn insert_epoch(tx: &Transaction, start: i64, now: i64) -> Result<EpochId> {
     Ok(EpochId(tx.last_insert_rowid() as u32))
 }
 
-fn append_audit(tx: &Transaction, actor: &str, action: &str, detail: &serde_json::Value, now: i64) -> Result<AuditEntry> {
-    let last: Option<(i64, String)> = tx.query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+fn append_audit(
+    tx: &Transaction,
+    actor: &str,
+    action: &str,
+    detail: &serde_json::Value,
+    now: i64,
+) -> Result<AuditEntry> {
+    let last: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, audit::GENESIS.to_owned()),
@@ -219,14 +270,24 @@ fn append_audit(tx: &Transaction, actor: &str, action: &str, detail: &serde_json
         "INSERT INTO audit (seq, at, actor, action, detail, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![seq, at, actor, action, detail, prev, hash],
     )?;
-    Ok(AuditEntry { seq, at, actor: actor.into(), action: action.into(), detail, prev, hash })
+    Ok(AuditEntry {
+        seq,
+        at,
+        actor: actor.into(),
+        action: action.into(),
+        detail,
+        prev,
+        hash,
+    })
 }
 
 fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
     match v {
         None => Ok(None),
         Some(b) => {
-            let a: [u8; 32] = b.try_into().map_err(|_| StoreError::Corrupt("a vault key has the wrong length".into()))?;
+            let a: [u8; 32] = b
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("a vault key has the wrong length".into()))?;
             Ok(Some(Secret(a)))
         }
     }
@@ -236,7 +297,14 @@ impl Store for SqliteStore {
     fn epochs(&self) -> Result<Vec<Epoch>> {
         let mut st = self.conn.prepare("SELECT id, start_ts, end_ts, hmac_key, data_key, created_at FROM vault_epochs ORDER BY start_ts")?;
         let rows = st.query_map([], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get(1)?, r.get(2)?, r.get::<_, Option<Vec<u8>>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?, r.get(5)?))
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get(5)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -245,47 +313,99 @@ impl Store for SqliteStore {
                 (Some(hmac), Some(data)) => Some(EpochKeys { hmac, data }),
                 _ => None,
             };
-            out.push(Epoch { id: EpochId(id), start, end, created_at, keys });
+            out.push(Epoch {
+                id: EpochId(id),
+                start,
+                end,
+                created_at,
+                keys,
+            });
         }
         Ok(out)
     }
 
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: i64 = tx.query_row("SELECT id FROM vault_epochs WHERE end_ts = ?1", [OPEN_END], |r| r.get(0))?;
-        tx.execute("UPDATE vault_epochs SET end_ts = ?1 WHERE id = ?2", params![now, current])?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row(
+            "SELECT id FROM vault_epochs WHERE end_ts = ?1",
+            [OPEN_END],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE vault_epochs SET end_ts = ?1 WHERE id = ?2",
+            params![now, current],
+        )?;
         let id = insert_epoch(&tx, now, now)?;
-        let e = append_audit(&tx, actor, "key_rotate", &serde_json::json!({"ended_epoch": current, "new_epoch": id.0}), now)?;
+        let e = append_audit(
+            &tx,
+            actor,
+            "key_rotate",
+            &serde_json::json!({"ended_epoch": current, "new_epoch": id.0}),
+            now,
+        )?;
         tx.commit()?;
         self.write_head(&e)?;
         Ok(id)
     }
 
-    fn ingest(&mut self, policy: &Policy, keys: &KeyRing, batch: IngestBatch<'_>) -> Result<IngestOutcome> {
+    fn ingest(
+        &mut self,
+        policy: &Policy,
+        keys: &KeyRing,
+        batch: IngestBatch<'_>,
+    ) -> Result<IngestOutcome> {
         let now = batch.received_at;
         let metric_names: Vec<&str> = policy.metrics().map(|(_, m)| m.name.as_str()).collect();
-        let data_keys: HashMap<u32, &Secret> = keys.epochs().filter_map(|e| Some((e.id.0, &e.keys.as_ref()?.data))).collect();
+        let data_keys: HashMap<u32, &Secret> = keys
+            .epochs()
+            .filter_map(|e| Some((e.id.0, &e.keys.as_ref()?.data)))
+            .collect();
         let mut out = IngestOutcome::default();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             // Deduplicate on (source, id): first within the batch, then against what is stored.
             // Keys go in sorted order so the B-tree is walked once, not hopped across.
-            let mut keys: Vec<([u8; 16], i64)> = batch.accepted.iter().filter_map(|a| Some((a.dedupe?, a.time.div_euclid(86_400)))).collect();
+            let mut keys: Vec<([u8; 16], i64)> = batch
+                .accepted
+                .iter()
+                .filter_map(|a| Some((a.dedupe?, a.time.div_euclid(86_400))))
+                .collect();
             keys.sort_unstable();
             keys.dedup_by_key(|k| k.0); // a repeat inside the batch is a duplicate too
             let mut fresh: rustc_hash::FxHashSet<[u8; 16]> = rustc_hash::FxHashSet::default();
             for chunk in keys.chunks(SEEN_CHUNK) {
                 let mut st = tx.prepare_cached(&seen_sql(chunk.len()))?;
-                let params: Vec<&dyn rusqlite::ToSql> = chunk.iter().flat_map(|(k, d)| [k as &dyn rusqlite::ToSql, d as &dyn rusqlite::ToSql]).collect();
+                let params: Vec<&dyn rusqlite::ToSql> = chunk
+                    .iter()
+                    .flat_map(|(k, d)| [k as &dyn rusqlite::ToSql, d as &dyn rusqlite::ToSql])
+                    .collect();
                 let mut rows = st.query(params.as_slice())?;
                 while let Some(r) = rows.next()? {
-                    let k: [u8; 16] = r.get_ref(0)?.as_blob().ok().and_then(|b| b.try_into().ok()).ok_or(()).map_err(|_| StoreError::Corrupt("a dedupe key has the wrong length".into()))?;
+                    let k: [u8; 16] = r
+                        .get_ref(0)?
+                        .as_blob()
+                        .ok()
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or(())
+                        .map_err(|_| {
+                            StoreError::Corrupt("a dedupe key has the wrong length".into())
+                        })?;
                     fresh.insert(k);
                 }
             }
-            let duplicate: Vec<bool> = batch.accepted.iter().map(|a| a.dedupe.map(|k| !fresh.remove(&k)).unwrap_or(false)).collect();
-            let mut segments: rustc_hash::FxHashMap<(usize, u32, i64), (Vec<u8>, i64)> = Default::default();
-            let mut agg: rustc_hash::FxHashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> = Default::default();
+            let duplicate: Vec<bool> = batch
+                .accepted
+                .iter()
+                .map(|a| a.dedupe.map(|k| !fresh.remove(&k)).unwrap_or(false))
+                .collect();
+            let mut segments: rustc_hash::FxHashMap<(usize, u32, i64), (Vec<u8>, i64)> =
+                Default::default();
+            let mut agg: rustc_hash::FxHashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> =
+                Default::default();
             for (a, dup) in batch.accepted.iter().zip(duplicate) {
                 if dup {
                     out.duplicates += 1;
@@ -294,14 +414,24 @@ impl Store for SqliteStore {
                 out.accepted += 1;
                 out.clamped += a.clamped as usize;
                 out.redacted += a.redacted as usize;
-                let seg = segments.entry((a.collection, a.epoch.0, a.time.div_euclid(86_400))).or_default();
+                let seg = segments
+                    .entry((a.collection, a.epoch.0, a.time.div_euclid(86_400)))
+                    .or_default();
                 if !seg.0.is_empty() {
                     seg.0.push(b'\n');
                 }
                 seg.0.extend_from_slice(&a.payload);
                 seg.1 += 1;
                 for c in &a.contributions {
-                    let e = agg.entry((c.metric, c.window_start, c.group.as_str(), c.contributor.0, c.bin)).or_insert((0, 0));
+                    let e = agg
+                        .entry((
+                            c.metric,
+                            c.window_start,
+                            c.group.as_str(),
+                            c.contributor.0,
+                            c.bin,
+                        ))
+                        .or_insert((0, 0));
                     e.0 += 1;
                     e.1 = e.1.saturating_add(c.value);
                 }
@@ -311,10 +441,16 @@ impl Store for SqliteStore {
             )?;
             for ((ci, epoch, day), (rows, n)) in segments {
                 let coll = &policy.collections[ci].name;
-                let mut plain = serde_json::to_vec(&veil_pipeline::staging_header(&policy.collections[ci])).expect("names serialize");
+                let mut plain =
+                    serde_json::to_vec(&veil_pipeline::staging_header(&policy.collections[ci]))
+                        .expect("names serialize");
                 plain.push(b'\n');
                 plain.extend_from_slice(&rows);
-                let key = data_keys.get(&epoch).ok_or_else(|| StoreError::Corrupt("an accepted event belongs to an epoch without a data key".into()))?;
+                let key = data_keys.get(&epoch).ok_or_else(|| {
+                    StoreError::Corrupt(
+                        "an accepted event belongs to an epoch without a data key".into(),
+                    )
+                })?;
                 let (nonce, ct) = crypto::seal(key, &segment_aad(coll, epoch, day), &plain);
                 seg_ins.execute(params![coll, epoch, day, n, nonce, ct, now])?;
             }
@@ -336,7 +472,14 @@ impl Store for SqliteStore {
             for r in &batch.rejected {
                 *out.rejected.entry(r.reason.code().to_owned()).or_default() += 1;
                 let names = serde_json::to_string(&r.field_names).expect("strings serialize");
-                q.execute(params![now, batch.source, r.reason.code(), r.message, r.collection, names])?;
+                q.execute(params![
+                    now,
+                    batch.source,
+                    r.reason.code(),
+                    r.message,
+                    r.collection,
+                    names
+                ])?;
             }
         }
         let detail = serde_json::json!({
@@ -350,30 +493,51 @@ impl Store for SqliteStore {
     }
 
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>> {
-        let mut st = self.conn.prepare_cached("SELECT sealed_before FROM seal_state WHERE metric = ?1")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT sealed_before FROM seal_state WHERE metric = ?1")?;
         policy
             .metrics()
-            .map(|(_, m)| Ok(st.query_row([&m.name], |r| r.get(0)).optional()?.unwrap_or(i64::MIN)))
+            .map(|(_, m)| {
+                Ok(st
+                    .query_row([&m.name], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(i64::MIN))
+            })
             .collect()
     }
 
     fn seal(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<SealOutcome> {
         let mut out = SealOutcome::default();
         let mut rng = rand::rngs::StdRng::from_entropy();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (c, m) in policy.metrics() {
             let boundary = window::start(m.window, now - policy.defaults.seal_grace);
             let windows: Vec<i64> = {
                 let mut st = tx.prepare_cached("SELECT DISTINCT window_start FROM staging_contrib WHERE metric = ?1 AND window_start < ?2 ORDER BY 1")?;
-                let v = st.query_map(params![m.name, boundary], |r| r.get(0))?.collect::<std::result::Result<_, _>>()?;
+                let v = st
+                    .query_map(params![m.name, boundary], |r| r.get(0))?
+                    .collect::<std::result::Result<_, _>>()?;
                 v
             };
             let dims: Vec<&str> = m.by.iter().map(|&i| c.fields[i].name.as_str()).collect();
-            let nbins = if m.kind == MetricKind::Histogram { m.bins.len() - 1 } else { 0 };
-            let bounds = Bounds { l0: m.max_groups_per_contributor, linf: m.max_contributions_per_group, nbins };
+            let nbins = if m.kind == MetricKind::Histogram {
+                m.bins.len() - 1
+            } else {
+                0
+            };
+            let bounds = Bounds {
+                l0: m.max_groups_per_contributor,
+                linf: m.max_contributions_per_group,
+                nbins,
+            };
             for w in windows {
                 let rows: Vec<ContribRow> = {
-                    let mut st = tx.prepare_cached("SELECT data FROM staging_contrib WHERE metric = ?1 AND window_start = ?2")?;
+                    let mut st = tx.prepare_cached(
+                        "SELECT data FROM staging_contrib WHERE metric = ?1 AND window_start = ?2",
+                    )?;
                     let mut sum: HashMap<(String, [u8; 16], i32), (i64, i64)> = HashMap::new();
                     let mut q = st.query(params![m.name, w])?;
                     while let Some(r) = q.next()? {
@@ -384,7 +548,15 @@ impl Store for SqliteStore {
                             e.1 = e.1.saturating_add(total);
                         })?;
                     }
-                    sum.into_iter().map(|((group, contributor, bin), (n, total))| ContribRow { group, contributor, bin, n, total }).collect()
+                    sum.into_iter()
+                        .map(|((group, contributor, bin), (n, total))| ContribRow {
+                            group,
+                            contributor,
+                            bin,
+                            n,
+                            total,
+                        })
+                        .collect()
                 };
                 for keep in seal::groupings(dims.len()) {
                     let grouping = keep.iter().map(|&i| dims[i]).collect::<Vec<_>>().join(",");
@@ -396,8 +568,12 @@ impl Store for SqliteStore {
                         out.groups += 1;
                     }
                 }
-                tx.execute("DELETE FROM staging_contrib WHERE metric = ?1 AND window_start = ?2", params![m.name, w])?;
-                out.windows.push((m.name.clone(), window::label(m.window, w)));
+                tx.execute(
+                    "DELETE FROM staging_contrib WHERE metric = ?1 AND window_start = ?2",
+                    params![m.name, w],
+                )?;
+                out.windows
+                    .push((m.name.clone(), window::label(m.window, w)));
             }
             tx.execute(
                 "INSERT INTO seal_state (metric, sealed_before) VALUES (?1, ?2) ON CONFLICT (metric) DO UPDATE SET sealed_before = MAX(sealed_before, excluded.sealed_before)",
@@ -433,8 +609,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    fn audit(&mut self, actor: &str, action: &str, detail: &serde_json::Value, now: i64) -> Result<AuditEntry> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<AuditEntry> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let e = append_audit(&tx, actor, action, detail, now)?;
         tx.commit()?;
         self.write_head(&e)?;
@@ -444,28 +628,55 @@ impl Store for SqliteStore {
     fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>> {
         let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE seq >= ?1 ORDER BY seq")?;
         let rows = st.query_map([since], |r| {
-            Ok(AuditEntry { seq: r.get(0)?, at: r.get(1)?, actor: r.get(2)?, action: r.get(3)?, detail: r.get(4)?, prev: r.get(5)?, hash: r.get(6)? })
+            Ok(AuditEntry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                detail: r.get(4)?,
+                prev: r.get(5)?,
+                hash: r.get(6)?,
+            })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     fn audit_verify(&self) -> Result<Verification> {
         // Read in storage order (rowid), not by seq, so reordered rows are visible as such.
-        let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit ORDER BY rowid")?;
+        let mut st = self.conn.prepare(
+            "SELECT seq, at, actor, action, detail, prev, hash FROM audit ORDER BY rowid",
+        )?;
         let rows: Vec<AuditEntry> = st
             .query_map([], |r| {
-                Ok(AuditEntry { seq: r.get(0)?, at: r.get(1)?, actor: r.get(2)?, action: r.get(3)?, detail: r.get(4)?, prev: r.get(5)?, hash: r.get(6)? })
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev: r.get(5)?,
+                    hash: r.get(6)?,
+                })
             })?
             .collect::<std::result::Result<_, _>>()?;
         Ok(audit::verify(&rows, self.read_head()))
     }
 
     fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool> {
-        let last: Option<String> = self.conn.query_row("SELECT value FROM meta WHERE key = 'policy_hash'", [], |r| r.get(0)).optional()?;
+        let last: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'policy_hash'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
         if last.as_deref() == Some(policy.hash.as_str()) {
             return Ok(false);
         }
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&policy.hash])?;
         let detail = serde_json::json!({"policy_sha256": policy.hash, "previous_sha256": last, "collections": policy.collections.len()});
         let e = append_audit(&tx, actor, "policy_load", &detail, now)?;
@@ -475,7 +686,9 @@ impl Store for SqliteStore {
     }
 
     fn quarantine_counts(&self) -> Result<BTreeMap<String, i64>> {
-        let mut st = self.conn.prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")?;
+        let mut st = self
+            .conn
+            .prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason")?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
@@ -499,8 +712,16 @@ impl Store for SqliteStore {
         audit_detail: &serde_json::Value,
         render: &dyn Fn(f64) -> String,
     ) -> Result<Spend> {
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: Option<String> = tx.query_row("SELECT release_id FROM releases WHERE query_key = ?1", [&rel.query_key], |r| r.get(0)).optional()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT release_id FROM releases WHERE query_key = ?1",
+                [&rel.query_key],
+                |r| r.get(0),
+            )
+            .optional()?;
         if exists.is_some() {
             return Err(StoreError::Conflict);
         }

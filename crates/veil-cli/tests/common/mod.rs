@@ -19,7 +19,10 @@ pub struct Run {
 impl Veil {
     /// `veil init` in a fresh temporary directory.
     pub fn init() -> Veil {
-        let v = Veil { dir: tempfile::tempdir().unwrap(), printed: Default::default() };
+        let v = Veil {
+            dir: tempfile::tempdir().unwrap(),
+            printed: Default::default(),
+        };
         let r = v.run(&["init", v.dir.path().to_str().unwrap()]);
         assert_eq!(r.code, 0, "init failed: {}", r.stderr);
         v
@@ -49,8 +52,16 @@ impl Veil {
 
     pub fn run_in(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
         let mut c = Command::new(env!("CARGO_BIN_EXE_veil"));
-        c.args(args).env("VEIL_CONFIG", self.path().join("veil.toml")).env("USER", "tester");
-        c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.args(args)
+            .env("VEIL_CONFIG", self.path().join("veil.toml"))
+            .env("USER", "tester");
+        c.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         if let Some(data) = stdin {
             use std::io::Write;
@@ -62,8 +73,16 @@ impl Veil {
         }
         let o = child.wait_with_output().unwrap();
         self.record(&o);
-        let r = Run { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() };
-        assert!(!r.stderr.contains("panicked"), "veil panicked: {}", r.stderr);
+        let r = Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into(),
+            stderr: String::from_utf8_lossy(&o.stderr).into(),
+        };
+        assert!(
+            !r.stderr.contains("panicked"),
+            "veil panicked: {}",
+            r.stderr
+        );
         r
     }
 
@@ -71,7 +90,13 @@ impl Veil {
     pub fn generate(&self, seed: u64, bad: bool) -> PathBuf {
         let out = self.path().join(format!("events-{seed}.ndjson"));
         let seed_s = seed.to_string();
-        let mut args = vec!["generate", "--seed", &seed_s, "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "generate",
+            "--seed",
+            &seed_s,
+            "--out",
+            out.to_str().unwrap(),
+        ];
         if !bad {
             args.push("--no-bad");
         }
