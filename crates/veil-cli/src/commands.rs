@@ -604,7 +604,7 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
             let kept: Vec<String> = c
                 .fields
                 .iter()
-                .map(|f| format!("{}:{:?}/{:?}", f.name, f.class, f.transform).to_lowercase())
+                .map(|f| format!("{}:{}/{}", f.name, f.class.as_str(), f.transform.as_str()))
                 .collect();
             println!("  {:<20} {}", c.name, kept.join("  "));
         }

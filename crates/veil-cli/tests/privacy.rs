@@ -62,24 +62,10 @@ fn needles(events: &[u8]) -> Vec<String> {
 }
 
 fn veil_planted() -> Vec<String> {
-    // Mirrors generate::PLANTED (the binary's constants are not importable from here).
-    [
-        "4111 1111 1111 1111",
-        "5500-0000-0000-0004",
-        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlc2lnbmF0dXJl",
-        "sk_live_4eC39HqLyjWDarjtT1zdp7dc",
-        "ghp_R2D2C3POabcdefghijklmnopqrstuvwx12",
-        "Bearer mF_9.B5f-4.1JqM-secret-token",
-        "+44 20 7946 0958",
-        "(415) 555-0132",
-        "198.51.100.77",
-        "2001:db8:85a3::8a2e:370:7334",
-        "Margarethe Vandersloot",
-        "Kwabena Osei-Tutu",
-        "123-45-6789",
-    ]
-    .map(String::from)
-    .to_vec()
+    include_str!("../../../examples/planted-pii.txt")
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 fn forms(s: &str) -> Vec<Vec<u8>> {

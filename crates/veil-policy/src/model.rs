@@ -93,6 +93,33 @@ pub enum FieldClass {
     Timestamp,
 }
 
+impl FieldClass {
+    /// The policy spelling (`direct_identifier`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldClass::DirectIdentifier => "direct_identifier",
+            FieldClass::QuasiIdentifier => "quasi_identifier",
+            FieldClass::Attribute => "attribute",
+            FieldClass::Measure => "measure",
+            FieldClass::FreeText => "free_text",
+            FieldClass::Timestamp => "timestamp",
+        }
+    }
+}
+
+impl Transform {
+    /// The policy spelling (`pseudonymize`, `generalize`, …).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transform::Pseudonymize => "pseudonymize",
+            Transform::Drop => "drop",
+            Transform::Redact => "redact",
+            Transform::Keep => "keep",
+            Transform::Generalize(_) => "generalize",
+        }
+    }
+}
+
 /// What happens to a field's value at the door.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transform {

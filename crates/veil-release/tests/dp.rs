@@ -46,6 +46,19 @@ fn env() -> Env {
     }
 }
 
+/// Writes sealed `team` aggregates for `people` as `veil seal` would.
+fn insert_sealed(e: &Env, people: &[(&str, u8, i64)], rng: &mut ChaCha20Rng) {
+    for g in seal(&rows(people), e.week, 25, rng) {
+        e.store
+            .connection()
+            .execute(
+                "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES ('builds', 'team', ?1, ?2, ?3, ?4, 0, '[]', 0)",
+                rusqlite::params![e.week, g.group, g.contributors, g.count],
+            )
+            .unwrap();
+    }
+}
+
 fn date(t: i64) -> chrono::NaiveDate {
     chrono::DateTime::from_timestamp(t, 0).unwrap().date_naive()
 }
@@ -369,15 +382,7 @@ fn the_same_query_a_thousand_times_is_one_answer_and_one_charge() {
     let mut e = env();
     let mut rng = ChaCha20Rng::seed_from_u64(9);
     let people: Vec<(&str, u8, i64)> = (0..60).map(|i| ("web", i as u8, 10)).collect();
-    for g in seal(&rows(&people), e.week, 25, &mut rng) {
-        e.store
-            .connection()
-            .execute(
-                "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES ('builds', 'team', ?1, ?2, ?3, ?4, 0, '[]', 0)",
-                rusqlite::params![e.week, g.group, g.contributors, g.count],
-            )
-            .unwrap();
-    }
+    insert_sealed(&e, &people, &mut rng);
     let q = builds_query(&e);
     let first = release(&mut e.store, &e.policy, "analyst", &q, e.now, &mut rng).unwrap();
     assert!(!first.cached);
@@ -447,15 +452,7 @@ fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
     let mut e = env();
     let mut rng = ChaCha20Rng::seed_from_u64(5);
     let people: Vec<(&str, u8, i64)> = (0..60).map(|i| ("web", i as u8, 10)).collect();
-    for g in seal(&rows(&people), e.week, 25, &mut rng) {
-        e.store
-            .connection()
-            .execute(
-                "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES ('builds', 'team', ?1, ?2, ?3, ?4, 0, '[]', 0)",
-                rusqlite::params![e.week, g.group, g.contributors, g.count],
-            )
-            .unwrap();
-    }
+    insert_sealed(&e, &people, &mut rng);
     // Spend 9 of 10 with nine distinct queries, leaving room for exactly one more.
     for back in 1..=9i64 {
         let q = Query {
@@ -511,4 +508,42 @@ fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
         )
         .unwrap();
     assert!((spent - 10.0).abs() < 1e-9, "ledger {spent}");
+}
+
+#[test]
+fn a_discrete_gaussian_metric_releases_with_its_converted_epsilon_delta_and_interval() {
+    let mut e = env();
+    let text = POLICY.replacen(
+        "        max_contributions_per_group: 25\n",
+        "        max_contributions_per_group: 25\n        mechanism: discrete_gaussian\n",
+        1,
+    );
+    e.policy = veil_policy::load_str(&text, "policy.yaml", chrono::Utc::now().date_naive())
+        .unwrap()
+        .0;
+    let mut rng = ChaCha20Rng::seed_from_u64(77);
+    let people: Vec<(&str, u8, i64)> = (0..80).map(|i| ("web", i as u8, 10)).collect();
+    insert_sealed(&e, &people, &mut rng);
+    let q = builds_query(&e);
+    let r = release(&mut e.store, &e.policy, "analyst", &q, e.now, &mut rng).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&r.record.document).unwrap();
+    assert_eq!(doc["mechanism"], "discrete_gaussian");
+    assert!(
+        (doc["delta"].as_f64().unwrap() - 2e-7).abs() < 1e-12,
+        "selection δ + Gaussian δ: {}",
+        doc["delta"]
+    );
+    let web = doc["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"]["team"] == "web")
+        .unwrap();
+    assert_eq!(web["suppressed"], false);
+    let hw = doc["interval_half_width"].as_f64().unwrap();
+    assert!(hw > 0.0);
+    assert!(
+        (web["value"].as_f64().unwrap() - 800.0).abs() <= 4.0 * hw,
+        "{web}"
+    );
 }

@@ -627,17 +627,7 @@ impl Store for SqliteStore {
 
     fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>> {
         let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE seq >= ?1 ORDER BY seq")?;
-        let rows = st.query_map([since], |r| {
-            Ok(AuditEntry {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                detail: r.get(4)?,
-                prev: r.get(5)?,
-                hash: r.get(6)?,
-            })
-        })?;
+        let rows = st.query_map([since], audit_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
@@ -647,17 +637,7 @@ impl Store for SqliteStore {
             "SELECT seq, at, actor, action, detail, prev, hash FROM audit ORDER BY rowid",
         )?;
         let rows: Vec<AuditEntry> = st
-            .query_map([], |r| {
-                Ok(AuditEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    detail: r.get(4)?,
-                    prev: r.get(5)?,
-                    hash: r.get(6)?,
-                })
-            })?
+            .query_map([], audit_row)?
             .collect::<std::result::Result<_, _>>()?;
         Ok(audit::verify(&rows, self.read_head()))
     }
@@ -777,6 +757,18 @@ impl Store for SqliteStore {
         let rows = st.query_map([], release_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+}
+
+fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        detail: r.get(4)?,
+        prev: r.get(5)?,
+        hash: r.get(6)?,
+    })
 }
 
 fn release_row(r: &rusqlite::Row) -> rusqlite::Result<ReleaseRecord> {
