@@ -33,6 +33,14 @@ const EXAMPLE_PRINCIPALS: &[(&str, &[&str], Option<&[&str]>)] = &[
     ("privacy-officer", &["privacy", "auditor"], None),
 ];
 
+/// The operating-system user, for the `local:<os-user>` principal.
+fn os_user() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -58,9 +66,7 @@ fn load_policy(path: &Path) -> Result<Policy> {
 fn actor(cli: &Cli, cfg: &Config) -> Result<(String, Option<Vec<String>>)> {
     match &cli.as_principal {
         None => {
-            let user = std::env::var("USER")
-                .or_else(|_| std::env::var("USERNAME"))
-                .unwrap_or_else(|_| "unknown".into());
+            let user = os_user();
             Ok((format!("local:{user}"), None))
         }
         Some(name) => {
@@ -233,7 +239,7 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     std::fs::write(&cfg_path, toml)?;
     let cfg = Config::load(&cfg_path)?;
     let policy = load_policy(&cfg.policy)?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    let user = os_user();
     let actor = format!("local:{user}");
     let mut store = SqliteStore::init(&cfg.data_dir, now(), &actor)?;
     store.note_policy(&policy, &actor, now())?;
@@ -555,9 +561,9 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
         let mut classes = std::collections::BTreeMap::<String, Vec<String>>::new();
         for f in &c.fields {
             classes
-                .entry(format!("{:?}", f.class))
+                .entry(f.class.as_str().to_owned())
                 .or_default()
-                .push(format!("{} ({:?})", f.name, f.transform).to_lowercase());
+                .push(format!("{} ({})", f.name, f.transform.as_str()));
             if f.class == FieldClass::DirectIdentifier {
                 ids += 1;
                 if f.transform == Transform::Pseudonymize {
@@ -567,8 +573,17 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
         }
         collections.push(serde_json::json!({"name": c.name, "zone": format!("{:?}", c.zone), "staging_retention": veil_policy::duration::human(c.staging_retention), "fields": classes}));
     }
+    // ε spent in each collection's current budget period, per principal.
     let mut spent = std::collections::BTreeMap::<String, f64>::new();
+    let t = now();
     for r in ctx.store.releases()? {
+        let Some(ci) = ctx.policy.collection_index(&r.collection) else {
+            continue;
+        };
+        let period = ctx.policy.collections[ci].budget.period;
+        if r.created_at < t - t.rem_euclid(period) {
+            continue;
+        }
         *spent
             .entry(format!("{} / {}", r.principal, r.collection))
             .or_default() += r.epsilon;
@@ -614,7 +629,7 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
         );
         println!("rejections by reason: {}", doc["rejections_by_reason"]);
         println!(
-            "budget spent (ε, principal / collection): {}",
+            "budget spent this period (ε, principal / collection): {}",
             doc["budget_spent"]
         );
         println!("last seal: {}", last_seal.as_deref().unwrap_or("never"));

@@ -70,9 +70,15 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// Line (1-based) where `needle` is set as a key (`needle = …`) or appears quoted.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.find(needle)
-        .map(|i| text[..i].lines().count().max(1))
+    text.lines()
+        .position(|l| {
+            let t = l.trim_start();
+            (t.starts_with(needle) && t[needle.len()..].trim_start().starts_with('='))
+                || l.contains(&format!("\"{needle}\""))
+        })
+        .map(|i| i + 1)
         .unwrap_or(0)
 }
 
@@ -89,13 +95,55 @@ impl Config {
     pub fn load(file: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read config {}", file.display()))?;
-        let mut raw: RawConfig = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start].lines().count().max(1))
-                .unwrap_or(0);
-            anyhow::anyhow!("{}:{}: {}", file.display(), line, e.message())
-        })?;
+        let at = |span: Option<std::ops::Range<usize>>| {
+            span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0)
+        };
+        let fail = |e: toml::de::Error| {
+            anyhow::anyhow!("{}:{}: {}", file.display(), at(e.span()), e.message())
+        };
+        // Syntax first (one error: the parser cannot go on), then every key problem at once.
+        let table: toml::Table = text.parse().map_err(fail)?;
+        const TOP: &[&str] = &[
+            "data_dir",
+            "policy",
+            "store",
+            "listen",
+            "otlp_listen",
+            "principal",
+        ];
+        const PRINCIPAL: &[&str] = &["name", "roles", "collections", "token_sha256"];
+        let mut problems = Vec::new();
+        for k in table.keys().filter(|k| !TOP.contains(&k.as_str())) {
+            problems.push(format!(
+                "{}:{}: unknown key {k}; expected one of {}",
+                file.display(),
+                line_of(&text, k),
+                TOP.join(", ")
+            ));
+        }
+        if let Some(toml::Value::Array(ps)) = table.get("principal") {
+            for t in ps.iter().filter_map(toml::Value::as_table) {
+                for k in t.keys().filter(|k| !PRINCIPAL.contains(&k.as_str())) {
+                    problems.push(format!(
+                        "{}:{}: unknown key {k} in [[principal]]; expected one of {}",
+                        file.display(),
+                        line_of(&text, k),
+                        PRINCIPAL.join(", ")
+                    ));
+                }
+            }
+        }
+        for k in ["data_dir", "policy"]
+            .into_iter()
+            .filter(|k| !table.contains_key(*k))
+        {
+            problems.push(format!("{}: missing key {k}", file.display()));
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("\n"));
+        }
+        let mut raw: RawConfig = toml::from_str(&text).map_err(fail)?;
         for (var, slot) in [
             ("VEIL_DATA_DIR", &mut raw.data_dir),
             ("VEIL_POLICY", &mut raw.policy),
