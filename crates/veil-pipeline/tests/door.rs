@@ -1,0 +1,174 @@
+//! The door's transforms and guarantees, on a small policy written for them.
+
+use proptest::prelude::*;
+use veil_pipeline::{Door, Epoch, EpochId, EpochKeys, KeyRing, Limits, Reason, Secret, Source};
+
+const POLICY: &str = r#"
+version: 1
+organization: Test
+collections:
+  - name: t.event
+    purpose: { what: test events, question: does the door work, audience: tests }
+    lawful_basis: legitimate_interest
+    lawful_basis_ref: DPIA-T
+    owner: tests
+    zone: operational
+    fields:
+      user:    { type: string, class: direct_identifier, transform: pseudonymize }
+      region:  { type: string, class: quasi_identifier, values: [eu, us] }
+      ip:      { type: ip, class: quasi_identifier, transform: generalize, generalize: network, required: false, justification: t }
+      at:      { type: timestamp, class: timestamp, transform: generalize, generalize: hour, required: false, justification: t }
+      ms:      { type: integer, class: measure, min: 0, max: 1000, out_of_range: clamp }
+      size:    { type: integer, class: measure, min: 0, max: 100000, transform: generalize, generalize: 1000, required: false, justification: t }
+      strict:  { type: integer, class: measure, min: 0, max: 10, required: false, justification: t }
+      note:    { type: string, class: free_text, transform: redact, required: false, justification: t }
+      label:   { type: string, class: attribute, max_length: 40, required: false, justification: t }
+    metrics:
+      - name: m
+        kind: sum
+        field: ms
+        by: [region]
+        window: day
+        contributor: user
+        explain: { measures: a, does_not_mean: b, misread_when: c }
+"#;
+
+fn policy() -> veil_policy::Policy {
+    veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .0
+}
+
+fn ring(seed: u8) -> KeyRing {
+    KeyRing::new(vec![Epoch {
+        id: EpochId(1),
+        start: i64::MIN,
+        end: i64::MAX,
+        created_at: 0,
+        keys: Some(EpochKeys {
+            hmac: Secret([seed; 32]),
+            data: Secret([seed ^ 1; 32]),
+        }),
+    }])
+}
+
+fn event(attrs: &str) -> Vec<u8> {
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    format!(r#"{{"event":"t.event","time":"{t}","attrs":{{{attrs}}}}}"#).into_bytes()
+}
+
+fn src() -> Source {
+    Source {
+        name: "test".into(),
+        collections: None,
+    }
+}
+
+fn admit(keys: &KeyRing, attrs: &str) -> Result<serde_json::Value, veil_pipeline::Rejection> {
+    let p = policy();
+    let door = Door::new(
+        &p,
+        keys,
+        Limits::default(),
+        chrono::Utc::now().timestamp(),
+        vec![],
+    );
+    door.admit(&event(attrs), &src()).map(|a| {
+        let row: Vec<serde_json::Value> = serde_json::from_slice(&a.payload).unwrap();
+        let header = veil_pipeline::staging_header(&p.collections[0]);
+        serde_json::Value::Object(
+            header
+                .iter()
+                .zip(row)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    })
+}
+
+#[test]
+fn generalizes_clamps_redacts_and_pseudonymizes() {
+    let k = ring(1);
+    let row = admit(
+        &k,
+        r#""user":"ann@example.com","region":"eu","ip":"203.0.113.77","at":"2026-11-20T10:47:13Z","ms":5000,"size":12345,"note":"ann@example.com hit 10.1.2.3","label":"plain text""#,
+    )
+    .unwrap();
+    assert_eq!(row["ip"], "203.0.113.0/24");
+    assert_eq!(row["at"], "2026-11-20T10:00:00Z");
+    assert_eq!(row["ms"], 1000, "clamped to max");
+    assert_eq!(row["size"], 12000, "bucketed to 1000");
+    assert_eq!(row["note"], "[email] hit [ip]");
+    assert_eq!(row["label"], "plain text");
+    let user = row["user"].as_str().unwrap();
+    assert_eq!(user.len(), 22);
+    assert!(!row.to_string().contains("ann@"));
+    let v6 = admit(
+        &k,
+        r#""user":"a","region":"eu","ms":1,"ip":"2001:db8:85a3:1234::1""#,
+    )
+    .unwrap();
+    assert_eq!(v6["ip"], "2001:db8:85a3::/48");
+}
+
+#[test]
+fn rejects_with_reason_and_never_the_value() {
+    let k = ring(1);
+    let cases = [
+        (
+            r#""user":"a","region":"eu","ms":1,"strict":11"#,
+            Reason::OutOfRange,
+        ),
+        (
+            r#""user":"a","region":"asia","ms":1"#,
+            Reason::ValueNotAllowed,
+        ),
+        (
+            r#""user":"a","region":"eu","ms":"secret-value-1""#,
+            Reason::WrongType,
+        ),
+        (r#""user":"a","region":"eu""#, Reason::MissingField),
+        (
+            r#""user":"a","region":"eu","ms":1,"label":"mail secret-value-1@example.com""#,
+            Reason::PiiDetected,
+        ),
+        (
+            r#""user":"a","region":"eu","ms":1,"label":"x","label":"y""#,
+            Reason::DuplicateField,
+        ),
+        (
+            r#""user":"a","region":"eu","ms":1,"label":"this label is far longer than forty characters allow""#,
+            Reason::TooLong,
+        ),
+    ];
+    for (attrs, reason) in cases {
+        let r = admit(&k, attrs).unwrap_err();
+        assert_eq!(r.reason, reason, "{attrs}");
+        assert!(!r.message.contains("secret-value"), "{}", r.message);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A pseudonym is stable under one key and unlinkable across keys; it never contains the identifier.
+    #[test]
+    fn pseudonyms_are_stable_per_key_and_differ_across_keys(id in "[a-z0-9.@]{1,40}") {
+        let (a, b) = (ring(1), ring(2));
+        let attrs = format!(r#""user":"{id}","region":"eu","ms":1"#);
+        let p1 = admit(&a, &attrs).unwrap()["user"].clone();
+        let p2 = admit(&a, &attrs).unwrap()["user"].clone();
+        let p3 = admit(&b, &attrs).unwrap()["user"].clone();
+        prop_assert_eq!(&p1, &p2);
+        prop_assert_ne!(&p1, &p3);
+        prop_assert!(id.len() < 4 || !p1.as_str().unwrap().contains(&id));
+    }
+
+    /// No input line panics the door.
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let p = policy();
+        let k = ring(3);
+        let door = Door::new(&p, &k, Limits::default(), chrono::Utc::now().timestamp(), vec![]);
+        let _ = door.admit(&bytes, &src());
+    }
+}
