@@ -416,7 +416,9 @@ pub fn report(
     let mut ctx = open(cli)?;
     let t = now();
     let map = |e: ReleaseError| match e {
-        ReleaseError::BudgetExhausted { .. } => exit(1, e.to_string()),
+        ReleaseError::BudgetExhausted { .. } | ReleaseError::NothingSealed { .. } => {
+            exit(1, e.to_string())
+        }
         ReleaseError::Store(s) => anyhow::Error::from(s),
         e => exit(2, e.to_string()),
     };

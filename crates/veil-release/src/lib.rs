@@ -32,6 +32,8 @@ pub enum ReleaseError {
     },
     #[error("the range is empty: --from must lie before --to")]
     BadRange,
+    #[error("no sealed window of {metric} lies in the range; windows are released only after `veil seal` closes them")]
+    NothingSealed { metric: String },
     #[error("privacy budget exhausted for {collection}: this release costs ε={cost}, {left} is left until {renews}")]
     BudgetExhausted {
         collection: String,

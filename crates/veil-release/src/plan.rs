@@ -126,7 +126,7 @@ pub fn plan(
 ) -> Result<Plan, ReleaseError> {
     let (coll, m) = policy
         .metric(&q.metric)
-        .ok_or_else(|| ReleaseError::UnknownMetric(q.metric.clone()))?;
+        .ok_or_else(|| ReleaseError::UnknownMetric(veil_pipeline::safe_name(&q.metric)))?;
     let dims: Vec<&str> = m.by.iter().map(|&i| coll.fields[i].name.as_str()).collect();
     let mut by_positions = Vec::new();
     for d in

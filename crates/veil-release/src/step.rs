@@ -279,6 +279,10 @@ pub fn release(
             cached: true,
         });
     }
+    if p.windows.is_empty() {
+        // Nothing to release: refuse before anything is charged.
+        return Err(ReleaseError::NothingSealed { metric: p.metric });
+    }
     let grouping = p.by.join(",");
     let rows = store.aggregates(&p.metric, &grouping, p.from_ts, p.to_ts)?;
     let domain = public_domain(policy, &p);

@@ -547,3 +547,27 @@ fn a_discrete_gaussian_metric_releases_with_its_converted_epsilon_delta_and_inte
         "{web}"
     );
 }
+
+#[test]
+fn a_range_without_sealed_windows_is_refused_and_charges_nothing() {
+    let mut e = env();
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let future = Query {
+        from: Some(date(e.now + 7 * 86_400)),
+        to: Some(date(e.now + 21 * 86_400)),
+        ..builds_query(&e)
+    };
+    let err = release(&mut e.store, &e.policy, "analyst", &future, e.now, &mut rng).unwrap_err();
+    assert!(matches!(err, ReleaseError::NothingSealed { .. }), "{err}");
+    assert_eq!(
+        e.store
+            .spent(
+                "analyst",
+                "ci.build_finished",
+                e.now - e.now.rem_euclid(30 * 86_400)
+            )
+            .unwrap(),
+        0.0
+    );
+    assert!(e.store.releases().unwrap().is_empty());
+}
