@@ -14,6 +14,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The door and the batch commit allocate many short-lived values; mimalloc halves their
+/// cost against the system allocator (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An error that carries its exit code.
 #[derive(Debug)]
 pub struct Exit(pub u8, pub String);

@@ -3,7 +3,7 @@
 //! The pipeline, store and release layers only ever see these types, so a policy that
 //! did not compile cannot drive anything.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Seconds, the unit of every retention and window computation.
 pub type Secs = i64;
@@ -271,7 +271,7 @@ impl Policy {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        let mut metric_index = HashMap::new();
+        let mut metric_index = HashMap::default();
         for (ci, c) in collections.iter().enumerate() {
             for (mi, m) in c.metrics.iter().enumerate() {
                 metric_index.insert(m.name.clone(), (ci, mi));
