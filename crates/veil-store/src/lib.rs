@@ -11,8 +11,10 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod contrib;
 pub mod crypto;
 pub mod seal;
+mod seen;
 mod sqlite;
 
 pub use audit::{AuditEntry, Verification};

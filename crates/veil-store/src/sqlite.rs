@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS staging_segments (
   id INTEGER PRIMARY KEY, collection TEXT NOT NULL, epoch INTEGER NOT NULL, day INTEGER NOT NULL,
   events INTEGER NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS staging_segments_day ON staging_segments (collection, day);
-CREATE TABLE IF NOT EXISTS staging_seen (key BLOB PRIMARY KEY, day INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS staging_seen_runs (
+  id INTEGER PRIMARY KEY, n INTEGER NOT NULL, min_minute INTEGER NOT NULL, max_minute INTEGER NOT NULL,
+  keys BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS staging_contrib (
   id INTEGER PRIMARY KEY, metric TEXT NOT NULL, window_start INTEGER NOT NULL,
   rows INTEGER NOT NULL, data BLOB NOT NULL);
@@ -51,6 +53,7 @@ const OPEN_END: i64 = i64::MAX;
 pub struct SqliteStore {
     conn: Connection,
     head_path: PathBuf,
+    seen: crate::seen::SeenIndex,
 }
 
 fn rfc3339(t: i64) -> String {
@@ -110,6 +113,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             head_path: data_dir.join("audit.head"),
+            seen: Default::default(),
         })
     }
 
@@ -179,57 +183,6 @@ impl SqliteStore {
         }
         Ok(out)
     }
-}
-
-/// Dedupe keys inserted per statement.
-const SEEN_CHUNK: usize = 256;
-
-fn seen_sql(n: usize) -> String {
-    let mut sql = String::from("INSERT INTO staging_seen (key, day) VALUES ");
-    for i in 0..n {
-        sql.push_str(if i == 0 { "(?, ?)" } else { ", (?, ?)" });
-    }
-    sql.push_str(" ON CONFLICT DO NOTHING RETURNING key");
-    sql
-}
-
-/// One contributor record: group length (u32 LE), group, contributor, bin, n, total.
-fn encode_contrib(
-    out: &mut Vec<u8>,
-    group: &str,
-    contributor: &[u8; 16],
-    bin: i32,
-    n: i64,
-    total: i64,
-) {
-    out.extend_from_slice(&(group.len() as u32).to_le_bytes());
-    out.extend_from_slice(group.as_bytes());
-    out.extend_from_slice(contributor);
-    out.extend_from_slice(&bin.to_le_bytes());
-    out.extend_from_slice(&n.to_le_bytes());
-    out.extend_from_slice(&total.to_le_bytes());
-}
-
-fn decode_contrib(mut data: &[u8], f: &mut dyn FnMut(&str, [u8; 16], i32, i64, i64)) -> Result<()> {
-    let bad = || StoreError::Corrupt("a contribution run is truncated".into());
-    let take = |d: &mut &[u8], n: usize| -> Result<Vec<u8>> {
-        if d.len() < n {
-            return Err(bad());
-        }
-        let (a, b) = d.split_at(n);
-        *d = b;
-        Ok(a.to_vec())
-    };
-    while !data.is_empty() {
-        let len = u32::from_le_bytes(take(&mut data, 4)?.try_into().expect("4 bytes")) as usize;
-        let g = String::from_utf8(take(&mut data, len)?).map_err(|_| bad())?;
-        let c: [u8; 16] = take(&mut data, 16)?.try_into().expect("16 bytes");
-        let bin = i32::from_le_bytes(take(&mut data, 4)?.try_into().expect("4 bytes"));
-        let n = i64::from_le_bytes(take(&mut data, 8)?.try_into().expect("8 bytes"));
-        let total = i64::from_le_bytes(take(&mut data, 8)?.try_into().expect("8 bytes"));
-        f(&g, c, bin, n, total);
-    }
-    Ok(())
 }
 
 fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
@@ -366,46 +319,17 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            // Deduplicate on (source, id): first within the batch, then against what is stored.
-            // Keys go in sorted order so the B-tree is walked once, not hopped across.
-            let mut keys: Vec<([u8; 16], i64)> = batch
-                .accepted
-                .iter()
-                .filter_map(|a| Some((a.dedupe?, a.time.div_euclid(86_400))))
-                .collect();
-            keys.sort_unstable();
-            keys.dedup_by_key(|k| k.0); // a repeat inside the batch is a duplicate too
-            let mut fresh: rustc_hash::FxHashSet<[u8; 16]> = rustc_hash::FxHashSet::default();
-            for chunk in keys.chunks(SEEN_CHUNK) {
-                let mut st = tx.prepare_cached(&seen_sql(chunk.len()))?;
-                let params: Vec<&dyn rusqlite::ToSql> = chunk
-                    .iter()
-                    .flat_map(|(k, d)| [k as &dyn rusqlite::ToSql, d as &dyn rusqlite::ToSql])
-                    .collect();
-                let mut rows = st.query(params.as_slice())?;
-                while let Some(r) = rows.next()? {
-                    let k: [u8; 16] = r
-                        .get_ref(0)?
-                        .as_blob()
-                        .ok()
-                        .and_then(|b| b.try_into().ok())
-                        .ok_or(())
-                        .map_err(|_| {
-                            StoreError::Corrupt("a dedupe key has the wrong length".into())
-                        })?;
-                    fresh.insert(k);
-                }
-            }
-            let duplicate: Vec<bool> = batch
-                .accepted
-                .iter()
-                .map(|a| a.dedupe.map(|k| !fresh.remove(&k)).unwrap_or(false))
-                .collect();
+        // Deduplicate on (source, id): within the batch and against every committed one.
+        let ids: Vec<Option<[u8; 16]>> = batch.accepted.iter().map(|a| a.dedupe).collect();
+        let (duplicate, claimed) = self.seen.claim(&tx, &ids, now)?;
+        let written = (|| -> Result<AuditEntry> {
             let mut segments: rustc_hash::FxHashMap<(usize, u32, i64), (Vec<u8>, i64)> =
                 Default::default();
             let mut agg: rustc_hash::FxHashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> =
-                Default::default();
+                rustc_hash::FxHashMap::with_capacity_and_hasher(
+                    batch.accepted.len() * 2,
+                    Default::default(),
+                );
             for (a, dup) in batch.accepted.iter().zip(duplicate) {
                 if dup {
                     out.duplicates += 1;
@@ -456,15 +380,15 @@ impl Store for SqliteStore {
             }
             // Per-contributor state is appended as one binary run per (metric, window) and
             // batch; sealing sums the runs. No per-row statements, no random upserts.
-            let mut runs: rustc_hash::FxHashMap<(u32, i64), (Vec<u8>, i64)> = Default::default();
+            let mut runs: rustc_hash::FxHashMap<(u32, i64), crate::contrib::RunWriter> =
+                Default::default();
             for ((m, w, g, c, bin), (n, total)) in agg {
-                let run = runs.entry((m, w)).or_default();
-                encode_contrib(&mut run.0, g, &c, bin, n, total);
-                run.1 += 1;
+                runs.entry((m, w)).or_default().push(g, &c, bin, n, total);
             }
             let mut up = tx.prepare_cached("INSERT INTO staging_contrib (metric, window_start, rows, data) VALUES (?1, ?2, ?3, ?4)")?;
-            for ((m, w), (data, rows)) in runs {
-                up.execute(params![metric_names[m as usize], w, rows, data])?;
+            for ((m, w), run) in runs {
+                let rows = run.rows;
+                up.execute(params![metric_names[m as usize], w, rows, run.finish()])?;
             }
             let mut q = tx.prepare_cached(
                 "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -481,15 +405,28 @@ impl Store for SqliteStore {
                     names
                 ])?;
             }
-        }
-        let detail = serde_json::json!({
-            "source": batch.source, "accepted": out.accepted, "duplicates": out.duplicates,
-            "rejected": out.rejected, "clamped": out.clamped, "redacted": out.redacted,
+            let detail = serde_json::json!({
+                "source": batch.source, "accepted": out.accepted, "duplicates": out.duplicates,
+                "rejected": out.rejected, "clamped": out.clamped, "redacted": out.redacted,
+            });
+            let e = append_audit(&tx, batch.source, "ingest", &detail, now)?;
+            Ok(e)
+        })()
+        .and_then(|e| {
+            tx.commit()?;
+
+            Ok(e)
         });
-        let e = append_audit(&tx, batch.source, "ingest", &detail, now)?;
-        tx.commit()?;
-        self.write_head(&e)?;
-        Ok(out)
+        match written {
+            Ok(e) => {
+                self.write_head(&e)?;
+                Ok(out)
+            }
+            Err(err) => {
+                self.seen.release(claimed);
+                Err(err)
+            }
+        }
     }
 
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>> {
@@ -542,7 +479,7 @@ impl Store for SqliteStore {
                     let mut q = st.query(params![m.name, w])?;
                     while let Some(r) = q.next()? {
                         let data: Vec<u8> = r.get(0)?;
-                        decode_contrib(&data, &mut |g, c, bin, n, total| {
+                        crate::contrib::decode(&data, &mut |g, c, bin, n, total| {
                             let e = sum.entry((g.to_owned(), c, bin)).or_insert((0, 0));
                             e.0 += n;
                             e.1 = e.1.saturating_add(total);
