@@ -146,6 +146,26 @@ impl<'a> Door<'a> {
 
     /// Runs one raw event (one NDJSON line, without its newline) through the door.
     pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
+        self.admit_envelope(self.parse(line)?, source)
+    }
+
+    /// Like [`Door::admit`], but an event without an `id` gets `default_id` (a gateway
+    /// derives it from the request's `Idempotency-Key`, so a retried request counts once).
+    pub fn admit_with_default_id(
+        &self,
+        line: &[u8],
+        source: &Source,
+        default_id: &str,
+    ) -> Result<Accepted, Rejection> {
+        let mut env = self.parse(line)?;
+        if env.id.is_none() {
+            env.id = Some(Cow::Owned(default_id.to_owned()));
+        }
+        self.admit_envelope(env, source)
+    }
+
+    /// Size, UTF-8 and depth limits, then the borrowed envelope parse.
+    fn parse<'l>(&self, line: &'l [u8]) -> Result<Envelope<'l>, Rejection> {
         if line.len() > self.limits.max_event_bytes {
             return Err(Rejection::new(
                 Reason::TooLarge,
@@ -173,7 +193,7 @@ impl<'a> Door<'a> {
             ),
             _ => Rejection::new(Reason::MalformedJson, format!("the event is not valid JSON (column {})", e.column())),
         })?;
-        self.admit_envelope(env, source)
+        Ok(env)
     }
 
     /// Runs an already-parsed envelope through the door (OTLP and other decoders enter here).

@@ -66,6 +66,19 @@ pub struct IngestOutcome {
     pub redacted: usize,
 }
 
+impl IngestOutcome {
+    /// Adds another outcome's counts to this one.
+    pub fn add(&mut self, o: &IngestOutcome) {
+        self.accepted += o.accepted;
+        self.duplicates += o.duplicates;
+        self.clamped += o.clamped;
+        self.redacted += o.redacted;
+        for (k, v) in &o.rejected {
+            *self.rejected.entry(k.clone()).or_default() += v;
+        }
+    }
+}
+
 /// What one seal run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SealOutcome {
@@ -117,13 +130,15 @@ pub trait Store {
     fn epochs(&self) -> Result<Vec<Epoch>>;
     /// Ends the current epoch at `now` and starts a new one with fresh keys.
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId>;
-    /// Applies a batch atomically: dedupe, staging, aggregation state, quarantine, audit.
+    /// Applies batches in one transaction (all or none): dedupe, staging, aggregation state,
+    /// quarantine, and one audit entry. Several batches share one commit so a gateway's
+    /// throughput does not depend on one fsync per request; the outcomes are per batch.
     fn ingest(
         &mut self,
         policy: &Policy,
         keys: &KeyRing,
-        batch: IngestBatch<'_>,
-    ) -> Result<IngestOutcome>;
+        batches: Vec<IngestBatch<'_>>,
+    ) -> Result<Vec<IngestOutcome>>;
     /// Per metric (policy order): windows starting before this instant are sealed.
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>>;
     /// Seals every window closed for at least the grace period.

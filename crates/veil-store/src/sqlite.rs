@@ -185,6 +185,20 @@ impl SqliteStore {
     }
 }
 
+/// Per metric (policy order), the start of the first unsealed window.
+fn sealed_before_in(conn: &Connection, policy: &Policy) -> Result<Vec<i64>> {
+    let mut st = conn.prepare_cached("SELECT sealed_before FROM seal_state WHERE metric = ?1")?;
+    policy
+        .metrics()
+        .map(|(_, m)| {
+            Ok(st
+                .query_row([&m.name], |r| r.get(0))
+                .optional()?
+                .unwrap_or(i64::MIN))
+        })
+        .collect()
+}
+
 fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
     format!("veil-staging\0{collection}\0{epoch}\0{day}").into_bytes()
 }
@@ -307,31 +321,41 @@ impl Store for SqliteStore {
         &mut self,
         policy: &Policy,
         keys: &KeyRing,
-        batch: IngestBatch<'_>,
-    ) -> Result<IngestOutcome> {
-        let now = batch.received_at;
+        batches: Vec<IngestBatch<'_>>,
+    ) -> Result<Vec<IngestOutcome>> {
+        let now = batches.iter().map(|b| b.received_at).max().unwrap_or(0);
         let metric_names: Vec<&str> = policy.metrics().map(|(_, m)| m.name.as_str()).collect();
         let data_keys: HashMap<u32, &Secret> = keys
             .epochs()
             .filter_map(|e| Some((e.id.0, &e.keys.as_ref()?.data)))
             .collect();
-        let mut out = IngestOutcome::default();
+        let mut outs = vec![IngestOutcome::default(); batches.len()];
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Deduplicate on (source, id): within the batch and against every committed one.
-        let ids: Vec<Option<[u8; 16]>> = batch.accepted.iter().map(|a| a.dedupe).collect();
+        // Deduplicate on (source, id): within the transaction and against every committed one.
+        let ids: Vec<Option<[u8; 16]>> = batches
+            .iter()
+            .flat_map(|b| b.accepted.iter().map(|a| a.dedupe))
+            .collect();
         let (duplicate, claimed) = self.seen.claim(&tx, &ids, now)?;
         let written = (|| -> Result<AuditEntry> {
+            // A window sealed since the door looked (a concurrent `veil seal`) takes no more
+            // contributions: the sealed numbers never change.
+            let sealed = sealed_before_in(&tx, policy)?;
+            let events: usize = batches.iter().map(|b| b.accepted.len()).sum();
+            let mut duplicate = duplicate.into_iter();
             let mut segments: rustc_hash::FxHashMap<(usize, u32, i64), (Vec<u8>, i64)> =
                 Default::default();
             let mut agg: rustc_hash::FxHashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> =
-                rustc_hash::FxHashMap::with_capacity_and_hasher(
-                    batch.accepted.len() * 2,
-                    Default::default(),
-                );
-            for (a, dup) in batch.accepted.iter().zip(duplicate) {
-                if dup {
+                rustc_hash::FxHashMap::with_capacity_and_hasher(events * 2, Default::default());
+            let accepted = batches
+                .iter()
+                .enumerate()
+                .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)));
+            for (bi, a) in accepted {
+                let out = &mut outs[bi];
+                if duplicate.next().unwrap_or(false) {
                     out.duplicates += 1;
                     continue;
                 }
@@ -347,6 +371,9 @@ impl Store for SqliteStore {
                 seg.0.extend_from_slice(&a.payload);
                 seg.1 += 1;
                 for c in &a.contributions {
+                    if c.window_start < sealed.get(c.metric as usize).copied().unwrap_or(i64::MIN) {
+                        continue;
+                    }
                     let e = agg
                         .entry((
                             c.metric,
@@ -393,23 +420,45 @@ impl Store for SqliteStore {
             let mut q = tx.prepare_cached(
                 "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for r in &batch.rejected {
-                *out.rejected.entry(r.reason.code().to_owned()).or_default() += 1;
-                let names = serde_json::to_string(&r.field_names).expect("strings serialize");
-                q.execute(params![
-                    now,
-                    batch.source,
-                    r.reason.code(),
-                    r.message,
-                    r.collection,
-                    names
-                ])?;
+            for (batch, out) in batches.iter().zip(outs.iter_mut()) {
+                for r in &batch.rejected {
+                    *out.rejected.entry(r.reason.code().to_owned()).or_default() += 1;
+                    let names = serde_json::to_string(&r.field_names).expect("strings serialize");
+                    q.execute(params![
+                        batch.received_at,
+                        batch.source,
+                        r.reason.code(),
+                        r.message,
+                        r.collection,
+                        names
+                    ])?;
+                }
             }
-            let detail = serde_json::json!({
-                "source": batch.source, "accepted": out.accepted, "duplicates": out.duplicates,
-                "rejected": out.rejected, "clamped": out.clamped, "redacted": out.redacted,
-            });
-            let e = append_audit(&tx, batch.source, "ingest", &detail, now)?;
+            // One audit entry per transaction, with counts per source.
+            let mut per_source: BTreeMap<&str, IngestOutcome> = BTreeMap::new();
+            for (batch, out) in batches.iter().zip(&outs) {
+                per_source.entry(batch.source).or_default().add(out);
+            }
+            let summary = |src: &str, o: &IngestOutcome| {
+                serde_json::json!({
+                    "source": src, "accepted": o.accepted, "duplicates": o.duplicates,
+                    "rejected": o.rejected, "clamped": o.clamped, "redacted": o.redacted,
+                })
+            };
+            let (actor, detail) = match per_source.len() {
+                1 => {
+                    let (src, o) = per_source.iter().next().expect("one");
+                    (*src, summary(src, o))
+                }
+                _ => (
+                    "gateway",
+                    serde_json::json!({
+                        "requests": batches.len(),
+                        "sources": per_source.iter().map(|(s, o)| summary(s, o)).collect::<Vec<_>>(),
+                    }),
+                ),
+            };
+            let e = append_audit(&tx, actor, "ingest", &detail, now)?;
             Ok(e)
         })()
         .and_then(|e| {
@@ -420,7 +469,7 @@ impl Store for SqliteStore {
         match written {
             Ok(e) => {
                 self.write_head(&e)?;
-                Ok(out)
+                Ok(outs)
             }
             Err(err) => {
                 self.seen.release(claimed);
@@ -430,18 +479,7 @@ impl Store for SqliteStore {
     }
 
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT sealed_before FROM seal_state WHERE metric = ?1")?;
-        policy
-            .metrics()
-            .map(|(_, m)| {
-                Ok(st
-                    .query_row([&m.name], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(i64::MIN))
-            })
-            .collect()
+        sealed_before_in(&self.conn, policy)
     }
 
     fn seal(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<SealOutcome> {
