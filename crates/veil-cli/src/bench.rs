@@ -118,7 +118,7 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
 
     let (t, cpu0) = (Instant::now(), cpu_secs());
     let mut accepted = 0usize;
-    for chunk in lines.chunks(crate::ingest::BATCH) {
+    for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
         let mut batch = IngestBatch {
             source: "bench",
             received_at: now,
@@ -131,7 +131,7 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
                 Err(r) => batch.rejected.push(r),
             }
         }
-        accepted += store.ingest(&policy, &keys, batch)?.accepted;
+        accepted += store.ingest(&policy, &keys, vec![batch])?[0].accepted;
     }
     let full = t.elapsed().as_secs_f64();
     let full_cpu = cpu_secs() - cpu0;
@@ -238,4 +238,181 @@ fn rusqlite_params(w: i64, g: String, c: i64, n: i64, now: i64) -> impl rusqlite
         n.into(),
         now.into(),
     ])
+}
+
+/// Door + commit over `lines` in `BATCH` chunks into a fresh store: the in-process figure
+/// the gateway is compared with. Returns seconds.
+fn in_process(lines: &[Vec<u8>]) -> Result<f64> {
+    let dir = tempfile_dir()?;
+    let policy = example_policy()?;
+    let now = chrono::Utc::now().timestamp();
+    let mut store = SqliteStore::init(&dir, now, "bench")?;
+    let keys = KeyRing::new(store.epochs()?);
+    let source = Source {
+        name: "bench".into(),
+        collections: None,
+    };
+    let door = Door::new(
+        &policy,
+        &keys,
+        Limits::default(),
+        now,
+        store.sealed_before(&policy)?,
+    );
+    let t = Instant::now();
+    for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
+        let mut batch = IngestBatch {
+            source: "bench",
+            received_at: now,
+            accepted: Vec::with_capacity(chunk.len()),
+            rejected: Vec::new(),
+        };
+        for l in chunk {
+            match door.admit(l, &source) {
+                Ok(a) => batch.accepted.push(a),
+                Err(r) => batch.rejected.push(r),
+            }
+        }
+        store.ingest(&policy, &keys, vec![batch])?;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(secs)
+}
+
+fn example_policy() -> Result<veil_policy::Policy> {
+    Ok(veil_policy::load_str(
+        crate::commands::EXAMPLE_POLICY,
+        "policy.yaml",
+        chrono::Utc::now().date_naive(),
+    )?
+    .0)
+}
+
+/// `veil bench http`: a gateway on loopback with a fresh store per run, driven by N
+/// connections sending NDJSON requests of `batch` events; events/s, latency percentiles,
+/// and the ratio to the in-process pipeline over the same events in the same process.
+pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
+    use http_body_util::{BodyExt, Full};
+    use veil_gateway::server::{auth, ServeConfig, Server, ServerLimits};
+    eprintln!("generating {n} events…");
+    let lines = events(n)?;
+    let bodies: Vec<bytes::Bytes> = lines
+        .chunks(batch.max(1))
+        .map(|c| {
+            let mut b = Vec::with_capacity(c.iter().map(|l| l.len() + 1).sum());
+            for l in c {
+                b.extend_from_slice(l);
+                b.push(b'\n');
+            }
+            bytes::Bytes::from(b)
+        })
+        .collect();
+    let base = in_process(&lines)?;
+    println!(
+        "bench http: {n} events, {batch} per request (NDJSON), one gateway process on loopback"
+    );
+    println!("  in-process (door + commit, one thread) {}", rate(n, base));
+    let token = format!("bench-{}", rand::random::<u64>());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    for &conns in connections {
+        let dir = tempfile_dir()?;
+        let now = chrono::Utc::now().timestamp();
+        let store = SqliteStore::init(&dir, now, "bench")?;
+        let cfg = ServeConfig {
+            listen: "127.0.0.1:0".into(),
+            otlp_listen: None,
+            principals: vec![auth::Principal {
+                name: "bench".into(),
+                roles: vec![auth::Role::Source],
+                collections: Some(
+                    example_policy()?
+                        .collections
+                        .iter()
+                        .map(|c| c.name.clone())
+                        .collect(),
+                ),
+                token_sha256: crate::config::token_hash(&token),
+                cert_sha256: None,
+            }],
+            limits: ServerLimits::default(),
+            event_limits: Limits::default(),
+            tls: None,
+        };
+        let bodies = bodies.clone();
+        let token = token.clone();
+        let (secs, mut lat, refused) = rt.block_on(async move {
+            let server = Server::bind(cfg, Box::new(store), example_policy()?).await?;
+            let addr = server.local_addr();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let running = tokio::spawn(server.run(async {
+                let _ = stopped.await;
+            }));
+            let client =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(conns)
+                    .build_http::<Full<bytes::Bytes>>();
+            let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let bodies = std::sync::Arc::new(bodies);
+            let t = Instant::now();
+            let mut tasks = Vec::new();
+            for _ in 0..conns {
+                let (client, next, bodies, token) =
+                    (client.clone(), next.clone(), bodies.clone(), token.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut lat = Vec::new();
+                    let mut refused = 0usize;
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(body) = bodies.get(i) else { break };
+                        loop {
+                            let req = hyper::Request::post(format!("http://{addr}/v1/events"))
+                                .header("content-type", "application/x-ndjson")
+                                .header("authorization", format!("Bearer {token}"))
+                                .body(Full::new(body.clone()))?;
+                            let t0 = Instant::now();
+                            let resp = client.request(req).await?;
+                            let status = resp.status();
+                            resp.into_body().collect().await?;
+                            lat.push(t0.elapsed().as_secs_f64());
+                            if status.is_success() {
+                                break;
+                            }
+                            if status == 429 || status == 503 {
+                                refused += 1;
+                                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                continue;
+                            }
+                            anyhow::bail!("the gateway answered {status}");
+                        }
+                    }
+                    anyhow::Ok((lat, refused))
+                }));
+            }
+            let mut lat = Vec::new();
+            let mut refused = 0;
+            for t in tasks {
+                let (l, r) = t.await??;
+                lat.extend(l);
+                refused += r;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let _ = stop.send(());
+            running.await?;
+            anyhow::Ok((secs, lat, refused))
+        })?;
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize] * 1e3;
+        println!(
+            "  {conns:>3} connections: {}  = {:.0}% of in-process; latency p50 {:.1} ms, p99 {:.1} ms; {refused} requests refused (429/503) and retried",
+            rate(n, secs),
+            100.0 * base / secs,
+            pct(0.5),
+            pct(0.99)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(0)
 }

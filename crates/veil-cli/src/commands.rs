@@ -139,6 +139,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => explain(&cli, metric),
         Cmd::Ingest { file, strict } => ingest(&cli, file, *strict),
         Cmd::Seal => seal(&cli),
+        Cmd::Serve => serve(&cli),
         Cmd::Report {
             metric,
             by,
@@ -193,6 +194,14 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Bench {
             cmd: BenchCmd::Release { groups },
         } => crate::bench::release(*groups),
+        Cmd::Bench {
+            cmd:
+                BenchCmd::Http {
+                    events,
+                    batch,
+                    connections,
+                },
+        } => crate::bench::http(*events, *batch, connections),
     }
 }
 
@@ -360,7 +369,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     let mut shown = 0;
-    let mut on_reject = |(line, r): &crate::ingest::Rejected| {
+    let mut on_reject = |(line, r): &veil_gateway::ingest::Rejected| {
         if shown < 20 {
             eprintln!("line {line}: {}: {}", r.reason, r.message);
         } else if shown == 20 {
@@ -368,7 +377,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         }
         shown += 1;
     };
-    let o = crate::ingest::ingest_stream(
+    let o = veil_gateway::ingest::ingest_stream(
         &mut ctx.store,
         &ctx.policy,
         &ctx.keys,
@@ -556,59 +565,14 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
 
 fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     let ctx = open(cli)?;
-    use veil_policy::{FieldClass, Transform};
-    let mut collections = Vec::new();
-    let (mut ids, mut pseudo) = (0, 0);
-    for c in &ctx.policy.collections {
-        let mut classes = std::collections::BTreeMap::<String, Vec<String>>::new();
-        for f in &c.fields {
-            classes
-                .entry(f.class.as_str().to_owned())
-                .or_default()
-                .push(format!("{} ({})", f.name, f.transform.as_str()));
-            if f.class == FieldClass::DirectIdentifier {
-                ids += 1;
-                if f.transform == Transform::Pseudonymize {
-                    pseudo += 1;
-                }
-            }
-        }
-        collections.push(serde_json::json!({"name": c.name, "zone": format!("{:?}", c.zone), "staging_retention": veil_policy::duration::human(c.staging_retention), "fields": classes}));
-    }
-    // ε spent in each collection's current budget period, per principal.
-    let mut spent = std::collections::BTreeMap::<String, f64>::new();
-    let t = now();
-    for r in ctx.store.releases()? {
-        let Some(ci) = ctx.policy.collection_index(&r.collection) else {
-            continue;
-        };
-        let period = ctx.policy.collections[ci].budget.period;
-        if r.created_at < t - t.rem_euclid(period) {
-            continue;
-        }
-        *spent
-            .entry(format!("{} / {}", r.principal, r.collection))
-            .or_default() += r.epsilon;
-    }
-    let log = ctx.store.audit_log(1)?;
-    let last_seal = log
-        .iter()
-        .rev()
-        .find(|e| e.action == "seal")
-        .map(|e| e.at.clone());
-    let v = ctx.store.audit_verify()?;
-    let doc = serde_json::json!({
-        "organization": ctx.policy.organization,
-        "policy_sha256": ctx.policy.hash,
-        "collections": collections,
-        "direct_identifiers": {"total": ids, "pseudonymized": pseudo, "dropped": ids - pseudo, "raw_kept": 0},
-        "rejections_by_reason": ctx.store.quarantine_counts()?,
-        "budget_spent": spent,
-        "last_seal": last_seal,
-        "last_purge": null,
-        "audit": {"entries": v.entries, "head": v.head, "verified": v.ok, "problem": v.problem},
-        "config": {"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen},
-    });
+    let mut doc = veil_gateway::server::posture(&ctx.store, &ctx.policy, now())?;
+    doc["config"] = serde_json::json!({"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen});
+    let ids = doc["direct_identifiers"]["total"].as_i64().unwrap_or(0);
+    let pseudo = doc["direct_identifiers"]["pseudonymized"]
+        .as_i64()
+        .unwrap_or(0);
+    let last_seal = doc["last_seal"].as_str().map(str::to_owned);
+    let audit = &doc["audit"];
     if format == OutFormat::Json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -637,15 +601,76 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
         println!("last seal: {}", last_seal.as_deref().unwrap_or("never"));
         println!(
             "audit: {} entries, {}",
-            v.entries,
-            if v.ok {
+            audit["entries"],
+            if audit["verified"] == true {
                 "verified".to_string()
             } else {
-                format!("FAILED: {}", v.problem.unwrap_or_default())
+                format!("FAILED: {}", audit["problem"].as_str().unwrap_or_default())
             }
         );
     }
     Ok(0)
+}
+
+/// `veil serve`: the gateway on the embedded store until SIGTERM or Ctrl-C.
+fn serve(cli: &Cli) -> Result<u8> {
+    use tracing_subscriber::EnvFilter;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("VEIL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let ctx = open(cli)?;
+    let cfg = veil_gateway::server::ServeConfig {
+        listen: ctx.cfg.listen.clone(),
+        otlp_listen: Some(ctx.cfg.otlp_listen.clone()).filter(|s| !s.is_empty()),
+        principals: ctx.cfg.gateway_principals(),
+        limits: ctx.cfg.server_limits(),
+        event_limits: veil_pipeline::Limits::default(),
+        tls: ctx.cfg.tls.clone(),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let server =
+            veil_gateway::server::Server::bind(cfg, Box::new(ctx.store), ctx.policy).await?;
+        let scheme = if ctx.cfg.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("veil serve: {scheme}://{}", server.local_addr());
+        if let Some(a) = server.otlp_addr() {
+            eprintln!("veil serve: OTLP/HTTP logs on {scheme}://{a}/v1/logs");
+        }
+        server.run(shutdown_signal()).await;
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }
 
 fn demo(dir: PathBuf) -> Result<u8> {

@@ -31,6 +31,50 @@ pub struct RawConfig {
     pub otlp_listen: String,
     #[serde(default)]
     pub principal: Vec<Principal>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[limits]`: the gateway's limits and backpressure (all optional).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    pub max_body_bytes: usize,
+    pub max_events_per_request: usize,
+    pub queue_events: usize,
+    pub ingest_concurrency: usize,
+    pub source_events_per_sec: f64,
+    pub source_burst: f64,
+    pub request_timeout_secs: u64,
+    pub max_connections: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let d = veil_gateway::server::ServerLimits::default();
+        LimitsConfig {
+            max_body_bytes: d.max_body_bytes,
+            max_events_per_request: d.max_events_per_request,
+            queue_events: d.queue_events,
+            ingest_concurrency: d.ingest_concurrency,
+            source_events_per_sec: d.source_events_per_sec,
+            source_burst: d.source_burst,
+            request_timeout_secs: d.request_timeout.as_secs(),
+            max_connections: d.max_connections,
+        }
+    }
+}
+
+/// `[tls]`: serve HTTPS (paths relative to `veil.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: String,
+    pub key: String,
+    pub client_ca: Option<String>,
+    #[serde(default)]
+    pub client_cert_required: bool,
 }
 
 fn default_store() -> String {
@@ -51,6 +95,8 @@ pub struct Principal {
     pub roles: Vec<String>,
     pub collections: Option<Vec<String>>,
     pub token_sha256: String,
+    /// Hex SHA-256 of a client certificate (DER) that also authenticates this principal.
+    pub cert_sha256: Option<String>,
 }
 
 /// A loaded configuration with absolute paths.
@@ -63,6 +109,9 @@ pub struct Config {
     pub listen: String,
     pub otlp_listen: String,
     pub principals: Vec<Principal>,
+    pub limits: LimitsConfig,
+    /// TLS files, resolved against the config's folder.
+    pub tls: Option<veil_gateway::server::tls::TlsConfig>,
 }
 
 /// Hex SHA-256 of a token: the only form in which tokens are kept.
@@ -111,8 +160,27 @@ impl Config {
             "listen",
             "otlp_listen",
             "principal",
+            "limits",
+            "tls",
         ];
-        const PRINCIPAL: &[&str] = &["name", "roles", "collections", "token_sha256"];
+        const PRINCIPAL: &[&str] = &[
+            "name",
+            "roles",
+            "collections",
+            "token_sha256",
+            "cert_sha256",
+        ];
+        const LIMITS: &[&str] = &[
+            "max_body_bytes",
+            "max_events_per_request",
+            "queue_events",
+            "ingest_concurrency",
+            "source_events_per_sec",
+            "source_burst",
+            "request_timeout_secs",
+            "max_connections",
+        ];
+        const TLS: &[&str] = &["cert", "key", "client_ca", "client_cert_required"];
         let mut problems = Vec::new();
         for k in table.keys().filter(|k| !TOP.contains(&k.as_str())) {
             problems.push(format!(
@@ -130,6 +198,18 @@ impl Config {
                         file.display(),
                         line_of(&text, k),
                         PRINCIPAL.join(", ")
+                    ));
+                }
+            }
+        }
+        for (section, allowed) in [("limits", LIMITS), ("tls", TLS)] {
+            if let Some(toml::Value::Table(t)) = table.get(section) {
+                for k in t.keys().filter(|k| !allowed.contains(&k.as_str())) {
+                    problems.push(format!(
+                        "{}:{}: unknown key {k} in [{section}]; expected one of {}",
+                        file.display(),
+                        line_of(&text, k),
+                        allowed.join(", ")
                     ));
                 }
             }
@@ -180,6 +260,11 @@ impl Config {
             {
                 errors.push(format!("{}:{at}: principal {}: token_sha256 must be 64 hex characters (the SHA-256 of the token, never the token)", file.display(), p.name));
             }
+            if let Some(c) = &p.cert_sha256 {
+                if c.len() != 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    errors.push(format!("{}:{at}: principal {}: cert_sha256 must be 64 hex characters (the SHA-256 of the DER certificate)", file.display(), p.name));
+                }
+            }
         }
         if !(raw.store == "sqlite"
             || raw.store.starts_with("postgres://")
@@ -206,7 +291,45 @@ impl Config {
             listen: raw.listen,
             otlp_listen: raw.otlp_listen,
             principals: raw.principal,
+            limits: raw.limits,
+            tls: raw.tls.map(|t| veil_gateway::server::tls::TlsConfig {
+                cert: base.join(t.cert),
+                key: base.join(t.key),
+                client_ca: t.client_ca.map(|c| base.join(c)),
+                client_cert_required: t.client_cert_required,
+            }),
         })
+    }
+
+    /// The gateway's view of the principals (role names were validated at load).
+    pub fn gateway_principals(&self) -> Vec<veil_gateway::server::auth::Principal> {
+        use veil_gateway::server::auth::{Principal as P, Role};
+        self.principals
+            .iter()
+            .map(|p| P {
+                name: p.name.clone(),
+                roles: p.roles.iter().filter_map(|r| Role::parse(r)).collect(),
+                collections: p.collections.clone(),
+                token_sha256: p.token_sha256.to_ascii_lowercase(),
+                cert_sha256: p.cert_sha256.as_ref().map(|c| c.to_ascii_lowercase()),
+            })
+            .collect()
+    }
+
+    /// The gateway's limits from `[limits]`.
+    pub fn server_limits(&self) -> veil_gateway::server::ServerLimits {
+        let l = &self.limits;
+        veil_gateway::server::ServerLimits {
+            max_body_bytes: l.max_body_bytes,
+            max_events_per_request: l.max_events_per_request,
+            queue_events: l.queue_events,
+            ingest_concurrency: l.ingest_concurrency,
+            source_events_per_sec: l.source_events_per_sec,
+            source_burst: l.source_burst,
+            request_timeout: std::time::Duration::from_secs(l.request_timeout_secs),
+            max_connections: l.max_connections,
+            ..Default::default()
+        }
     }
 
     /// The principal holding `token`, if any.

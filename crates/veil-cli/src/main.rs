@@ -8,7 +8,6 @@ mod bench;
 mod commands;
 mod config;
 mod generate;
-mod ingest;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -77,6 +76,9 @@ pub enum Cmd {
     },
     /// Seal closed windows into aggregates.
     Seal,
+    /// The gateway: HTTP and OTLP/HTTP ingest, reports, audit, metrics (listen and limits
+    /// from veil.toml). Stops cleanly on SIGTERM or Ctrl-C.
+    Serve,
     /// Release a report (k-suppressed, differentially private, budgeted, audited).
     Report {
         metric: String,
@@ -182,6 +184,19 @@ pub enum BenchCmd {
     Release {
         #[arg(long, default_value_t = 1000)]
         groups: usize,
+    },
+    /// The gateway over loopback: events/s and latency at several connection counts, and
+    /// the ratio to the in-process pipeline measured in the same run.
+    Http {
+        /// Events in all, per connection count.
+        #[arg(long, default_value_t = 400_000)]
+        events: usize,
+        /// Events per request.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        /// Connection counts to run, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+        connections: Vec<usize>,
     },
 }
 

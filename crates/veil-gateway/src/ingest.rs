@@ -1,9 +1,10 @@
-//! NDJSON ingest: bounded line reading, the door, batched atomic commits. The one code
-//! path every ingest takes (`veil ingest`, the benchmark, and later the gateway).
+//! Ingest: bounded line reading, the door, batched atomic commits. The one code path every
+//! ingest takes: `veil ingest`, the benchmarks and the gateway's handlers all admit events
+//! with [`admit_lines`] (or the door directly for OTLP records) and commit with
+//! [`Store::ingest`].
 
-use anyhow::Result;
 use std::io::BufRead;
-use veil_pipeline::{Door, KeyRing, Limits, Rejection, Source};
+use veil_pipeline::{Accepted, Door, KeyRing, Limits, Rejection, Source};
 use veil_policy::Policy;
 use veil_store::{IngestBatch, IngestOutcome, Store};
 
@@ -49,6 +50,49 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
 
+/// Why a stream could not be ingested (a rejected event is not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot read the input: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] veil_store::StoreError),
+}
+
+/// Events of one request body, admitted: what to commit, and each rejection with the
+/// 0-based index of its event.
+#[derive(Default)]
+pub struct Admitted {
+    pub accepted: Vec<Accepted>,
+    pub rejected: Vec<(usize, Rejection)>,
+    /// Events seen (accepted + rejected).
+    pub events: usize,
+}
+
+/// Runs each NDJSON line of `body` through the door. Blank lines are skipped and not
+/// counted; `id_prefix` (from an `Idempotency-Key`) names events that carry no id, so a
+/// retried request is deduplicated as a whole.
+pub fn admit_lines(door: &Door, source: &Source, body: &[u8], id_prefix: Option<&str>) -> Admitted {
+    let mut out = Admitted::default();
+    for line in body.split(|&b| b == b'\n') {
+        let line = trim_cr(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let index = out.events;
+        out.events += 1;
+        let r = match id_prefix {
+            Some(p) => door.admit_with_default_id(line, source, &format!("{p}:{index}")),
+            None => door.admit(line, source),
+        };
+        match r {
+            Ok(a) => out.accepted.push(a),
+            Err(r) => out.rejected.push((index, r)),
+        }
+    }
+    out
+}
+
 /// One rejected line: its 1-based line number and the rejection.
 pub type Rejected = (u64, Rejection);
 
@@ -64,8 +108,8 @@ pub fn ingest_stream(
     input: &mut dyn BufRead,
     now: i64,
     on_reject: &mut dyn FnMut(&Rejected),
-) -> Result<IngestOutcome> {
-    let sealed = store.sealed_before(policy)?;
+) -> Result<IngestOutcome, IngestError> {
+    let sealed = store.sealed_before(policy).map_err(IngestError::Store)?;
     let door = Door::new(policy, keys, limits, now, sealed);
     let mut total = IngestOutcome::default();
     let mut buf = Vec::new();
@@ -76,7 +120,10 @@ pub fn ingest_stream(
     while !done {
         let mut lines = 0;
         while lines < BATCH {
-            if read_line_bounded(input, &mut buf, limits.max_event_bytes)?.is_none() {
+            if read_line_bounded(input, &mut buf, limits.max_event_bytes)
+                .map_err(IngestError::Read)?
+                .is_none()
+            {
                 done = true;
                 break;
             }
@@ -97,22 +144,20 @@ pub fn ingest_stream(
         if lines == 0 && accepted.is_empty() && rejected.is_empty() {
             break;
         }
-        let o = store.ingest(
-            policy,
-            keys,
-            IngestBatch {
-                source: &source.name,
-                received_at: now,
-                accepted: std::mem::take(&mut accepted),
-                rejected: std::mem::take(&mut rejected),
-            },
-        )?;
-        total.accepted += o.accepted;
-        total.duplicates += o.duplicates;
-        total.clamped += o.clamped;
-        total.redacted += o.redacted;
-        for (k, v) in o.rejected {
-            *total.rejected.entry(k).or_default() += v;
+        let o = store
+            .ingest(
+                policy,
+                keys,
+                vec![IngestBatch {
+                    source: &source.name,
+                    received_at: now,
+                    accepted: std::mem::take(&mut accepted),
+                    rejected: std::mem::take(&mut rejected),
+                }],
+            )
+            .map_err(IngestError::Store)?;
+        for o in &o {
+            total.add(o);
         }
     }
     Ok(total)

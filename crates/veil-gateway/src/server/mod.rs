@@ -1,0 +1,982 @@
+//! `veil serve`: the HTTP gateway (spec §5). Sources send events (JSON, NDJSON, OTLP/HTTP
+//! logs); analysts and viewers read releases; auditors read the audit chain; operators
+//! scrape metrics and probes.
+//!
+//! Request path for ingest: authenticate → ingest slot (bounded concurrency, 503) → body
+//! with size limit after decompression (413) → the door, off the async threads → per-source
+//! rate limit (429) → queue permit for the events (bounded queue, 503) → the writer's group
+//! commit → 2xx only after the commit. Every refusal carries a reason code and a sentence,
+//! and none repeats a value the client sent.
+
+// Handlers return early with a ready `Response` as their error: the axum idiom. Its size
+// does not matter on this path.
+#![allow(clippy::result_large_err)]
+
+pub mod auth;
+pub mod body;
+pub mod metrics;
+pub mod openapi;
+pub mod otlp;
+pub mod ratelimit;
+mod reads;
+pub mod tls;
+pub mod writer;
+
+pub use reads::posture;
+
+use crate::ingest::{admit_lines, Admitted};
+use auth::{ClientCert, Denied, Principal, Role};
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Extension, Router};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use veil_pipeline::{KeyRing, Limits, Reason, Source};
+use veil_policy::Policy;
+use veil_store::Store;
+use writer::{Engine, Job, SharedEngine, Writer};
+
+/// Limits of the gateway itself (event limits live in [`Limits`]).
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Largest request body, after decompression.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+    /// Events admitted and waiting for their commit, across all requests; past it, 503.
+    pub queue_events: usize,
+    /// Ingest requests being read and admitted at once; past it, 503.
+    pub ingest_concurrency: usize,
+    /// Per-source rate limit in events per second (0 = none), and its burst.
+    pub source_events_per_sec: f64,
+    pub source_burst: f64,
+    /// Time allowed to receive a body, and for a read endpoint to answer.
+    pub request_timeout: Duration,
+    /// Open connections; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Bytes of request line and headers.
+    pub max_header_bytes: usize,
+    /// Most events in one group commit.
+    pub commit_max_events: usize,
+    /// How often the gateway rotates due keys and seals closed windows.
+    pub maintenance_every: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            max_body_bytes: 8 << 20,
+            max_events_per_request: 20_000,
+            queue_events: 131_072,
+            ingest_concurrency: 64,
+            source_events_per_sec: 0.0,
+            source_burst: 0.0,
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_header_bytes: 16 * 1024,
+            commit_max_events: 32_768,
+            maintenance_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Everything `veil serve` needs besides the store and the policy.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: String,
+    /// The OTLP/HTTP listener (default port 4318); `None` serves OTLP on `listen` only.
+    pub otlp_listen: Option<String>,
+    pub principals: Vec<Principal>,
+    pub limits: ServerLimits,
+    pub event_limits: Limits,
+    pub tls: Option<tls::TlsConfig>,
+}
+
+/// Errors that stop the gateway from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] veil_store::StoreError),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// Shared by every handler.
+pub struct AppState {
+    principals: Vec<Principal>,
+    limits: ServerLimits,
+    event_limits: Limits,
+    engine: SharedEngine,
+    writer: Writer,
+    metrics: metrics::Metrics,
+    rate: ratelimit::RateLimits,
+    queue: Arc<Semaphore>,
+    ingest_slots: Arc<Semaphore>,
+    /// Admissions running at once: one per core, so door work never starves the writer.
+    cpu: Arc<Semaphore>,
+    stopping: AtomicBool,
+}
+
+/// A bound, not yet running gateway (tests and benchmarks read its addresses first).
+pub struct Server {
+    state: Arc<AppState>,
+    listener: TcpListener,
+    otlp: Option<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    writer_thread: std::thread::JoinHandle<()>,
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// Loads the engine (policy, keys, seal boundaries) from the store.
+fn engine(store: &dyn Store, policy: Arc<Policy>) -> Result<Engine, veil_store::StoreError> {
+    Ok(Engine {
+        keys: Arc::new(KeyRing::new(store.epochs()?)),
+        sealed_before: store.sealed_before(&policy)?,
+        policy,
+    })
+}
+
+/// Rotates a due key and seals closed windows, then refreshes the engine.
+fn maintain(store: &mut dyn Store, shared: &SharedEngine) -> Result<(), veil_store::StoreError> {
+    let policy = shared.read().expect("engine lock").policy.clone();
+    let t = now();
+    let epochs = store.epochs()?;
+    if let Some(cur) = epochs.iter().find(|e| e.end == i64::MAX) {
+        if t - cur.created_at >= policy.defaults.key_rotation {
+            store.rotate_keys(t, "veil:scheduler")?;
+        }
+    }
+    let sealed = store.seal(&policy, t, "veil:scheduler")?;
+    if !sealed.windows.is_empty() {
+        tracing::info!(
+            windows = sealed.windows.len(),
+            groups = sealed.groups,
+            "sealed closed windows"
+        );
+    }
+    let e = engine(store, policy)?;
+    *shared.write().expect("engine lock") = Arc::new(e);
+    Ok(())
+}
+
+impl Server {
+    /// Binds the listeners and starts the store writer.
+    pub async fn bind(
+        cfg: ServeConfig,
+        mut store: Box<dyn Store + Send>,
+        policy: Policy,
+    ) -> Result<Server, ServeError> {
+        let policy = Arc::new(policy);
+        store.note_policy(&policy, "veil:serve", now())?;
+        let shared: SharedEngine = Arc::new(RwLock::new(Arc::new(engine(&*store, policy)?)));
+        maintain(store.as_mut(), &shared)?;
+        let (writer, writer_thread) = Writer::start(
+            store,
+            shared.clone(),
+            cfg.limits.ingest_concurrency + 64,
+            cfg.limits.commit_max_events,
+        );
+        let bind = |addr: String| async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let listener = bind(cfg.listen.clone()).await?;
+        let otlp = match &cfg.otlp_listen {
+            Some(a) if a != &cfg.listen => Some(bind(a.clone()).await?),
+            _ => None,
+        };
+        let tls = match &cfg.tls {
+            Some(t) => Some(tls::acceptor(t).map_err(ServeError::Tls)?),
+            None => None,
+        };
+        let state = Arc::new(AppState {
+            principals: cfg.principals,
+            rate: ratelimit::RateLimits::new(
+                cfg.limits.source_events_per_sec,
+                cfg.limits.source_burst,
+            ),
+            queue: Arc::new(Semaphore::new(cfg.limits.queue_events)),
+            ingest_slots: Arc::new(Semaphore::new(cfg.limits.ingest_concurrency)),
+            cpu: Arc::new(Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            limits: cfg.limits,
+            event_limits: cfg.event_limits,
+            engine: shared,
+            writer,
+            metrics: metrics::Metrics::default(),
+            stopping: AtomicBool::new(false),
+        });
+        Ok(Server {
+            state,
+            listener,
+            otlp,
+            tls,
+            writer_thread,
+        })
+    }
+
+    /// The main listener's address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The OTLP listener's address, when it is a separate one.
+    pub fn otlp_addr(&self) -> Option<SocketAddr> {
+        self.otlp
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests,
+    /// commits everything already queued and stops the writer.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let Server {
+            state,
+            listener,
+            otlp,
+            tls,
+            writer_thread,
+        } = self;
+        let app = router(state.clone());
+        let maintenance = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(state.limits.maintenance_every);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let r = state
+                        .writer
+                        .call(|s, e| maintain(s, e).map_err(|e| e.to_string()))
+                        .await;
+                    if let Ok(Err(e)) = r {
+                        tracing::error!(error = %e, "maintenance failed");
+                    }
+                }
+            })
+        };
+        let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let conns = Arc::new(Semaphore::new(state.limits.max_connections));
+        let mut accepts = vec![tokio::spawn(accept_loop(
+            listener,
+            app,
+            tls.clone(),
+            state.clone(),
+            conns.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        ))];
+        if let Some(l) = otlp {
+            // The OTLP port serves OTLP only.
+            let otlp_app = Router::new()
+                .route("/v1/logs", post(post_logs))
+                .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+                .with_state(state.clone());
+            accepts.push(tokio::spawn(accept_loop(
+                l,
+                otlp_app,
+                tls,
+                state.clone(),
+                conns,
+                graceful.clone(),
+                stop_rx,
+            )));
+        }
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        state.stopping.store(true, Ordering::SeqCst);
+        let _ = stop_tx.send(true);
+        for a in accepts {
+            let _ = a.await;
+        }
+        // The accept loops are done and held the only other handles.
+        if let Ok(g) = Arc::try_unwrap(graceful) {
+            g.shutdown().await;
+        }
+        maintenance.abort();
+        let _ = maintenance.await;
+        // The last handle to the writer goes with the state; the writer drains its queue.
+        drop(state);
+        let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+        tracing::info!("stopped; every acknowledged event is committed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: Arc<AppState>,
+    conns: Arc<Semaphore>,
+    graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.limits.request_timeout)
+        .max_buf_size(state.limits.max_header_bytes.max(8192))
+        .max_headers(100);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(state.limits.max_header_bytes as u32)
+        .max_concurrent_streams(64);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let (tcp, _peer) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = state.limits.request_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                None => {
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acc) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake_timeout, acc.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let cert = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| ClientCert(auth::cert_fingerprint(c.as_ref())));
+                    let app = app.layer(axum::Extension(CertSlot(cert)));
+                    let svc = hyper_util::service::TowerToHyperService::new(app);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+}
+
+/// The verified client certificate of a TLS connection, if any.
+#[derive(Clone)]
+struct CertSlot(Option<ClientCert>);
+
+/// The API's routes: (method, path template, handler). `/openapi.json` documents exactly
+/// these, and a test holds the two to each other.
+pub fn endpoints() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("post", "/v1/events", post(post_events)),
+        ("post", "/v1/logs", post(post_logs)),
+        ("get", "/v1/reports/{metric}", get(reads::report)),
+        ("get", "/v1/audit", get(reads::audit_log)),
+        ("get", "/v1/audit/verify", get(reads::audit_verify)),
+        ("get", "/v1/status", get(reads::status)),
+        ("get", "/metrics", get(reads::metrics)),
+        ("get", "/healthz", get(reads::healthz)),
+        ("get", "/readyz", get(reads::readyz)),
+        ("get", "/openapi.json", get(reads::openapi)),
+    ]
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    let mut r = Router::new();
+    for (_, path, handler) in endpoints() {
+        r = r.route(path, handler);
+    }
+    r.fallback(|| async {
+        refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see /openapi.json",
+        )
+    })
+    .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+    .with_state(state)
+}
+
+/// Request metrics by endpoint template (never the raw path: it may carry names).
+async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let t = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .latency
+        .get_or_create(&vec![("endpoint", endpoint.clone())])
+        .observe(t.elapsed().as_secs_f64());
+    state
+        .metrics
+        .requests
+        .get_or_create(&vec![
+            ("endpoint", endpoint),
+            ("status", resp.status().as_u16().to_string()),
+        ])
+        .inc();
+    resp
+}
+
+/// A JSON refusal: `{"error": {"reason", "message"}}`.
+pub(crate) fn refuse(status: StatusCode, reason: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"error": {"reason": reason, "message": message}})),
+    )
+        .into_response()
+}
+
+fn retry_after(mut r: Response, secs: u64) -> Response {
+    r.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from_str(&secs.max(1).to_string()).expect("digits"),
+    );
+    r
+}
+
+/// Authenticates and authorizes; a denial is audited and answered 401/403.
+pub(crate) async fn guard<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    cert: Option<&ClientCert>,
+    roles: &[Role],
+    endpoint: &str,
+) -> Result<&'s Principal, Response> {
+    match auth::authorize(&state.principals, headers, cert, roles) {
+        Ok(p) => Ok(p),
+        Err((d, who)) => {
+            audit_denial(state, endpoint, d.code(), who.map(|p| p.name.clone())).await;
+            Err(match d {
+                Denied::Missing => refuse(
+                    StatusCode::UNAUTHORIZED,
+                    d.code(),
+                    "send Authorization: Bearer TOKEN",
+                ),
+                Denied::Unknown => refuse(
+                    StatusCode::UNAUTHORIZED,
+                    d.code(),
+                    "the token matches no principal",
+                ),
+                Denied::Forbidden => refuse(
+                    StatusCode::FORBIDDEN,
+                    d.code(),
+                    "this principal has no role that may call this endpoint",
+                ),
+            })
+        }
+    }
+}
+
+async fn audit_denial(state: &AppState, endpoint: &str, reason: &str, principal: Option<String>) {
+    let detail =
+        serde_json::json!({"endpoint": endpoint, "reason": reason, "principal": principal});
+    let actor = principal.clone().unwrap_or_else(|| "anonymous".into());
+    let r = state
+        .writer
+        .call(move |s, _| s.audit(&actor, "denied", &detail, now()).map(|_| ()))
+        .await;
+    if !matches!(r, Ok(Ok(()))) {
+        tracing::error!("could not audit a denied request");
+    }
+}
+
+/// The wire format of a `/v1/events` body.
+#[derive(Clone, Copy)]
+enum EventsFormat {
+    Batch,
+    Ndjson,
+}
+
+fn events_format(headers: &HeaderMap) -> Option<EventsFormat> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/json" => Some(EventsFormat::Batch),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/json-seq" => Some(EventsFormat::Ndjson),
+        _ => None,
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(v) => match v.to_str() {
+            Ok(s) if !s.is_empty() && s.len() <= 200 => Ok(Some(format!("idem:{s}"))),
+            _ => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "bad_idempotency_key",
+                "Idempotency-Key must be 1 to 200 visible ASCII characters",
+            )),
+        },
+    }
+}
+
+/// Outcome of the shared ingest steps after admission.
+enum Committed {
+    Done {
+        admitted_rejected: Vec<(usize, veil_pipeline::Rejection)>,
+        outcome: veil_store::IngestOutcome,
+    },
+    Refused(Response),
+}
+
+/// The door's source for a principal: only its declared collections.
+fn source_of(p: &Principal) -> Source {
+    Source {
+        name: p.name.clone(),
+        collections: Some(p.collections.clone().unwrap_or_default()),
+    }
+}
+
+/// Rate limit, queue permit, group commit. Shared by `/v1/events` and `/v1/logs`.
+async fn commit(
+    state: &AppState,
+    principal: &Principal,
+    admitted: Admitted,
+    endpoint: &str,
+) -> Committed {
+    let n = admitted.events;
+    if admitted
+        .rejected
+        .iter()
+        .any(|(_, r)| r.reason == Reason::NotAllowedForSource)
+    {
+        audit_denial(
+            state,
+            endpoint,
+            "collection_not_allowed",
+            Some(principal.name.clone()),
+        )
+        .await;
+        return Committed::Refused(refuse(
+            StatusCode::FORBIDDEN,
+            "collection_not_allowed",
+            "the request holds events of a collection this source may not send; nothing was stored",
+        ));
+    }
+    if let Err(wait) = state.rate.take(&principal.name, n, Instant::now()) {
+        return Committed::Refused(retry_after(
+            refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "this source is sending faster than its rate limit; retry after the given seconds",
+            ),
+            wait,
+        ));
+    }
+    let permit = match state.queue.clone().try_acquire_many_owned(n.max(1) as u32) {
+        Ok(p) => p,
+        Err(_) => {
+            return Committed::Refused(retry_after(
+                refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "queue_full",
+                    "the ingest queue is full; retry after the given seconds",
+                ),
+                1,
+            ))
+        }
+    };
+    state.metrics.queue_events.inc_by(n as i64);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let Admitted {
+        accepted, rejected, ..
+    } = admitted;
+    let job = Job::Ingest {
+        source: principal.name.clone(),
+        received_at: now(),
+        accepted,
+        rejected: rejected.iter().map(|(_, r)| r.clone()).collect(),
+        permit: Some(permit),
+        reply: tx,
+    };
+    let sent = state.writer.ingest(job).await;
+    let result = match sent {
+        Ok(()) => rx
+            .await
+            .unwrap_or_else(|_| Err("the writer stopped".into())),
+        Err(_) => Err("the writer stopped".into()),
+    };
+    state.metrics.queue_events.dec_by(n as i64);
+    match result {
+        Ok(outcome) => {
+            state.metrics.accepted.inc_by(outcome.accepted as u64);
+            state.metrics.duplicates.inc_by(outcome.duplicates as u64);
+            for (reason, k) in &outcome.rejected {
+                state.metrics.reject(reason, *k as u64);
+            }
+            Committed::Done {
+                admitted_rejected: rejected,
+                outcome,
+            }
+        }
+        Err(_) => Committed::Refused(retry_after(
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the events could not be committed; nothing was stored; retry",
+            ),
+            1,
+        )),
+    }
+}
+
+/// Takes an ingest slot or answers 503.
+fn slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Response> {
+    if state.stopping.load(Ordering::SeqCst) {
+        return Err(retry_after(
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the gateway is shutting down",
+            ),
+            1,
+        ));
+    }
+    state.ingest_slots.clone().try_acquire_owned().map_err(|_| {
+        retry_after(
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many ingest requests in progress; retry after the given seconds",
+            ),
+            1,
+        )
+    })
+}
+
+fn body_refusal(e: body::BodyError, limit: usize) -> Response {
+    let (reason, msg) = e.reason(limit);
+    let status = match e {
+        body::BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        body::BodyError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        body::BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    refuse(status, reason, &msg)
+}
+
+/// Runs CPU-heavy admission on the blocking pool so slow bodies never stall other clients.
+async fn admit<F>(state: &AppState, f: F) -> Result<Admitted, Response>
+where
+    F: FnOnce(&veil_pipeline::Door) -> Result<Admitted, Response> + Send + 'static,
+{
+    let _cpu = state.cpu.clone().acquire_owned().await;
+    let eng = state.engine.read().expect("engine lock").clone();
+    let limits = state.event_limits;
+    tokio::task::spawn_blocking(move || {
+        let door = veil_pipeline::Door::new(
+            &eng.policy,
+            &eng.keys,
+            limits,
+            now(),
+            eng.sealed_before.clone(),
+        );
+        f(&door)
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "admission failed",
+        ))
+    })
+}
+
+async fn post_events(
+    State(state): State<Arc<AppState>>,
+    cert: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let cert = cert.and_then(|c| c.0 .0);
+    let principal = match guard(
+        &state,
+        &headers,
+        cert.as_ref(),
+        &[Role::Source],
+        "/v1/events",
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let _slot = match slot(&state) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(format) = events_format(&headers) else {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json ({\"events\": [...]}) or application/x-ndjson",
+        );
+    };
+    let idem = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let limit = state.limits.max_body_bytes;
+    let bytes = match body::read(&headers, body, limit, state.limits.request_timeout).await {
+        Ok(b) => b,
+        Err(e) => return body_refusal(e, limit),
+    };
+    let max_events = state.limits.max_events_per_request;
+    let source = source_of(principal);
+    let admitted = admit(&state, move |door| {
+        let too_many = || {
+            refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                &format!("a request may carry at most {max_events} events"),
+            )
+        };
+        match format {
+            EventsFormat::Ndjson => {
+                let a = admit_lines(door, &source, &bytes, idem.as_deref());
+                if a.events > max_events {
+                    return Err(too_many());
+                }
+                Ok(a)
+            }
+            EventsFormat::Batch => {
+                #[derive(serde::Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Batch<'a> {
+                    #[serde(borrow)]
+                    events: Vec<&'a serde_json::value::RawValue>,
+                }
+                let batch: Batch = serde_json::from_slice(&bytes).map_err(|_| {
+                    refuse(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_body",
+                        "the body must be a JSON object {\"events\": [...]} (or send application/x-ndjson)",
+                    )
+                })?;
+                if batch.events.len() > max_events {
+                    return Err(too_many());
+                }
+                let mut a = Admitted::default();
+                for (i, raw) in batch.events.iter().enumerate() {
+                    let line = raw.get().as_bytes();
+                    let r = match &idem {
+                        Some(p) => door.admit_with_default_id(line, &source, &format!("{p}:{i}")),
+                        None => door.admit(line, &source),
+                    };
+                    match r {
+                        Ok(x) => a.accepted.push(x),
+                        Err(r) => a.rejected.push((i, r)),
+                    }
+                    a.events += 1;
+                }
+                Ok(a)
+            }
+        }
+    })
+    .await;
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match commit(&state, principal, admitted, "/v1/events").await {
+        Committed::Refused(r) => r,
+        Committed::Done {
+            admitted_rejected,
+            outcome,
+        } => axum::Json(serde_json::json!({
+            "accepted": outcome.accepted,
+            "duplicates": outcome.duplicates,
+            "rejected": admitted_rejected.iter().map(|(i, r)| serde_json::json!({
+                "index": i, "reason": r.reason.code(), "message": r.message,
+            })).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+    }
+}
+
+async fn post_logs(
+    State(state): State<Arc<AppState>>,
+    cert: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(enc) = otlp::Encoding::from_content_type(ct) else {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "OTLP/HTTP needs Content-Type application/x-protobuf or application/json",
+        );
+    };
+    let cert = cert.and_then(|c| c.0 .0);
+    let principal = match guard(&state, &headers, cert.as_ref(), &[Role::Source], "/v1/logs").await
+    {
+        Ok(p) => p,
+        Err(r) => return reencode(r, enc).await,
+    };
+    let _slot = match slot(&state) {
+        Ok(s) => s,
+        Err(r) => return reencode(r, enc).await,
+    };
+    let idem = match idempotency_key(&headers) {
+        Ok(k) => k,
+        Err(r) => return reencode(r, enc).await,
+    };
+    let limit = state.limits.max_body_bytes;
+    let bytes = match body::read(&headers, body, limit, state.limits.request_timeout).await {
+        Ok(b) => b,
+        Err(e) => return reencode(body_refusal(e, limit), enc).await,
+    };
+    let max_events = state.limits.max_events_per_request;
+    let source = source_of(principal);
+    let admitted = admit(&state, move |door| {
+        let req = otlp::decode(&bytes, enc)
+            .map_err(|m| refuse(StatusCode::BAD_REQUEST, "malformed_body", m))?;
+        let envs = otlp::envelopes(&req);
+        if envs.len() > max_events {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_events",
+                &format!("a request may carry at most {max_events} log records"),
+            ));
+        }
+        let mut a = Admitted::default();
+        for (i, mut env) in envs.into_iter().enumerate() {
+            if env.id.is_none() {
+                if let Some(p) = &idem {
+                    env.id = Some(std::borrow::Cow::Owned(format!("{p}:{i}")));
+                }
+            }
+            match door.admit_envelope(env, &source) {
+                Ok(x) => a.accepted.push(x),
+                Err(r) => a.rejected.push((i, r)),
+            }
+            a.events += 1;
+        }
+        Ok(a)
+    })
+    .await;
+    let admitted = match admitted {
+        Ok(a) => a,
+        Err(r) => return reencode(r, enc).await,
+    };
+    match commit(&state, principal, admitted, "/v1/logs").await {
+        Committed::Refused(r) => reencode(r, enc).await,
+        Committed::Done {
+            admitted_rejected, ..
+        } => {
+            let mut by_reason = std::collections::BTreeMap::<&str, usize>::new();
+            for (_, r) in &admitted_rejected {
+                *by_reason.entry(r.reason.code()).or_default() += 1;
+            }
+            let message = if by_reason.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "{} log records rejected by the collection policy: {}",
+                    admitted_rejected.len(),
+                    by_reason
+                        .iter()
+                        .map(|(k, v)| format!("{k} ×{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, enc.content_type())],
+                otlp::response(enc, admitted_rejected.len() as i64, message),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Turns a JSON refusal into the OTLP error shape (`google.rpc.Status` in the request's
+/// encoding), keeping its status code, `Retry-After` and reason.
+async fn reencode(r: Response, enc: otlp::Encoding) -> Response {
+    let status = r.status();
+    let retry = r.headers().get(header::RETRY_AFTER).cloned();
+    let body = axum::body::to_bytes(r.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    let reason = v["error"]["reason"].as_str().unwrap_or("error");
+    let message = v["error"]["message"].as_str().unwrap_or("");
+    let code = match status {
+        StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
+        StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
+        StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
+        _ => 3,                         // INVALID_ARGUMENT
+    };
+    let mut out = (
+        status,
+        [(header::CONTENT_TYPE, enc.content_type())],
+        otlp::status(enc, code, &format!("{reason}: {message}")),
+    )
+        .into_response();
+    if let Some(v) = retry {
+        out.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    out
+}

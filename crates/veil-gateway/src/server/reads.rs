@@ -1,0 +1,375 @@
+//! Read endpoints: releases, the audit chain, the privacy posture, metrics and probes.
+//! Every store access runs on the writer thread, so reads see committed data only.
+
+use super::auth::Role;
+use super::{guard, now, refuse, AppState, CertSlot};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use veil_policy::{FieldClass, Policy, Transform};
+use veil_release::{Query as RQuery, ReleaseError};
+use veil_store::Store;
+
+/// The privacy posture of spec §5 (`veil status`, `GET /v1/status`): what is collected and
+/// how, rejections by reason, budget spent, last seal, and the audit chain's state.
+pub fn posture(
+    store: &dyn Store,
+    policy: &Policy,
+    t: i64,
+) -> Result<serde_json::Value, veil_store::StoreError> {
+    let mut collections = Vec::new();
+    let (mut ids, mut pseudo) = (0, 0);
+    for c in &policy.collections {
+        let mut classes = BTreeMap::<String, Vec<String>>::new();
+        for f in &c.fields {
+            classes
+                .entry(f.class.as_str().to_owned())
+                .or_default()
+                .push(format!("{} ({})", f.name, f.transform.as_str()));
+            if f.class == FieldClass::DirectIdentifier {
+                ids += 1;
+                if f.transform == Transform::Pseudonymize {
+                    pseudo += 1;
+                }
+            }
+        }
+        collections.push(serde_json::json!({"name": c.name, "zone": format!("{:?}", c.zone), "staging_retention": veil_policy::duration::human(c.staging_retention), "fields": classes}));
+    }
+    let spent = budget_spent(store, policy, t)?;
+    let log = store.audit_log(1)?;
+    let last_seal = log
+        .iter()
+        .rev()
+        .find(|e| e.action == "seal")
+        .map(|e| e.at.clone());
+    let v = store.audit_verify()?;
+    Ok(serde_json::json!({
+        "organization": policy.organization,
+        "policy_sha256": policy.hash,
+        "collections": collections,
+        "direct_identifiers": {"total": ids, "pseudonymized": pseudo, "dropped": ids - pseudo, "raw_kept": 0},
+        "rejections_by_reason": store.quarantine_counts()?,
+        "budget_spent": spent.iter().map(|((p, c), e)| (format!("{p} / {c}"), *e)).collect::<BTreeMap<_, _>>(),
+        "last_seal": last_seal,
+        "last_purge": null,
+        "audit": {"entries": v.entries, "head": v.head, "verified": v.ok, "problem": v.problem},
+    }))
+}
+
+/// ε spent in each collection's current budget period, per (principal, collection).
+fn budget_spent(
+    store: &dyn Store,
+    policy: &Policy,
+    t: i64,
+) -> Result<BTreeMap<(String, String), f64>, veil_store::StoreError> {
+    let mut spent = BTreeMap::new();
+    for r in store.releases()? {
+        let Some(ci) = policy.collection_index(&r.collection) else {
+            continue;
+        };
+        let period = policy.collections[ci].budget.period;
+        if r.created_at < t - t.rem_euclid(period) {
+            continue;
+        }
+        *spent.entry((r.principal, r.collection)).or_default() += r.epsilon;
+    }
+    Ok(spent)
+}
+
+fn cert(c: Option<Extension<CertSlot>>) -> Option<super::ClientCert> {
+    c.and_then(|c| c.0 .0)
+}
+
+fn unavailable() -> Response {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the store is not answering; retry",
+    )
+}
+
+/// Runs `f` on the writer within the request timeout.
+async fn on_store<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut dyn Store, &super::SharedEngine) -> T + Send + 'static,
+) -> Result<T, Response> {
+    match tokio::time::timeout(state.limits.request_timeout, state.writer.call(f)).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(unavailable()),
+    }
+}
+
+/// Query parameters of `GET /v1/reports/{metric}`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    by: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+pub(super) async fn report(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    Path(metric): Path<String>,
+    params: Result<Query<ReportParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        &[Role::Viewer, Role::Analyst],
+        "/v1/reports/{metric}",
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Ok(Query(params)) = params else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "allowed parameters are by (comma-separated dimensions), from and to (YYYY-MM-DD)",
+        );
+    };
+    let date = |s: &Option<String>| -> Result<Option<chrono::NaiveDate>, Response> {
+        match s {
+            None => Ok(None),
+            Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| {
+                    refuse(
+                        StatusCode::BAD_REQUEST,
+                        "bad_date",
+                        "from and to must be dates as YYYY-MM-DD",
+                    )
+                }),
+        }
+    };
+    let (from, to) = match (date(&params.from), date(&params.to)) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let q = RQuery {
+        metric,
+        by: params.by.map(|b| {
+            b.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        }),
+        from,
+        to,
+    };
+    // A viewer reads releases an analyst already made; only an analyst spends budget.
+    let may_release = p.has_any(&[Role::Analyst]);
+    let principal = p.name.clone();
+    let r = on_store(&state, move |store, eng| {
+        let eng = eng.read().expect("engine lock").clone();
+        let t = now();
+        if !may_release {
+            let plan = veil_release::plan(&*store, &eng.policy, &principal, &q, t)?;
+            return match store.release_by_key(&plan.query_key)? {
+                Some(record) => {
+                    store.audit(
+                        &principal,
+                        "release_served",
+                        &serde_json::json!({"release_id": record.release_id, "metric": plan.metric}),
+                        t,
+                    )?;
+                    Ok(Some(record))
+                }
+                None => Ok(None),
+            };
+        }
+        let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+        veil_release::release(store, &eng.policy, &principal, &q, t, &mut rng).map(|r| Some(r.record))
+    })
+    .await;
+    match r {
+        Err(resp) => resp,
+        Ok(Ok(Some(record))) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            veil_release::render(&record, veil_release::Format::Json),
+        )
+            .into_response(),
+        Ok(Ok(None)) => refuse(
+            StatusCode::FORBIDDEN,
+            "not_released",
+            "a viewer reads only what was already released; an analyst must release this query first",
+        ),
+        Ok(Err(e)) => release_refusal(e),
+    }
+}
+
+fn release_refusal(e: ReleaseError) -> Response {
+    let msg = e.to_string();
+    match e {
+        ReleaseError::BudgetExhausted { .. } => {
+            refuse(StatusCode::FORBIDDEN, "budget_exhausted", &msg)
+        }
+        ReleaseError::NothingSealed { .. } => {
+            refuse(StatusCode::UNPROCESSABLE_ENTITY, "nothing_sealed", &msg)
+        }
+        ReleaseError::Store(_) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            "the release could not be read or stored; nothing was charged",
+        ),
+        _ => refuse(StatusCode::BAD_REQUEST, "bad_query", &msg),
+    }
+}
+
+/// Query parameters of `GET /v1/audit`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    since: Option<i64>,
+    limit: Option<usize>,
+}
+
+pub(super) async fn audit_log(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(r) = guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        &[Role::Auditor, Role::Privacy],
+        "/v1/audit",
+    )
+    .await
+    {
+        return r;
+    }
+    let Ok(Query(p)) = params else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "allowed parameters are since (sequence number) and limit",
+        );
+    };
+    let since = p.since.unwrap_or(1);
+    let limit = p.limit.unwrap_or(1000).min(10_000);
+    match on_store(&state, move |s, _| s.audit_log(since)).await {
+        Err(r) => r,
+        Ok(Err(_)) => unavailable(),
+        Ok(Ok(mut entries)) => {
+            entries.truncate(limit);
+            axum::Json(entries).into_response()
+        }
+    }
+}
+
+pub(super) async fn audit_verify(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        &[Role::Auditor, Role::Privacy],
+        "/v1/audit/verify",
+    )
+    .await
+    {
+        return r;
+    }
+    match on_store(&state, |s, _| s.audit_verify()).await {
+        Err(r) => r,
+        Ok(Err(_)) => unavailable(),
+        Ok(Ok(v)) => axum::Json(serde_json::json!({
+            "ok": v.ok, "entries": v.entries, "head": v.head, "problem": v.problem, "first_bad": v.first_bad,
+        }))
+        .into_response(),
+    }
+}
+
+pub(super) async fn status(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = guard(&state, &headers, cert(c).as_ref(), &Role::ALL, "/v1/status").await {
+        return r;
+    }
+    match on_store(&state, |s, e| {
+        let policy = e.read().expect("engine lock").policy.clone();
+        posture(&*s, &policy, now())
+    })
+    .await
+    {
+        Err(r) => r,
+        Ok(Err(_)) => unavailable(),
+        Ok(Ok(doc)) => axum::Json(doc).into_response(),
+    }
+}
+
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    // Budget gauges are read from the ledger at scrape time.
+    if let Ok(Ok(spent)) = on_store(&state, |s, e| {
+        let policy = e.read().expect("engine lock").policy.clone();
+        budget_spent(&*s, &policy, now())
+    })
+    .await
+    {
+        for ((p, c), eps) in spent {
+            state
+                .metrics
+                .budget_spent
+                .get_or_create(&vec![("principal", p), ("collection", c)])
+                .set(eps);
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub(super) async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.stopping.load(Ordering::SeqCst) {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the gateway is shutting down",
+        );
+    }
+    let probe = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        state.writer.call(|s, _| s.epochs().is_ok()),
+    )
+    .await;
+    match probe {
+        Ok(Ok(true)) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        _ => unavailable(),
+    }
+}
+
+pub(super) async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        super::openapi::DOCUMENT,
+    )
+        .into_response()
+}
