@@ -8,6 +8,8 @@ pub struct Veil {
     pub dir: tempfile::TempDir,
     /// Everything every command printed, for leak checks.
     pub printed: std::cell::RefCell<Vec<u8>>,
+    /// What `veil init` printed (it holds the example principals' tokens).
+    pub init_out: String,
 }
 
 pub struct Run {
@@ -19,13 +21,37 @@ pub struct Run {
 impl Veil {
     /// `veil init` in a fresh temporary directory.
     pub fn init() -> Veil {
-        let v = Veil {
+        let mut v = Veil {
             dir: tempfile::tempdir().unwrap(),
             printed: Default::default(),
+            init_out: String::new(),
         };
         let r = v.run(&["init", v.dir.path().to_str().unwrap()]);
         assert_eq!(r.code, 0, "init failed: {}", r.stderr);
+        v.init_out = r.stdout;
         v
+    }
+
+    /// The token `veil init` printed for an example principal.
+    pub fn token(&self, principal: &str) -> String {
+        self.init_out
+            .lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(principal)).then(|| w.next().unwrap_or("").to_owned())
+            })
+            .filter(|t| t.starts_with("veil_"))
+            .unwrap_or_else(|| panic!("no token for {principal} in init output"))
+    }
+
+    /// Appends TOML to veil.toml (e.g. a `[limits]` table).
+    pub fn append_config(&self, toml: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path().join("veil.toml"))
+            .unwrap();
+        writeln!(f, "\n{toml}").unwrap();
     }
 
     pub fn path(&self) -> &Path {
@@ -135,4 +161,110 @@ pub fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A running `veil serve` on ephemeral ports, killed when dropped.
+pub struct Gateway {
+    pub child: std::process::Child,
+    pub base: String,
+    pub otlp: String,
+    /// Everything the server wrote to stderr so far.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Gateway {
+    /// Starts `veil serve` for `v` and waits until it listens.
+    pub fn start(v: &Veil) -> Gateway {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .arg("serve")
+            .env("VEIL_CONFIG", v.path().join("veil.toml"))
+            .env("VEIL_LISTEN", "127.0.0.1:0")
+            .env("VEIL_OTLP_LISTEN", "127.0.0.1:0")
+            .env("USER", "tester")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut r = std::io::BufReader::new(stderr);
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    log.lock().unwrap().extend_from_slice(line.as_bytes());
+                    if let Some(rest) = line.trim().strip_prefix("veil serve: ") {
+                        let _ = tx.send(rest.to_owned());
+                    }
+                    line.clear();
+                }
+            });
+        }
+        let first = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("veil serve did not start");
+        let second = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("veil serve printed no OTLP address");
+        let base = first.trim_end_matches('/').to_owned();
+        let otlp = second
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .trim_end_matches("/v1/logs")
+            .to_owned();
+        Gateway {
+            child,
+            base,
+            otlp,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the server (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        s.lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.log.lock().unwrap()).into_owned()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

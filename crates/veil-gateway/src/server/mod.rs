@@ -153,8 +153,12 @@ fn engine(store: &dyn Store, policy: Arc<Policy>) -> Result<Engine, veil_store::
     })
 }
 
-/// Rotates a due key and seals closed windows, then refreshes the engine.
-fn maintain(store: &mut dyn Store, shared: &SharedEngine) -> Result<(), veil_store::StoreError> {
+/// Rotates a due key and (when `seal`) seals closed windows, then refreshes the engine.
+fn maintain(
+    store: &mut dyn Store,
+    shared: &SharedEngine,
+    seal: bool,
+) -> Result<(), veil_store::StoreError> {
     let policy = shared.read().expect("engine lock").policy.clone();
     let t = now();
     let epochs = store.epochs()?;
@@ -163,13 +167,15 @@ fn maintain(store: &mut dyn Store, shared: &SharedEngine) -> Result<(), veil_sto
             store.rotate_keys(t, "veil:scheduler")?;
         }
     }
-    let sealed = store.seal(&policy, t, "veil:scheduler")?;
-    if !sealed.windows.is_empty() {
-        tracing::info!(
-            windows = sealed.windows.len(),
-            groups = sealed.groups,
-            "sealed closed windows"
-        );
+    if seal {
+        let sealed = store.seal(&policy, t, "veil:scheduler")?;
+        if !sealed.windows.is_empty() {
+            tracing::info!(
+                windows = sealed.windows.len(),
+                groups = sealed.groups,
+                "sealed closed windows"
+            );
+        }
     }
     let e = engine(store, policy)?;
     *shared.write().expect("engine lock") = Arc::new(e);
@@ -186,7 +192,9 @@ impl Server {
         let policy = Arc::new(policy);
         store.note_policy(&policy, "veil:serve", now())?;
         let shared: SharedEngine = Arc::new(RwLock::new(Arc::new(engine(&*store, policy)?)));
-        maintain(store.as_mut(), &shared)?;
+        // Keys now; the first seal waits one maintenance period, so a gateway restarted
+        // after downtime first takes the late events its sources kept for it.
+        maintain(store.as_mut(), &shared, false)?;
         let (writer, writer_thread) = Writer::start(
             store,
             shared.clone(),
@@ -200,7 +208,8 @@ impl Server {
         };
         let listener = bind(cfg.listen.clone()).await?;
         let otlp = match &cfg.otlp_listen {
-            Some(a) if a != &cfg.listen => Some(bind(a.clone()).await?),
+            // The same fixed address means one listener; port 0 always means a new one.
+            Some(a) if a != &cfg.listen || a.ends_with(":0") => Some(bind(a.clone()).await?),
             _ => None,
         };
         let tls = match &cfg.tls {
@@ -266,7 +275,7 @@ impl Server {
                     every.tick().await;
                     let r = state
                         .writer
-                        .call(|s, e| maintain(s, e).map_err(|e| e.to_string()))
+                        .call(|s, e| maintain(s, e, true).map_err(|e| e.to_string()))
                         .await;
                     if let Ok(Err(e)) = r {
                         tracing::error!(error = %e, "maintenance failed");
