@@ -20,6 +20,7 @@ fn copy_of(v: &Veil) -> Veil {
     let w = Veil {
         dir: tempfile::tempdir().unwrap(),
         printed: Default::default(),
+        init_out: v.init_out.clone(),
     };
     for (p, bytes) in all_files(v.path()) {
         let rel = p.strip_prefix(v.path()).unwrap();

@@ -231,3 +231,501 @@ fn an_opentelemetry_sdk_exporter_feeds_reports_and_sees_partial_success() {
         );
     }
 }
+
+// ---- durability ----
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Fate {
+    Acked,
+    Refused,
+    Unknown,
+}
+
+/// Sends `requests` batches of `per` events (unique ids and markers) from `threads`
+/// threads until told to stop; returns each event sequence number's fate.
+fn load(
+    base: &str,
+    token: &str,
+    threads: u64,
+    per: u64,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<(u64, Fate)>>> {
+    (0..threads)
+        .map(|t| {
+            let (url, token, stop) = (format!("{base}/v1/events"), token.to_owned(), stop.clone());
+            std::thread::spawn(move || {
+                let c = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                let mut fates = Vec::new();
+                let mut batch = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let first = (t * 1_000_000) + batch * per;
+                    let lines: Vec<String> = (first..first + per)
+                        .map(|seq| event(seq, seq % 500, 3600, true))
+                        .collect();
+                    let r = c
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/x-ndjson")
+                        .body(ndjson(&lines))
+                        .send();
+                    let fate = match r {
+                        Ok(r) if r.status().is_success() => Fate::Acked,
+                        Ok(_) => Fate::Refused,
+                        Err(_) => Fate::Unknown, // no answer: the crash came first
+                    };
+                    fates.extend((first..first + per).map(|s| (s, fate)));
+                    batch += 1;
+                    if fate == Fate::Unknown {
+                        break;
+                    }
+                }
+                fates
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_event_and_counts_none_twice() {
+    let v = Veil::init();
+    let mut gw = Gateway::start(&v);
+    let token = v.token("ingest");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = load(&gw.base, &token, 4, 250, stop.clone());
+    std::thread::sleep(Duration::from_millis(2500));
+    gw.kill9();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let fates: Vec<(u64, Fate)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let acked: Vec<u64> = fates
+        .iter()
+        .filter(|f| f.1 == Fate::Acked)
+        .map(|f| f.0)
+        .collect();
+    let refused: Vec<u64> = fates
+        .iter()
+        .filter(|f| f.1 == Fate::Refused)
+        .map(|f| f.0)
+        .collect();
+    let unknown: Vec<u64> = fates
+        .iter()
+        .filter(|f| f.1 == Fate::Unknown)
+        .map(|f| f.0)
+        .collect();
+    assert!(
+        acked.len() >= 2_000,
+        "the load was too light to mean anything: {}",
+        acked.len()
+    );
+    assert!(
+        !unknown.is_empty(),
+        "the kill should have caught requests in flight"
+    );
+
+    // After the crash: every acknowledged event exactly once, nothing refused.
+    let staged = staged_markers(&v);
+    for s in &acked {
+        assert_eq!(
+            staged.get(&format!("s{s}")),
+            Some(&1),
+            "acknowledged event {s}"
+        );
+    }
+    for s in &refused {
+        assert_eq!(
+            staged.get(&format!("s{s}")),
+            None,
+            "refused event {s} is present"
+        );
+    }
+    // Clients retry what got no answer, and some of what was acknowledged; all counted once.
+    let gw = Gateway::start(&v);
+    let retry: Vec<u64> = unknown
+        .iter()
+        .chain(acked.iter().take(500))
+        .copied()
+        .collect();
+    let c = client();
+    for chunk in retry.chunks(250) {
+        let lines: Vec<String> = chunk
+            .iter()
+            .map(|&s| event(s, s % 500, 3600, true))
+            .collect();
+        let r = post(
+            &c,
+            &gw.url("/v1/events"),
+            &token,
+            "application/x-ndjson",
+            ndjson(&lines),
+        );
+        assert_eq!(r.status(), 200);
+    }
+    let staged = staged_markers(&v);
+    for s in acked.iter().chain(&unknown) {
+        assert_eq!(
+            staged.get(&format!("s{s}")),
+            Some(&1),
+            "event {s} after the retry"
+        );
+    }
+    assert_eq!(staged.len(), acked.len() + unknown.len());
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(
+        r.code, 0,
+        "the audit chain survives a crash: {}{}",
+        r.stdout, r.stderr
+    );
+}
+
+#[test]
+fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
+    let v = Veil::init();
+    let mut gw = Gateway::start(&v);
+    let token = v.token("ingest");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = load(&gw.base, &token, 3, 500, stop.clone());
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = gw.terminate();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        status.success(),
+        "veil serve exits 0 on SIGTERM: {status:?}"
+    );
+    let fates: Vec<(u64, Fate)> = workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let staged = staged_markers(&v);
+    let acked = fates.iter().filter(|f| f.1 == Fate::Acked).count();
+    assert!(acked > 0);
+    for (s, fate) in &fates {
+        let n = staged.get(&format!("s{s}")).copied().unwrap_or(0);
+        match fate {
+            Fate::Acked => assert_eq!(n, 1, "acknowledged {s}"),
+            Fate::Refused => assert_eq!(n, 0, "refused {s}"),
+            Fate::Unknown => assert!(n <= 1),
+        }
+    }
+    assert!(
+        gw.stderr()
+            .contains("every acknowledged event is committed"),
+        "{}",
+        gw.stderr()
+    );
+}
+
+// ---- overload ----
+
+#[test]
+fn overload_is_refused_with_retry_after_memory_stays_bounded_and_service_recovers() {
+    let v = Veil::init();
+    v.append_config(
+        "[limits]\nqueue_events = 4000\ningest_concurrency = 6\nsource_events_per_sec = 12000\nsource_burst = 12000\nmax_body_bytes = 1048576",
+    );
+    let gw = Gateway::start(&v);
+    let token = v.token("ingest");
+    let body = Arc::new(ndjson(
+        &(0..1000)
+            .map(|s| event(s, s % 300, 600, false))
+            .collect::<Vec<_>>(),
+    ));
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let statuses: Vec<(u16, bool)> = (0..24)
+        .map(|_| {
+            let (url, token, body) = (gw.url("/v1/events"), token.clone(), body.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                let mut seen = Vec::new();
+                while Instant::now() < stop_at {
+                    if let Ok(r) = c
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/x-ndjson")
+                        .body(body.as_str().to_owned())
+                        .send()
+                    {
+                        seen.push((r.status().as_u16(), r.headers().contains_key("retry-after")));
+                    }
+                }
+                seen
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let ok = statuses.iter().filter(|s| s.0 == 200).count();
+    let refused: Vec<_> = statuses
+        .iter()
+        .filter(|s| s.0 == 429 || s.0 == 503)
+        .collect();
+    let other: Vec<_> = statuses
+        .iter()
+        .filter(|s| ![200, 429, 503].contains(&s.0))
+        .collect();
+    assert!(ok > 0, "some requests get through");
+    assert!(
+        !refused.is_empty(),
+        "more load than the server absorbs is refused: {ok} ok"
+    );
+    assert!(
+        refused.iter().all(|s| s.1),
+        "every 429/503 carries Retry-After"
+    );
+    assert!(other.is_empty(), "nothing else: {other:?}");
+    let peak = gw.peak_rss_kib();
+    println!(
+        "overload: {ok} accepted, {} refused (429 {}, 503 {}); peak RSS {} MiB",
+        refused.len(),
+        refused.iter().filter(|s| s.0 == 429).count(),
+        refused.iter().filter(|s| s.0 == 503).count(),
+        peak / 1024
+    );
+    assert!(
+        peak < 400 * 1024,
+        "resident memory stays bounded: {} MiB",
+        peak / 1024
+    );
+    // Load stops: the server is ready and takes a normal request at once.
+    std::thread::sleep(Duration::from_millis(1200));
+    let c = client();
+    assert_eq!(c.get(gw.url("/readyz")).send().unwrap().status(), 200);
+    let r = post(
+        &c,
+        &gw.url("/v1/events"),
+        &token,
+        "application/x-ndjson",
+        ndjson(&[event(9_999_999, 1, 600, true)]),
+    );
+    assert_eq!(r.status(), 200);
+}
+
+// ---- bad input ----
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn bad_requests_get_a_4xx_with_a_reason_store_nothing_and_leave_others_unaffected() {
+    let v = Veil::init();
+    v.append_config("[limits]\nmax_body_bytes = 200000");
+    // A source limited to one collection.
+    let web_token = "veil_test_web_source_token_0123456789";
+    v.append_config(&format!(
+        "[[principal]]\nname = \"web\"\nroles = [\"source\"]\ncollections = [\"app.feature_used\"]\ntoken_sha256 = \"{}\"",
+        hex_sha256(web_token)
+    ));
+    let gw = Gateway::start(&v);
+    let token = v.token("ingest");
+    let c = client();
+    let url = gw.url("/v1/events");
+    let logs = format!("{}/v1/logs", gw.otlp);
+    let good = ndjson(&[event(1, 1, 600, false)]);
+    let mut before = counts(&v);
+    let big: String = ndjson(
+        &(0..3000)
+            .map(|s| event(s, s, 600, false))
+            .collect::<Vec<_>>(),
+    );
+    assert!(big.len() > 200_000);
+    let bomb = gzip(&vec![b' '; 5_000_000]);
+    let gz = gzip(good.as_bytes());
+    let cases: Vec<(&str, reqwest::blocking::RequestBuilder, u16, &str)> = vec![
+        ("malformed JSON batch", c.post(&url).bearer_auth(&token).header("content-type", "application/json").body("{\"events\": [ {\"event\": "), 400, "malformed_body"),
+        ("JSON that is not a batch", c.post(&url).bearer_auth(&token).header("content-type", "application/json").body("[1,2,3]"), 400, "malformed_body"),
+        ("wrong content type", c.post(&url).bearer_auth(&token).header("content-type", "text/plain").body(good.clone()), 415, "unsupported_media_type"),
+        ("unknown encoding", c.post(&url).bearer_auth(&token).header("content-type", "application/x-ndjson").header("content-encoding", "br").body(good.clone()), 415, "unsupported_encoding"),
+        ("truncated gzip", c.post(&url).bearer_auth(&token).header("content-type", "application/x-ndjson").header("content-encoding", "gzip").body(gz[..gz.len() - 9].to_vec()), 400, "bad_gzip"),
+        ("oversized body", c.post(&url).bearer_auth(&token).header("content-type", "application/x-ndjson").body(big), 413, "body_too_large"),
+        ("gzip bomb", c.post(&url).bearer_auth(&token).header("content-type", "application/x-ndjson").header("content-encoding", "gzip").body(bomb), 413, "body_too_large"),
+        ("no token", c.post(&url).header("content-type", "application/x-ndjson").body(good.clone()), 401, "unauthenticated"),
+        ("invalid token", c.post(&url).bearer_auth("veil_not_a_real_token").header("content-type", "application/x-ndjson").body(good.clone()), 401, "invalid_token"),
+        ("wrong role", c.post(&url).bearer_auth(v.token("analyst")).header("content-type", "application/x-ndjson").body(good.clone()), 403, "forbidden"),
+        ("collection not allowed", c.post(&url).bearer_auth(web_token).header("content-type", "application/x-ndjson").body(ndjson(&[event(2, 2, 600, false), "{\"event\":\"ci.build_finished\",\"time\":\"2026-11-20T10:00:00Z\",\"attrs\":{}}".into()])), 403, "collection_not_allowed"),
+        ("bad idempotency key", c.post(&url).bearer_auth(&token).header("content-type", "application/x-ndjson").header("idempotency-key", "").body(good.clone()), 400, "bad_idempotency_key"),
+    ];
+    for (what, req, status, want) in cases {
+        let (got, why) = reason(req.send().unwrap());
+        assert_eq!((got, why.as_str()), (status, want), "{what}");
+        assert_eq!(counts(&v), before, "{what}: something was stored");
+        // Another client is unaffected.
+        let ok = post(&c, &url, &token, "application/x-ndjson", good.clone());
+        assert_eq!(ok.status(), 200, "after {what}");
+        let after = counts(&v);
+        assert_eq!(
+            after,
+            (before.0 + 1, before.1),
+            "the good request after {what}"
+        );
+        before = after;
+    }
+    // OTLP errors are google.rpc.Status in the request's encoding, never a panic.
+    for (ct, body, status) in [
+        (
+            "application/x-protobuf",
+            vec![0xff, 0xff, 0xff, 0x01],
+            400u16,
+        ),
+        ("application/json", b"{\"resourceLogs\": 7}".to_vec(), 400),
+        ("text/plain", b"hello".to_vec(), 415),
+    ] {
+        let r = c
+            .post(&logs)
+            .bearer_auth(&token)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{ct}");
+    }
+    let r = c
+        .post(&logs)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let status: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap();
+    assert_eq!(status["code"], 16, "UNAUTHENTICATED: {status}");
+    // Denials are audited, by reason; the invalid token itself appears nowhere.
+    let audit = c
+        .get(gw.url("/v1/audit"))
+        .bearer_auth(v.token("privacy-officer"))
+        .send()
+        .unwrap();
+    let text = audit.text().unwrap();
+    for reason in [
+        "invalid_token",
+        "unauthenticated",
+        "forbidden",
+        "collection_not_allowed",
+    ] {
+        assert!(text.contains(reason), "denial {reason} not audited");
+    }
+    assert!(!text.contains("veil_not_a_real_token"));
+    assert!(!gw.stderr().contains("veil_not_a_real_token"));
+    assert!(!gw.stderr().contains("panicked"));
+}
+
+fn hex_sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+// ---- the API surface ----
+
+#[test]
+fn every_documented_endpoint_answers_and_roles_gate_reads() {
+    let v = Veil::init();
+    let gw = Gateway::start(&v);
+    let c = client();
+    let doc: serde_json::Value = serde_json::from_slice(
+        &c.get(gw.url("/openapi.json"))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut n = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            let url = gw.url(&path.replace("{metric}", "feature_usage"));
+            let r = match method.as_str() {
+                "get" => c.get(&url).send().unwrap(),
+                "post" => c.post(&url).body("").send().unwrap(),
+                m => panic!("unexpected method {m}"),
+            };
+            assert!(
+                ![404, 405].contains(&r.status().as_u16()),
+                "{method} {path} is documented but answers {}",
+                r.status()
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 10);
+    assert_eq!(c.get(gw.url("/v1/nope")).send().unwrap().status(), 404);
+
+    // Ingest with an Idempotency-Key: a retried request counts once.
+    let token = v.token("ingest");
+    let body = ndjson(&(0..50).map(|s| event(s, s, 600, false)).collect::<Vec<_>>());
+    let send = || {
+        let r = c
+            .post(gw.url("/v1/events"))
+            .bearer_auth(&token)
+            .header("content-type", "application/x-ndjson")
+            .header("idempotency-key", "batch-7")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&r.bytes().unwrap()).unwrap()
+    };
+    let first = send();
+    assert_eq!(
+        (first["accepted"].as_u64(), first["duplicates"].as_u64()),
+        (Some(50), Some(0))
+    );
+    let again = send();
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(50))
+    );
+    // JSON batch with a per-event rejection by index.
+    let batch = format!(
+        "{{\"events\": [{}, {{\"event\": \"app.feature_used\", \"time\": \"{}\", \"attrs\": {{\"user_id\": \"x\", \"feature\": \"teleport\", \"region\": \"eu\"}}}}]}}",
+        event(77, 7, 600, false),
+        ts(600)
+    );
+    let r = post(&c, &gw.url("/v1/events"), &token, "application/json", batch);
+    let res: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap();
+    assert_eq!(res["accepted"], 1);
+    assert_eq!(res["rejected"][0]["index"], 1);
+    assert_eq!(res["rejected"][0]["reason"], "value_not_allowed");
+
+    // Roles: a viewer reads only what an analyst released; an engineer reads no audit.
+    let r = c
+        .get(gw.url("/v1/reports/feature_usage"))
+        .bearer_auth(v.token("viewer"))
+        .send()
+        .unwrap();
+    let (s, why) = reason(r);
+    assert!(s == 403 && why == "not_released", "{s} {why}");
+    let r = c
+        .get(gw.url("/v1/audit/verify"))
+        .bearer_auth(v.token("eng-lead"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(gw.url("/v1/audit/verify"))
+        .bearer_auth(v.token("privacy-officer"))
+        .send()
+        .unwrap();
+    let verify: serde_json::Value = serde_json::from_slice(&r.bytes().unwrap()).unwrap();
+    assert_eq!(verify["ok"], true, "{verify}");
+    let r = c
+        .get(gw.url("/v1/status"))
+        .bearer_auth(v.token("viewer"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let metrics = c.get(gw.url("/metrics")).send().unwrap().text().unwrap();
+    for m in [
+        "veil_events_accepted_total 51",
+        "veil_events_duplicate_total 50",
+        "veil_events_rejected_total{reason=\"value_not_allowed\"} 1",
+        "veil_http_request_duration_seconds_bucket",
+        "veil_ingest_queue_events 0",
+    ] {
+        assert!(metrics.contains(m), "{m} missing from\n{metrics}");
+    }
+}
