@@ -729,3 +729,107 @@ fn every_documented_endpoint_answers_and_roles_gate_reads() {
         assert!(metrics.contains(m), "{m} missing from\n{metrics}");
     }
 }
+
+// ---- TLS ----
+
+/// A blocking HTTPS POST with rustls; `client` is an optional (cert, key) pair.
+fn https_post(
+    addr: &str,
+    ca: &rcgen::Certificate,
+    client: Option<(&rcgen::Certificate, &rcgen::KeyPair)>,
+    headers: &str,
+    body: &str,
+) -> std::io::Result<String> {
+    use std::io::Read;
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let b = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap(),
+    };
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(cfg), name).unwrap();
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    let mut tls = rustls::Stream::new(&mut conn, &mut tcp);
+    write!(
+        tls,
+        "POST /v1/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\nConnection: close\r\n{headers}\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    let _ = tls.read_to_string(&mut out);
+    Ok(out)
+}
+
+#[test]
+fn tls_with_client_certificates_authenticates_a_source_without_a_token() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let v = Veil::init();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let client_cert = CertificateParams::new(vec!["web-backend".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    std::fs::write(v.path().join("server.pem"), server.pem()).unwrap();
+    std::fs::write(v.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(v.path().join("ca.pem"), ca.pem()).unwrap();
+    let fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(client_cert.der().as_ref()))
+    };
+    v.append_config(&format!(
+        "[[principal]]\nname = \"web-backend\"\nroles = [\"source\"]\ncollections = [\"app.feature_used\"]\ntoken_sha256 = \"{}\"\ncert_sha256 = \"{fingerprint}\"\n\n[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"",
+        hex_sha256("unused-token-of-web-backend")
+    ));
+    let gw = Gateway::start(&v);
+    assert!(gw.base.starts_with("https://"), "{}", gw.base);
+    let addr = gw.base.trim_start_matches("https://").to_owned();
+    let body = ndjson(&[event(1, 1, 600, false)]);
+    // The certificate alone authenticates the source.
+    let r = https_post(&addr, &ca, Some((&client_cert, &client_key)), "", &body).unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\"accepted\":1"), "{r}");
+    // Without a certificate (optional by default) a token is needed.
+    let r = https_post(&addr, &ca, None, "", &body).unwrap();
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    let r = https_post(
+        &addr,
+        &ca,
+        None,
+        &format!("Authorization: Bearer {}\r\n", v.token("ingest")),
+        &body,
+    )
+    .unwrap();
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = reqwest::blocking::Client::new()
+        .get(format!("http://{addr}/healthz"))
+        .timeout(Duration::from_secs(5))
+        .send();
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+}
