@@ -85,14 +85,9 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     std::hint::black_box(ok);
 
     let dir = tempfile_dir()?;
-    let policy = veil_policy::load_str(
-        crate::commands::EXAMPLE_POLICY,
-        "policy.yaml",
-        chrono::Utc::now().date_naive(),
-    )?
-    .0;
+    let policy = example_policy()?;
     let now = chrono::Utc::now().timestamp();
-    let mut store = SqliteStore::init(&dir, now, "bench")?;
+    let store = SqliteStore::init(&dir, now, "bench")?;
     let keys = KeyRing::new(store.epochs()?);
     let source = Source {
         name: "bench".into(),
@@ -116,25 +111,7 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     let door_only = t.elapsed().as_secs_f64();
     std::hint::black_box(acc);
 
-    let (t, cpu0) = (Instant::now(), cpu_secs());
-    let mut accepted = 0usize;
-    for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
-        let mut batch = IngestBatch {
-            source: "bench",
-            received_at: now,
-            accepted: Vec::with_capacity(chunk.len()),
-            rejected: Vec::new(),
-        };
-        for l in chunk {
-            match door.admit(l, &source) {
-                Ok(a) => batch.accepted.push(a),
-                Err(r) => batch.rejected.push(r),
-            }
-        }
-        accepted += store.ingest(&policy, &keys, vec![batch])?[0].accepted;
-    }
-    let full = t.elapsed().as_secs_f64();
-    let full_cpu = cpu_secs() - cpu0;
+    let (full, accepted, full_cpu) = in_process(&lines)?;
     println!("  baseline: typed serde_json parse   {}", rate(n, parse));
     println!(
         "  door: validate+scan+pseudonymize   {}  = {:.2}× the parse time",
@@ -241,8 +218,8 @@ fn rusqlite_params(w: i64, g: String, c: i64, n: i64, now: i64) -> impl rusqlite
 }
 
 /// Door + commit over `lines` in `BATCH` chunks into a fresh store: the in-process figure
-/// the gateway is compared with. Returns seconds.
-fn in_process(lines: &[Vec<u8>]) -> Result<f64> {
+/// the gateway is compared with. Returns seconds, events accepted and CPU seconds used.
+fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
     let dir = tempfile_dir()?;
     let policy = example_policy()?;
     let now = chrono::Utc::now().timestamp();
@@ -259,7 +236,8 @@ fn in_process(lines: &[Vec<u8>]) -> Result<f64> {
         now,
         store.sealed_before(&policy)?,
     );
-    let t = Instant::now();
+    let (t, cpu0) = (Instant::now(), cpu_secs());
+    let mut accepted = 0;
     for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
         let mut batch = IngestBatch {
             source: "bench",
@@ -273,11 +251,12 @@ fn in_process(lines: &[Vec<u8>]) -> Result<f64> {
                 Err(r) => batch.rejected.push(r),
             }
         }
-        store.ingest(&policy, &keys, vec![batch])?;
+        accepted += store.ingest(&policy, &keys, vec![batch])?[0].accepted;
     }
     let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(secs)
+    Ok((secs, accepted, cpu))
 }
 
 fn example_policy() -> Result<veil_policy::Policy> {
@@ -308,7 +287,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
             bytes::Bytes::from(b)
         })
         .collect();
-    let base = in_process(&lines)?;
+    let (base, _, _) = in_process(&lines)?;
     println!(
         "bench http: {n} events, {batch} per request (NDJSON), one gateway process on loopback"
     );

@@ -69,6 +69,17 @@ pub struct Admitted {
     pub events: usize,
 }
 
+impl Admitted {
+    /// Records the door's verdict on the next event.
+    pub fn push(&mut self, verdict: Result<Accepted, Rejection>) {
+        match verdict {
+            Ok(a) => self.accepted.push(a),
+            Err(r) => self.rejected.push((self.events, r)),
+        }
+        self.events += 1;
+    }
+}
+
 /// Runs each NDJSON line of `body` through the door. Blank lines are skipped and not
 /// counted; `id_prefix` (from an `Idempotency-Key`) names events that carry no id, so a
 /// retried request is deduplicated as a whole.
@@ -80,15 +91,10 @@ pub fn admit_lines(door: &Door, source: &Source, body: &[u8], id_prefix: Option<
             continue;
         }
         let index = out.events;
-        out.events += 1;
-        let r = match id_prefix {
+        out.push(match id_prefix {
             Some(p) => door.admit_with_default_id(line, source, &format!("{p}:{index}")),
             None => door.admit(line, source),
-        };
-        match r {
-            Ok(a) => out.accepted.push(a),
-            Err(r) => out.rejected.push((index, r)),
-        }
+        });
     }
     out
 }

@@ -544,13 +544,7 @@ fn events_format(headers: &HeaderMap) -> Option<EventsFormat> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match mime.as_str() {
+    match otlp::mime(ct).as_str() {
         "application/json" => Some(EventsFormat::Batch),
         "application/x-ndjson"
         | "application/ndjson"
@@ -824,15 +818,10 @@ async fn post_events(
                 let mut a = Admitted::default();
                 for (i, raw) in batch.events.iter().enumerate() {
                     let line = raw.get().as_bytes();
-                    let r = match &idem {
+                    a.push(match &idem {
                         Some(p) => door.admit_with_default_id(line, &source, &format!("{p}:{i}")),
                         None => door.admit(line, &source),
-                    };
-                    match r {
-                        Ok(x) => a.accepted.push(x),
-                        Err(r) => a.rejected.push((i, r)),
-                    }
-                    a.events += 1;
+                    });
                 }
                 Ok(a)
             }
@@ -915,11 +904,7 @@ async fn post_logs(
                     env.id = Some(std::borrow::Cow::Owned(format!("{p}:{i}")));
                 }
             }
-            match door.admit_envelope(env, &source) {
-                Ok(x) => a.accepted.push(x),
-                Err(r) => a.rejected.push((i, r)),
-            }
-            a.events += 1;
+            a.push(door.admit_envelope(env, &source));
         }
         Ok(a)
     })

@@ -31,13 +31,7 @@ pub enum Encoding {
 impl Encoding {
     /// From a `Content-Type` header value; `None` for anything else (415).
     pub fn from_content_type(ct: &str) -> Option<Encoding> {
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match mime.as_str() {
+        match mime(ct).as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
             "application/json" => Some(Encoding::Json),
             _ => None,
@@ -51,6 +45,16 @@ impl Encoding {
             Encoding::Json => "application/json",
         }
     }
+}
+
+/// The media type of a `Content-Type` value, lowercased, without parameters.
+pub fn mime(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// `google.rpc.Status`, the body of an OTLP error response.
