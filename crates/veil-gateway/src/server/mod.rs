@@ -189,6 +189,11 @@ impl Server {
         mut store: Box<dyn Store + Send>,
         policy: Policy,
     ) -> Result<Server, ServeError> {
+        // Configuration problems first, before anything listens or is written.
+        let tls = match &cfg.tls {
+            Some(t) => Some(tls::acceptor(t).map_err(ServeError::Tls)?),
+            None => None,
+        };
         let policy = Arc::new(policy);
         store.note_policy(&policy, "veil:serve", now())?;
         let shared: SharedEngine = Arc::new(RwLock::new(Arc::new(engine(&*store, policy)?)));
@@ -211,10 +216,6 @@ impl Server {
             // The same fixed address means one listener; port 0 always means a new one.
             Some(a) if a != &cfg.listen || a.ends_with(":0") => Some(bind(a.clone()).await?),
             _ => None,
-        };
-        let tls = match &cfg.tls {
-            Some(t) => Some(tls::acceptor(t).map_err(ServeError::Tls)?),
-            None => None,
         };
         let state = Arc::new(AppState {
             principals: cfg.principals,

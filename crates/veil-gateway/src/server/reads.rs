@@ -104,6 +104,20 @@ async fn on_store<T: Send + 'static>(
     }
 }
 
+/// Runs a store read and answers its result as JSON (503 when the store fails).
+async fn read_json<T: serde::Serialize + Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&mut dyn Store, &super::SharedEngine) -> Result<T, veil_store::StoreError>
+        + Send
+        + 'static,
+) -> Response {
+    match on_store(state, f).await {
+        Err(r) => r,
+        Ok(Err(_)) => unavailable(),
+        Ok(Ok(v)) => axum::Json(v).into_response(),
+    }
+}
+
 /// Query parameters of `GET /v1/reports/{metric}`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -261,14 +275,13 @@ pub(super) async fn audit_log(
     };
     let since = p.since.unwrap_or(1);
     let limit = p.limit.unwrap_or(1000).min(10_000);
-    match on_store(&state, move |s, _| s.audit_log(since)).await {
-        Err(r) => r,
-        Ok(Err(_)) => unavailable(),
-        Ok(Ok(mut entries)) => {
+    read_json(&state, move |s, _| {
+        s.audit_log(since).map(|mut entries| {
             entries.truncate(limit);
-            axum::Json(entries).into_response()
-        }
-    }
+            entries
+        })
+    })
+    .await
 }
 
 pub(super) async fn audit_verify(
@@ -287,14 +300,12 @@ pub(super) async fn audit_verify(
     {
         return r;
     }
-    match on_store(&state, |s, _| s.audit_verify()).await {
-        Err(r) => r,
-        Ok(Err(_)) => unavailable(),
-        Ok(Ok(v)) => axum::Json(serde_json::json!({
+    read_json(&state, |s, _| {
+        s.audit_verify().map(|v| serde_json::json!({
             "ok": v.ok, "entries": v.entries, "head": v.head, "problem": v.problem, "first_bad": v.first_bad,
         }))
-        .into_response(),
-    }
+    })
+    .await
 }
 
 pub(super) async fn status(
@@ -305,16 +316,11 @@ pub(super) async fn status(
     if let Err(r) = guard(&state, &headers, cert(c).as_ref(), &Role::ALL, "/v1/status").await {
         return r;
     }
-    match on_store(&state, |s, e| {
+    read_json(&state, |s, e| {
         let policy = e.read().expect("engine lock").policy.clone();
         posture(&*s, &policy, now())
     })
     .await
-    {
-        Err(r) => r,
-        Ok(Err(_)) => unavailable(),
-        Ok(Ok(doc)) => axum::Json(doc).into_response(),
-    }
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
