@@ -425,7 +425,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
 fn overload_is_refused_with_retry_after_memory_stays_bounded_and_service_recovers() {
     let v = Veil::init();
     v.append_config(
-        "[limits]\nqueue_events = 4000\ningest_concurrency = 6\nsource_events_per_sec = 12000\nsource_burst = 12000\nmax_body_bytes = 1048576",
+        "[limits]\nqueue_events = 4000\ningest_concurrency = 6\nsource_events_per_sec = 3000\nsource_burst = 3000\nmax_body_bytes = 1048576",
     );
     let gw = Gateway::start(&v);
     let token = v.token("ingest");
