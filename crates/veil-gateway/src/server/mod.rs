@@ -622,7 +622,9 @@ async fn commit(
             wait,
         ));
     }
-    let permit = match state.queue.clone().try_acquire_many_owned(n.max(1) as u32) {
+    // A request larger than the whole queue takes all of it rather than waiting forever.
+    let want = n.clamp(1, state.limits.queue_events.max(1)) as u32;
+    let permit = match state.queue.clone().try_acquire_many_owned(want) {
         Ok(p) => p,
         Err(_) => {
             return Committed::Refused(retry_after(
