@@ -79,8 +79,16 @@ fn gateway_sections_are_checked_like_the_rest() {
     v.append_config("[limits]\nqueue_events = 100\nqueue_evnets = 5\n\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_auth = \"yes\"");
     let r = v.run(&["status"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("unknown key queue_evnets in [limits]"), "{}", r.stderr);
-    assert!(r.stderr.contains("unknown key client_auth in [tls]"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown key queue_evnets in [limits]"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("unknown key client_auth in [tls]"),
+        "{}",
+        r.stderr
+    );
     // A TLS file that does not exist stops `veil serve` with the file's name, before listening.
     let v = Veil::init();
     v.append_config("[tls]\ncert = \"missing.pem\"\nkey = \"k.pem\"");

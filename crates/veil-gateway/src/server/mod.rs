@@ -716,6 +716,32 @@ fn body_refusal(e: body::BodyError, limit: usize) -> Response {
     refuse(status, reason, &msg)
 }
 
+/// What every ingest request needs before admission.
+struct Received {
+    /// Held until the response: the request counts against the ingest concurrency.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Prefix for the ids of events that carry none (from `Idempotency-Key`).
+    idem: Option<String>,
+    /// The body, decompressed and within the size limit.
+    bytes: Vec<u8>,
+}
+
+/// Takes an ingest slot, reads the `Idempotency-Key` and the body (shared by both ingest
+/// endpoints; each encodes the refusal its own way).
+async fn receive(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Received, Response> {
+    let slot = slot(state)?;
+    let idem = idempotency_key(headers)?;
+    let limit = state.limits.max_body_bytes;
+    let bytes = body::read(headers, body, limit, state.limits.request_timeout)
+        .await
+        .map_err(|e| body_refusal(e, limit))?;
+    Ok(Received {
+        _slot: slot,
+        idem,
+        bytes,
+    })
+}
+
 /// Runs CPU-heavy admission on the blocking pool so slow bodies never stall other clients.
 async fn admit<F>(state: &AppState, f: F) -> Result<Admitted, Response>
 where
@@ -763,10 +789,6 @@ async fn post_events(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let _slot = match slot(&state) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
     let Some(format) = events_format(&headers) else {
         return refuse(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -774,14 +796,9 @@ async fn post_events(
             "Content-Type must be application/json ({\"events\": [...]}) or application/x-ndjson",
         );
     };
-    let idem = match idempotency_key(&headers) {
-        Ok(k) => k,
+    let Received { _slot, idem, bytes } = match receive(&state, &headers, body).await {
+        Ok(r) => r,
         Err(r) => return r,
-    };
-    let limit = state.limits.max_body_bytes;
-    let bytes = match body::read(&headers, body, limit, state.limits.request_timeout).await {
-        Ok(b) => b,
-        Err(e) => return body_refusal(e, limit),
     };
     let max_events = state.limits.max_events_per_request;
     let source = source_of(principal);
@@ -874,18 +891,9 @@ async fn post_logs(
         Ok(p) => p,
         Err(r) => return reencode(r, enc).await,
     };
-    let _slot = match slot(&state) {
-        Ok(s) => s,
+    let Received { _slot, idem, bytes } = match receive(&state, &headers, body).await {
+        Ok(r) => r,
         Err(r) => return reencode(r, enc).await,
-    };
-    let idem = match idempotency_key(&headers) {
-        Ok(k) => k,
-        Err(r) => return reencode(r, enc).await,
-    };
-    let limit = state.limits.max_body_bytes;
-    let bytes = match body::read(&headers, body, limit, state.limits.request_timeout).await {
-        Ok(b) => b,
-        Err(e) => return reencode(body_refusal(e, limit), enc).await,
     };
     let max_events = state.limits.max_events_per_request;
     let source = source_of(principal);
