@@ -84,15 +84,8 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     let parse = t.elapsed().as_secs_f64();
     std::hint::black_box(ok);
 
-    let dir = tempfile_dir()?;
-    let policy = example_policy()?;
-    let now = chrono::Utc::now().timestamp();
-    let store = SqliteStore::init(&dir, now, "bench")?;
-    let keys = KeyRing::new(store.epochs()?);
-    let source = Source {
-        name: "bench".into(),
-        collections: None,
-    };
+    let (dir, policy, store, keys, now) = rig()?;
+    let source = bench_source();
     let door = Door::new(
         &policy,
         &keys,
@@ -220,15 +213,8 @@ fn rusqlite_params(w: i64, g: String, c: i64, n: i64, now: i64) -> impl rusqlite
 /// Door + commit over `lines` in `BATCH` chunks into a fresh store: the in-process figure
 /// the gateway is compared with. Returns seconds, events accepted and CPU seconds used.
 fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
-    let dir = tempfile_dir()?;
-    let policy = example_policy()?;
-    let now = chrono::Utc::now().timestamp();
-    let mut store = SqliteStore::init(&dir, now, "bench")?;
-    let keys = KeyRing::new(store.epochs()?);
-    let source = Source {
-        name: "bench".into(),
-        collections: None,
-    };
+    let (dir, policy, mut store, keys, now) = rig()?;
+    let source = bench_source();
     let door = Door::new(
         &policy,
         &keys,
@@ -257,6 +243,29 @@ fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
     let cpu = cpu_secs() - cpu0;
     let _ = std::fs::remove_dir_all(&dir);
     Ok((secs, accepted, cpu))
+}
+
+/// A fresh store in a temporary directory with the example policy and its keys.
+fn rig() -> Result<(
+    std::path::PathBuf,
+    veil_policy::Policy,
+    SqliteStore,
+    KeyRing,
+    i64,
+)> {
+    let dir = tempfile_dir()?;
+    let now = chrono::Utc::now().timestamp();
+    let store = SqliteStore::init(&dir, now, "bench")?;
+    let keys = KeyRing::new(store.epochs()?);
+    Ok((dir, example_policy()?, store, keys, now))
+}
+
+/// The benchmarks' source: every collection allowed.
+fn bench_source() -> Source {
+    Source {
+        name: "bench".into(),
+        collections: None,
+    }
 }
 
 fn example_policy() -> Result<veil_policy::Policy> {
