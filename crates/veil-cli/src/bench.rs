@@ -54,8 +54,10 @@ fn rate(n: usize, secs: f64) -> String {
     )
 }
 
-/// Baseline (typed serde_json parse), the door alone, and door + SQLite commit.
-pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
+/// Baseline (typed serde_json parse), the door alone, and door + SQLite commit, in
+/// interleaved rounds; medians of the times and of the per-round ratios.
+pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
+    let rounds = rounds.max(1);
     eprintln!("generating {n} events…");
     let mut lines = events(n)?;
     if no_ids {
@@ -67,22 +69,10 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
     }
     let bytes: usize = lines.iter().map(Vec::len).sum();
     println!(
-        "bench pipeline: {n} events{}, {:.1} MiB, one thread",
+        "bench pipeline: {n} events{}, {:.1} MiB, one thread, {rounds} rounds (medians)",
         if no_ids { " without ids" } else { " with ids" },
         bytes as f64 / (1 << 20) as f64
     );
-
-    let t = Instant::now();
-    let mut ok = 0usize;
-    for l in &lines {
-        if let Ok(s) = std::str::from_utf8(l) {
-            if let Ok(e) = serde_json::from_str::<Envelope>(s) {
-                ok += e.attrs.0.len();
-            }
-        }
-    }
-    let parse = t.elapsed().as_secs_f64();
-    std::hint::black_box(ok);
 
     let (dir, policy, store, keys, now) = rig()?;
     let source = bench_source();
@@ -93,32 +83,81 @@ pub fn pipeline(n: usize, no_ids: bool) -> Result<u8> {
         now,
         store.sealed_before(&policy)?,
     );
-
-    let t = Instant::now();
-    let mut acc = 0usize;
-    for l in &lines {
-        if let Ok(a) = door.admit(l, &source) {
-            acc += a.contributions.len();
+    let (mut parse, mut door_only, mut full) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut accepted, mut full_cpu) = (0, 0.0);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let mut ok = 0usize;
+        for l in &lines {
+            if let Ok(s) = std::str::from_utf8(l) {
+                if let Ok(e) = serde_json::from_str::<Envelope>(s) {
+                    ok += e.attrs.0.len();
+                }
+            }
         }
-    }
-    let door_only = t.elapsed().as_secs_f64();
-    std::hint::black_box(acc);
+        parse.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(ok);
 
-    let (full, accepted, full_cpu) = in_process(&lines)?;
-    println!("  baseline: typed serde_json parse   {}", rate(n, parse));
+        let t = Instant::now();
+        let mut acc = 0usize;
+        for l in &lines {
+            if let Ok(a) = door.admit(l, &source) {
+                acc += a.contributions.len();
+            }
+        }
+        door_only.push(t.elapsed().as_secs_f64());
+        std::hint::black_box(acc);
+
+        let (secs, acc, cpu) = in_process(&lines)?;
+        full.push(secs);
+        (accepted, full_cpu) = (acc, full_cpu + cpu);
+    }
+    let ratio = |xs: &[f64]| median(xs.iter().zip(&parse).map(|(x, p)| x / p).collect());
+    let (p, d, f) = (
+        median(parse.clone()),
+        median(door_only.clone()),
+        median(full.clone()),
+    );
+    println!("  baseline: typed serde_json parse   {}", rate(n, p));
     println!(
         "  door: validate+scan+pseudonymize   {}  = {:.2}× the parse time",
-        rate(n, door_only),
-        door_only / parse
+        rate(n, d),
+        ratio(&door_only)
     );
     println!(
         "  full: door + aggregate + commit    {}  = {:.2}× the parse time",
-        rate(n, full),
-        full / parse
+        rate(n, f),
+        ratio(&full)
     );
-    println!("  accepted {accepted} of {n}; the full run used {:.2} s of CPU in {:.2} s (the rest waits on the disk)", full_cpu, full);
+    let spread = |xs: &[f64]| {
+        let (lo, hi) = xs
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        format!("{:.0}–{:.0}", n as f64 / hi, n as f64 / lo)
+    };
+    println!(
+        "  ranges (events/s): parse {}, door {}, full {}",
+        spread(&parse),
+        spread(&door_only),
+        spread(&full)
+    );
+    println!(
+        "  accepted {accepted} of {n}; the full runs used {:.2} s of CPU in {:.2} s (the rest waits on the disk)",
+        full_cpu,
+        full.iter().sum::<f64>()
+    );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[m]
+    } else {
+        (xs[m - 1] + xs[m]) / 2.0
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {

@@ -189,8 +189,13 @@ pub fn run(cli: Cli) -> Result<u8> {
         }
         Cmd::Demo { dir } => demo(dir.clone().unwrap_or_else(|| PathBuf::from("veil-demo"))),
         Cmd::Bench {
-            cmd: BenchCmd::Pipeline { events, no_ids },
-        } => crate::bench::pipeline(*events, *no_ids),
+            cmd:
+                BenchCmd::Pipeline {
+                    events,
+                    no_ids,
+                    rounds,
+                },
+        } => crate::bench::pipeline(*events, *no_ids, *rounds),
         Cmd::Bench {
             cmd: BenchCmd::Release { groups },
         } => crate::bench::release(*groups),

@@ -179,6 +179,10 @@ pub enum BenchCmd {
         /// Strip event ids (no idempotency keys to store), to show their cost.
         #[arg(long)]
         no_ids: bool,
+        /// Rounds of (parse, door, full path), interleaved so that the machine's noise
+        /// hits every stage alike; medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// A release over a year of weekly windows for many groups.
     Release {
