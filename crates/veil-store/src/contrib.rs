@@ -14,26 +14,28 @@ const FORMAT: u8 = 1;
 
 /// Builds one run.
 #[derive(Default)]
-pub(crate) struct RunWriter<'g> {
-    groups: FxHashMap<&'g str, u64>,
+pub(crate) struct RunWriter {
+    /// The batch's group id → this run's group index.
+    groups: FxHashMap<u32, u64>,
     names: Vec<u8>,
     body: Vec<u8>,
     /// Records written.
     pub rows: i64,
 }
 
-impl<'g> RunWriter<'g> {
-    /// Adds one record.
+impl RunWriter {
+    /// Adds one record; `group_id` identifies `group` within the batch.
     pub(crate) fn push(
         &mut self,
-        group: &'g str,
+        group_id: u32,
+        group: &str,
         contributor: &[u8; 16],
         bin: i32,
         n: i64,
         total: i64,
     ) {
         let next = self.groups.len() as u64;
-        let gi = *self.groups.entry(group).or_insert_with(|| {
+        let gi = *self.groups.entry(group_id).or_insert_with(|| {
             put(&mut self.names, group.len() as u64);
             self.names.extend_from_slice(group.as_bytes());
             next
@@ -143,8 +145,13 @@ mod tests {
         fn runs_round_trip(recs in proptest::collection::vec(
             ("[a-z\u{1f}é]{0,12}", any::<[u8; 16]>(), -1i32..1000, any::<i64>(), any::<i64>()), 0..40)) {
             let mut w = RunWriter::default();
+            let mut ids: Vec<&str> = Vec::new();
             for (g, c, bin, n, t) in &recs {
-                w.push(g, c, *bin, *n, *t);
+                let id = ids.iter().position(|x| x == g).unwrap_or_else(|| {
+                    ids.push(g);
+                    ids.len() - 1
+                });
+                w.push(id as u32, g, c, *bin, *n, *t);
             }
             prop_assert_eq!(w.rows, recs.len() as i64);
             let data = w.finish();
@@ -162,7 +169,7 @@ mod tests {
     #[test]
     fn truncated_runs_are_corrupt_not_short() {
         let mut w = RunWriter::default();
-        w.push("payments", &[7; 16], -1, 3, 42);
+        w.push(0, "payments", &[7; 16], -1, 3, 42);
         let data = w.finish();
         for cut in 1..data.len() {
             assert!(

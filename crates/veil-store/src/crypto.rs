@@ -1,7 +1,7 @@
 //! Staging encryption: AES-256-GCM under the epoch's data key, so destroying the key
 //! shreds every staged payload of that epoch, backups included.
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use veil_pipeline::Secret;
 
@@ -14,6 +14,18 @@ pub fn seal(key: &Secret, aad: &[u8], plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
         .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
         .expect("AES-GCM encryption of an in-memory buffer");
     (nonce.to_vec(), ct)
+}
+
+/// Encrypts `buf` in place (the tag is appended; reserve 16 bytes to avoid a copy) with
+/// a fresh random nonce, which it returns: a segment is built once and never copied.
+pub fn seal_in_place(key: &Secret, aad: &[u8], buf: &mut Vec<u8>) -> [u8; 12] {
+    let cipher = Aes256Gcm::new_from_slice(&key.0).expect("32-byte key");
+    let mut nonce = [0u8; 12];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut nonce);
+    cipher
+        .encrypt_in_place(Nonce::from_slice(&nonce), aad, buf)
+        .expect("AES-GCM encryption of an in-memory buffer");
+    nonce
 }
 
 /// Decrypts and authenticates; `None` when the key, nonce, AAD or ciphertext is wrong.

@@ -54,6 +54,20 @@ pub struct SqliteStore {
     conn: Connection,
     head_path: PathBuf,
     seen: crate::seen::SeenIndex,
+    /// In-batch aggregation table, kept between batches so its memory is reused rather
+    /// than freshly faulted in (and zeroed) for every commit.
+    agg: rustc_hash::FxHashMap<AggKey, (i64, i64)>,
+}
+
+/// One contributor's state in one group of one metric window, within a batch. The group
+/// is an index into the batch's interned group strings, so the key is plain bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct AggKey {
+    metric: u32,
+    bin: i32,
+    window: i64,
+    group: u32,
+    contributor: [u8; 16],
 }
 
 fn rfc3339(t: i64) -> String {
@@ -114,6 +128,7 @@ impl SqliteStore {
             conn,
             head_path: data_dir.join("audit.head"),
             seen: Default::default(),
+            agg: Default::default(),
         })
     }
 
@@ -344,73 +359,110 @@ impl Store for SqliteStore {
             // contributions: the sealed numbers never change.
             let sealed = sealed_before_in(&tx, policy)?;
             let events: usize = batches.iter().map(|b| b.accepted.len()).sum();
-            let mut duplicate = duplicate.into_iter();
-            let mut segments: rustc_hash::FxHashMap<(usize, u32, i64), (Vec<u8>, i64)> =
+            let accepted = || {
+                batches
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)))
+                    .zip(duplicate.iter().copied())
+                    .filter_map(|(x, dup)| (!dup).then_some(x))
+            };
+            // Pass 1: outcomes, segment sizes, and in-batch aggregation of contributions.
+            let mut seg_index: rustc_hash::FxHashMap<(usize, u32, i64), usize> =
                 Default::default();
-            let mut agg: rustc_hash::FxHashMap<(u32, i64, &str, [u8; 16], i32), (i64, i64)> =
-                rustc_hash::FxHashMap::with_capacity_and_hasher(events * 2, Default::default());
-            let accepted = batches
-                .iter()
-                .enumerate()
-                .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)));
-            for (bi, a) in accepted {
+            let mut seg_sizes: Vec<((usize, u32, i64), usize, i64)> = Vec::new();
+            let mut seg_of: Vec<u32> = Vec::with_capacity(events);
+            let mut group_ids: rustc_hash::FxHashMap<&str, u32> = Default::default();
+            let mut groups: Vec<&str> = Vec::new();
+            let agg = &mut self.agg;
+            agg.clear();
+            agg.reserve(events * 2);
+            for (bi, a) in accepted() {
                 let out = &mut outs[bi];
-                if duplicate.next().unwrap_or(false) {
-                    out.duplicates += 1;
-                    continue;
-                }
                 out.accepted += 1;
                 out.clamped += a.clamped as usize;
                 out.redacted += a.redacted as usize;
-                let seg = segments
-                    .entry((a.collection, a.epoch.0, a.time.div_euclid(86_400)))
-                    .or_default();
-                if !seg.0.is_empty() {
-                    seg.0.push(b'\n');
-                }
-                seg.0.extend_from_slice(&a.payload);
-                seg.1 += 1;
+                let key = (a.collection, a.epoch.0, a.time.div_euclid(86_400));
+                let si = *seg_index.entry(key).or_insert_with(|| {
+                    seg_sizes.push((key, 0, 0));
+                    seg_sizes.len() - 1
+                });
+                seg_sizes[si].1 += a.payload.len() + 1;
+                seg_sizes[si].2 += 1;
+                seg_of.push(si as u32);
                 for c in &a.contributions {
                     if c.window_start < sealed.get(c.metric as usize).copied().unwrap_or(i64::MIN) {
                         continue;
                     }
+                    let group = *group_ids.entry(c.group.as_str()).or_insert_with(|| {
+                        groups.push(c.group.as_str());
+                        groups.len() as u32 - 1
+                    });
                     let e = agg
-                        .entry((
-                            c.metric,
-                            c.window_start,
-                            c.group.as_str(),
-                            c.contributor.0,
-                            c.bin,
-                        ))
+                        .entry(AggKey {
+                            metric: c.metric,
+                            bin: c.bin,
+                            window: c.window_start,
+                            group,
+                            contributor: c.contributor.0,
+                        })
                         .or_insert((0, 0));
                     e.0 += 1;
                     e.1 = e.1.saturating_add(c.value);
                 }
             }
+            for ((bi, _), dup) in batches
+                .iter()
+                .enumerate()
+                .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)))
+                .zip(duplicate.iter())
+            {
+                outs[bi].duplicates += usize::from(*dup);
+            }
+            // Pass 2: each segment is built once at its final size (header, rows, room for
+            // the tag) and encrypted in place.
+            let mut plain: Vec<Vec<u8>> = seg_sizes
+                .iter()
+                .map(|&((ci, _, _), bytes, _)| {
+                    let header =
+                        serde_json::to_vec(&veil_pipeline::staging_header(&policy.collections[ci]))
+                            .expect("names serialize");
+                    let mut b = Vec::with_capacity(header.len() + bytes + 16);
+                    b.extend_from_slice(&header);
+                    b
+                })
+                .collect();
+            for ((_, a), &si) in accepted().zip(&seg_of) {
+                let b = &mut plain[si as usize];
+                b.push(b'\n');
+                b.extend_from_slice(&a.payload);
+            }
             let mut seg_ins = tx.prepare_cached(
                 "INSERT INTO staging_segments (collection, epoch, day, events, nonce, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for ((ci, epoch, day), (rows, n)) in segments {
+            for (((ci, epoch, day), _, n), mut buf) in seg_sizes.into_iter().zip(plain) {
                 let coll = &policy.collections[ci].name;
-                let mut plain =
-                    serde_json::to_vec(&veil_pipeline::staging_header(&policy.collections[ci]))
-                        .expect("names serialize");
-                plain.push(b'\n');
-                plain.extend_from_slice(&rows);
                 let key = data_keys.get(&epoch).ok_or_else(|| {
                     StoreError::Corrupt(
                         "an accepted event belongs to an epoch without a data key".into(),
                     )
                 })?;
-                let (nonce, ct) = crypto::seal(key, &segment_aad(coll, epoch, day), &plain);
-                seg_ins.execute(params![coll, epoch, day, n, nonce, ct, now])?;
+                let nonce = crypto::seal_in_place(key, &segment_aad(coll, epoch, day), &mut buf);
+                seg_ins.execute(params![coll, epoch, day, n, &nonce[..], buf, now])?;
             }
             // Per-contributor state is appended as one binary run per (metric, window) and
             // batch; sealing sums the runs. No per-row statements, no random upserts.
             let mut runs: rustc_hash::FxHashMap<(u32, i64), crate::contrib::RunWriter> =
                 Default::default();
-            for ((m, w, g, c, bin), (n, total)) in agg {
-                runs.entry((m, w)).or_default().push(g, &c, bin, n, total);
+            for (k, &(n, total)) in agg.iter() {
+                runs.entry((k.metric, k.window)).or_default().push(
+                    k.group,
+                    groups[k.group as usize],
+                    &k.contributor,
+                    k.bin,
+                    n,
+                    total,
+                );
             }
             let mut up = tx.prepare_cached("INSERT INTO staging_contrib (metric, window_start, rows, data) VALUES (?1, ?2, ?3, ?4)")?;
             for ((m, w), run) in runs {
