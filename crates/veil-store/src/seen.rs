@@ -1,11 +1,12 @@
 //! The idempotency index of the embedded store: which (source, event id) pairs were
-//! already accepted, as 16-byte keyed digests (4-byte event minute + 12 bytes of HMAC).
+//! already accepted, as 16-byte keyed digests (4-byte event minute + 12 bytes of a keyed PRF).
 //!
 //! One B-tree row per event cost more than the whole door, so the index is kept the way
 //! an LSM tree keeps it: each ingest batch appends one sorted run (a blob of keys) inside
 //! the batch's own transaction, and the process holds every key in a hash set. Runs are
 //! merged in tiers of [`TIER`] so a long-lived gateway committing small batches keeps
-//! O(log n) runs and rewrites each key O(log n) times.
+//! O(log n) runs and rewrites each key O(log n) times; a run of [`SETTLED`] keys or more
+//! is left as it is.
 //!
 //! Invariants: a key is in a committed run if and only if its event was committed; the
 //! in-memory set is refreshed from runs written by other processes inside the writer's
@@ -18,6 +19,10 @@ use rusqlite::{params, Transaction};
 
 /// Runs of one size tier merged together.
 const TIER: usize = 8;
+
+/// Runs this large are never merged again: their per-row overhead is already negligible
+/// next to their keys, and rewriting them would cost every large batch a second write.
+const SETTLED: usize = 1 << 16;
 
 /// A dedupe key.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -139,7 +144,10 @@ impl SeenIndex {
                 rows.collect::<rusqlite::Result<_>>()?
             };
             let tier = |n: usize| (usize::BITS - (n / 1024).leading_zeros()) / 3;
-            if runs.len() < TIER || runs.iter().any(|r| tier(r.n) != tier(runs[0].n)) {
+            if runs.len() < TIER
+                || runs[0].n >= SETTLED
+                || runs.iter().any(|r| tier(r.n) != tier(runs[0].n))
+            {
                 return Ok(());
             }
             let mut merged: Vec<Key> = Vec::with_capacity(runs.iter().map(|r| r.n).sum());
@@ -241,6 +249,23 @@ mod tests {
         // Events without ids are never duplicates; a repeat inside one batch is.
         let dup = claim(&mut c, &mut s, &[None, None, key(99_999), key(99_999)]);
         assert_eq!(dup, vec![false, false, false, true]);
+    }
+
+    #[test]
+    fn settled_runs_are_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = db(&dir.path().join("t.db"));
+        let mut s = SeenIndex::default();
+        let all: Vec<_> = (0..(TIER as u32 + 1) * SETTLED as u32).map(key).collect();
+        for chunk in all.chunks(SETTLED) {
+            assert!(claim(&mut c, &mut s, chunk).iter().all(|d| !d));
+        }
+        let runs: i64 = c
+            .query_row("SELECT COUNT(*) FROM staging_seen_runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs, TIER as i64 + 1, "large runs were merged");
+        let mut fresh = SeenIndex::default();
+        assert!(claim(&mut c, &mut fresh, &all).iter().all(|d| *d));
     }
 
     #[test]
