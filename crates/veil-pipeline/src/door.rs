@@ -53,8 +53,9 @@ pub struct Contribution {
     /// Index of the metric in `Policy::metrics()` order.
     pub metric: u32,
     pub window_start: i64,
-    /// Group values joined by U+001F, in the metric's `by` order.
-    pub group: String,
+    /// Group values joined by U+001F, in the metric's `by` order (inline when short,
+    /// as nearly all are: no allocation per contribution).
+    pub group: compact_str::CompactString,
     /// Pseudonym under the key of the epoch in which the window starts, so one person
     /// has one contributor id for the whole window even across a key rotation.
     pub contributor: Pseudonym,
@@ -278,7 +279,7 @@ impl<'a> Door<'a> {
         }
 
         // Resolve and type-check every attribute before producing anything.
-        let mut vals: Vec<Option<V>> = Vec::with_capacity(coll.fields.len());
+        let mut vals: smallvec::SmallVec<[Option<V>; 16]> = smallvec::SmallVec::new();
         vals.resize_with(coll.fields.len(), || None);
         let mut clamped = 0u32;
         for (k, v) in &env.attrs.0 {
@@ -364,7 +365,8 @@ impl<'a> Door<'a> {
             .and_then(|id| self.keys.dedupe_key(time, &source.name, id));
 
         // Produce: pseudonyms, payload, contributions.
-        let mut pseudonyms: Vec<Option<Pseudonym>> = vec![None; coll.fields.len()];
+        let mut pseudonyms: smallvec::SmallVec<[Option<Pseudonym>; 16]> =
+            smallvec::smallvec![None; coll.fields.len()];
         // Staging row: [time, retained values in field order], names once per segment.
         let mut payload = Vec::with_capacity(16 + 24 * coll.fields.len());
         payload.push(b'[');
@@ -417,7 +419,7 @@ impl<'a> Door<'a> {
                     None => continue,
                 },
             };
-            let mut group = String::with_capacity(32);
+            let mut group = compact_str::CompactString::const_new("");
             for (i, &bi) in m.by.iter().enumerate() {
                 if i > 0 {
                     group.push(GROUP_SEP);
@@ -731,7 +733,7 @@ fn rfc3339(t: i64) -> String {
 }
 
 /// The retained form of a value, as text for a group key.
-fn group_value(out: &mut String, f: &Field, v: &V) {
+fn group_value(out: &mut compact_str::CompactString, f: &Field, v: &V) {
     match (&f.transform, v) {
         (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => {
             out.push_str(&rfc3339(truncate_time(*t, *g)))

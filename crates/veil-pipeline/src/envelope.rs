@@ -22,9 +22,10 @@ pub struct Envelope<'a> {
     pub attrs: Attrs<'a>,
 }
 
-/// Attributes in input order; duplicates are kept so the door can refuse them.
+/// Attributes in input order; duplicates are kept so the door can refuse them. Inline up
+/// to eight, so a typical event's attributes cost no allocation.
 #[derive(Default)]
-pub struct Attrs<'a>(pub Vec<(Cow<'a, str>, Value<'a>)>);
+pub struct Attrs<'a>(pub smallvec::SmallVec<[(Cow<'a, str>, Value<'a>); 8]>);
 
 /// A scalar attribute value, or a marker that it was an object or array.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +49,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Attrs<'a> {
                 f.write_str("an object of attributes")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Attrs<'a>, M::Error> {
-                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8).min(64));
+                let mut out = smallvec::SmallVec::new();
                 while let Some(k) = m.next_key::<CowStr<'a>>()? {
                     let v = m.next_value::<Value<'a>>()?;
                     out.push((k.0, v));

@@ -104,7 +104,7 @@ pub fn envelopes(req: &ExportLogsServiceRequest) -> Vec<Envelope<'_>> {
                     event,
                     time: Cow::Owned(rfc3339(nanos)),
                     id,
-                    attrs: Attrs(attrs),
+                    attrs: Attrs(attrs.into()),
                 });
             }
         }
