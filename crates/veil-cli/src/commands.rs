@@ -550,7 +550,7 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
             }
         }
         AuditCmd::Log { since, format } => {
-            let entries = store.audit_log(*since)?;
+            let entries = store.audit_log(*since, usize::MAX)?;
             if *format == OutFormat::Json {
                 for e in entries {
                     println!("{}", serde_json::to_string(&e)?);

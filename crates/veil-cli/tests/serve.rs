@@ -611,6 +611,19 @@ fn bad_requests_get_a_4xx_with_a_reason_store_nothing_and_leave_others_unaffecte
     }
     assert!(!text.contains("veil_not_a_real_token"));
     assert!(!gw.stderr().contains("veil_not_a_real_token"));
+    // A page of the log: `limit` entries from `since`, in order.
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    assert!(all.len() > 4, "{} entries", all.len());
+    let page = c
+        .get(gw.url("/v1/audit?since=3&limit=2"))
+        .bearer_auth(v.token("privacy-officer"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let page: Vec<serde_json::Value> = serde_json::from_slice(&page).unwrap();
+    let seqs: Vec<i64> = page.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, vec![3, 4]);
     assert!(!gw.stderr().contains("panicked"));
 }
 

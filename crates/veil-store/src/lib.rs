@@ -153,8 +153,11 @@ pub trait Store {
         detail: &serde_json::Value,
         now: i64,
     ) -> Result<AuditEntry>;
-    /// Audit entries with `seq >= since`.
-    fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>>;
+    /// At most `limit` audit entries with `seq >= since`, in order: a page of the log, read
+    /// without loading the rest of it.
+    fn audit_log(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// The newest audit entry with this action (the status page's "last seal").
+    fn last_audit(&self, action: &str) -> Result<Option<AuditEntry>>;
     /// Verifies the whole chain against the recorded head.
     fn audit_verify(&self) -> Result<Verification>;
     /// Records a policy load in the audit log when its hash differs from the last one.

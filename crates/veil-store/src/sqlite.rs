@@ -652,10 +652,22 @@ impl Store for SqliteStore {
         Ok(e)
     }
 
-    fn audit_log(&self, since: i64) -> Result<Vec<AuditEntry>> {
-        let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE seq >= ?1 ORDER BY seq")?;
-        let rows = st.query_map([since], audit_row)?;
+    fn audit_log(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let mut st = self.conn.prepare("SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE seq >= ?1 ORDER BY seq LIMIT ?2")?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![since, limit], audit_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn last_audit(&self, action: &str) -> Result<Option<AuditEntry>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE action = ?1 ORDER BY seq DESC LIMIT 1",
+                [action],
+                audit_row,
+            )
+            .optional()?)
     }
 
     fn audit_verify(&self) -> Result<Verification> {

@@ -41,12 +41,7 @@ pub fn posture(
         collections.push(serde_json::json!({"name": c.name, "zone": format!("{:?}", c.zone), "staging_retention": veil_policy::duration::human(c.staging_retention), "fields": classes}));
     }
     let spent = budget_spent(store, policy, t)?;
-    let log = store.audit_log(1)?;
-    let last_seal = log
-        .iter()
-        .rev()
-        .find(|e| e.action == "seal")
-        .map(|e| e.at.clone());
+    let last_seal = store.last_audit("seal")?.map(|e| e.at);
     let v = store.audit_verify()?;
     Ok(serde_json::json!({
         "organization": policy.organization,
@@ -275,13 +270,7 @@ pub(super) async fn audit_log(
     };
     let since = p.since.unwrap_or(1);
     let limit = p.limit.unwrap_or(1000).min(10_000);
-    read_json(&state, move |s, _| {
-        s.audit_log(since).map(|mut entries| {
-            entries.truncate(limit);
-            entries
-        })
-    })
-    .await
+    read_json(&state, move |s, _| s.audit_log(since, limit)).await
 }
 
 pub(super) async fn audit_verify(
