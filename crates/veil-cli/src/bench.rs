@@ -329,7 +329,7 @@ fn rig() -> Result<(
     let dir = tempfile_dir()?;
     let now = chrono::Utc::now().timestamp();
     let store = SqliteStore::init(&dir, now, "bench")?;
-    let keys = KeyRing::new(store.epochs()?);
+    let keys = store.key_ring()?;
     Ok((dir, example_policy()?, store, keys, now))
 }
 

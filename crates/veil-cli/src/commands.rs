@@ -113,7 +113,7 @@ fn open(cli: &Cli) -> Result<Ctx> {
             store.rotate_keys(t, "veil:scheduler")?;
         }
     }
-    let keys = KeyRing::new(store.epochs()?);
+    let keys = store.key_ring()?;
     Ok(Ctx {
         cfg,
         policy,

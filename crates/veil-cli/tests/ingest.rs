@@ -143,3 +143,29 @@ fn reingesting_the_same_file_counts_nothing_twice() {
         "aggregation state and staging are unchanged"
     );
 }
+
+#[test]
+fn a_retry_counts_once_whatever_time_it_carries_and_across_a_key_rotation() {
+    // Spec §4: "the same (source, id) is counted once" — also when a client re-stamps the
+    // event's time on retry, or a key rotation happened in between.
+    let v = Veil::init();
+    let at = |mins_ago: i64| {
+        (chrono::Utc::now() - chrono::Duration::minutes(mins_ago))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let ingest = |text: String| v.run_in(&["ingest", "-"], Some(text.as_bytes()));
+    let first = ingest(format!("{}\n", good(1, &at(90))));
+    assert!(
+        first.stdout.contains("accepted 1, duplicates 0"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(v.run(&["keys", "rotate"]).code, 0);
+    let retry = ingest(format!("{}\n{}\n", good(1, &at(3)), good(2, &at(3))));
+    assert!(
+        retry.stdout.contains("accepted 1, duplicates 1"),
+        "{}",
+        retry.stdout
+    );
+}

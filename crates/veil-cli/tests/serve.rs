@@ -46,7 +46,7 @@ fn ndjson(lines: &[String]) -> String {
 fn staged_markers(v: &Veil) -> HashMap<String, usize> {
     let store = veil_store::SqliteStore::open(&v.data_dir()).unwrap();
     use veil_store::Store;
-    let keys = veil_pipeline::KeyRing::new(store.epochs().unwrap());
+    let keys = store.key_ring().unwrap();
     let mut out = HashMap::new();
     for row in store.staging_payloads("app.feature_used", &keys).unwrap() {
         let r: serde_json::Value = serde_json::from_str(&row).unwrap();

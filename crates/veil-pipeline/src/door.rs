@@ -362,7 +362,7 @@ impl<'a> Door<'a> {
         let dedupe = env
             .id
             .as_ref()
-            .and_then(|id| self.keys.dedupe_key(time, &source.name, id));
+            .map(|id| self.keys.dedupe_key(&source.name, id));
 
         // Produce: pseudonyms, payload, contributions.
         let mut pseudonyms: smallvec::SmallVec<[Option<Pseudonym>; 16]> =

@@ -74,42 +74,37 @@ impl Pseudonym {
     }
 }
 
-/// Per-epoch key material the door uses on every event, derived once.
+/// The epochs with precomputed HMAC states, ordered by start, and the idempotency key.
 #[derive(Clone)]
-struct Derived {
-    /// HMAC-SHA256 state keyed with the epoch's pseudonym key (ipad/opad absorbed).
-    mac: HmacSha256,
-    /// SipHash-2-4 key for deduplication digests, derived from the same epoch key, so
-    /// shredding the epoch makes its stored digests unlinkable too.
+pub struct KeyRing {
+    epochs: Vec<(Epoch, Option<HmacSha256>)>,
+    /// SipHash-2-4 key for idempotency digests, derived from the vault's dedupe secret.
     dedupe: [u8; 16],
 }
 
-/// The epochs with precomputed HMAC states, ordered by start.
-#[derive(Clone)]
-pub struct KeyRing {
-    epochs: Vec<(Epoch, Option<Derived>)>,
-}
-
 impl KeyRing {
-    /// Builds the ring; epochs may come in any order.
-    pub fn new(mut epochs: Vec<Epoch>) -> Self {
+    /// Builds the ring; epochs may come in any order. `dedupe` is the vault's idempotency
+    /// secret: one for the store, not per epoch, because the spec counts a `(source, id)`
+    /// once whatever time a retry carries — a key chosen by event time could not.
+    pub fn new(mut epochs: Vec<Epoch>, dedupe: &Secret) -> Self {
         epochs.sort_by_key(|e| e.start);
         let epochs = epochs
             .into_iter()
             .map(|e| {
-                let derived = e.keys.as_ref().map(|k| {
-                    let mac =
-                        HmacSha256::new_from_slice(&k.hmac.0).expect("HMAC takes any key length");
-                    let mut d = mac.clone();
-                    d.update(b"veil dedupe key v1");
-                    let mut dedupe = [0u8; 16];
-                    dedupe.copy_from_slice(&d.finalize().into_bytes()[..16]);
-                    Derived { mac, dedupe }
+                let mac = e.keys.as_ref().map(|k| {
+                    HmacSha256::new_from_slice(&k.hmac.0).expect("HMAC takes any key length")
                 });
-                (e, derived)
+                (e, mac)
             })
             .collect();
-        KeyRing { epochs }
+        let mut d = HmacSha256::new_from_slice(&dedupe.0).expect("HMAC takes any key length");
+        d.update(b"veil dedupe key v1");
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&d.finalize().into_bytes()[..16]);
+        KeyRing {
+            epochs,
+            dedupe: key,
+        }
     }
 
     /// The epoch an event time belongs to, shredded or not.
@@ -127,31 +122,24 @@ impl KeyRing {
     /// `None` when that epoch is shredded or unknown.
     pub fn pseudonym_at(&self, t: i64, identifier: &[u8]) -> Option<(EpochId, Pseudonym)> {
         let i = self.index_at(t)?;
-        let (e, d) = &self.epochs[i];
-        Some((e.id, keyed(&d.as_ref()?.mac, b"p", identifier)))
+        let (e, mac) = &self.epochs[i];
+        Some((e.id, keyed(mac.as_ref()?, b"p", identifier)))
     }
 
-    /// A keyed digest for deduplication of (`source`, `id`) under the epoch's key, prefixed
-    /// with the event's minute so that a time-ordered stream inserts at the end of the
-    /// store's index instead of all over it. A retry repeats the event's time, so it maps
-    /// to the same key; an id reused with another time is another event.
+    /// The keyed digest that deduplicates (`source`, `id`), and nothing else: the spec
+    /// counts a `(source, id)` once even when a retry carries another time.
     ///
     /// The digest is SipHash-2-4 (a 128-bit-keyed PRF built for short inputs) rather than
     /// HMAC-SHA256: it only has to be unguessable and collision-free without the key, and
     /// it costs a tenth of the HMAC's two SHA-256 compressions on the hot path.
-    pub fn dedupe_key(&self, t: i64, source: &str, id: &str) -> Option<[u8; 16]> {
+    pub fn dedupe_key(&self, source: &str, id: &str) -> [u8; 16] {
         use siphasher::sip128::Hasher128;
         use std::hash::Hasher;
-        let (_, d) = &self.epochs[self.index_at(t)?];
-        let mut h = siphasher::sip128::SipHasher24::new_with_key(&d.as_ref()?.dedupe);
+        let mut h = siphasher::sip128::SipHasher24::new_with_key(&self.dedupe);
         h.write(&(source.len() as u32).to_le_bytes());
         h.write(source.as_bytes());
         h.write(id.as_bytes());
-        let out = h.finish128().as_bytes();
-        let mut k = [0u8; 16];
-        k[..4].copy_from_slice(&(t.div_euclid(60) as u32).to_be_bytes());
-        k[4..].copy_from_slice(&out[..12]);
-        Some(k)
+        h.finish128().as_bytes()
     }
 
     /// All epochs, oldest first.
@@ -168,4 +156,25 @@ fn keyed(mac: &HmacSha256, domain: &[u8], data: &[u8]) -> Pseudonym {
     let mut p = [0u8; 16];
     p.copy_from_slice(&out[..16]);
     Pseudonym(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(dedupe: u8) -> KeyRing {
+        KeyRing::new(Vec::new(), &Secret([dedupe; 32]))
+    }
+
+    #[test]
+    fn dedupe_keys_separate_sources_ids_and_stores() {
+        let r = ring(1);
+        let k = r.dedupe_key("ingest", "abc");
+        assert_eq!(k, r.dedupe_key("ingest", "abc"));
+        assert_ne!(k, r.dedupe_key("other", "abc"));
+        assert_ne!(k, r.dedupe_key("ingest", "abd"));
+        // The source's length is hashed, so moving bytes between source and id differs.
+        assert_ne!(r.dedupe_key("ab", "c"), r.dedupe_key("a", "bc"));
+        assert_ne!(k, ring(2).dedupe_key("ingest", "abc"));
+    }
 }

@@ -40,16 +40,19 @@ fn policy() -> veil_policy::Policy {
 }
 
 fn ring(seed: u8) -> KeyRing {
-    KeyRing::new(vec![Epoch {
-        id: EpochId(1),
-        start: i64::MIN,
-        end: i64::MAX,
-        created_at: 0,
-        keys: Some(EpochKeys {
-            hmac: Secret([seed; 32]),
-            data: Secret([seed ^ 1; 32]),
-        }),
-    }])
+    KeyRing::new(
+        vec![Epoch {
+            id: EpochId(1),
+            start: i64::MIN,
+            end: i64::MAX,
+            created_at: 0,
+            keys: Some(EpochKeys {
+                hmac: Secret([seed; 32]),
+                data: Secret([seed ^ 1; 32]),
+            }),
+        }],
+        &Secret([seed ^ 2; 32]),
+    )
 }
 
 fn event(attrs: &str) -> Vec<u8> {

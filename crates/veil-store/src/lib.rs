@@ -22,7 +22,7 @@ pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use veil_pipeline::{Accepted, Epoch, EpochId, KeyRing, Rejection};
+use veil_pipeline::{Accepted, Epoch, EpochId, KeyRing, Rejection, Secret};
 use veil_policy::Policy;
 
 /// Why a store operation failed. Messages name tables and operations, never values.
@@ -128,6 +128,12 @@ pub enum Spend {
 pub trait Store {
     /// All epochs, including shredded ones (without keys).
     fn epochs(&self) -> Result<Vec<Epoch>>;
+    /// The vault's idempotency secret (one per store, created with it).
+    fn dedupe_secret(&self) -> Result<Secret>;
+    /// The key ring the door needs: every epoch's keys and the idempotency key.
+    fn key_ring(&self) -> Result<KeyRing> {
+        Ok(KeyRing::new(self.epochs()?, &self.dedupe_secret()?))
+    }
     /// Ends the current epoch at `now` and starts a new one with fresh keys.
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId>;
     /// Applies batches in one transaction (all or none): dedupe, staging, aggregation state,

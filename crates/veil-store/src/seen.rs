@@ -1,5 +1,5 @@
 //! The idempotency index of the embedded store: which (source, event id) pairs were
-//! already accepted, as 16-byte keyed digests (4-byte event minute + 12 bytes of a keyed PRF).
+//! already accepted, as 16-byte keyed digests of the pair (never the id itself).
 //!
 //! One B-tree row per event cost more than the whole door, so the index is kept the way
 //! an LSM tree keeps it: each ingest batch appends one sorted run (a blob of keys) inside
@@ -28,11 +28,13 @@ const SETTLED: usize = 1 << 16;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Key([u8; 16]);
 
-/// One stored run: its row id and how many keys it holds.
+/// One stored run: its row id, how many keys it holds, and the event minutes they span
+/// (what retention will prune runs by).
 #[derive(Clone, Copy)]
 struct Run {
     id: i64,
     n: usize,
+    minutes: (i64, i64),
 }
 
 /// The in-memory view of the stored runs.
@@ -71,12 +73,13 @@ impl SeenIndex {
         Ok(())
     }
 
-    /// Marks which of `batch` (one optional key per event) were seen before, in this
-    /// batch or in any committed one, and appends the fresh keys as a new run.
+    /// Marks which of `batch` (one optional key and event time per event) were seen
+    /// before, in this batch or in any committed one, and appends the fresh keys as a new
+    /// run.
     pub(crate) fn claim(
         &mut self,
         tx: &Transaction,
-        batch: &[Option<[u8; 16]>],
+        batch: &[Option<([u8; 16], i64)>],
         now: i64,
     ) -> Result<(Vec<bool>, Claimed)> {
         let before = self.loaded_upto;
@@ -86,11 +89,14 @@ impl SeenIndex {
         }
         self.keys.reserve(batch.len());
         let mut fresh = Vec::with_capacity(batch.len());
+        let mut minutes = (i64::MAX, i64::MIN);
         let dup = batch
             .iter()
             .map(|k| match k {
-                Some(k) if self.keys.insert(Key(*k)) => {
+                Some((k, t)) if self.keys.insert(Key(*k)) => {
                     fresh.push(Key(*k));
+                    let m = t.div_euclid(60);
+                    minutes = (minutes.0.min(m), minutes.1.max(m));
                     false
                 }
                 Some(_) => true,
@@ -101,7 +107,7 @@ impl SeenIndex {
             keys: fresh,
             loaded_upto: before,
         };
-        if let Err(e) = self.write_run(tx, &claimed.keys, now) {
+        if let Err(e) = self.write_run(tx, &claimed.keys, minutes, now) {
             self.release(claimed);
             return Err(e);
         }
@@ -117,13 +123,19 @@ impl SeenIndex {
         self.loaded_upto = c.loaded_upto;
     }
 
-    fn write_run(&mut self, tx: &Transaction, fresh: &[Key], now: i64) -> Result<()> {
+    fn write_run(
+        &mut self,
+        tx: &Transaction,
+        fresh: &[Key],
+        minutes: (i64, i64),
+        now: i64,
+    ) -> Result<()> {
         if fresh.is_empty() {
             return Ok(());
         }
         let mut sorted = fresh.to_vec();
         sorted.sort_unstable();
-        insert_run(tx, &sorted, now)?;
+        insert_run(tx, &sorted, minutes, now)?;
         self.loaded_upto = tx.last_insert_rowid();
         self.compact(tx, now)
     }
@@ -133,12 +145,13 @@ impl SeenIndex {
         loop {
             let runs: Vec<Run> = {
                 let mut st = tx.prepare_cached(
-                    "SELECT id, n FROM staging_seen_runs ORDER BY id DESC LIMIT ?1",
+                    "SELECT id, n, min_minute, max_minute FROM staging_seen_runs ORDER BY id DESC LIMIT ?1",
                 )?;
                 let rows = st.query_map([TIER as i64], |r| {
                     Ok(Run {
                         id: r.get(0)?,
                         n: r.get::<_, i64>(1)? as usize,
+                        minutes: (r.get(2)?, r.get(3)?),
                     })
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
@@ -166,22 +179,20 @@ impl SeenIndex {
             merged.dedup();
             let oldest = runs.iter().map(|r| r.id).min().unwrap_or(0);
             tx.execute("DELETE FROM staging_seen_runs WHERE id >= ?1", [oldest])?;
-            insert_run(tx, &merged, now)?;
+            let minutes = runs.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+                (lo.min(r.minutes.0), hi.max(r.minutes.1))
+            });
+            insert_run(tx, &merged, minutes, now)?;
             self.loaded_upto = self.loaded_upto.max(tx.last_insert_rowid());
         }
     }
 }
 
-fn insert_run(tx: &Transaction, sorted: &[Key], now: i64) -> Result<()> {
+fn insert_run(tx: &Transaction, sorted: &[Key], (lo, hi): (i64, i64), now: i64) -> Result<()> {
     let mut blob = Vec::with_capacity(sorted.len() * 16);
     for k in sorted {
         blob.extend_from_slice(&k.0);
     }
-    let minute = |k: &Key| i64::from(u32::from_be_bytes(k.0[..4].try_into().expect("four")));
-    let (lo, hi) = (
-        sorted.iter().map(minute).min().unwrap_or(0),
-        sorted.iter().map(minute).max().unwrap_or(0),
-    );
     tx.prepare_cached(
         "INSERT INTO staging_seen_runs (n, min_minute, max_minute, keys, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
@@ -205,15 +216,14 @@ mod tests {
         c
     }
 
-    fn key(i: u32) -> Option<[u8; 16]> {
+    fn key(i: u32) -> Option<([u8; 16], i64)> {
         let mut k = [0u8; 16];
-        k[..4].copy_from_slice(&(i / 7).to_be_bytes());
         k[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
         k[8..12].copy_from_slice(&i.to_le_bytes());
-        Some(k)
+        Some((k, i64::from(i) * 9))
     }
 
-    fn claim(c: &mut Connection, s: &mut SeenIndex, keys: &[Option<[u8; 16]>]) -> Vec<bool> {
+    fn claim(c: &mut Connection, s: &mut SeenIndex, keys: &[Option<([u8; 16], i64)>]) -> Vec<bool> {
         let tx = c
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .unwrap();

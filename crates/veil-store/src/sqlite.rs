@@ -16,6 +16,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS vault_epochs (
   id INTEGER PRIMARY KEY, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,
   hmac_key BLOB, data_key BLOB, created_at INTEGER NOT NULL, shredded_at INTEGER);
+CREATE TABLE IF NOT EXISTS vault_dedupe (
+  id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS staging_segments (
   id INTEGER PRIMARY KEY, collection TEXT NOT NULL, epoch INTEGER NOT NULL, day INTEGER NOT NULL,
   events INTEGER NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -124,6 +126,15 @@ impl SqliteStore {
              PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA wal_autocheckpoint=16384; PRAGMA temp_store=MEMORY;",
         )?;
         conn.execute_batch(SCHEMA)?;
+        // The idempotency secret, created once per store (also for stores made before it
+        // existed); OR IGNORE keeps the first when two processes open a new store at once.
+        let has: i64 = conn.query_row("SELECT COUNT(*) FROM vault_dedupe", [], |r| r.get(0))?;
+        if has == 0 {
+            conn.execute(
+                "INSERT OR IGNORE INTO vault_dedupe (id, secret, created_at) VALUES (1, ?1, ?2)",
+                params![&Secret::generate().0[..], chrono::Utc::now().timestamp()],
+            )?;
+        }
         Ok(SqliteStore {
             conn,
             head_path: data_dir.join("audit.head"),
@@ -276,6 +287,16 @@ fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
 }
 
 impl Store for SqliteStore {
+    fn dedupe_secret(&self) -> Result<Secret> {
+        let k: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT secret FROM vault_dedupe WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        key32(k)?.ok_or_else(|| StoreError::Corrupt("the vault has no idempotency secret".into()))
+    }
+
     fn epochs(&self) -> Result<Vec<Epoch>> {
         let mut st = self.conn.prepare("SELECT id, start_ts, end_ts, hmac_key, data_key, created_at FROM vault_epochs ORDER BY start_ts")?;
         let rows = st.query_map([], |r| {
@@ -349,9 +370,9 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Deduplicate on (source, id): within the transaction and against every committed one.
-        let ids: Vec<Option<[u8; 16]>> = batches
+        let ids: Vec<Option<([u8; 16], i64)>> = batches
             .iter()
-            .flat_map(|b| b.accepted.iter().map(|a| a.dedupe))
+            .flat_map(|b| b.accepted.iter().map(|a| a.dedupe.map(|k| (k, a.time))))
             .collect();
         let (duplicate, claimed) = self.seen.claim(&tx, &ids, now)?;
         let written = (|| -> Result<AuditEntry> {

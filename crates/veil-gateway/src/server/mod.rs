@@ -40,7 +40,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use veil_pipeline::{KeyRing, Limits, Reason, Source};
+use veil_pipeline::{Limits, Reason, Source};
 use veil_policy::Policy;
 use veil_store::Store;
 use writer::{Engine, Job, SharedEngine, Writer};
@@ -147,7 +147,7 @@ fn now() -> i64 {
 /// Loads the engine (policy, keys, seal boundaries) from the store.
 fn engine(store: &dyn Store, policy: Arc<Policy>) -> Result<Engine, veil_store::StoreError> {
     Ok(Engine {
-        keys: Arc::new(KeyRing::new(store.epochs()?)),
+        keys: Arc::new(store.key_ring()?),
         sealed_before: store.sealed_before(&policy)?,
         policy,
     })
