@@ -625,6 +625,8 @@ fn serve(cli: &Cli) -> Result<u8> {
             EnvFilter::try_from_env("VEIL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a log file or collector.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let ctx = open(cli)?;
     let cfg = veil_gateway::server::ServeConfig {

@@ -416,6 +416,11 @@ fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
         "{}",
         gw.stderr()
     );
+    // A log written to a file or a collector carries no terminal colour codes.
+    assert!(
+        !gw.stderr().contains('\u{1b}'),
+        "ANSI escapes in a non-terminal log"
+    );
 }
 
 // ---- overload ----
