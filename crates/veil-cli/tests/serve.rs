@@ -557,7 +557,14 @@ fn bad_requests_get_a_4xx_with_a_reason_store_nothing_and_leave_others_unaffecte
         ("bad idempotency key", c.post(&url).bearer_auth(&token).header("content-type", "application/x-ndjson").header("idempotency-key", "").body(good.clone()), 400, "bad_idempotency_key"),
     ];
     for (what, req, status, want) in cases {
-        let (got, why) = reason(req.send().unwrap());
+        let r = req.send().unwrap();
+        // The body may be left unread, so the connection is not offered for reuse.
+        assert_eq!(
+            r.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "{what}"
+        );
+        let (got, why) = reason(r);
         assert_eq!((got, why.as_str()), (status, want), "{what}");
         assert_eq!(counts(&v), before, "{what}: something was stored");
         // Another client is unaffected.

@@ -452,8 +452,21 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
+    // A refused HTTP/1 request may leave its body unread, and then hyper closes the
+    // connection after answering. Saying so lets the client open a new one instead of
+    // sending its next request down a socket that is about to close.
+    let h1_body = req.version() <= axum::http::Version::HTTP_11
+        && (req.headers().contains_key(header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"));
     let t = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if h1_body && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     state
         .metrics
         .latency
