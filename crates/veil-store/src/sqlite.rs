@@ -380,14 +380,15 @@ impl Store for SqliteStore {
             // contributions: the sealed numbers never change.
             let sealed = sealed_before_in(&tx, policy)?;
             let events: usize = batches.iter().map(|b| b.accepted.len()).sum();
-            let accepted = || {
+            // Every event as (batch index, event) with its duplicate flag, and the fresh ones.
+            let all = || {
                 batches
                     .iter()
                     .enumerate()
                     .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)))
                     .zip(duplicate.iter().copied())
-                    .filter_map(|(x, dup)| (!dup).then_some(x))
             };
+            let accepted = || all().filter_map(|(x, dup)| (!dup).then_some(x));
             // Pass 1: outcomes, segment sizes, and in-batch aggregation of contributions.
             let mut seg_index: rustc_hash::FxHashMap<(usize, u32, i64), usize> =
                 Default::default();
@@ -432,13 +433,8 @@ impl Store for SqliteStore {
                     e.1 = e.1.saturating_add(c.value);
                 }
             }
-            for ((bi, _), dup) in batches
-                .iter()
-                .enumerate()
-                .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)))
-                .zip(duplicate.iter())
-            {
-                outs[bi].duplicates += usize::from(*dup);
+            for ((bi, _), dup) in all() {
+                outs[bi].duplicates += usize::from(dup);
             }
             // Pass 2: each segment is built once at its final size (header, rows, room for
             // the tag) and encrypted in place.
