@@ -535,16 +535,10 @@ impl Store for SqliteStore {
 
             Ok(e)
         });
-        match written {
-            Ok(e) => {
-                self.write_head(&e)?;
-                Ok(outs)
-            }
-            Err(err) => {
-                self.seen.release(claimed);
-                Err(err)
-            }
-        }
+        let e = written?;
+        self.seen.committed(claimed);
+        self.write_head(&e)?;
+        Ok(outs)
     }
 
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>> {
