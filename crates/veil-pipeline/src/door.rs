@@ -147,7 +147,9 @@ impl<'a> Door<'a> {
 
     /// Runs one raw event (one NDJSON line, without its newline) through the door.
     pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
-        self.admit_envelope(self.parse(line)?, source)
+        let mut env = Envelope::default();
+        self.parse(line, &mut env)?;
+        self.admit_envelope(&env, source)
     }
 
     /// Like [`Door::admit`], but an event without an `id` gets `default_id` (a gateway
@@ -158,15 +160,16 @@ impl<'a> Door<'a> {
         source: &Source,
         default_id: &str,
     ) -> Result<Accepted, Rejection> {
-        let mut env = self.parse(line)?;
+        let mut env = Envelope::default();
+        self.parse(line, &mut env)?;
         if env.id.is_none() {
             env.id = Some(Cow::Owned(default_id.to_owned()));
         }
-        self.admit_envelope(env, source)
+        self.admit_envelope(&env, source)
     }
 
     /// Size, UTF-8 and depth limits, then the borrowed envelope parse.
-    fn parse<'l>(&self, line: &'l [u8]) -> Result<Envelope<'l>, Rejection> {
+    fn parse<'l>(&self, line: &'l [u8], env: &mut Envelope<'l>) -> Result<(), Rejection> {
         if line.len() > self.limits.max_event_bytes {
             return Err(Rejection::new(
                 Reason::TooLarge,
@@ -187,20 +190,19 @@ impl<'a> Door<'a> {
                 ),
             ));
         }
-        let env: Envelope = serde_json::from_str(text).map_err(|e| match e.classify() {
+        env.parse_into(text).map_err(|e| match e.classify() {
             serde_json::error::Category::Data => Rejection::new(
                 Reason::MalformedEnvelope,
                 "the event must be an object with a string event, a string time, an optional string id and an attrs object, and nothing else",
             ),
             _ => Rejection::new(Reason::MalformedJson, format!("the event is not valid JSON (column {})", e.column())),
-        })?;
-        Ok(env)
+        })
     }
 
     /// Runs an already-parsed envelope through the door (OTLP and other decoders enter here).
     pub fn admit_envelope(
         &self,
-        env: Envelope<'_>,
+        env: &Envelope<'_>,
         source: &Source,
     ) -> Result<Accepted, Rejection> {
         let names = |env: &Envelope, c: Option<&Collection>| -> Vec<String> {

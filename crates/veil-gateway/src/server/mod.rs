@@ -928,7 +928,7 @@ async fn post_logs(
                     env.id = Some(std::borrow::Cow::Owned(format!("{p}:{i}")));
                 }
             }
-            a.push(door.admit_envelope(env, &source));
+            a.push(door.admit_envelope(&env, &source));
         }
         Ok(a)
     })
