@@ -223,14 +223,14 @@ impl<'a> Door<'a> {
                 Reason::UnknownEvent,
                 "the event names no collection declared in the policy",
             );
-            r.field_names = names(&env, None);
+            r.field_names = names(env, None);
             return Err(r);
         };
         let coll = &self.policy.collections[ci];
         let fail = |reason: Reason, msg: String| {
             let mut r = Rejection::new(reason, msg);
             r.collection = Some(coll.name.clone());
-            r.field_names = names(&env, Some(coll));
+            r.field_names = names(env, Some(coll));
             r
         };
         if let Some(allowed) = &source.collections {
