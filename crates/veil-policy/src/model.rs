@@ -5,6 +5,10 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+/// Up to this many names, a scan comparing lengths first beats hashing the name (the
+/// door looks up every attribute of every event).
+const LINEAR: usize = 16;
+
 /// Seconds, the unit of every retention and window computation.
 pub type Secs = i64;
 
@@ -290,6 +294,9 @@ impl Policy {
 
     /// Index of a collection by its event name.
     pub fn collection_index(&self, name: &str) -> Option<usize> {
+        if self.collections.len() <= LINEAR {
+            return self.collections.iter().position(|c| c.name == name);
+        }
         self.by_name.get(name).copied()
     }
 
@@ -342,6 +349,9 @@ impl Collection {
 
     /// Index of a declared field by name.
     pub fn field_index(&self, name: &str) -> Option<usize> {
+        if self.fields.len() <= LINEAR {
+            return self.fields.iter().position(|f| f.name == name);
+        }
         self.field_index.get(name).copied()
     }
 
