@@ -1,40 +1,79 @@
 //! Staging encryption: AES-256-GCM under the epoch's data key, so destroying the key
 //! shreds every staged payload of that epoch, backups included.
+//!
+//! `ring`'s AES-GCM (already linked for the gateway's TLS) encrypts a staging segment at
+//! about a third of the cost of the RustCrypto implementation it replaced; the format is
+//! the standard one either way (12-byte nonce stored apart, ciphertext then 16-byte tag).
 
-use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Nonce};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use veil_pipeline::Secret;
+
+fn key_of(key: &Secret) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.0).expect("32-byte key"))
+}
 
 /// Encrypts `plain` with a fresh random nonce; returns `(nonce, ciphertext)`.
 pub fn seal(key: &Secret, aad: &[u8], plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let cipher = Aes256Gcm::new_from_slice(&key.0).expect("32-byte key");
-    let mut nonce = [0u8; 12];
-    rand::Rng::fill(&mut rand::rngs::OsRng, &mut nonce);
-    let ct = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plain, aad })
-        .expect("AES-GCM encryption of an in-memory buffer");
-    (nonce.to_vec(), ct)
+    let mut buf = Vec::with_capacity(plain.len() + 16);
+    buf.extend_from_slice(plain);
+    let nonce = seal_in_place(key, aad, &mut buf);
+    (nonce.to_vec(), buf)
 }
 
 /// Encrypts `buf` in place (the tag is appended; reserve 16 bytes to avoid a copy) with
 /// a fresh random nonce, which it returns: a segment is built once and never copied.
 pub fn seal_in_place(key: &Secret, aad: &[u8], buf: &mut Vec<u8>) -> [u8; 12] {
-    let cipher = Aes256Gcm::new_from_slice(&key.0).expect("32-byte key");
     let mut nonce = [0u8; 12];
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut nonce);
-    cipher
-        .encrypt_in_place(Nonce::from_slice(&nonce), aad, buf)
-        .expect("AES-GCM encryption of an in-memory buffer");
+    seal_with(key, nonce, aad, buf);
     nonce
+}
+
+fn seal_with(key: &Secret, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) {
+    key_of(key)
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+        .expect("AES-GCM encryption of an in-memory buffer");
 }
 
 /// Decrypts and authenticates; `None` when the key, nonce, AAD or ciphertext is wrong.
 pub fn open(key: &Secret, aad: &[u8], nonce: &[u8], ct: &[u8]) -> Option<Vec<u8>> {
-    if nonce.len() != 12 {
-        return None;
+    let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+    let mut buf = ct.to_vec();
+    let plain = key_of(key)
+        .open_in_place(nonce, Aad::from(aad), &mut buf)
+        .ok()?
+        .len();
+    buf.truncate(plain);
+    Some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Test cases 13 and 14 of the GCM specification (McGrew and Viega): AES-256, zero
+    /// key and nonce, so stores written by any standard implementation stay readable.
+    #[test]
+    fn aes_256_gcm_matches_the_specification_and_refuses_tampering() {
+        let key = Secret([0u8; 32]);
+        let mut empty = Vec::new();
+        seal_with(&key, [0; 12], b"", &mut empty);
+        assert_eq!(hex::encode(&empty), "530f8afbc74536b9a963b4f1c4cb738b");
+        let mut block = vec![0u8; 16];
+        seal_with(&key, [0; 12], b"", &mut block);
+        assert_eq!(
+            hex::encode(&block),
+            "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
+        );
+        assert_eq!(open(&key, b"", &[0; 12], &block), Some(vec![0u8; 16]));
+
+        let (nonce, ct) = seal(&key, b"aad", b"staged row");
+        assert_eq!(open(&key, b"aad", &nonce, &ct).as_deref(), Some(&b"staged row"[..]));
+        assert_eq!(open(&key, b"other aad", &nonce, &ct), None);
+        assert_eq!(open(&Secret([1; 32]), b"aad", &nonce, &ct), None);
+        let mut flipped = ct.clone();
+        flipped[0] ^= 1;
+        assert_eq!(open(&key, b"aad", &nonce, &flipped), None);
+        assert_eq!(open(&key, b"aad", &nonce[..11], &ct), None);
     }
-    let cipher = Aes256Gcm::new_from_slice(&key.0).ok()?;
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-        .ok()
 }
