@@ -12,27 +12,30 @@ fn key_of(key: &Secret) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.0).expect("32-byte key"))
 }
 
-/// Encrypts `plain` with a fresh random nonce; returns `(nonce, ciphertext)`.
+/// Encrypts `plain` with a fresh random nonce; returns `(nonce, ciphertext ‖ tag)`.
 pub fn seal(key: &Secret, aad: &[u8], plain: &[u8]) -> (Vec<u8>, Vec<u8>) {
-    let mut buf = Vec::with_capacity(plain.len() + 16);
-    buf.extend_from_slice(plain);
-    let nonce = seal_in_place(key, aad, &mut buf);
+    let mut buf = plain.to_vec();
+    buf.resize(plain.len() + 16, 0);
+    let (p, tag) = buf.split_at_mut(plain.len());
+    let nonce = seal_detached(key, aad, p, tag);
     (nonce.to_vec(), buf)
 }
 
-/// Encrypts `buf` in place (the tag is appended; reserve 16 bytes to avoid a copy) with
-/// a fresh random nonce, which it returns: a segment is built once and never copied.
-pub fn seal_in_place(key: &Secret, aad: &[u8], buf: &mut Vec<u8>) -> [u8; 12] {
+/// Encrypts `plain` where it lies and writes its tag into `tag` (the 16 bytes after it,
+/// for a stored blob of ciphertext ‖ tag) under a fresh random nonce, which it returns: a
+/// staging segment is built once, in a reused buffer, and never copied.
+pub fn seal_detached(key: &Secret, aad: &[u8], plain: &mut [u8], tag: &mut [u8]) -> [u8; 12] {
     let mut nonce = [0u8; 12];
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut nonce);
-    seal_with(key, nonce, aad, buf);
+    seal_with(key, nonce, aad, plain, tag);
     nonce
 }
 
-fn seal_with(key: &Secret, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) {
-    key_of(key)
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), buf)
+fn seal_with(key: &Secret, nonce: [u8; 12], aad: &[u8], plain: &mut [u8], tag: &mut [u8]) {
+    let t = key_of(key)
+        .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), plain)
         .expect("AES-GCM encryption of an in-memory buffer");
+    tag.copy_from_slice(t.as_ref());
 }
 
 /// Decrypts and authenticates; `None` when the key, nonce, AAD or ciphertext is wrong.
@@ -56,11 +59,12 @@ mod tests {
     #[test]
     fn aes_256_gcm_matches_the_specification_and_refuses_tampering() {
         let key = Secret([0u8; 32]);
-        let mut empty = Vec::new();
-        seal_with(&key, [0; 12], b"", &mut empty);
-        assert_eq!(hex::encode(&empty), "530f8afbc74536b9a963b4f1c4cb738b");
-        let mut block = vec![0u8; 16];
-        seal_with(&key, [0; 12], b"", &mut block);
+        let mut tag = [0u8; 16];
+        seal_with(&key, [0; 12], b"", &mut [], &mut tag);
+        assert_eq!(hex::encode(tag), "530f8afbc74536b9a963b4f1c4cb738b");
+        let mut block = vec![0u8; 32];
+        let (p, t) = block.split_at_mut(16);
+        seal_with(&key, [0; 12], b"", p, t);
         assert_eq!(
             hex::encode(&block),
             "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919"
@@ -68,7 +72,10 @@ mod tests {
         assert_eq!(open(&key, b"", &[0; 12], &block), Some(vec![0u8; 16]));
 
         let (nonce, ct) = seal(&key, b"aad", b"staged row");
-        assert_eq!(open(&key, b"aad", &nonce, &ct).as_deref(), Some(&b"staged row"[..]));
+        assert_eq!(
+            open(&key, b"aad", &nonce, &ct).as_deref(),
+            Some(&b"staged row"[..])
+        );
         assert_eq!(open(&key, b"other aad", &nonce, &ct), None);
         assert_eq!(open(&Secret([1; 32]), b"aad", &nonce, &ct), None);
         let mut flipped = ct.clone();
