@@ -16,8 +16,10 @@
 //! in-memory runs are refreshed from runs written by other processes inside the writer's
 //! transaction (`BEGIN IMMEDIATE` serializes writers), so two processes ingesting into
 //! one data directory still never count an event twice; a batch's own run reaches memory
-//! only after its transaction commits ([`SeenIndex::committed`]). Memory holds keyed
-//! digests only — never an id.
+//! only after its transaction commits ([`SeenIndex::committed`]); run ids only grow
+//! (a merge inserts its output before deleting its inputs, and whatever deletes runs later,
+//! such as retention, must never delete the newest), because a refresh loads exactly the
+//! ids above the highest it has seen. Memory holds keyed digests only — never an id.
 
 use crate::{Result, StoreError};
 use rusqlite::{params, Transaction};
