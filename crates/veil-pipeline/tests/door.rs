@@ -151,6 +151,71 @@ fn rejects_with_reason_and_never_the_value() {
     }
 }
 
+/// The depth check runs only on lines that fail to parse or carry nested values; every
+/// verdict must be what running the UTF-8 and depth checks first on every line gives.
+#[test]
+fn utf8_and_depth_verdicts_hold_wherever_the_bad_bytes_sit() {
+    let p = policy();
+    let k = ring(1);
+    let now = chrono::Utc::now().timestamp();
+    let verdict = |line: &[u8], max_depth: usize| {
+        let limits = Limits {
+            max_depth,
+            ..Limits::default()
+        };
+        let door = Door::new(&p, &k, limits, now, vec![]);
+        door.admit(line, &src()).err().map(|r| r.reason)
+    };
+    let ok = r#""user":"a","region":"eu","ms":1"#;
+    let with = |extra: &str| event(&format!("{ok},{extra}"));
+    let bad_utf8 = |mut line: Vec<u8>, marker: &str| {
+        let at = line
+            .windows(marker.len())
+            .position(|w| w == marker.as_bytes())
+            .expect("marker");
+        line[at] = 0xff;
+        line
+    };
+    let deep = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+    assert_eq!(verdict(&event(ok), 8), None);
+    // Invalid UTF-8 in a kept value, inside a nested value the parse skips, in a key and
+    // outside any string.
+    for (line, what) in [
+        (bad_utf8(with(r#""label":"Xbc""#), "Xbc"), "kept value"),
+        (bad_utf8(with(r#""label":["Xbc"]"#), "Xbc"), "nested value"),
+        (bad_utf8(with(r#""Xbc":1"#), "Xbc"), "key"),
+        (bad_utf8(event(ok), "{"), "structure"),
+    ] {
+        assert_eq!(verdict(&line, 8), Some(Reason::InvalidUtf8), "{what}");
+    }
+    // Too deep wins over the wrong type of a nested value, an unknown field and bad JSON.
+    assert_eq!(
+        verdict(&with(&format!(r#""label":{}"#, deep(3))), 8),
+        Some(Reason::WrongType)
+    );
+    assert_eq!(
+        verdict(&with(&format!(r#""label":{}"#, deep(9))), 8),
+        Some(Reason::TooDeep)
+    );
+    assert_eq!(
+        verdict(&with(&format!(r#""label":{}"#, deep(1000))), 8),
+        Some(Reason::TooDeep)
+    );
+    let unknown = format!(
+        r#"{{"event":"t.event","time":"2026-11-20T10:00:00Z","x":{}}}"#,
+        deep(20)
+    );
+    assert_eq!(verdict(unknown.as_bytes(), 8), Some(Reason::TooDeep));
+    assert_eq!(verdict(deep(1000).as_bytes(), 8), Some(Reason::TooDeep));
+    assert_eq!(
+        verdict(format!("{}x", deep(1000)).as_bytes(), 8),
+        Some(Reason::TooDeep)
+    );
+    // A limit below two refuses even the attrs object.
+    assert_eq!(verdict(&event(ok), 1), Some(Reason::TooDeep));
+    assert_eq!(verdict(&event(ok), 2), None);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// A pseudonym is stable under one key and unlinkable across keys; it never contains the identifier.
