@@ -139,11 +139,13 @@ pub trait Store {
     /// Applies batches in one transaction (all or none): dedupe, staging, aggregation state,
     /// quarantine, and one audit entry. Several batches share one commit so a gateway's
     /// throughput does not depend on one fsync per request; the outcomes are per batch.
+    /// The batches are borrowed, so a caller can free or reuse their memory on its own
+    /// thread.
     fn ingest(
         &mut self,
         policy: &Policy,
         keys: &KeyRing,
-        batches: Vec<IngestBatch<'_>>,
+        batches: &[IngestBatch<'_>],
     ) -> Result<Vec<IngestOutcome>>;
     /// Per metric (policy order): windows starting before this instant are sealed.
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>>;

@@ -366,7 +366,7 @@ impl Store for SqliteStore {
         &mut self,
         policy: &Policy,
         keys: &KeyRing,
-        batches: Vec<IngestBatch<'_>>,
+        batches: &[IngestBatch<'_>],
     ) -> Result<Vec<IngestOutcome>> {
         let now = batches.iter().map(|b| b.received_at).max().unwrap_or(0);
         let metric_names: Vec<&str> = policy.metrics().map(|(_, m)| m.name.as_str()).collect();

@@ -169,7 +169,7 @@ fn commit(store: &mut dyn Store, engine: &SharedEngine, group: Vec<Job>) {
         }
     }
     let result: Result<Vec<IngestOutcome>, StoreError> =
-        store.ingest(&eng.policy, &eng.keys, batches);
+        store.ingest(&eng.policy, &eng.keys, &batches);
     match result {
         Ok(outs) => {
             for (r, o) in replies.into_iter().zip(outs) {
