@@ -88,12 +88,14 @@ pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
         store.sealed_before(&policy)?,
     );
     // The store alone: the same events, admitted beforehand, committed into a fresh store.
-    let admitted: Vec<Vec<veil_pipeline::Accepted>> = lines
+    let admitted: Vec<veil_pipeline::AcceptedBatch> = lines
         .chunks(veil_gateway::ingest::BATCH)
         .map(|c| {
-            c.iter()
-                .filter_map(|l| door.admit(l, &source).ok())
-                .collect()
+            let mut b = veil_pipeline::AcceptedBatch::default();
+            for l in c {
+                let _ = door.admit_into(l, &source, None, &mut b);
+            }
+            b
         })
         .collect();
     let (mut parse, mut door_only, mut full) = (Vec::new(), Vec::new(), Vec::new());
@@ -114,10 +116,13 @@ pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
 
         let t = Instant::now();
         let mut acc = 0usize;
-        for l in &lines {
-            if let Ok(a) = door.admit(l, &source) {
-                acc += a.contributions.len();
+        let mut batch = veil_pipeline::AcceptedBatch::default();
+        for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
+            batch.clear();
+            for l in chunk {
+                let _ = door.admit_into(l, &source, None, &mut batch);
             }
+            acc += batch.len();
         }
         door_only.push(t.elapsed().as_secs_f64());
         std::hint::black_box(acc);
@@ -311,9 +316,8 @@ fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
                 rejected,
             };
             for l in chunk {
-                match door.admit(l, &source) {
-                    Ok(a) => batch.accepted.push(a),
-                    Err(r) => batch.rejected.push(r),
+                if let Err(r) = door.admit_into(l, &source, None, &mut batch.accepted) {
+                    batch.rejected.push(r);
                 }
             }
             if !commit.send(batch) {

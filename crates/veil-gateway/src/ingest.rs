@@ -4,7 +4,7 @@
 //! [`Store::ingest`].
 
 use std::io::BufRead;
-use veil_pipeline::{Accepted, Door, KeyRing, Limits, Rejection, Source};
+use veil_pipeline::{AcceptedBatch, Door, KeyRing, Limits, Rejection, Source};
 use veil_policy::Policy;
 use veil_store::{IngestBatch, IngestOutcome, Store};
 
@@ -65,18 +65,34 @@ pub enum IngestError {
 /// 0-based index of its event.
 #[derive(Default)]
 pub struct Admitted {
-    pub accepted: Vec<Accepted>,
+    pub accepted: AcceptedBatch,
     pub rejected: Vec<(usize, Rejection)>,
     /// Events seen (accepted + rejected).
     pub events: usize,
 }
 
 impl Admitted {
-    /// Records the door's verdict on the next event.
-    pub fn push(&mut self, verdict: Result<Accepted, Rejection>) {
-        match verdict {
-            Ok(a) => self.accepted.push(a),
-            Err(r) => self.rejected.push((self.events, r)),
+    /// Runs the next event, one JSON object, through the door. An event without an `id`
+    /// gets `default_id` when one is given.
+    pub fn line(&mut self, door: &Door, source: &Source, line: &[u8], default_id: Option<&str>) {
+        let verdict = door.admit_into(line, source, default_id, &mut self.accepted);
+        self.record(verdict);
+    }
+
+    /// Runs the next event, already decoded into an envelope (OTLP), through the door.
+    pub fn envelope(
+        &mut self,
+        door: &Door,
+        source: &Source,
+        env: &veil_pipeline::envelope::Envelope<'_>,
+    ) {
+        let verdict = door.admit_envelope_into(env, source, &mut self.accepted);
+        self.record(verdict);
+    }
+
+    fn record(&mut self, verdict: Result<(), Rejection>) {
+        if let Err(r) = verdict {
+            self.rejected.push((self.events, r));
         }
         self.events += 1;
     }
@@ -92,11 +108,8 @@ pub fn admit_lines(door: &Door, source: &Source, body: &[u8], id_prefix: Option<
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let index = out.events;
-        out.push(match id_prefix {
-            Some(p) => door.admit_with_default_id(line, source, &format!("{p}:{index}")),
-            None => door.admit(line, source),
-        });
+        let default_id = id_prefix.map(|p| format!("{p}:{}", out.events));
+        out.line(door, source, line, default_id.as_deref());
     }
     out
 }
@@ -141,8 +154,8 @@ pub fn ingest_stream(
                     continue;
                 }
                 lines += 1;
-                match door.admit(line, source) {
-                    Ok(a) => accepted.push(a),
+                match door.admit_into(line, source, None, &mut accepted) {
+                    Ok(()) => {}
                     Err(r) => {
                         on_reject(&(line_no, r.clone()));
                         rejected.push(r);
@@ -180,18 +193,17 @@ impl<'s> Committer<'s> {
         self.tx.send(batch).is_ok()
     }
 
-    /// Empty vectors for the next batch: those of a committed batch when one has come
-    /// back, else new ones. The events of a committed batch are freed here, on the
-    /// thread that allocated them, and its vectors keep their memory: no cross-thread
-    /// frees, no fresh pages to fault in for every batch.
-    pub fn vectors(&mut self) -> (Vec<Accepted>, Vec<Rejection>) {
+    /// An empty batch to fill next: a committed one when one has come back, else a new
+    /// one. A committed batch is emptied here, on the thread that filled it, and keeps
+    /// its memory: no cross-thread frees, no fresh pages to fault in for every batch.
+    pub fn vectors(&mut self) -> (AcceptedBatch, Vec<Rejection>) {
         match self.back.try_recv() {
             Ok(mut b) => {
                 b.accepted.clear();
                 b.rejected.clear();
                 (b.accepted, b.rejected)
             }
-            Err(_) => (Vec::with_capacity(BATCH), Vec::new()),
+            Err(_) => (AcceptedBatch::default(), Vec::new()),
         }
     }
 }

@@ -82,6 +82,138 @@ pub struct Accepted {
     pub redacted: u32,
 }
 
+/// The events of one batch that passed the door. Per-event facts sit in one vector and
+/// every payload and contribution in two shared buffers, so admitting a batch costs a
+/// few growing allocations, reused batch after batch ([`AcceptedBatch::clear`] keeps
+/// them), instead of two allocations and two cross-thread frees per event.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptedBatch {
+    events: Vec<EventFacts>,
+    payloads: Vec<u8>,
+    contributions: Vec<Contribution>,
+}
+
+/// One event's facts in an [`AcceptedBatch`]; its payload and contributions end where
+/// the next event's begin.
+#[derive(Debug, Clone)]
+struct EventFacts {
+    collection: usize,
+    epoch: EpochId,
+    time: i64,
+    dedupe: Option<[u8; 16]>,
+    payload_end: usize,
+    contributions_end: usize,
+    clamped: u32,
+    redacted: u32,
+}
+
+/// One event of an [`AcceptedBatch`], borrowed: the fields of [`Accepted`].
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedRef<'b> {
+    pub collection: usize,
+    pub epoch: EpochId,
+    pub time: i64,
+    pub dedupe: Option<[u8; 16]>,
+    pub payload: &'b [u8],
+    pub contributions: &'b [Contribution],
+    pub clamped: u32,
+    pub redacted: u32,
+}
+
+impl AcceptedBatch {
+    /// Events in the batch.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether no event passed.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Empties the batch and keeps its memory for the next one.
+    pub fn clear(&mut self) {
+        self.events.clear();
+        self.payloads.clear();
+        self.contributions.clear();
+    }
+
+    /// The `i`th event.
+    pub fn get(&self, i: usize) -> Option<AcceptedRef<'_>> {
+        let e = self.events.get(i)?;
+        let (p0, c0) = match i.checked_sub(1).map(|j| &self.events[j]) {
+            Some(prev) => (prev.payload_end, prev.contributions_end),
+            None => (0, 0),
+        };
+        Some(AcceptedRef {
+            collection: e.collection,
+            epoch: e.epoch,
+            time: e.time,
+            dedupe: e.dedupe,
+            payload: &self.payloads[p0..e.payload_end],
+            contributions: &self.contributions[c0..e.contributions_end],
+            clamped: e.clamped,
+            redacted: e.redacted,
+        })
+    }
+
+    /// Every event, in the order admitted.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = AcceptedRef<'_>> + Clone + '_ {
+        (0..self.len()).map(|i| self.get(i).expect("index in range"))
+    }
+
+    /// Adds an event admitted on its own.
+    pub fn push(&mut self, a: Accepted) {
+        self.payloads.extend_from_slice(&a.payload);
+        self.contributions.extend(a.contributions);
+        self.seal_event(
+            a.collection,
+            a.epoch,
+            a.time,
+            a.dedupe,
+            a.clamped,
+            a.redacted,
+        );
+    }
+
+    /// Closes the event whose payload and contributions were just written.
+    fn seal_event(
+        &mut self,
+        collection: usize,
+        epoch: EpochId,
+        time: i64,
+        dedupe: Option<[u8; 16]>,
+        clamped: u32,
+        redacted: u32,
+    ) {
+        self.events.push(EventFacts {
+            collection,
+            epoch,
+            time,
+            dedupe,
+            payload_end: self.payloads.len(),
+            contributions_end: self.contributions.len(),
+            clamped,
+            redacted,
+        });
+    }
+}
+
+impl From<AcceptedRef<'_>> for Accepted {
+    fn from(a: AcceptedRef<'_>) -> Self {
+        Accepted {
+            collection: a.collection,
+            epoch: a.epoch,
+            time: a.time,
+            dedupe: a.dedupe,
+            payload: a.payload.to_vec(),
+            contributions: a.contributions.to_vec(),
+            clamped: a.clamped,
+            redacted: a.redacted,
+        }
+    }
+}
+
 /// The names heading a staging segment of a collection: `time`, then every retained
 /// field in policy order — the columns of each [`Accepted::payload`] row.
 pub fn staging_header(c: &Collection) -> Vec<&str> {
@@ -147,25 +279,26 @@ impl<'a> Door<'a> {
 
     /// Runs one raw event (one NDJSON line, without its newline) through the door.
     pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
-        let mut env = Envelope::default();
-        self.parse(line, &mut env)?;
-        self.admit_envelope(&env, source)
+        single(|out| self.admit_into(line, source, None, out))
     }
 
-    /// Like [`Door::admit`], but an event without an `id` gets `default_id` (a gateway
-    /// derives it from the request's `Idempotency-Key`, so a retried request counts once).
-    pub fn admit_with_default_id(
+    /// Runs one raw event through the door into `out`, which is left as it was when the
+    /// event is rejected. An event without an `id` gets `default_id` when one is given
+    /// (a gateway derives it from the request's `Idempotency-Key`, so a retried request
+    /// counts once).
+    pub fn admit_into(
         &self,
         line: &[u8],
         source: &Source,
-        default_id: &str,
-    ) -> Result<Accepted, Rejection> {
+        default_id: Option<&str>,
+        out: &mut AcceptedBatch,
+    ) -> Result<(), Rejection> {
         let mut env = Envelope::default();
         self.parse(line, &mut env)?;
-        if env.id.is_none() {
-            env.id = Some(Cow::Owned(default_id.to_owned()));
+        if let (None, Some(d)) = (&env.id, default_id) {
+            env.id = Some(Cow::Owned(d.to_owned()));
         }
-        self.admit_envelope(&env, source)
+        self.admit_envelope_into(&env, source, out)
     }
 
     /// Size and UTF-8 limits, the borrowed envelope parse, then the depth limit. An event
@@ -213,6 +346,17 @@ impl<'a> Door<'a> {
         env: &Envelope<'_>,
         source: &Source,
     ) -> Result<Accepted, Rejection> {
+        single(|out| self.admit_envelope_into(env, source, out))
+    }
+
+    /// [`Door::admit_envelope`] into a batch, left as it was when the event is rejected:
+    /// everything is checked before the first byte is written.
+    pub fn admit_envelope_into(
+        &self,
+        env: &Envelope<'_>,
+        source: &Source,
+        out: &mut AcceptedBatch,
+    ) -> Result<(), Rejection> {
         let names = |env: &Envelope, c: Option<&Collection>| -> Vec<String> {
             env.attrs
                 .0
@@ -378,7 +522,7 @@ impl<'a> Door<'a> {
         let mut pseudonyms: smallvec::SmallVec<[Option<Pseudonym>; 16]> =
             smallvec::smallvec![None; coll.fields.len()];
         // Staging row: [time, retained values in field order], names once per segment.
-        let mut payload = Vec::with_capacity(16 + 24 * coll.fields.len());
+        let payload = &mut out.payloads;
         payload.push(b'[');
         payload.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
         for (fi, f) in coll.fields.iter().enumerate() {
@@ -401,7 +545,7 @@ impl<'a> Door<'a> {
                     payload.push(b'"');
                 }
                 (_, Some(v)) => write_value(
-                    &mut payload,
+                    payload,
                     f,
                     v,
                     redacted_vals.get(fi).and_then(Option::as_deref),
@@ -410,7 +554,7 @@ impl<'a> Door<'a> {
         }
         payload.push(b']');
 
-        let mut contributions = Vec::with_capacity(coll.metrics.len());
+        let contributions = &mut out.contributions;
         for (mi, m) in coll.metrics.iter().enumerate() {
             let g = self.metric_base[ci] + mi as u32;
             let wstart = window::start(m.window, time);
@@ -467,16 +611,8 @@ impl<'a> Door<'a> {
                 value,
             });
         }
-        Ok(Accepted {
-            collection: ci,
-            epoch,
-            time,
-            dedupe,
-            payload,
-            contributions,
-            clamped,
-            redacted,
-        })
+        out.seal_event(ci, epoch, time, dedupe, clamped, redacted);
+        Ok(())
     }
 
     fn check_value<'v>(
@@ -608,6 +744,15 @@ impl<'a> Door<'a> {
         };
         Ok(Some(out))
     }
+}
+
+/// One event admitted on its own, through a one-event batch.
+fn single(
+    admit: impl FnOnce(&mut AcceptedBatch) -> Result<(), Rejection>,
+) -> Result<Accepted, Rejection> {
+    let mut b = AcceptedBatch::default();
+    admit(&mut b)?;
+    Ok(b.get(0).expect("one event admitted").into())
 }
 
 /// Unix seconds of an RFC 3339 time. The canonical `YYYY-MM-DDTHH:MM:SSZ` form is read

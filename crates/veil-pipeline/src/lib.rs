@@ -15,6 +15,9 @@ pub mod pii;
 mod reject;
 pub mod window;
 
-pub use door::{staging_header, Accepted, Contribution, Door, Limits, Source, GROUP_SEP};
+pub use door::{
+    staging_header, Accepted, AcceptedBatch, AcceptedRef, Contribution, Door, Limits, Source,
+    GROUP_SEP,
+};
 pub use keys::{Epoch, EpochId, EpochKeys, KeyRing, Pseudonym, Secret};
 pub use reject::{safe_name, Reason, Rejection};

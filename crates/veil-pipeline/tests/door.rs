@@ -216,6 +216,60 @@ fn utf8_and_depth_verdicts_hold_wherever_the_bad_bytes_sit() {
     assert_eq!(verdict(&event(ok), 2), None);
 }
 
+/// A batch holds exactly the events admitted one by one; a rejected event leaves no byte.
+#[test]
+fn a_batch_holds_what_single_admits_give_and_nothing_of_rejects() {
+    let p = policy();
+    let k = ring(1);
+    let door = Door::new(
+        &p,
+        &k,
+        Limits::default(),
+        chrono::Utc::now().timestamp(),
+        vec![],
+    );
+    let lines = [
+        event(r#""user":"a","region":"eu","ms":5"#),
+        event(r#""user":"b","region":"asia","ms":5"#), // rejected after parsing
+        b"{not json".to_vec(),
+        event(r#""user":"c","region":"us","ms":7000,"note":"mail c@example.com""#),
+    ];
+    let mut batch = veil_pipeline::AcceptedBatch::default();
+    let mut singles = Vec::new();
+    for l in &lines {
+        let one = door.admit(l, &src());
+        assert_eq!(
+            one.is_ok(),
+            door.admit_into(l, &src(), None, &mut batch).is_ok()
+        );
+        singles.extend(one.ok());
+    }
+    assert_eq!(batch.len(), 2);
+    for (got, want) in batch.iter().zip(&singles) {
+        let got = veil_pipeline::Accepted::from(got);
+        assert_eq!(
+            (
+                got.time,
+                got.dedupe,
+                &got.payload,
+                &got.contributions,
+                got.clamped,
+                got.redacted
+            ),
+            (
+                want.time,
+                want.dedupe,
+                &want.payload,
+                &want.contributions,
+                want.clamped,
+                want.redacted
+            )
+        );
+    }
+    batch.clear();
+    assert!(batch.is_empty() && batch.get(0).is_none());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// A pseudonym is stable under one key and unlinkable across keys; it never contains the identifier.

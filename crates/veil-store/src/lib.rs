@@ -22,7 +22,7 @@ pub use sqlite::SqliteStore;
 
 use serde::Serialize;
 use std::collections::BTreeMap;
-use veil_pipeline::{Accepted, Epoch, EpochId, KeyRing, Rejection, Secret};
+use veil_pipeline::{AcceptedBatch, Epoch, EpochId, KeyRing, Rejection, Secret};
 use veil_policy::Policy;
 
 /// Why a store operation failed. Messages name tables and operations, never values.
@@ -51,7 +51,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub struct IngestBatch<'a> {
     pub source: &'a str,
     pub received_at: i64,
-    pub accepted: Vec<Accepted>,
+    pub accepted: AcceptedBatch,
     pub rejected: Vec<Rejection>,
 }
 

@@ -421,7 +421,7 @@ impl Store for SqliteStore {
                 seg_sizes[si].1 += a.payload.len() + 1;
                 seg_sizes[si].2 += 1;
                 seg_of.push(si as u32);
-                for c in &a.contributions {
+                for c in a.contributions {
                     if c.window_start < sealed.get(c.metric as usize).copied().unwrap_or(i64::MIN) {
                         continue;
                     }
@@ -474,7 +474,7 @@ impl Store for SqliteStore {
             for ((_, a), &si) in accepted().zip(&seg_of) {
                 let at = &mut cursor[si as usize];
                 arena[*at] = b'\n';
-                arena[*at + 1..*at + 1 + a.payload.len()].copy_from_slice(&a.payload);
+                arena[*at + 1..*at + 1 + a.payload.len()].copy_from_slice(a.payload);
                 *at += 1 + a.payload.len();
             }
             debug_assert!(cursor.iter().zip(&spans).all(|(c, (s, l))| *c == s + l));

@@ -850,11 +850,8 @@ async fn post_events(
                 }
                 let mut a = Admitted::default();
                 for (i, raw) in batch.events.iter().enumerate() {
-                    let line = raw.get().as_bytes();
-                    a.push(match &idem {
-                        Some(p) => door.admit_with_default_id(line, &source, &format!("{p}:{i}")),
-                        None => door.admit(line, &source),
-                    });
+                    let default_id = idem.as_ref().map(|p| format!("{p}:{i}"));
+                    a.line(door, &source, raw.get().as_bytes(), default_id.as_deref());
                 }
                 Ok(a)
             }
@@ -928,7 +925,7 @@ async fn post_logs(
                     env.id = Some(std::borrow::Cow::Owned(format!("{p}:{i}")));
                 }
             }
-            a.push(door.admit_envelope(&env, &source));
+            a.envelope(door, &source, &env);
         }
         Ok(a)
     })

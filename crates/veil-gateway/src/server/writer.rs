@@ -7,7 +7,7 @@
 
 use std::sync::{Arc, RwLock};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
-use veil_pipeline::{Accepted, KeyRing, Rejection};
+use veil_pipeline::{AcceptedBatch, KeyRing, Rejection};
 use veil_policy::Policy;
 use veil_store::{IngestBatch, IngestOutcome, Store, StoreError};
 
@@ -31,7 +31,7 @@ pub enum Job {
     Ingest {
         source: String,
         received_at: i64,
-        accepted: Vec<Accepted>,
+        accepted: AcceptedBatch,
         rejected: Vec<Rejection>,
         /// Queue capacity held until the commit; released when the job is dropped.
         permit: Option<OwnedSemaphorePermit>,
