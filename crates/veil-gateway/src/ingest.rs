@@ -184,7 +184,12 @@ pub fn ingest_stream(
 pub struct Committer<'s> {
     tx: std::sync::mpsc::SyncSender<IngestBatch<'s>>,
     back: std::sync::mpsc::Receiver<IngestBatch<'s>>,
+    /// Batches made so far; past [`IN_FLIGHT`] the next one is a committed one.
+    made: usize,
 }
+
+/// Batches in circulation: one being filled, one queued, one being committed.
+const IN_FLIGHT: usize = 3;
 
 impl<'s> Committer<'s> {
     /// Queues a batch for commit, waiting while one is already queued. `false` means the
@@ -193,17 +198,26 @@ impl<'s> Committer<'s> {
         self.tx.send(batch).is_ok()
     }
 
-    /// An empty batch to fill next: a committed one when one has come back, else a new
-    /// one. A committed batch is emptied here, on the thread that filled it, and keeps
-    /// its memory: no cross-thread frees, no fresh pages to fault in for every batch.
+    /// An empty batch to fill next: a committed one once [`IN_FLIGHT`] exist (waiting
+    /// for the oldest commit when none is back yet), else a new one. A committed batch
+    /// is emptied here, on the thread that filled it, and keeps its memory: no
+    /// cross-thread frees, no buffers growing into fresh pages batch after batch.
     pub fn vectors(&mut self) -> (AcceptedBatch, Vec<Rejection>) {
-        match self.back.try_recv() {
-            Ok(mut b) => {
+        let back = if self.made < IN_FLIGHT {
+            self.back.try_recv().ok()
+        } else {
+            self.back.recv().ok() // `None` only when the writer stopped; `send` then says so
+        };
+        match back {
+            Some(mut b) => {
                 b.accepted.clear();
                 b.rejected.clear();
                 (b.accepted, b.rejected)
             }
-            Err(_) => (AcceptedBatch::default(), Vec::new()),
+            None => {
+                self.made += 1;
+                (AcceptedBatch::default(), Vec::new())
+            }
         }
     }
 }
@@ -212,7 +226,7 @@ impl<'s> Committer<'s> {
 /// one batch per transaction. The door's work on the next batch then overlaps the
 /// commit's wait for the disk (the fsync that makes a batch durable): on one core that
 /// wait is otherwise idle, on two the stages run side by side. At most one batch waits
-/// between them and two come back for reuse, so memory stays at a few batches.
+/// between them and [`IN_FLIGHT`] batches circulate, so memory stays at three batches.
 ///
 /// A commit error stops the pipeline and is returned (batches committed before it stay
 /// committed, as with sequential commits); a produce error is returned after the batches
@@ -224,7 +238,7 @@ pub fn pipelined<'s, T>(
     produce: impl FnOnce(&mut Committer<'s>) -> Result<T, IngestError>,
 ) -> Result<(T, IngestOutcome), IngestError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<IngestBatch<'s>>(1);
-    let (back_tx, back) = std::sync::mpsc::sync_channel::<IngestBatch<'s>>(2);
+    let (back_tx, back) = std::sync::mpsc::sync_channel::<IngestBatch<'s>>(IN_FLIGHT);
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("veil-commit".into())
@@ -239,7 +253,7 @@ pub fn pipelined<'s, T>(
                 Ok::<_, veil_store::StoreError>(total)
             })
             .map_err(IngestError::Spawn)?;
-        let produced = produce(&mut Committer { tx, back });
+        let produced = produce(&mut Committer { tx, back, made: 0 });
         // `produce` consumed the sender: the writer ends once the queue is drained.
         let committed = writer
             .join()
@@ -352,8 +366,9 @@ collections:
         let dir = tempfile::tempdir().unwrap();
         let now = chrono::Utc::now().timestamp();
         let mut store = SqliteStore::init(dir.path(), now, "test").unwrap();
-        // Three batches, the last one short: all committed, each event once.
-        let n = 2 * BATCH + 7;
+        // Five batches, the last one short: more than circulate at once, so committed
+        // batches come back and are refilled. All committed, each event once.
+        let n = 4 * BATCH + 7;
         let o = run(&mut store, Lines::new(n, false)).unwrap();
         assert_eq!((o.accepted, o.duplicates), (n, 0));
         assert_eq!(staged(&store), n as i64);
