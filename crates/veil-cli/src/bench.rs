@@ -404,7 +404,8 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
     println!(
         "bench http: {n} events, {batch} per request (NDJSON), one gateway process on loopback"
     );
-    println!("  in-process (door + commit, one thread) {}", rate(n, base));
+    // Not pinned: the door and commit threads may use both cores, as the gateway may.
+    println!("  in-process (door + commit threads)  {}", rate(n, base));
     let token = format!("bench-{}", rand::random::<u64>());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
