@@ -162,20 +162,6 @@ impl AcceptedBatch {
         (0..self.len()).map(|i| self.get(i).expect("index in range"))
     }
 
-    /// Adds an event admitted on its own.
-    pub fn push(&mut self, a: Accepted) {
-        self.payloads.extend_from_slice(&a.payload);
-        self.contributions.extend(a.contributions);
-        self.seal_event(
-            a.collection,
-            a.epoch,
-            a.time,
-            a.dedupe,
-            a.clamped,
-            a.redacted,
-        );
-    }
-
     /// Closes the event whose payload and contributions were just written.
     fn seal_event(
         &mut self,
@@ -279,7 +265,9 @@ impl<'a> Door<'a> {
 
     /// Runs one raw event (one NDJSON line, without its newline) through the door.
     pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
-        single(|out| self.admit_into(line, source, None, out))
+        let mut out = AcceptedBatch::default();
+        self.admit_into(line, source, None, &mut out)?;
+        Ok(out.get(0).expect("one event admitted").into())
     }
 
     /// Runs one raw event through the door into `out`, which is left as it was when the
@@ -340,16 +328,8 @@ impl<'a> Door<'a> {
         })
     }
 
-    /// Runs an already-parsed envelope through the door (OTLP and other decoders enter here).
-    pub fn admit_envelope(
-        &self,
-        env: &Envelope<'_>,
-        source: &Source,
-    ) -> Result<Accepted, Rejection> {
-        single(|out| self.admit_envelope_into(env, source, out))
-    }
-
-    /// [`Door::admit_envelope`] into a batch, left as it was when the event is rejected:
+    /// Runs an already-parsed envelope through the door into `out` (OTLP and other
+    /// decoders enter here). `out` is left as it was when the event is rejected:
     /// everything is checked before the first byte is written.
     pub fn admit_envelope_into(
         &self,
@@ -744,15 +724,6 @@ impl<'a> Door<'a> {
         };
         Ok(Some(out))
     }
-}
-
-/// One event admitted on its own, through a one-event batch.
-fn single(
-    admit: impl FnOnce(&mut AcceptedBatch) -> Result<(), Rejection>,
-) -> Result<Accepted, Rejection> {
-    let mut b = AcceptedBatch::default();
-    admit(&mut b)?;
-    Ok(b.get(0).expect("one event admitted").into())
 }
 
 /// Unix seconds of an RFC 3339 time. The canonical `YYYY-MM-DDTHH:MM:SSZ` form is read
