@@ -308,13 +308,7 @@ fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
     let (t, cpu0) = (Instant::now(), cpu_secs());
     let ((), total) = veil_gateway::ingest::pipelined(&mut store, &policy, &keys, |commit| {
         for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
-            let (accepted, rejected) = commit.vectors();
-            let mut batch = IngestBatch {
-                source: "bench",
-                received_at: now,
-                accepted,
-                rejected,
-            };
+            let mut batch = commit.batch("bench", now);
             for l in chunk {
                 if let Err(r) = door.admit_into(l, &source, None, &mut batch.accepted) {
                     batch.rejected.push(r);

@@ -138,7 +138,7 @@ pub fn ingest_stream(
         let mut line_no = 0u64;
         let mut done = false;
         while !done {
-            let (mut accepted, mut rejected) = commit.vectors();
+            let mut batch = commit.batch(&source.name, now);
             let mut lines = 0;
             while lines < BATCH {
                 if read_line_bounded(input, &mut buf, limits.max_event_bytes)
@@ -154,23 +154,14 @@ pub fn ingest_stream(
                     continue;
                 }
                 lines += 1;
-                match door.admit_into(line, source, None, &mut accepted) {
-                    Ok(()) => {}
-                    Err(r) => {
-                        on_reject(&(line_no, r.clone()));
-                        rejected.push(r);
-                    }
+                if let Err(r) = door.admit_into(line, source, None, &mut batch.accepted) {
+                    on_reject(&(line_no, r.clone()));
+                    batch.rejected.push(r);
                 }
             }
             if lines == 0 {
                 break;
             }
-            let batch = IngestBatch {
-                source: &source.name,
-                received_at: now,
-                accepted,
-                rejected,
-            };
             if !commit.send(batch) {
                 break; // the writer failed; its error is what the caller sees
             }
@@ -202,13 +193,13 @@ impl<'s> Committer<'s> {
     /// for the oldest commit when none is back yet), else a new one. A committed batch
     /// is emptied here, on the thread that filled it, and keeps its memory: no
     /// cross-thread frees, no buffers growing into fresh pages batch after batch.
-    pub fn vectors(&mut self) -> (AcceptedBatch, Vec<Rejection>) {
+    pub fn batch(&mut self, source: &'s str, received_at: i64) -> IngestBatch<'s> {
         let back = if self.made < IN_FLIGHT {
             self.back.try_recv().ok()
         } else {
             self.back.recv().ok() // `None` only when the writer stopped; `send` then says so
         };
-        match back {
+        let (accepted, rejected) = match back {
             Some(mut b) => {
                 b.accepted.clear();
                 b.rejected.clear();
@@ -218,6 +209,12 @@ impl<'s> Committer<'s> {
                 self.made += 1;
                 (AcceptedBatch::default(), Vec::new())
             }
+        };
+        IngestBatch {
+            source,
+            received_at,
+            accepted,
+            rejected,
         }
     }
 }
