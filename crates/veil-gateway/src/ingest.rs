@@ -390,6 +390,58 @@ collections:
         );
     }
 
+    /// Staging reads back every accepted event as the door minimized it, whichever of a
+    /// batch's segments (one per day here) it landed in.
+    #[test]
+    fn staging_reads_back_every_event_of_every_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let mut store = SqliteStore::init(dir.path(), now, "test").unwrap();
+        let mut want = Vec::new();
+        let mut data = Vec::new();
+        for i in 0..300i64 {
+            let t = now - (i % 3) * 86_400 - i;
+            let stamp = chrono::DateTime::from_timestamp(t, 0).unwrap();
+            let stamp = stamp.format("%Y-%m-%dT%H:%M:%SZ");
+            let region = if i % 2 == 0 { "eu" } else { "us" };
+            let attrs = format!(r#"{{"user":"u{}","region":"{region}"}}"#, i % 7);
+            let line = format!(r#"{{"event":"t.event","time":"{stamp}","attrs":{attrs}}}"#);
+            data.extend_from_slice(line.as_bytes());
+            data.push(b'\n');
+            want.push((t, region, i % 7));
+        }
+        let input = Lines {
+            data: std::io::Cursor::new(data),
+            fail: false,
+        };
+        assert_eq!(run(&mut store, input).unwrap().accepted, 300);
+        let keys = store.key_ring().unwrap();
+        let rows = store.staging_payloads("t.event", &keys).unwrap();
+        let mut got = Vec::new();
+        let mut pseudonym_of = std::collections::HashMap::new();
+        for r in &rows {
+            let r: serde_json::Value = serde_json::from_str(r).unwrap();
+            let user = r["attrs"]["user"].as_str().unwrap().to_owned();
+            assert_eq!(user.len(), 22, "a pseudonym, not the identifier");
+            let t = r["time"].as_i64().unwrap();
+            let region = r["attrs"]["region"].as_str().unwrap().to_owned();
+            assert_eq!(r["attrs"].as_object().unwrap().len(), 2);
+            got.push((t, region, user));
+        }
+        // Same events (segments reorder them by day), and one pseudonym per user.
+        let mut w: Vec<_> = want.iter().map(|&(t, r, u)| (t, r.to_owned(), u)).collect();
+        w.sort();
+        got.sort();
+        assert_eq!(got.len(), w.len());
+        for ((t, r, p), (wt, wr, u)) in got.iter().zip(&w) {
+            assert_eq!((t, r), (wt, wr));
+            assert_eq!(pseudonym_of.entry(*u).or_insert_with(|| p.clone()), p);
+        }
+        assert_eq!(pseudonym_of.len(), 7);
+        let distinct: std::collections::HashSet<_> = pseudonym_of.values().collect();
+        assert_eq!(distinct.len(), 7);
+    }
+
     #[test]
     fn bounded_reader_splits_lines_and_caps_long_ones() {
         let data = format!("a\n{}\nlast", "x".repeat(100));

@@ -9,10 +9,10 @@ use crate::envelope::{depth_exceeds, Envelope, Value};
 use crate::keys::{EpochId, KeyRing, Pseudonym};
 use crate::pii;
 use crate::reject::{safe_name, Reason, Rejection};
+use crate::staging;
 use crate::window;
 use chrono::{DateTime, Datelike};
 use std::borrow::Cow;
-use std::io::Write;
 use std::net::IpAddr;
 use veil_policy::*;
 
@@ -72,8 +72,8 @@ pub struct Accepted {
     pub epoch: EpochId,
     pub time: i64,
     pub dedupe: Option<[u8; 16]>,
-    /// The minimized event as a JSON array `[time, retained values…]` in field order (see
-    /// [`staging_header`]): what staging stores, encrypted.
+    /// The minimized event as a staging row (its time, then the retained values in field
+    /// order; see [`crate::staging`]): what staging stores, encrypted.
     pub payload: Vec<u8>,
     pub contributions: Vec<Contribution>,
     /// Measures clamped into range (counted, per `out_of_range: clamp`).
@@ -198,19 +198,6 @@ impl From<AcceptedRef<'_>> for Accepted {
             redacted: a.redacted,
         }
     }
-}
-
-/// The names heading a staging segment of a collection: `time`, then every retained
-/// field in policy order — the columns of each [`Accepted::payload`] row.
-pub fn staging_header(c: &Collection) -> Vec<&str> {
-    std::iter::once("time")
-        .chain(
-            c.fields
-                .iter()
-                .filter(|f| f.is_retained())
-                .map(|f| f.name.as_str()),
-        )
-        .collect()
 }
 
 /// Group key separator; declared values may not contain it.
@@ -501,28 +488,22 @@ impl<'a> Door<'a> {
         // Produce: pseudonyms, payload, contributions.
         let mut pseudonyms: smallvec::SmallVec<[Option<Pseudonym>; 16]> =
             smallvec::smallvec![None; coll.fields.len()];
-        // Staging row: [time, retained values in field order], names once per segment.
+        // Staging row: time, then retained values in field order (see [`staging`]).
         let payload = &mut out.payloads;
-        payload.push(b'[');
-        payload.extend_from_slice(itoa::Buffer::new().format(time).as_bytes());
+        staging::put_time(payload, time);
         for (fi, f) in coll.fields.iter().enumerate() {
             if f.transform == Transform::Drop {
                 continue;
             }
-            payload.push(b',');
             match (&f.transform, &vals[fi]) {
-                (_, None) => payload.extend_from_slice(b"null"),
+                (_, None) => staging::put_null(payload),
                 (Transform::Pseudonymize, Some(V::Str(s))) => {
                     let (_, p) = self
                         .keys
                         .pseudonym_at(time, s.as_bytes())
                         .expect("epoch checked above");
                     pseudonyms[fi] = Some(p);
-                    let mut enc = [0u8; 22];
-                    p.encode_into(&mut enc);
-                    payload.push(b'"');
-                    payload.extend_from_slice(&enc);
-                    payload.push(b'"');
+                    staging::put_pseudonym(payload, &p);
                 }
                 (_, Some(v)) => write_value(
                     payload,
@@ -532,7 +513,6 @@ impl<'a> Door<'a> {
                 ),
             }
         }
-        payload.push(b']');
 
         let contributions = &mut out.contributions;
         for (mi, m) in coll.metrics.iter().enumerate() {
@@ -823,7 +803,7 @@ impl Network {
 
 /// `YYYY-MM-DDTHH:MM:SSZ`, written by hand: chrono's formatter was a visible share of
 /// the door's time for policies that generalize timestamps.
-fn rfc3339(t: i64) -> String {
+pub(crate) fn rfc3339(t: i64) -> String {
     use chrono::Timelike;
     let Some(d) = DateTime::from_timestamp(t, 0) else {
         return String::new();
@@ -878,49 +858,19 @@ fn group_value(out: &mut compact_str::CompactString, f: &Field, v: &V) {
     }
 }
 
-/// A JSON string literal; strings with nothing to escape (nearly all) are copied as is.
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-        serde_json::to_writer(out, s).expect("write to Vec");
-    } else {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-    }
-}
-
 fn write_value(out: &mut Vec<u8>, f: &Field, v: &V, redacted: Option<&str>) {
-    let w = write_json_str;
     match (&f.transform, v) {
-        (_, V::Str(s)) => w(out, redacted.unwrap_or(s)),
+        (_, V::Str(s)) => staging::put_str(out, redacted.unwrap_or(s)),
         (Transform::Generalize(Generalize::Bucket(b)), V::Int(x)) => {
-            write_scaled(out, x - x.rem_euclid(*b), f.decimals)
+            staging::put_int(out, x - x.rem_euclid(*b), f.decimals)
         }
-        (_, V::Int(x)) => write_scaled(out, *x, f.decimals),
-        (_, V::Bool(b)) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        (_, V::Int(x)) => staging::put_int(out, *x, f.decimals),
+        (_, V::Bool(b)) => staging::put_bool(out, *b),
         (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => {
-            w(out, &rfc3339(truncate_time(*t, *g)))
+            staging::put_timestamp(out, truncate_time(*t, *g))
         }
-        (_, V::Ts(t)) => w(out, &rfc3339(*t)),
-        (_, V::Ip(ip)) => w(out, Network::of(ip).as_str()), // an IP is only ever kept as its network
-    }
-}
-
-fn write_scaled(out: &mut Vec<u8>, x: i64, decimals: u32) {
-    if decimals == 0 {
-        out.extend_from_slice(itoa::Buffer::new().format(x).as_bytes());
-    } else {
-        let p = 10i64.pow(decimals);
-        let sign = if x < 0 { "-" } else { "" };
-        write!(
-            out,
-            "{sign}{}.{:0width$}",
-            (x / p).unsigned_abs(),
-            (x % p).unsigned_abs(),
-            width = decimals as usize
-        )
-        .expect("write to Vec");
+        (_, V::Ts(t)) => staging::put_timestamp(out, *t),
+        (_, V::Ip(ip)) => staging::put_str(out, Network::of(ip).as_str()), // an IP is only ever kept as its network
     }
 }
 
@@ -976,23 +926,6 @@ mod tests {
                 }
             };
             assert_eq!(super::Network::of(&ip).as_str(), want, "{s}");
-        }
-    }
-
-    #[test]
-    fn json_string_fast_path_agrees_with_serde() {
-        for s in [
-            "plain",
-            "",
-            "quote\"d",
-            "back\\slash",
-            "ctl\u{1}",
-            "ünï✓",
-            "tab\t",
-        ] {
-            let mut out = Vec::new();
-            super::write_json_str(&mut out, s);
-            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
         }
     }
 

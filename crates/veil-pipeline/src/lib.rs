@@ -13,11 +13,12 @@ pub mod envelope;
 pub mod keys;
 pub mod pii;
 mod reject;
+pub mod staging;
+pub mod varint;
 pub mod window;
 
 pub use door::{
-    staging_header, Accepted, AcceptedBatch, AcceptedRef, Contribution, Door, Limits, Source,
-    GROUP_SEP,
+    Accepted, AcceptedBatch, AcceptedRef, Contribution, Door, Limits, Source, GROUP_SEP,
 };
 pub use keys::{Epoch, EpochId, EpochKeys, KeyRing, Pseudonym, Secret};
 pub use reject::{safe_name, Reason, Rejection};

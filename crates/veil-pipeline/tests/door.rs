@@ -1,7 +1,9 @@
 //! The door's transforms and guarantees, on a small policy written for them.
 
 use proptest::prelude::*;
-use veil_pipeline::{Door, Epoch, EpochId, EpochKeys, KeyRing, Limits, Reason, Secret, Source};
+use veil_pipeline::{
+    staging, Door, Epoch, EpochId, EpochKeys, KeyRing, Limits, Reason, Secret, Source,
+};
 
 const POLICY: &str = r#"
 version: 1
@@ -77,15 +79,16 @@ fn admit(keys: &KeyRing, attrs: &str) -> Result<serde_json::Value, veil_pipeline
         vec![],
     );
     door.admit(&event(attrs), &src()).map(|a| {
-        let row: Vec<serde_json::Value> = serde_json::from_slice(&a.payload).unwrap();
-        let header = veil_pipeline::staging_header(&p.collections[0]);
-        serde_json::Value::Object(
-            header
-                .iter()
-                .zip(row)
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        )
+        // The row as staging stores it: one segment of one event, read back.
+        let mut segment = staging::segment_header(&p.collections[0]);
+        segment.extend_from_slice(&a.payload);
+        let mut rows = staging::decode_segment(&segment, staging::day_of(a.time)).unwrap();
+        assert_eq!(rows.len(), 1);
+        let row = rows.pop().unwrap();
+        assert_eq!(row.time, a.time);
+        let mut attrs = row.attrs;
+        attrs.insert("time".into(), row.time.into());
+        serde_json::Value::Object(attrs)
     })
 }
 

@@ -9,6 +9,7 @@
 
 use crate::{Result, StoreError};
 use rustc_hash::FxHashMap;
+use veil_pipeline::varint::{put, unzigzag, zigzag, Reader};
 
 const FORMAT: u8 = 1;
 
@@ -76,7 +77,7 @@ pub(crate) fn decode(data: &[u8], f: &mut dyn FnMut(&str, [u8; 16], i32, i64, i6
         groups.push(g);
     }
     let mut seen = 0u64;
-    while !r.0.is_empty() {
+    while !r.is_empty() {
         let gi = r.var().ok_or_else(bad)? as usize;
         let g = groups.get(gi).ok_or_else(bad)?;
         let c: [u8; 16] = r.bytes(16).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
@@ -91,48 +92,6 @@ pub(crate) fn decode(data: &[u8], f: &mut dyn FnMut(&str, [u8; 16], i32, i64, i6
         return Err(bad());
     }
     Ok(())
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn put(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-
-    fn var(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let (&b, rest) = self.0.split_first()?;
-            self.0 = rest;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Some(v);
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use veil_pipeline::{window, EpochKeys, Secret};
+use veil_pipeline::{staging, window, EpochKeys, Secret};
 use veil_policy::MetricKind;
 
 const SCHEMA: &str = r#"
@@ -199,22 +199,13 @@ impl SqliteStore {
                 .ok_or_else(|| {
                     StoreError::Corrupt("a staging segment failed authentication".into())
                 })?;
-            let text = String::from_utf8(plain)
-                .map_err(|_| StoreError::Corrupt("a staging segment is not UTF-8".into()))?;
-            let mut lines = text.lines();
-            let header: Vec<String> = serde_json::from_str(lines.next().unwrap_or("[]"))
-                .map_err(|_| StoreError::Corrupt("a staging segment has no header".into()))?;
-            for line in lines {
-                let row: Vec<serde_json::Value> = serde_json::from_str(line)
-                    .map_err(|_| StoreError::Corrupt("a staging row is not JSON".into()))?;
-                let mut attrs = serde_json::Map::new();
-                for (name, v) in header.iter().zip(&row).skip(1) {
-                    if !v.is_null() {
-                        attrs.insert(name.clone(), v.clone());
-                    }
-                }
-                out.push(serde_json::json!({"time": row.first(), "attrs": attrs}).to_string());
-            }
+            let events = staging::decode_segment(&plain, day)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.extend(
+                events
+                    .into_iter()
+                    .map(|e| serde_json::json!({"time": e.time, "attrs": e.attrs}).to_string()),
+            );
         }
         Ok(out)
     }
@@ -419,12 +410,12 @@ impl Store for SqliteStore {
                 out.accepted += 1;
                 out.clamped += a.clamped as usize;
                 out.redacted += a.redacted as usize;
-                let key = (a.collection, a.epoch.0, a.time.div_euclid(86_400));
+                let key = (a.collection, a.epoch.0, staging::day_of(a.time));
                 let si = *seg_index.entry(key).or_insert_with(|| {
                     seg_sizes.push((key, 0, 0));
                     seg_sizes.len() - 1
                 });
-                seg_sizes[si].1 += a.payload.len() + 1;
+                seg_sizes[si].1 += a.payload.len();
                 seg_sizes[si].2 += 1;
                 seg_of.push(si as u32);
                 for c in a.contributions {
@@ -455,10 +446,7 @@ impl Store for SqliteStore {
             // place in the arena, is filled row by row, and is encrypted where it lies.
             let headers: Vec<Vec<u8>> = seg_sizes
                 .iter()
-                .map(|&((ci, _, _), _, _)| {
-                    serde_json::to_vec(&veil_pipeline::staging_header(&policy.collections[ci]))
-                        .expect("names serialize")
-                })
+                .map(|&((ci, _, _), _, _)| staging::segment_header(&policy.collections[ci]))
                 .collect();
             let mut spans = Vec::with_capacity(seg_sizes.len()); // (start, plaintext length)
             let mut end = 0;
@@ -479,9 +467,8 @@ impl Store for SqliteStore {
                 .collect();
             for ((_, a), &si) in accepted().zip(&seg_of) {
                 let at = &mut cursor[si as usize];
-                arena[*at] = b'\n';
-                arena[*at + 1..*at + 1 + a.payload.len()].copy_from_slice(a.payload);
-                *at += 1 + a.payload.len();
+                arena[*at..*at + a.payload.len()].copy_from_slice(a.payload);
+                *at += a.payload.len();
             }
             debug_assert!(cursor.iter().zip(&spans).all(|(c, (s, l))| *c == s + l));
             let mut seg_ins = tx.prepare_cached(
