@@ -62,22 +62,23 @@ pub struct SqliteStore {
     seen: crate::seen::SeenIndex,
     /// In-batch aggregation table, kept between batches so its memory is reused rather
     /// than freshly faulted in (and zeroed) for every commit.
-    agg: rustc_hash::FxHashMap<AggKey, (i64, i64)>,
+    agg: rustc_hash::FxHashMap<AggKey, (u32, i64)>,
     /// Every staging segment of a batch, built and encrypted in one buffer that is kept
     /// between batches for the same reason (a fresh multi-megabyte buffer per batch was
     /// the last big source of page faults on the commit path).
     arena: Vec<u8>,
 }
 
-/// One contributor's state in one group of one metric window, within a batch. The group
-/// is an index into the batch's interned group strings, so the key is plain bytes.
+/// One contributor's state in one group of one metric window, within a batch. Every
+/// part is an index into what the batch interned (its (metric, window) runs, groups and
+/// contributors), so a table entry is 32 bytes: half a cache line, where spelling out the
+/// window and the 16-byte contributor took 56 and most probes touched two lines.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct AggKey {
-    metric: u32,
+    run: u32,
     bin: i32,
-    window: i64,
     group: u32,
-    contributor: [u8; 16],
+    contributor: u32,
 }
 
 fn rfc3339(t: i64) -> String {
@@ -396,6 +397,11 @@ impl Store for SqliteStore {
             let mut seg_of: Vec<u32> = Vec::with_capacity(events);
             let mut group_ids: rustc_hash::FxHashMap<&str, u32> = Default::default();
             let mut groups: Vec<&str> = Vec::new();
+            let mut run_ids: rustc_hash::FxHashMap<(u32, i64), u32> = Default::default();
+            let mut runs: Vec<((u32, i64), crate::contrib::RunWriter)> = Vec::new();
+            let mut contributor_ids: rustc_hash::FxHashMap<[u8; 16], u32> = Default::default();
+            let mut contributors: Vec<[u8; 16]> = Vec::new();
+            let mut last_contributor = None; // an event's contributions share one nearly always
             // Sized by what batches hold, not by their contributions: a batch of 32k
             // events carries ~90k contributions but only 5–16k distinct (contributor,
             // group, window) cells, and a table a tenth the size stays in cache
@@ -426,13 +432,27 @@ impl Store for SqliteStore {
                         groups.push(c.group.as_str());
                         groups.len() as u32 - 1
                     });
+                    let run = *run_ids.entry((c.metric, c.window_start)).or_insert_with(|| {
+                        runs.push(((c.metric, c.window_start), Default::default()));
+                        runs.len() as u32 - 1
+                    });
+                    let contributor = match last_contributor {
+                        Some((p, id)) if p == c.contributor.0 => id,
+                        _ => {
+                            let id = *contributor_ids.entry(c.contributor.0).or_insert_with(|| {
+                                contributors.push(c.contributor.0);
+                                contributors.len() as u32 - 1
+                            });
+                            last_contributor = Some((c.contributor.0, id));
+                            id
+                        }
+                    };
                     let e = agg
                         .entry(AggKey {
-                            metric: c.metric,
+                            run,
                             bin: c.bin,
-                            window: c.window_start,
                             group,
-                            contributor: c.contributor.0,
+                            contributor,
                         })
                         .or_insert((0, 0));
                     e.0 += 1;
@@ -491,15 +511,13 @@ impl Store for SqliteStore {
             }
             // Per-contributor state is appended as one binary run per (metric, window) and
             // batch; sealing sums the runs. No per-row statements, no random upserts.
-            let mut runs: rustc_hash::FxHashMap<(u32, i64), crate::contrib::RunWriter> =
-                Default::default();
             for (k, &(n, total)) in agg.iter() {
-                runs.entry((k.metric, k.window)).or_default().push(
+                runs[k.run as usize].1.push(
                     k.group,
                     groups[k.group as usize],
-                    &k.contributor,
+                    &contributors[k.contributor as usize],
                     k.bin,
-                    n,
+                    i64::from(n),
                     total,
                 );
             }
