@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod cells;
 mod contrib;
 pub mod crypto;
 pub mod seal;

@@ -2,6 +2,7 @@
 //! directory, plus `audit.head`, the newest audit entry's hash kept outside the database.
 
 use crate::audit::{self, AuditEntry, Verification};
+use crate::cells::Cell;
 use crate::seal::{self, Bounds, ContribRow};
 use crate::*;
 use rand::SeedableRng;
@@ -60,25 +61,12 @@ pub struct SqliteStore {
     conn: Connection,
     head_path: PathBuf,
     seen: crate::seen::SeenIndex,
-    /// In-batch aggregation table, kept between batches so its memory is reused rather
-    /// than freshly faulted in (and zeroed) for every commit.
-    agg: rustc_hash::FxHashMap<AggKey, (u32, i64)>,
+    /// In-batch aggregation, kept between batches (see [`crate::cells`]).
+    cells: crate::cells::Cells,
     /// Every staging segment of a batch, built and encrypted in one buffer that is kept
     /// between batches for the same reason (a fresh multi-megabyte buffer per batch was
     /// the last big source of page faults on the commit path).
     arena: Vec<u8>,
-}
-
-/// One contributor's state in one group of one metric window, within a batch. Every
-/// part is an index into what the batch interned (its (metric, window) runs, groups and
-/// contributors), so a table entry is 32 bytes: half a cache line, where spelling out the
-/// window and the 16-byte contributor took 56 and most probes touched two lines.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct AggKey {
-    run: u32,
-    bin: i32,
-    group: u32,
-    contributor: u32,
 }
 
 fn rfc3339(t: i64) -> String {
@@ -148,7 +136,7 @@ impl SqliteStore {
             conn,
             head_path: data_dir.join("audit.head"),
             seen: Default::default(),
-            agg: Default::default(),
+            cells: Default::default(),
             arena: Vec::new(),
         })
     }
@@ -399,18 +387,8 @@ impl Store for SqliteStore {
             let mut groups: Vec<&str> = Vec::new();
             let mut run_ids: rustc_hash::FxHashMap<(u32, i64), u32> = Default::default();
             let mut runs: Vec<((u32, i64), crate::contrib::RunWriter)> = Vec::new();
-            let mut contributor_ids: rustc_hash::FxHashMap<[u8; 16], u32> = Default::default();
-            let mut contributors: Vec<[u8; 16]> = Vec::new();
-            let mut last_contributor = None; // an event's contributions share one nearly always
-            // Sized by what batches hold, not by their contributions: a batch of 32k
-            // events carries ~90k contributions but only 5–16k distinct (contributor,
-            // group, window) cells, and a table a tenth the size stays in cache
-            // (reserving for every contribution made each probe a cache miss).
-            let agg = &mut self.agg;
-            if agg.capacity() > 8 * agg.len().max(1 << 14) {
-                *agg = Default::default(); // one unusual batch does not bloat every later one
-            }
-            agg.clear();
+            let cells = &mut self.cells;
+            cells.clear();
             for (bi, a) in accepted() {
                 let out = &mut outs[bi];
                 out.accepted += 1;
@@ -436,27 +414,13 @@ impl Store for SqliteStore {
                         runs.push(((c.metric, c.window_start), Default::default()));
                         runs.len() as u32 - 1
                     });
-                    let contributor = match last_contributor {
-                        Some((p, id)) if p == c.contributor.0 => id,
-                        _ => {
-                            let id = *contributor_ids.entry(c.contributor.0).or_insert_with(|| {
-                                contributors.push(c.contributor.0);
-                                contributors.len() as u32 - 1
-                            });
-                            last_contributor = Some((c.contributor.0, id));
-                            id
-                        }
+                    let cell = Cell {
+                        run,
+                        bin: c.bin,
+                        group,
+                        contributor: c.contributor.0,
                     };
-                    let e = agg
-                        .entry(AggKey {
-                            run,
-                            bin: c.bin,
-                            group,
-                            contributor,
-                        })
-                        .or_insert((0, 0));
-                    e.0 += 1;
-                    e.1 = e.1.saturating_add(c.value);
+                    cells.add(cell, c.value);
                 }
             }
             for ((bi, _), dup) in all() {
@@ -511,16 +475,10 @@ impl Store for SqliteStore {
             }
             // Per-contributor state is appended as one binary run per (metric, window) and
             // batch; sealing sums the runs. No per-row statements, no random upserts.
-            for (k, &(n, total)) in agg.iter() {
-                runs[k.run as usize].1.push(
-                    k.group,
-                    groups[k.group as usize],
-                    &contributors[k.contributor as usize],
-                    k.bin,
-                    i64::from(n),
-                    total,
-                );
-            }
+            cells.drain(|c, n, total| {
+                let g = groups[c.group as usize];
+                runs[c.run as usize].1.push(c.group, g, &c.contributor, c.bin, n, total);
+            });
             let mut up = tx.prepare_cached("INSERT INTO staging_contrib (metric, window_start, rows, data) VALUES (?1, ?2, ?3, ?4)")?;
             for ((m, w), run) in runs {
                 let rows = run.rows;
