@@ -38,7 +38,7 @@ pub fn day_of(time: i64) -> i64 {
 
 /// The column names of a collection's segments: `time`, then every retained field in
 /// policy order — the values of each row, in that order.
-pub fn columns(c: &Collection) -> Vec<&str> {
+fn columns(c: &Collection) -> Vec<&str> {
     std::iter::once("time")
         .chain(
             c.fields
