@@ -63,6 +63,9 @@ pub(crate) struct SeenIndex {
     bloom: Bloom,
     /// Highest run id whose keys are in `runs`.
     loaded_upto: i64,
+    /// The bytes of the run being written, kept between batches (a fresh buffer per
+    /// batch was first-touched memory on every commit).
+    blob: Vec<u8>,
 }
 
 /// What one batch's claim changed in the stored runs, applied to memory once its
@@ -163,7 +166,7 @@ impl SeenIndex {
         }
         let mut claimed = Claimed(Vec::new());
         if !keys.is_empty() {
-            let id = insert_run(tx, &keys, minutes, now)?;
+            let id = insert_run(tx, &mut self.blob, &keys, minutes, now)?;
             claimed.0.push(Change::Added(id, keys));
             self.compact(tx, now, &mut claimed)?;
         }
@@ -213,8 +216,11 @@ impl SeenIndex {
                 let mut get =
                     tx.prepare_cached("SELECT keys FROM staging_seen_runs WHERE id = ?1")?;
                 for r in &runs {
-                    let blob: Vec<u8> = get.query_row([r.id], |row| row.get(0))?;
-                    merged.extend(blob.chunks_exact(16).map(Key::of));
+                    get.query_row([r.id], |row| {
+                        let blob = row.get_ref(0)?.as_blob()?;
+                        merged.extend(blob.chunks_exact(16).map(Key::of));
+                        Ok(())
+                    })?;
                 }
             }
             merged.sort(); // a merge of sorted runs: the stable sort finds and merges them
@@ -224,7 +230,7 @@ impl SeenIndex {
             });
             // Inserted before its inputs are deleted, so it takes a new, highest id: run
             // ids only ever grow, which is what lets another process's refresh trust them.
-            let id = insert_run(tx, &merged, minutes, now)?;
+            let id = insert_run(tx, &mut self.blob, &merged, minutes, now)?;
             let inputs: Vec<i64> = runs.iter().map(|r| r.id).collect();
             let mut del = tx.prepare_cached("DELETE FROM staging_seen_runs WHERE id = ?1")?;
             for r in &inputs {
@@ -298,15 +304,24 @@ fn widen(minutes: &mut (i64, i64), t: i64) {
     *minutes = (minutes.0.min(m), minutes.1.max(m));
 }
 
-fn insert_run(tx: &Transaction, sorted: &[Key], (lo, hi): (i64, i64), now: i64) -> Result<i64> {
-    let mut blob = Vec::with_capacity(sorted.len() * 16);
+fn insert_run(
+    tx: &Transaction,
+    blob: &mut Vec<u8>,
+    sorted: &[Key],
+    (lo, hi): (i64, i64),
+    now: i64,
+) -> Result<i64> {
+    blob.clear();
     for k in sorted {
         blob.extend_from_slice(&k.0.to_be_bytes());
     }
     tx.prepare_cached(
         "INSERT INTO staging_seen_runs (n, min_minute, max_minute, keys, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![sorted.len() as i64, lo, hi, blob, now])?;
+    .execute(params![sorted.len() as i64, lo, hi, &blob[..], now])?;
+    if blob.capacity() > 16 << 20 {
+        *blob = Vec::new(); // one huge batch's run is not worth keeping
+    }
     Ok(tx.last_insert_rowid())
 }
 
