@@ -56,8 +56,10 @@ struct Run {
 /// The in-memory view of the stored runs.
 #[derive(Default)]
 pub(crate) struct SeenIndex {
-    /// Sorted keys of each stored run this process knows, by run id.
-    runs: Vec<(i64, Vec<Key>)>,
+    /// Each stored run this process knows, by run id, as sorted chunks: a merge made by
+    /// this process keeps its inputs' vectors instead of copying them into a new one
+    /// (fresh memory is slow to touch on the VMs this runs on, and lookups are rare).
+    runs: Vec<(i64, Vec<Vec<Key>>)>,
     /// Every key of `runs` (and possibly keys of rolled-back batches: a superset only
     /// costs a search).
     bloom: Bloom,
@@ -68,6 +70,8 @@ pub(crate) struct SeenIndex {
     /// The bytes of the run being written, kept between batches (a fresh buffer per
     /// batch was first-touched memory on every commit).
     blob: Vec<u8>,
+    /// A merge's input runs, read from the store; kept like `blob`.
+    merge_in: Vec<u8>,
 }
 
 /// What one batch's claim changed in the stored runs, applied to memory once its
@@ -77,7 +81,8 @@ pub(crate) struct Claimed(Vec<Change>);
 /// One change to the stored runs, in the order the transaction made them.
 enum Change {
     Added(i64, Vec<Key>),
-    Merged(Vec<i64>),
+    /// These runs, oldest first, became the run with this id.
+    Merged(Vec<i64>, i64),
 }
 
 impl SeenIndex {
@@ -109,19 +114,24 @@ impl SeenIndex {
             }
             self.bloom.grow(self.len() + keys.len(), &self.runs);
             keys.iter().for_each(|k| self.bloom.insert(k));
-            self.runs.push((id, keys));
+            self.runs.push((id, vec![keys]));
             self.loaded_upto = id;
         }
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.runs.iter().map(|(_, r)| r.len()).sum()
+        self.runs.iter().flat_map(|(_, c)| c).map(Vec::len).sum()
     }
 
     /// Whether a committed run holds `k`.
     fn known(&self, k: &Key) -> bool {
-        self.bloom.may_hold(k) && self.runs.iter().any(|(_, r)| r.binary_search(k).is_ok())
+        self.bloom.may_hold(k)
+            && self
+                .runs
+                .iter()
+                .flat_map(|(_, c)| c)
+                .any(|r| r.binary_search(k).is_ok())
     }
 
     /// Marks which of `batch` (one optional key and event time per event) were seen
@@ -178,9 +188,33 @@ impl SeenIndex {
                     self.bloom.grow(self.len() + keys.len(), &self.runs);
                     keys.iter().for_each(|k| self.bloom.insert(k));
                     self.loaded_upto = self.loaded_upto.max(id);
-                    self.runs.push((id, keys));
+                    self.runs.push((id, vec![keys]));
                 }
-                Change::Merged(ids) => self.runs.retain(|(id, _)| !ids.contains(id)),
+                Change::Merged(inputs, into) => {
+                    let mut chunks = Vec::new();
+                    let mut found = 0;
+                    for input in &inputs {
+                        if let Some(at) = self.runs.iter().position(|(id, _)| id == input) {
+                            chunks.append(&mut self.runs.remove(at).1);
+                            found += 1;
+                        }
+                    }
+                    if found != inputs.len() {
+                        // Cannot happen (the claim's refresh loaded every stored run), but
+                        // if it did, reload every run from the store on the next claim.
+                        self.runs.clear();
+                        self.loaded_upto = 0;
+                        continue;
+                    }
+                    if chunks.len() > TIER {
+                        // Merges of merges: one vector, so lookups stay a few searches.
+                        let mut one: Vec<Key> = chunks.concat();
+                        one.sort_unstable();
+                        chunks = vec![one];
+                    }
+                    self.loaded_upto = self.loaded_upto.max(into);
+                    self.runs.push((into, chunks));
+                }
             }
         }
     }
@@ -208,35 +242,73 @@ impl SeenIndex {
             {
                 return Ok(());
             }
-            let mut merged: Vec<Key> = Vec::with_capacity(runs.iter().map(|r| r.n).sum());
+            // Oldest first, so the merged run lists its inputs in id order.
+            let inputs: Vec<i64> = runs.iter().rev().map(|r| r.id).collect();
+            let mut spans = Vec::with_capacity(inputs.len());
+            self.merge_in.clear();
+            self.merge_in.reserve(runs.iter().map(|r| r.n * 16).sum());
             {
                 let mut get =
                     tx.prepare_cached("SELECT keys FROM staging_seen_runs WHERE id = ?1")?;
-                for r in &runs {
-                    get.query_row([r.id], |row| {
-                        let blob = row.get_ref(0)?.as_blob()?;
-                        merged.extend(blob.chunks_exact(16).map(Key::of));
+                for id in &inputs {
+                    let start = self.merge_in.len();
+                    get.query_row([id], |row| {
+                        self.merge_in.extend_from_slice(row.get_ref(0)?.as_blob()?);
                         Ok(())
                     })?;
+                    spans.push(start..self.merge_in.len() - (self.merge_in.len() - start) % 16);
                 }
             }
-            merged.sort(); // a merge of sorted runs: the stable sort finds and merges them
-            merged.dedup();
+            let n = merge_runs(&self.merge_in, spans, &mut self.blob)?;
             let minutes = runs.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
                 (lo.min(r.minutes.0), hi.max(r.minutes.1))
             });
             // Inserted before its inputs are deleted, so it takes a new, highest id: run
             // ids only ever grow, which is what lets another process's refresh trust them.
-            let id = insert_run(tx, &mut self.blob, &merged, minutes, now)?;
-            let inputs: Vec<i64> = runs.iter().map(|r| r.id).collect();
+            let id = insert_blob(tx, &mut self.blob, n, minutes, now)?;
+            if self.merge_in.capacity() > 16 << 20 {
+                self.merge_in = Vec::new();
+            }
             let mut del = tx.prepare_cached("DELETE FROM staging_seen_runs WHERE id = ?1")?;
             for r in &inputs {
                 del.execute([r])?;
             }
-            claimed.0.push(Change::Merged(inputs));
-            claimed.0.push(Change::Added(id, merged));
+            claimed.0.push(Change::Merged(inputs, id));
         }
     }
+}
+
+/// Merges sorted runs of 16-byte keys (`spans` of `data`) into `out`, each key once;
+/// returns how many keys it wrote. A run out of order is corruption, not something to
+/// merge around.
+fn merge_runs(data: &[u8], spans: Vec<std::ops::Range<usize>>, out: &mut Vec<u8>) -> Result<usize> {
+    use std::cmp::Reverse;
+    let key_at = |at: usize| Key::of(&data[at..at + 16]);
+    let mut heads: std::collections::BinaryHeap<Reverse<(Key, usize, usize)>> = spans
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| Reverse((key_at(s.start), s.start, s.end)))
+        .collect();
+    out.clear();
+    out.reserve(data.len());
+    let (mut n, mut last) = (0, None);
+    while let Some(mut top) = heads.peek_mut() {
+        let Reverse((k, at, end)) = *top;
+        if last.is_some_and(|l| l > k) {
+            return Err(StoreError::Corrupt("a dedupe run is not sorted".into()));
+        }
+        if last != Some(k) {
+            out.extend_from_slice(&k.0.to_be_bytes());
+            n += 1;
+            last = Some(k);
+        }
+        if at + 16 < end {
+            *top = Reverse((key_at(at + 16), at + 16, end));
+        } else {
+            std::collections::binary_heap::PeekMut::pop(top);
+        }
+    }
+    Ok(n)
 }
 
 /// A blocked Bloom filter over dedupe keys: each key sets [`Bloom::BITS`] bits in one
@@ -283,14 +355,14 @@ impl Bloom {
 
     /// Makes room for `n` keys at 16 to 32 bits each, rebuilding from `runs` (in
     /// doublings, so each key is re-inserted O(1) times on average).
-    fn grow(&mut self, n: usize, runs: &[(i64, Vec<Key>)]) {
+    fn grow(&mut self, n: usize, runs: &[(i64, Vec<Vec<Key>>)]) {
         if n <= self.blocks.len() * 32 {
             return;
         }
         let blocks = n.max(1 << 15).next_power_of_two() / 32;
         self.blocks = vec![[0u64; 8]; blocks];
         runs.iter()
-            .flat_map(|(_, r)| r)
+            .flat_map(|(_, c)| c.iter().flatten())
             .for_each(|k| self.insert(k));
     }
 }
@@ -305,17 +377,29 @@ fn insert_run(
     tx: &Transaction,
     blob: &mut Vec<u8>,
     sorted: &[Key],
-    (lo, hi): (i64, i64),
+    minutes: (i64, i64),
     now: i64,
 ) -> Result<i64> {
     blob.clear();
+    blob.reserve(sorted.len() * 16);
     for k in sorted {
         blob.extend_from_slice(&k.0.to_be_bytes());
     }
+    insert_blob(tx, blob, sorted.len(), minutes, now)
+}
+
+/// Stores a run already encoded in `blob` (`n` keys).
+fn insert_blob(
+    tx: &Transaction,
+    blob: &mut Vec<u8>,
+    n: usize,
+    (lo, hi): (i64, i64),
+    now: i64,
+) -> Result<i64> {
     tx.prepare_cached(
         "INSERT INTO staging_seen_runs (n, min_minute, max_minute, keys, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![sorted.len() as i64, lo, hi, &blob[..], now])?;
+    .execute(params![n as i64, lo, hi, &blob[..], now])?;
     if blob.capacity() > 16 << 20 {
         *blob = Vec::new(); // one huge batch's run is not worth keeping
     }
@@ -408,6 +492,24 @@ mod tests {
     }
 
     #[test]
+    fn a_merge_writes_each_key_once_in_order_and_refuses_an_unsorted_run() {
+        let bytes = |ks: &[u128]| ks.iter().flat_map(|k| k.to_be_bytes()).collect::<Vec<u8>>();
+        let data = [
+            bytes(&[1, 5, 9]),
+            bytes(&[2, 5]),
+            bytes(&[]),
+            bytes(&[0, 10]),
+        ]
+        .concat();
+        let spans = vec![0..48, 48..80, 80..80, 80..112];
+        let mut out = Vec::new();
+        assert_eq!(merge_runs(&data, spans, &mut out).unwrap(), 6);
+        assert_eq!(out, bytes(&[0, 1, 2, 5, 9, 10]));
+        let data = [bytes(&[1, 5]), bytes(&[7, 3])].concat();
+        assert!(merge_runs(&data, vec![0..32, 32..64], &mut out).is_err());
+    }
+
+    #[test]
     fn settled_runs_are_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = db(&dir.path().join("t.db"));
@@ -457,7 +559,7 @@ mod tests {
         // Grown in steps, as batches arrive: every rebuild must keep every key.
         for (i, chunk) in held.chunks(30_000).enumerate() {
             let before = &held[..i * 30_000];
-            b.grow(before.len() + chunk.len(), &[(0, before.to_vec())]);
+            b.grow(before.len() + chunk.len(), &[(0, vec![before.to_vec()])]);
             chunk.iter().for_each(|k| b.insert(k));
         }
         assert!(held.iter().all(|k| b.may_hold(k)), "a held key was missed");
