@@ -65,8 +65,8 @@ pub(crate) struct SeenIndex {
     bloom: Bloom,
     /// Highest run id whose keys are in `runs`.
     loaded_upto: i64,
-    /// A batch's keys with their positions, sorted; kept between batches.
-    order: Vec<(Key, u32)>,
+    /// A batch's keys with their positions and event times, sorted; kept between batches.
+    order: Vec<(Key, u32, i64)>,
     /// The bytes of the run being written, kept between batches (a fresh buffer per
     /// batch was first-touched memory on every commit).
     blob: Vec<u8>,
@@ -134,38 +134,36 @@ impl SeenIndex {
                 .any(|r| r.binary_search(k).is_ok())
     }
 
-    /// Marks which of `batch` (one optional key and event time per event) were seen
-    /// before, in this batch or in any committed one, and appends the fresh keys as a new
-    /// run. The returned [`Claimed`] goes to [`Self::committed`] once the transaction
-    /// commits.
+    /// Marks which of a batch's `events` (one optional key and event time each, in
+    /// order) were seen before, in this batch or in any committed one, and appends the
+    /// fresh keys as a new run. The returned [`Claimed`] goes to [`Self::committed`] once
+    /// the transaction commits.
     pub(crate) fn claim(
         &mut self,
         tx: &Transaction,
-        batch: &[Option<([u8; 16], i64)>],
+        events: impl Iterator<Item = Option<([u8; 16], i64)>>,
         now: i64,
     ) -> Result<(Vec<bool>, Claimed)> {
         self.refresh(tx)?;
-        let mut dup = vec![false; batch.len()];
-        // Keys in order, each with its position: a key's first occurrence in the batch
+        // Keys in order, each with its position and time: a key's first occurrence in the batch
         // comes first among its equals, and the Bloom filter is probed in key order, which
         // walks its blocks front to back instead of jumping across megabytes.
         let mut order = std::mem::take(&mut self.order);
         order.clear();
-        order.extend(
-            batch
-                .iter()
-                .enumerate()
-                .filter_map(|(i, k)| k.as_ref().map(|(k, _)| (Key::of(k), i as u32))),
-        );
+        let mut n = 0;
+        order.extend(events.enumerate().filter_map(|(i, k)| {
+            n = i + 1;
+            k.map(|(k, t)| (Key::of(&k), i as u32, t))
+        }));
         order.sort_unstable();
+        let mut dup = vec![false; n];
         let mut keys: Vec<Key> = Vec::with_capacity(order.len());
         let mut minutes = (i64::MAX, i64::MIN);
         let mut last: Option<Key> = None;
-        for &(k, i) in order.iter() {
-            let i = i as usize;
+        for &(k, i, t) in order.iter() {
             if last.replace(k) == Some(k) || self.known(&k) {
-                dup[i] = true; // seen earlier in this batch, or in a committed one
-            } else if let Some((_, t)) = batch[i] {
+                dup[i as usize] = true; // seen earlier in this batch, or in a committed one
+            } else {
                 keys.push(k);
                 widen(&mut minutes, t);
             }
@@ -433,7 +431,7 @@ mod tests {
         let tx = c
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .unwrap();
-        let (dup, claimed) = s.claim(&tx, keys, 0).unwrap();
+        let (dup, claimed) = s.claim(&tx, keys.iter().copied(), 0).unwrap();
         tx.commit().unwrap();
         s.committed(claimed);
         dup
@@ -607,7 +605,7 @@ mod tests {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .unwrap();
-            let (dup, claimed) = s.claim(&tx, &batch, 0).unwrap();
+            let (dup, claimed) = s.claim(&tx, batch.iter().copied(), 0).unwrap();
             assert!(dup.iter().all(|d| !d));
             drop(tx); // rolled back, as when a later insert of the batch fails
             drop(claimed);

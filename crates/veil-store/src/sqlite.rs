@@ -67,8 +67,6 @@ pub struct SqliteStore {
     /// between batches for the same reason (a fresh multi-megabyte buffer per batch was
     /// the last big source of page faults on the commit path).
     arena: Vec<u8>,
-    /// Each event's dedupe key and time, kept between batches like the arena.
-    dedupe_keys: Vec<Option<([u8; 16], i64)>>,
 }
 
 fn rfc3339(t: i64) -> String {
@@ -151,7 +149,6 @@ impl SqliteStore {
             seen: Default::default(),
             cells: Default::default(),
             arena: Vec::new(),
-            dedupe_keys: Vec::new(),
         })
     }
 
@@ -373,13 +370,9 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Deduplicate on (source, id): within the transaction and against every committed one.
-        let ids = &mut self.dedupe_keys;
-        ids.clear();
-        ids.extend(
-            batches
-                .iter()
-                .flat_map(|b| b.accepted.iter().map(|a| a.dedupe.map(|k| (k, a.time)))),
-        );
+        let ids = batches
+            .iter()
+            .flat_map(|b| b.accepted.iter().map(|a| a.dedupe.map(|k| (k, a.time))));
         let (duplicate, claimed) = self.seen.claim(&tx, ids, now)?;
         let written = (|| -> Result<AuditEntry> {
             // A window sealed since the door looked (a concurrent `veil seal`) takes no more
