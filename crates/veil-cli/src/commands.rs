@@ -339,6 +339,20 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
     println!("  does not mean: {}", m.explain.does_not_mean);
     println!("  misread when:  {}", m.explain.misread_when);
     println!("groups with fewer than {} distinct contributors are suppressed; the rest pass DP selection", m.min_group_size);
+    for &bi in &m.by {
+        let f = &c.fields[bi];
+        if f.ty == veil_policy::FieldType::String && f.values.is_none() {
+            println!(
+                "{}: a value the PII scanner flags is never a group key — {}",
+                f.name,
+                match f.on_pii {
+                    veil_policy::OnPii::Reject => "the event is rejected (on_pii: reject)",
+                    veil_policy::OnPii::Redact =>
+                        "it is counted under the fixed group [redacted] (on_pii: redact)",
+                }
+            );
+        }
+    }
     println!(
         "noise: {} · per release ε={} (selection {} + values {}), δ={:e}",
         p.mechanism, p.epsilon, p.epsilon_selection, p.epsilon_value, p.delta
@@ -411,7 +425,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
 
 fn seal(cli: &Cli) -> Result<u8> {
     let mut ctx = open(cli)?;
-    let o = ctx.store.seal(&ctx.policy, now(), &ctx.actor)?;
+    let o = ctx.store.seal(&ctx.policy, &ctx.keys, now(), &ctx.actor)?;
     println!("sealed {} windows ({} groups)", o.windows.len(), o.groups);
     for (m, w) in &o.windows {
         println!("  {m} {w}");

@@ -6,7 +6,7 @@
 //! pseudonyms, declared values, generalized values and redacted text — nothing else.
 
 use crate::envelope::{depth_exceeds, Envelope, Value};
-use crate::keys::{EpochId, KeyRing, Pseudonym};
+use crate::keys::{ContributorId, EpochId, Identifier, KeyRing, Pseudonym};
 use crate::pii;
 use crate::reject::{safe_name, Reason, Rejection};
 use crate::staging;
@@ -56,9 +56,10 @@ pub struct Contribution {
     /// Group values joined by U+001F, in the metric's `by` order (inline when short,
     /// as nearly all are: no allocation per contribution).
     pub group: compact_str::CompactString,
-    /// Pseudonym under the key of the epoch in which the window starts, so one person
-    /// has one contributor id for the whole window even across a key rotation.
-    pub contributor: Pseudonym,
+    /// The person's id in this metric's window (see [`ContributorId`]): derived under the
+    /// keys of the epoch in which the window starts, so one person has one id for the
+    /// whole window even across a key rotation.
+    pub contributor: ContributorId,
     /// Histogram bin, or -1.
     pub bin: i32,
     /// 1 for counts; the clamped, scaled measure for sums and means.
@@ -402,6 +403,9 @@ impl<'a> Door<'a> {
         // Resolve and type-check every attribute before producing anything.
         let mut vals: smallvec::SmallVec<[Option<V>; 16]> = smallvec::SmallVec::new();
         vals.resize_with(coll.fields.len(), || None);
+        // Seen apart from the values: `{"k": null, "k": "x"}` repeats a key too.
+        let mut seen: smallvec::SmallVec<[bool; 16]> =
+            smallvec::smallvec![false; coll.fields.len()];
         let mut clamped = 0u32;
         for (k, v) in &env.attrs.0 {
             let Some(fi) = coll.field_index(k) else {
@@ -414,7 +418,7 @@ impl<'a> Door<'a> {
                     ),
                 ));
             };
-            if vals[fi].is_some() {
+            if std::mem::replace(&mut seen[fi], true) {
                 return Err(fail(
                     Reason::DuplicateField,
                     format!("field {k} appears more than once"),
@@ -434,39 +438,31 @@ impl<'a> Door<'a> {
             }
         }
 
-        // PII scan of every retained free-form string; reject or redact per policy.
-        let mut redacted_vals: Vec<Option<String>> = Vec::new();
+        // Minimize: every field becomes what the door keeps of it — after its transform
+        // and the PII scan — and only that ([`Kept`]) reaches the staging row and the group
+        // keys. Identifiers are set apart, normalized, and only ever pseudonymized.
+        let mut kept: smallvec::SmallVec<[Kept; 16]> = smallvec::SmallVec::new();
+        let mut idents: smallvec::SmallVec<[(usize, Identifier); 4]> = Default::default();
         let mut redacted = 0u32;
-        for (fi, f) in coll.fields.iter().enumerate() {
-            let Some(V::Str(s)) = &vals[fi] else { continue };
-            let scanned =
-                f.values.is_none() && matches!(f.transform, Transform::Keep | Transform::Redact);
-            if !scanned {
-                continue;
-            }
-            match (f.transform == Transform::Redact, f.on_pii) {
-                (true, _) | (false, OnPii::Redact) => {
-                    if let Some(r) = pii::redact(s) {
-                        if redacted_vals.is_empty() {
-                            redacted_vals.resize(coll.fields.len(), None);
-                        }
-                        redacted_vals[fi] = Some(r);
-                        redacted += 1;
-                    }
+        for (fi, (f, v)) in coll.fields.iter().zip(vals.drain(..)).enumerate() {
+            let k = match minimize(f, v, &mut redacted) {
+                Ok(Minimized::Kept(k)) => k,
+                Ok(Minimized::Identifier(s)) => {
+                    idents.push((fi, Identifier::new(s, f.normalize)));
+                    Kept::Absent // replaced by the pseudonym below
                 }
-                (false, OnPii::Reject) => {
-                    if let Some(kind) = pii::first(s) {
-                        return Err(fail(
-                            Reason::PiiDetected,
-                            format!(
-                                "field {} looks like it contains {}; the event was not stored",
-                                f.name,
-                                kind.describe()
-                            ),
-                        ));
-                    }
+                Err(kind) => {
+                    return Err(fail(
+                        Reason::PiiDetected,
+                        format!(
+                            "field {} looks like it contains {}; the event was not stored",
+                            f.name,
+                            kind.describe()
+                        ),
+                    ))
                 }
-            }
+            };
+            kept.push(k);
         }
 
         let Some(epoch) = self
@@ -485,32 +481,22 @@ impl<'a> Door<'a> {
             .as_ref()
             .map(|id| self.keys.dedupe_key(&source.name, id));
 
-        // Produce: pseudonyms, payload, contributions.
-        // (field, pseudonym) of each identifier: a handful, searched by field.
-        let mut pseudonyms: smallvec::SmallVec<[(usize, Pseudonym); 4]> = Default::default();
+        // Pseudonyms, then produce: the staging row and the contributions.
+        let mut pseudonyms: smallvec::SmallVec<[Pseudonym; 4]> = Default::default();
+        for (fi, ident) in &idents {
+            let (_, p) = self
+                .keys
+                .pseudonym_at(time, ident)
+                .expect("epoch checked above");
+            pseudonyms.push(p);
+            kept[*fi] = Kept::Pseudonym(p);
+        }
         // Staging row: time, then retained values in field order (see [`staging`]).
         let payload = &mut out.payloads;
         staging::put_time(payload, time);
-        for (fi, f) in coll.fields.iter().enumerate() {
-            if f.transform == Transform::Drop {
-                continue;
-            }
-            match (&f.transform, &vals[fi]) {
-                (_, None) => staging::put_null(payload),
-                (Transform::Pseudonymize, Some(V::Str(s))) => {
-                    let (_, p) = self
-                        .keys
-                        .pseudonym_at(time, s.as_bytes())
-                        .expect("epoch checked above");
-                    pseudonyms.push((fi, p));
-                    staging::put_pseudonym(payload, &p);
-                }
-                (_, Some(v)) => write_value(
-                    payload,
-                    f,
-                    v,
-                    redacted_vals.get(fi).and_then(Option::as_deref),
-                ),
+        for (f, k) in coll.fields.iter().zip(&kept) {
+            if f.is_retained() {
+                k.write(payload, f.decimals);
             }
         }
 
@@ -521,33 +507,26 @@ impl<'a> Door<'a> {
             if wstart < self.sealed_before[g as usize] {
                 continue; // late for a sealed window: staging keeps it, the sealed numbers do not change
             }
-            let Some(V::Str(ident)) = &vals[m.contributor] else {
+            let Some(at) = idents.iter().position(|(fi, _)| *fi == m.contributor) else {
                 continue;
             };
-            let contributor = match self.keys.epoch_at(wstart).map(|e| e.id) {
-                Some(id) if id == epoch => {
-                    let mut own = pseudonyms.iter().filter(|(fi, _)| *fi == m.contributor);
-                    own.next().expect("contributor is pseudonymized").1
-                }
-                _ => match self.keys.pseudonym_at(wstart, ident.as_bytes()) {
-                    Some((_, p)) => p,
-                    None => continue,
-                },
+            let Some(contributor) =
+                self.keys
+                    .contributor(&m.name, wstart, &idents[at].1, (epoch, pseudonyms[at]))
+            else {
+                continue;
             };
             let mut group = compact_str::CompactString::const_new("");
             for (i, &bi) in m.by.iter().enumerate() {
                 if i > 0 {
                     group.push(GROUP_SEP);
                 }
-                match &vals[bi] {
-                    Some(v) => group_value(&mut group, &coll.fields[bi], v),
-                    None => group.push_str("(none)"),
-                }
+                kept[bi].group_value(&mut group);
             }
             let (bin, value) = match m.kind {
                 MetricKind::Count | MetricKind::Distinct => (-1, 1),
                 MetricKind::Sum | MetricKind::Mean | MetricKind::Histogram => {
-                    let Some(V::Int(x)) = vals[m.field.expect("compiled")] else {
+                    let Kept::Int(x) = kept[m.field.expect("compiled")] else {
                         continue;
                     };
                     if m.kind == MetricKind::Histogram {
@@ -862,39 +841,113 @@ pub(crate) fn rfc3339(t: i64) -> String {
     String::from_utf8(b.to_vec()).expect("ASCII")
 }
 
-/// The retained form of a value, as text for a group key.
-fn group_value(out: &mut compact_str::CompactString, f: &Field, v: &V) {
-    match (&f.transform, v) {
-        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => {
-            out.push_str(&rfc3339(truncate_time(*t, *g)))
-        }
-        (Transform::Generalize(Generalize::Network), V::Ip(ip)) => {
-            out.push_str(Network::of(ip).as_str())
-        }
-        (Transform::Generalize(Generalize::Bucket(w)), V::Int(x)) => {
-            out.push_str(itoa::Buffer::new().format(x - x.rem_euclid(*w)));
-        }
-        (_, V::Str(s)) => out.push_str(s),
-        (_, V::Int(x)) => out.push_str(itoa::Buffer::new().format(*x)),
-        (_, V::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
-        (_, V::Ts(t)) => out.push_str(&rfc3339(*t)),
-        (_, V::Ip(ip)) => out.push_str(Network::of(ip).as_str()),
-    }
+/// What the door keeps of one field after its transform and the PII scan: the only
+/// input of the staging row and of group keys. A raw value has no way into either: the
+/// raw [`V`] is consumed by [`minimize`], and identifiers leave it only as pseudonyms.
+enum Kept<'a> {
+    /// Absent from the event, or dropped by the policy.
+    Absent,
+    Pseudonym(Pseudonym),
+    /// A declared value, or a free-form string the scanner found clean.
+    Str(Cow<'a, str>),
+    /// Text that went through the redactor (`transform: redact`, or a string the scanner
+    /// flagged under `on_pii: redact`): staged as redacted, never a group key.
+    Redacted(Cow<'a, str>),
+    /// An integer or scaled decimal, floored to its bucket when generalized.
+    Int(i64),
+    Bool(bool),
+    /// Unix seconds, truncated when generalized.
+    Ts(i64),
+    /// An IP address is only ever kept as its network.
+    Network(Network),
 }
 
-fn write_value(out: &mut Vec<u8>, f: &Field, v: &V, redacted: Option<&str>) {
-    match (&f.transform, v) {
-        (_, V::Str(s)) => staging::put_str(out, redacted.unwrap_or(s)),
-        (Transform::Generalize(Generalize::Bucket(b)), V::Int(x)) => {
-            staging::put_int(out, x - x.rem_euclid(*b), f.decimals)
+/// The fixed group a flagged or redacted value is counted under: the value itself never
+/// becomes a group key.
+pub const REDACTED_GROUP: &str = "[redacted]";
+
+/// The door's verdict on one field.
+enum Minimized<'a> {
+    Kept(Kept<'a>),
+    /// A direct identifier to pseudonymize (the only raw value that goes further, and only
+    /// into the keyed hash).
+    Identifier(Cow<'a, str>),
+}
+
+/// Applies a field's transform and, for retained free-form strings, the PII scan: the
+/// whole of minimization for one value. `Err` names what an `on_pii: reject` field held.
+fn minimize<'a>(
+    f: &Field,
+    v: Option<V<'a>>,
+    redacted: &mut u32,
+) -> Result<Minimized<'a>, pii::PiiKind> {
+    let Some(v) = v else {
+        return Ok(Minimized::Kept(Kept::Absent));
+    };
+    let k = match (&f.transform, v) {
+        (Transform::Drop, _) => Kept::Absent,
+        (Transform::Pseudonymize, V::Str(s)) => return Ok(Minimized::Identifier(s)),
+        (Transform::Redact, V::Str(s)) => match pii::redact(&s) {
+            Some(r) => {
+                *redacted += 1;
+                Kept::Redacted(Cow::Owned(r))
+            }
+            None => Kept::Redacted(s),
+        },
+        (_, V::Str(s)) if f.values.is_some() => Kept::Str(s),
+        (_, V::Str(s)) => match f.on_pii {
+            OnPii::Reject => match pii::first(&s) {
+                Some(kind) => return Err(kind),
+                None => Kept::Str(s),
+            },
+            OnPii::Redact => match pii::redact(&s) {
+                Some(r) => {
+                    *redacted += 1;
+                    Kept::Redacted(Cow::Owned(r))
+                }
+                None => Kept::Str(s),
+            },
+        },
+        (Transform::Generalize(Generalize::Bucket(w)), V::Int(x)) => {
+            Kept::Int(x - x.rem_euclid(*w))
         }
-        (_, V::Int(x)) => staging::put_int(out, *x, f.decimals),
-        (_, V::Bool(b)) => staging::put_bool(out, *b),
-        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => {
-            staging::put_timestamp(out, truncate_time(*t, *g))
+        (_, V::Int(x)) => Kept::Int(x),
+        (_, V::Bool(b)) => Kept::Bool(b),
+        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => Kept::Ts(truncate_time(t, *g)),
+        (_, V::Ts(t)) => Kept::Ts(t),
+        (_, V::Ip(ip)) => Kept::Network(Network::of(&ip)),
+    };
+    Ok(Minimized::Kept(k))
+}
+
+impl Kept<'_> {
+    /// Appends this value to a staging row.
+    fn write(&self, out: &mut Vec<u8>, decimals: u32) {
+        match self {
+            Kept::Absent => staging::put_null(out),
+            Kept::Pseudonym(p) => staging::put_pseudonym(out, p),
+            Kept::Str(s) | Kept::Redacted(s) => staging::put_str(out, s),
+            Kept::Int(x) => staging::put_int(out, *x, decimals),
+            Kept::Bool(b) => staging::put_bool(out, *b),
+            Kept::Ts(t) => staging::put_timestamp(out, *t),
+            Kept::Network(n) => staging::put_str(out, n.as_str()),
         }
-        (_, V::Ts(t)) => staging::put_timestamp(out, *t),
-        (_, V::Ip(ip)) => staging::put_str(out, Network::of(ip).as_str()), // an IP is only ever kept as its network
+    }
+
+    /// Appends this value's group-key text. Redacted and flagged text counts under
+    /// [`REDACTED_GROUP`]; a pseudonym is never a dimension (lint refuses it), and if one
+    /// were it would group as `[pseudonym]`, not as itself.
+    fn group_value(&self, out: &mut compact_str::CompactString) {
+        match self {
+            Kept::Absent => out.push_str("(none)"),
+            Kept::Pseudonym(_) => out.push_str("[pseudonym]"),
+            Kept::Str(s) => out.push_str(s),
+            Kept::Redacted(_) => out.push_str(REDACTED_GROUP),
+            Kept::Int(x) => out.push_str(itoa::Buffer::new().format(*x)),
+            Kept::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Kept::Ts(t) => out.push_str(&rfc3339(*t)),
+            Kept::Network(n) => out.push_str(n.as_str()),
+        }
     }
 }
 

@@ -4,12 +4,14 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::borrow::Cow;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// 32 secret bytes. `Debug` prints nothing of them.
+/// 32 secret bytes. `Debug` prints nothing of them, and the bytes are reachable only
+/// through [`Secret::expose`], a name a reviewer notices.
 #[derive(Clone)]
-pub struct Secret(pub [u8; 32]);
+pub struct Secret([u8; 32]);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,6 +25,16 @@ impl Secret {
         let mut k = [0u8; 32];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut k);
         Secret(k)
+    }
+
+    /// A secret read back from the vault.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Secret(bytes)
+    }
+
+    /// The raw bytes, for the vault that persists them and the ciphers that use them.
+    pub fn expose(&self) -> &[u8; 32] {
+        &self.0
     }
 }
 
@@ -49,9 +61,10 @@ pub struct EpochKeys {
     pub data: Secret,
 }
 
-/// A pseudonym: 16 bytes of `HMAC-SHA256(epoch_key, identifier)`.
+/// A pseudonym: 16 bytes of `HMAC-SHA256(epoch_key, identifier)`. Only this crate makes
+/// one or reads its bytes (into staging rows); elsewhere it is an opaque value.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Pseudonym(pub [u8; 16]);
+pub struct Pseudonym([u8; 16]);
 
 impl std::fmt::Debug for Pseudonym {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,12 +77,58 @@ impl Pseudonym {
     pub fn encode(&self) -> String {
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.0)
     }
+
+    pub(crate) fn from_bytes(b: [u8; 16]) -> Self {
+        Pseudonym(b)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
 }
 
+/// A person's id inside one metric's window: what per-contributor state and contribution
+/// bounding count. Derived from the window's pseudonym under a separate per-epoch key
+/// and bound to the metric and the window, so it equals no pseudonym and two metrics or
+/// two windows never share one (their state cannot be joined across them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContributorId([u8; 16]);
+
+impl ContributorId {
+    /// The 16 bytes the store keeps (encrypted) in per-contributor state.
+    pub fn bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// An id read back from stored state.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        ContributorId(b)
+    }
+}
+
+/// A direct identifier as the door received it, normalized so that one person is one
+/// pseudonym (trim, Unicode NFKC, invisible characters removed, emails case-folded). It
+/// has no accessor: the only thing anyone can do with it is pseudonymize it.
+pub struct Identifier<'a>(Cow<'a, str>);
+
+impl<'a> Identifier<'a> {
+    /// Normalizes `raw` (or takes it as it is when the policy turned normalization off).
+    pub fn new(raw: Cow<'a, str>, normalize: bool) -> Self {
+        if !normalize {
+            return Identifier(raw);
+        }
+        match crate::normalize::identifier(&raw, true) {
+            Cow::Borrowed(b) if b.len() == raw.len() => Identifier(raw),
+            other => Identifier(Cow::Owned(other.into_owned())),
+        }
+    }
+}
 /// The epochs with precomputed HMAC states, ordered by start, and the idempotency key.
 #[derive(Clone)]
 pub struct KeyRing {
-    epochs: Vec<(Epoch, Option<HmacSha256>)>,
+    /// Each epoch with its keyed HMAC state and its contributor-id key (both `None` when
+    /// the epoch is shredded).
+    epochs: Vec<(Epoch, Option<(HmacSha256, [u8; 16])>)>,
     /// SipHash-2-4 key for idempotency digests, derived from the vault's dedupe secret.
     dedupe: [u8; 16],
 }
@@ -84,7 +143,13 @@ impl KeyRing {
             .into_iter()
             .map(|e| {
                 let mac = e.keys.as_ref().map(|k| {
-                    HmacSha256::new_from_slice(&k.hmac.0).expect("HMAC takes any key length")
+                    let mac =
+                        HmacSha256::new_from_slice(&k.hmac.0).expect("HMAC takes any key length");
+                    let mut c = mac.clone();
+                    c.update(b"veil contributor key v1");
+                    let mut ck = [0u8; 16];
+                    ck.copy_from_slice(&c.finalize().into_bytes()[..16]);
+                    (mac, ck)
                 });
                 (e, mac)
             })
@@ -112,10 +177,44 @@ impl KeyRing {
 
     /// Pseudonym of `identifier` under the key of the epoch containing `t`;
     /// `None` when that epoch is shredded or unknown.
-    pub fn pseudonym_at(&self, t: i64, identifier: &[u8]) -> Option<(EpochId, Pseudonym)> {
+    pub fn pseudonym_at(&self, t: i64, identifier: &Identifier) -> Option<(EpochId, Pseudonym)> {
         let i = self.index_at(t)?;
-        let (e, mac) = &self.epochs[i];
-        Some((e.id, keyed(mac.as_ref()?, b"p", identifier)))
+        let (e, keys) = &self.epochs[i];
+        Some((
+            e.id,
+            keyed(&keys.as_ref()?.0, b"p", identifier.0.as_bytes()),
+        ))
+    }
+
+    /// The contributor id of `identifier` in the window of `metric` that starts at
+    /// `window_start`: a keyed PRF (SipHash-2-4, 128 bits, under the contributor key of
+    /// the epoch holding the window's start) of the metric, the window and the person's
+    /// pseudonym in that epoch. `event` is the pseudonym the door already computed with
+    /// its epoch, reused when the window starts in the same epoch. `None` when that epoch
+    /// is shredded or unknown.
+    pub fn contributor(
+        &self,
+        metric: &str,
+        window_start: i64,
+        identifier: &Identifier,
+        event: (EpochId, Pseudonym),
+    ) -> Option<ContributorId> {
+        use siphasher::sip128::Hasher128;
+        use std::hash::Hasher;
+        let i = self.index_at(window_start)?;
+        let (e, keys) = &self.epochs[i];
+        let (mac, ck) = keys.as_ref()?;
+        let p = if e.id == event.0 {
+            event.1
+        } else {
+            keyed(mac, b"p", identifier.0.as_bytes())
+        };
+        let mut h = siphasher::sip128::SipHasher24::new_with_key(ck);
+        h.write(&(metric.len() as u32).to_le_bytes());
+        h.write(metric.as_bytes());
+        h.write(&window_start.to_le_bytes());
+        h.write(&p.0);
+        Some(ContributorId(h.finish128().as_bytes()))
     }
 
     /// The keyed digest that deduplicates (`source`, `id`), and nothing else: the spec
@@ -156,6 +255,50 @@ mod tests {
 
     fn ring(dedupe: u8) -> KeyRing {
         KeyRing::new(Vec::new(), &Secret([dedupe; 32]))
+    }
+
+    fn two_epochs() -> KeyRing {
+        let e = |id, start, end, k: u8| Epoch {
+            id: EpochId(id),
+            start,
+            end,
+            created_at: start,
+            keys: Some(EpochKeys {
+                hmac: Secret([k; 32]),
+                data: Secret([k ^ 0x55; 32]),
+            }),
+        };
+        KeyRing::new(
+            vec![e(1, i64::MIN, 1_000_000, 1), e(2, 1_000_000, i64::MAX, 2)],
+            &Secret([9; 32]),
+        )
+    }
+
+    #[test]
+    fn contributor_ids_are_per_metric_and_window_and_equal_no_pseudonym() {
+        let r = two_epochs();
+        let id = Identifier::new(Cow::Borrowed("alice@example.com"), true);
+        let mut seen = std::collections::HashSet::new();
+        let mut pseudonyms = Vec::new();
+        for t in [0i64, 500_000, 1_500_000] {
+            pseudonyms.push(r.pseudonym_at(t, &id).unwrap().1);
+        }
+        for metric in ["builds", "build_duration"] {
+            for w in [0i64, 86_400, 999_999, 1_000_000, 1_086_400] {
+                let ev = r.pseudonym_at(w, &id).unwrap();
+                let c = r.contributor(metric, w, &id, ev).unwrap();
+                assert!(seen.insert(c), "one id for two (metric, window) pairs");
+                assert!(pseudonyms.iter().all(|p| p.0 != c.0));
+                // The same person, metric and window: the same id, whichever epoch the
+                // event itself fell in.
+                let other_epoch_event = r.pseudonym_at(1_500_000, &id).unwrap();
+                assert_eq!(r.contributor(metric, w, &id, other_epoch_event), Some(c));
+            }
+        }
+        // Another person differs.
+        let bob = Identifier::new(Cow::Borrowed("bob@example.com"), true);
+        let ev = r.pseudonym_at(0, &bob).unwrap();
+        assert!(!seen.contains(&r.contributor("builds", 0, &bob, ev).unwrap()));
     }
 
     #[test]

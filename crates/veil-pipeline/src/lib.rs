@@ -11,6 +11,7 @@
 mod door;
 pub mod envelope;
 pub mod keys;
+pub mod normalize;
 pub mod pii;
 mod reject;
 pub mod staging;
@@ -20,5 +21,5 @@ pub mod window;
 pub use door::{
     Accepted, AcceptedBatch, AcceptedRef, Contribution, Door, Limits, Source, GROUP_SEP,
 };
-pub use keys::{Epoch, EpochId, EpochKeys, KeyRing, Pseudonym, Secret};
+pub use keys::{ContributorId, Epoch, EpochId, EpochKeys, Identifier, KeyRing, Pseudonym, Secret};
 pub use reject::{safe_name, Reason, Rejection};

@@ -92,7 +92,7 @@ pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
 
 pub(crate) fn put_pseudonym(out: &mut Vec<u8>, p: &Pseudonym) {
     out.push(PSEUDONYM);
-    out.extend_from_slice(&p.0);
+    out.extend_from_slice(p.bytes());
 }
 
 /// A timestamp value (read back as RFC 3339).
@@ -161,7 +161,9 @@ fn decode_binary(data: &[u8], day: i64) -> Result<Vec<StagedEvent>, CorruptSegme
                 }
                 PSEUDONYM => {
                     let b = r.bytes(16).ok_or_else(short)?;
-                    Value::String(Pseudonym(b.try_into().expect("sixteen bytes")).encode())
+                    Value::String(
+                        Pseudonym::from_bytes(b.try_into().expect("sixteen bytes")).encode(),
+                    )
                 }
                 TIME => Value::String(crate::door::rfc3339(unzigzag(r.var().ok_or_else(short)?))),
                 _ => return Err(CorruptSegment("an unknown value tag")),
@@ -258,9 +260,9 @@ mod tests {
             put_str(&mut row, &s);
             names.push("s".into());
             want.insert("s".into(), Value::String(s.clone()));
-            put_pseudonym(&mut row, &Pseudonym(p));
+            put_pseudonym(&mut row, &Pseudonym::from_bytes(p));
             names.push("p".into());
-            want.insert("p".into(), Value::String(Pseudonym(p).encode()));
+            want.insert("p".into(), Value::String(Pseudonym::from_bytes(p).encode()));
             put_bool(&mut row, flag);
             names.push("b".into());
             want.insert("b".into(), Value::Bool(flag));

@@ -49,11 +49,11 @@ fn ring(seed: u8) -> KeyRing {
             end: i64::MAX,
             created_at: 0,
             keys: Some(EpochKeys {
-                hmac: Secret([seed; 32]),
-                data: Secret([seed ^ 1; 32]),
+                hmac: Secret::from_bytes([seed; 32]),
+                data: Secret::from_bytes([seed ^ 1; 32]),
             }),
         }],
-        &Secret([seed ^ 2; 32]),
+        &Secret::from_bytes([seed ^ 2; 32]),
     )
 }
 

@@ -881,6 +881,15 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             OutOfRange::Reject
         }
     };
+    if rf.normalize.is_some() && class != FieldClass::DirectIdentifier {
+        ctx.err(
+            "schema",
+            c,
+            fx,
+            None,
+            "normalize applies only to direct identifiers",
+        );
+    }
     let on_pii = match rf.on_pii.as_deref() {
         None if class == FieldClass::FreeText => OnPii::Redact,
         None | Some("reject") => OnPii::Reject,
@@ -904,6 +913,7 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         // Refined after metrics are known: fields a metric reads default to required.
         required: rf.required.unwrap_or(false),
         on_pii,
+        normalize: rf.normalize.unwrap_or(true),
     })
 }
 
@@ -969,12 +979,25 @@ fn metric(
                         "metric groups by a direct identifier, which would report on individuals",
                     );
                     ok = false;
-                } else if !f.is_retained()
-                    || !matches!(
-                        f.class,
-                        FieldClass::Attribute | FieldClass::QuasiIdentifier | FieldClass::Timestamp
-                    )
-                {
+                } else if matches!(
+                    f.transform,
+                    Transform::Redact | Transform::Drop | Transform::Pseudonymize
+                ) {
+                    ctx.err(
+                        "Q4",
+                        c,
+                        Some(b),
+                        m,
+                        format!(
+                            "by names a field whose transform is {}; a group key is built only from a value the door keeps as it is",
+                            f.transform.as_str()
+                        ),
+                    );
+                    ok = false;
+                } else if !matches!(
+                    f.class,
+                    FieldClass::Attribute | FieldClass::QuasiIdentifier | FieldClass::Timestamp
+                ) {
                     ctx.err(
                         "schema",
                         c,
@@ -983,13 +1006,19 @@ fn metric(
                         "by needs a retained attribute, quasi_identifier or generalized timestamp",
                     );
                     ok = false;
-                } else if f.ty == FieldType::String
-                    && f.values.is_none()
-                    && f.class == FieldClass::QuasiIdentifier
-                {
-                    ctx.push("Q4", Severity::Warning, c, Some(b), m, "grouping by a free-form quasi-identifier; prefer a declared list of values");
-                    by.push(i);
                 } else {
+                    if f.ty == FieldType::String && f.values.is_none() {
+                        let msg = if f.on_pii == OnPii::Redact {
+                            "grouping by a free-form string with on_pii: redact; values the PII scanner flags are counted under the fixed group [redacted] — prefer declared values or on_pii: reject"
+                        } else if f.class == FieldClass::QuasiIdentifier {
+                            "grouping by a free-form quasi-identifier; prefer a declared list of values"
+                        } else {
+                            ""
+                        };
+                        if !msg.is_empty() {
+                            ctx.push("Q4", Severity::Warning, c, Some(b), m, msg);
+                        }
+                    }
                     by.push(i);
                 }
             }

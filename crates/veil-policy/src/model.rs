@@ -185,6 +185,9 @@ pub struct Field {
     pub decimals: u32,
     pub required: bool,
     pub on_pii: OnPii,
+    /// Direct identifiers only: normalize before pseudonymizing (trim, NFKC, invisible
+    /// characters removed, emails case-folded) so one person is one contributor.
+    pub normalize: bool,
 }
 
 impl Field {

@@ -94,6 +94,8 @@ pub struct RawField {
     pub decimals: Option<u32>,
     pub required: Option<bool>,
     pub on_pii: Option<String>,
+    /// Direct identifiers: `false` pseudonymizes the value exactly as sent.
+    pub normalize: Option<bool>,
     pub justification: Option<String>,
     pub exception: Option<RawException>,
 }

@@ -7,11 +7,69 @@
 //! Group strings are written once per run, not once per record: the runs are most of
 //! what an ingest commit writes, so their size is its cost.
 
-use crate::{Result, StoreError};
+use crate::{crypto, Result, StoreError};
 use rustc_hash::FxHashMap;
 use veil_pipeline::varint::{put, unzigzag, zigzag, Reader};
+use veil_pipeline::Secret;
 
 const FORMAT: u8 = 1;
+
+/// First byte of a stored run encrypted at rest: then the epoch (u32 LE) whose data key
+/// sealed it, the 12-byte nonce, and the AES-256-GCM ciphertext ‖ tag of a plain run.
+/// Runs written before encryption start with [`FORMAT`] and are still read.
+const SEALED: u8 = 2;
+
+fn aad(metric: &str, window_start: i64, epoch: u32) -> Vec<u8> {
+    format!("veil-contrib\0{metric}\0{window_start}\0{epoch}").into_bytes()
+}
+
+/// Encrypts a finished run under the data key of the epoch in which its window starts,
+/// bound to its metric and window: per-contributor state is never at rest in clear, and
+/// shredding that epoch shreds it.
+pub(crate) fn seal_run(
+    key: &Secret,
+    epoch: u32,
+    metric: &str,
+    window_start: i64,
+    plain: &[u8],
+) -> Vec<u8> {
+    let (nonce, ct) = crypto::seal(key, &aad(metric, window_start, epoch), plain);
+    let mut out = Vec::with_capacity(1 + 4 + nonce.len() + ct.len());
+    out.push(SEALED);
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&ct);
+    out
+}
+
+/// The plain run of a stored blob; `Ok(None)` when its epoch's data key is gone
+/// (shredded: unreadable by design).
+pub(crate) fn open_run(
+    key_of: &dyn Fn(u32) -> Option<Secret>,
+    metric: &str,
+    window_start: i64,
+    stored: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    let bad = || StoreError::Corrupt("a contribution run failed authentication".into());
+    match stored.first() {
+        Some(&FORMAT) => Ok(Some(stored.to_vec())),
+        Some(&SEALED) if stored.len() >= 1 + 4 + 12 + 16 => {
+            let epoch = u32::from_le_bytes(stored[1..5].try_into().map_err(|_| bad())?);
+            let Some(key) = key_of(epoch) else {
+                return Ok(None);
+            };
+            crypto::open(
+                &key,
+                &aad(metric, window_start, epoch),
+                &stored[5..17],
+                &stored[17..],
+            )
+            .map(Some)
+            .ok_or_else(bad)
+        }
+        _ => Err(bad()),
+    }
+}
 
 /// Builds one run.
 #[derive(Default)]
@@ -123,6 +181,32 @@ mod tests {
         fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&data, &mut |_, _, _, _, _| {});
         }
+    }
+
+    #[test]
+    fn sealed_runs_open_only_under_their_key_metric_and_window() {
+        let mut w = RunWriter::default();
+        w.push(0, "payments", &[7; 16], -1, 3, 42);
+        let plain = w.finish();
+        let key = Secret::from_bytes([9; 32]);
+        let stored = seal_run(&key, 3, "builds", 1000, &plain);
+        assert!(
+            !stored.windows(8).any(|x| x == b"payments"),
+            "no group in clear"
+        );
+        let keys = |e: u32| (e == 3).then(|| key.clone());
+        assert_eq!(
+            open_run(&keys, "builds", 1000, &stored).unwrap(),
+            Some(plain.clone())
+        );
+        assert!(open_run(&keys, "other", 1000, &stored).is_err());
+        assert!(open_run(&keys, "builds", 1001, &stored).is_err());
+        assert_eq!(open_run(&|_| None, "builds", 1000, &stored).unwrap(), None);
+        // A legacy plain run still reads.
+        assert_eq!(
+            open_run(&keys, "builds", 1000, &plain).unwrap(),
+            Some(plain)
+        );
     }
 
     #[test]

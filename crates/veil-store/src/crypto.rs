@@ -10,7 +10,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use veil_pipeline::Secret;
 
 fn key_of(key: &Secret) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key.0).expect("32-byte key"))
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.expose()).expect("32-byte key"))
 }
 
 /// Encrypts `plain` with a fresh random nonce; returns `(nonce, ciphertext ‖ tag)`.
@@ -59,7 +59,7 @@ mod tests {
     /// key and nonce, so stores written by any standard implementation stay readable.
     #[test]
     fn aes_256_gcm_matches_the_specification_and_refuses_tampering() {
-        let key = Secret([0u8; 32]);
+        let key = Secret::from_bytes([0u8; 32]);
         let mut tag = [0u8; 16];
         seal_with(&key, [0; 12], b"", &mut [], &mut tag);
         assert_eq!(hex::encode(tag), "530f8afbc74536b9a963b4f1c4cb738b");
@@ -78,7 +78,10 @@ mod tests {
             Some(&b"staged row"[..])
         );
         assert_eq!(open(&key, b"other aad", &nonce, &ct), None);
-        assert_eq!(open(&Secret([1; 32]), b"aad", &nonce, &ct), None);
+        assert_eq!(
+            open(&Secret::from_bytes([1; 32]), b"aad", &nonce, &ct),
+            None
+        );
         let mut flipped = ct.clone();
         flipped[0] ^= 1;
         assert_eq!(open(&key, b"aad", &nonce, &flipped), None);

@@ -150,8 +150,15 @@ pub trait Store {
     ) -> Result<Vec<IngestOutcome>>;
     /// Per metric (policy order): windows starting before this instant are sealed.
     fn sealed_before(&self, policy: &Policy) -> Result<Vec<i64>>;
-    /// Seals every window closed for at least the grace period.
-    fn seal(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<SealOutcome>;
+    /// Seals every window closed for at least the grace period; `keys` opens the
+    /// encrypted per-contributor state.
+    fn seal(
+        &mut self,
+        policy: &Policy,
+        keys: &KeyRing,
+        now: i64,
+        actor: &str,
+    ) -> Result<SealOutcome>;
     /// Sealed aggregates of one metric and grouping with window start in `[from, to)`.
     fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>>;
     /// Appends one audit entry; `detail` must hold no personal data.

@@ -140,7 +140,10 @@ impl SqliteStore {
         if has == 0 {
             conn.execute(
                 "INSERT OR IGNORE INTO vault_dedupe (id, secret, created_at) VALUES (1, ?1, ?2)",
-                params![&Secret::generate().0[..], chrono::Utc::now().timestamp()],
+                params![
+                    &Secret::generate().expose()[..],
+                    chrono::Utc::now().timestamp()
+                ],
             )?;
         }
         Ok(SqliteStore {
@@ -233,7 +236,7 @@ fn insert_epoch(tx: &Transaction, start: i64, now: i64) -> Result<EpochId> {
     let (h, d) = (Secret::generate(), Secret::generate());
     tx.execute(
         "INSERT INTO vault_epochs (start_ts, end_ts, hmac_key, data_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![start, OPEN_END, &h.0[..], &d.0[..], now],
+        params![start, OPEN_END, &h.expose()[..], &d.expose()[..], now],
     )?;
     Ok(EpochId(tx.last_insert_rowid() as u32))
 }
@@ -281,7 +284,7 @@ fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
             let a: [u8; 32] = b
                 .try_into()
                 .map_err(|_| StoreError::Corrupt("a vault key has the wrong length".into()))?;
-            Ok(Some(Secret(a)))
+            Ok(Some(Secret::from_bytes(a)))
         }
     }
 }
@@ -428,7 +431,7 @@ impl Store for SqliteStore {
                         run,
                         bin: c.bin,
                         group,
-                        contributor: c.contributor.0,
+                        contributor: *c.contributor.bytes(),
                     };
                     cells.add(cell, c.value);
                 }
@@ -492,7 +495,21 @@ impl Store for SqliteStore {
             let mut up = tx.prepare_cached("INSERT INTO staging_contrib (metric, window_start, rows, data) VALUES (?1, ?2, ?3, ?4)")?;
             for ((m, w), run) in runs {
                 let rows = run.rows;
-                up.execute(params![metric_names[m as usize], w, rows, run.finish()])?;
+                let epoch = keys.epoch_at(w).filter(|e| e.keys.is_some()).map(|e| e.id.0);
+                let key = epoch.and_then(|e| data_keys.get(&e)).ok_or_else(|| {
+                    StoreError::Corrupt(
+                        "a contribution belongs to a window whose epoch has no data key".into(),
+                    )
+                })?;
+                let name = metric_names[m as usize];
+                let sealed = crate::contrib::seal_run(
+                    key,
+                    epoch.expect("checked"),
+                    name,
+                    w,
+                    &run.finish(),
+                );
+                up.execute(params![name, w, rows, sealed])?;
             }
             let mut q = tx.prepare_cached(
                 "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -553,7 +570,18 @@ impl Store for SqliteStore {
         sealed_before_in(&self.conn, policy)
     }
 
-    fn seal(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<SealOutcome> {
+    fn seal(
+        &mut self,
+        policy: &Policy,
+        keys: &KeyRing,
+        now: i64,
+        actor: &str,
+    ) -> Result<SealOutcome> {
+        let data_key = |e: u32| {
+            keys.epochs()
+                .find(|x| x.id.0 == e)
+                .and_then(|x| x.keys.as_ref().map(|k| k.data.clone()))
+        };
         let mut out = SealOutcome::default();
         let mut rng = rand::rngs::StdRng::from_entropy();
         let tx = self
@@ -587,7 +615,11 @@ impl Store for SqliteStore {
                     let mut sum: HashMap<(String, [u8; 16], i32), (i64, i64)> = HashMap::new();
                     let mut q = st.query(params![m.name, w])?;
                     while let Some(r) = q.next()? {
-                        let data: Vec<u8> = r.get(0)?;
+                        let stored: Vec<u8> = r.get(0)?;
+                        let Some(data) = crate::contrib::open_run(&data_key, &m.name, w, &stored)?
+                        else {
+                            continue; // its epoch is shredded: nobody can count it any more
+                        };
                         crate::contrib::decode(&data, &mut |g, c, bin, n, total| {
                             let e = sum.entry((g.to_owned(), c, bin)).or_insert((0, 0));
                             e.0 += n;

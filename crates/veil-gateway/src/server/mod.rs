@@ -168,7 +168,8 @@ fn maintain(
         }
     }
     if seal {
-        let sealed = store.seal(&policy, t, "veil:scheduler")?;
+        let keys = store.key_ring()?;
+        let sealed = store.seal(&policy, &keys, t, "veil:scheduler")?;
         if !sealed.windows.is_empty() {
             tracing::info!(
                 windows = sealed.windows.len(),

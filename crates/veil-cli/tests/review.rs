@@ -1,0 +1,261 @@
+//! Regressions from the adversarial review (issue 13): each test is one reproduction,
+//! named after the hole it pins, and each failed on the code before the fix.
+
+mod common;
+use common::*;
+
+/// A collection whose free-form `label` is a grouping dimension.
+fn label_policy(label: &str) -> String {
+    format!(
+        r#"version: 1
+organization: Review Corp
+defaults: {{ min_group_size: 5, staging_retention: 14d, seal_grace: 1h, budget: {{ epsilon: 10.0, period: 30d }} }}
+collections:
+  - name: support.ticket
+    purpose: {{ what: support ticket labels, question: which support flows are busy, audience: support leads }}
+    lawful_basis: legitimate_interest
+    lawful_basis_ref: DPIA-T-1
+    owner: support
+    zone: operational
+    fields:
+      user:  {{ type: string, class: direct_identifier }}
+      label: {label}
+    metrics:
+      - name: tickets
+        kind: count
+        by: [label]
+        window: day
+        contributor: user
+        epsilon: 1.0
+        explain: {{ measures: tickets per label per day, does_not_mean: anything about a person, misread_when: labels change }}
+      - name: ticket_people
+        kind: distinct
+        by: []
+        window: day
+        contributor: user
+        epsilon: 1.0
+        explain: {{ measures: people with tickets per day, does_not_mean: anything about a person, misread_when: never }}
+"#
+    )
+}
+
+fn days_ago(d: i64, secs: i64) -> String {
+    let t = chrono::Utc::now() - chrono::Duration::days(d);
+    let t =
+        t.date_naive().and_hms_opt(9, 0, 0).unwrap().and_utc() + chrono::Duration::seconds(secs);
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+const VICTIM: &str = "victim.person@example.org";
+
+/// 60 people whose label quotes one person's email, two days ago and three days ago.
+fn victim_events() -> String {
+    let mut out = String::new();
+    for day in [2, 3] {
+        for u in 0..60 {
+            out.push_str(&format!(
+                "{{\"event\":\"support.ticket\",\"time\":\"{}\",\"attrs\":{{\"user\":\"user{u}@corp.example\",\"label\":\"reset link sent to {VICTIM}\"}}}}\n",
+                days_ago(day, u)
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn lint_refuses_a_redacted_dimension() {
+    let v = Veil::init();
+    std::fs::write(
+        v.path().join("policy.yaml"),
+        label_policy("{ type: string, class: attribute, transform: redact }"),
+    )
+    .unwrap();
+    let r = v.run(&["policy", "lint"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("transform is redact"),
+        "the finding says why: {}",
+        r.stdout
+    );
+    // And a policy that fails lint drives nothing.
+    let r = v.run(&["status"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn a_flagged_value_never_becomes_a_group_key() {
+    let v = Veil::init();
+    std::fs::write(
+        v.path().join("policy.yaml"),
+        label_policy("{ type: string, class: quasi_identifier, max_length: 200, on_pii: redact }"),
+    )
+    .unwrap();
+    let lint = v.run(&["policy", "lint"]);
+    assert_eq!(lint.code, 0, "{}", lint.stdout);
+    assert!(
+        lint.stdout.contains("[redacted]"),
+        "lint warns: {}",
+        lint.stdout
+    );
+    let explain = v.run(&["policy", "explain", "tickets"]);
+    assert!(
+        explain.stdout.contains("[redacted]"),
+        "explain says what happens to flagged values: {}",
+        explain.stdout
+    );
+    // Keep a reader open so the WAL and shm files exist while we look.
+    let hold = v.sqlite();
+    let _: i64 = hold
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    let r = v.run_in(&["ingest", "-"], Some(victim_events().as_bytes()));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("accepted 120"), "{}", r.stdout);
+    assert_eq!(v.run(&["seal"]).code, 0);
+    let mut shown = String::new();
+    for fmt in ["table", "json", "csv"] {
+        let r = v.run(&["report", "tickets", "--format", fmt]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        shown.push_str(&r.stdout);
+    }
+    assert!(
+        shown.contains("[redacted]"),
+        "60 people are counted under the fixed group: {shown}"
+    );
+    let needles = [VICTIM, "victim.person", "reset link sent to"];
+    let printed = v.printed.borrow().clone();
+    for n in needles {
+        assert!(!contains(&printed, n.as_bytes()), "{n} printed");
+        for (p, bytes) in all_files(&v.data_dir()) {
+            assert!(
+                !contains(&bytes, n.as_bytes()),
+                "{n} found in {}",
+                p.display()
+            );
+        }
+    }
+    drop(hold);
+    for n in needles {
+        for (p, bytes) in all_files(&v.data_dir()) {
+            assert!(
+                !contains(&bytes, n.as_bytes()),
+                "{n} found in {}",
+                p.display()
+            );
+        }
+    }
+}
+
+/// Reads the live epochs' keys straight from the database, as someone holding a copy of
+/// the data directory could.
+fn live_keys(v: &Veil) -> veil_pipeline::KeyRing {
+    let c = v.sqlite();
+    let mut st = c
+        .prepare("SELECT id, start_ts, end_ts, hmac_key, data_key, created_at FROM vault_epochs")
+        .unwrap();
+    let epochs = st
+        .query_map([], |r| {
+            let h: Vec<u8> = r.get(3)?;
+            let d: Vec<u8> = r.get(4)?;
+            Ok(veil_pipeline::Epoch {
+                id: veil_pipeline::EpochId(r.get(0)?),
+                start: r.get(1)?,
+                end: r.get(2)?,
+                created_at: r.get(5)?,
+                keys: Some(veil_pipeline::EpochKeys {
+                    hmac: veil_pipeline::Secret::from_bytes(h.try_into().unwrap()),
+                    data: veil_pipeline::Secret::from_bytes(d.try_into().unwrap()),
+                }),
+            })
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let dedupe: Vec<u8> = c
+        .query_row("SELECT secret FROM vault_dedupe", [], |r| r.get(0))
+        .unwrap();
+    veil_pipeline::KeyRing::new(
+        epochs,
+        &veil_pipeline::Secret::from_bytes(dedupe.try_into().unwrap()),
+    )
+}
+
+#[test]
+fn per_contributor_state_holds_no_pseudonym_and_is_encrypted() {
+    let v = Veil::init();
+    std::fs::write(
+        v.path().join("policy.yaml"),
+        label_policy("{ type: string, class: quasi_identifier, values: [billing, login, other] }"),
+    )
+    .unwrap();
+    // Today's window is open: the state of two metrics sits in staging.
+    let mut ev = String::new();
+    for u in 0..20 {
+        for label in ["billing", "login"] {
+            ev.push_str(&format!(
+                "{{\"event\":\"support.ticket\",\"time\":\"{}\",\"attrs\":{{\"user\":\"user{u}@corp.example\",\"label\":\"{label}\"}}}}\n",
+                chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
+            ));
+        }
+    }
+    let r = v.run_in(&["ingest", "-"], Some(ev.as_bytes()));
+    assert!(r.stdout.contains("accepted 40"), "{}", r.stdout);
+    let keys = live_keys(&v);
+    let now = chrono::Utc::now().timestamp();
+    let mut forbidden: Vec<Vec<u8>> = Vec::new();
+    for u in 0..20 {
+        let id = format!("user{u}@corp.example");
+        let ident = veil_pipeline::Identifier::new(std::borrow::Cow::Borrowed(&id), true);
+        for e in keys.epochs() {
+            let (_, p) = keys
+                .pseudonym_at(e.start.max(now - 86_400), &ident)
+                .unwrap();
+            let enc = p.encode();
+            forbidden.push(enc.clone().into_bytes());
+            use base64::Engine;
+            forbidden.push(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(&enc)
+                    .unwrap(),
+            );
+        }
+        forbidden.push(id.into_bytes());
+    }
+    let files = all_files(&v.data_dir());
+    for f in &forbidden {
+        for (p, bytes) in &files {
+            assert!(
+                !contains(bytes, f),
+                "a pseudonym or identifier found in {}",
+                p.display()
+            );
+        }
+    }
+    // Group names of the state are not in clear either.
+    let c = v.sqlite();
+    let blobs: Vec<Vec<u8>> = c
+        .prepare("SELECT data FROM staging_contrib")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(!blobs.is_empty());
+    for b in &blobs {
+        assert!(!contains(b, b"billing") && !contains(b, b"login"));
+    }
+}
+
+#[test]
+fn a_repeated_key_is_rejected_even_after_null() {
+    let v = Veil::init();
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let lines = [
+        format!(r#"{{"event":"app.feature_used","time":"{t}","attrs":{{"user_id":null,"user_id":"b@x.example","feature":"search","region":"eu","app_version":"4.1"}}}}"#),
+        format!(r#"{{"event":"app.feature_used","time":"{t}","attrs":{{"user_id":"b@x.example","feature":"search","feature":null,"region":"eu","app_version":"4.1"}}}}"#),
+    ]
+    .join("\n");
+    let r = v.run_in(&["ingest", "-"], Some(lines.as_bytes()));
+    assert!(r.stdout.contains("accepted 0"), "{}", r.stdout);
+    assert!(r.stdout.contains("duplicate_field"), "{}", r.stdout);
+}
