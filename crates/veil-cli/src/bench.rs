@@ -456,6 +456,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
             limits: ServerLimits::default(),
             event_limits: Limits::default(),
             tls: None,
+            anchor: None,
         };
         let bodies = bodies.clone();
         let token = token.clone();

@@ -545,13 +545,29 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
     // Verification must not append to the log it verifies: open the store directly.
     let store = SqliteStore::open(&cfg.data_dir).map_err(|e| exit(2, e.to_string()))?;
     match cmd {
-        AuditCmd::Verify => {
-            let v = store.audit_verify()?;
+        AuditCmd::Verify { anchor } => {
+            let mut files = anchor.clone();
+            files.extend(cfg.audit.anchor_file.iter().cloned());
+            let mut anchors = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    exit(2, format!("cannot read anchor file {}: {e}", f.display()))
+                })?;
+                anchors.extend(
+                    veil_store::Anchor::parse_all(&text)
+                        .map_err(|e| exit(2, format!("anchor file {}: {e}", f.display())))?,
+                );
+            }
+            let v = store.audit_verify(&anchors)?;
             if v.ok {
                 println!(
-                    "audit log ok: {} entries, head {}",
+                    "audit log ok: {} entries, head {}{}",
                     v.entries,
-                    v.head.unwrap_or_default()
+                    v.head.unwrap_or_default(),
+                    match anchors.len() {
+                        0 => String::from("; no anchor given (`veil audit head` prints one to keep outside the data directory)"),
+                        n => format!("; {n} anchor(s) held"),
+                    }
                 );
                 Ok(0)
             } else {
@@ -562,6 +578,13 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
                 );
                 Ok(1)
             }
+        }
+        AuditCmd::Head => {
+            let head = store
+                .audit_head()?
+                .ok_or_else(|| exit(1, "the audit log is empty"))?;
+            println!("{}", serde_json::to_string(&veil_store::Anchor::of(&head))?);
+            Ok(0)
         }
         AuditCmd::Log { since, format } => {
             let entries = store.audit_log(*since, usize::MAX)?;
@@ -650,6 +673,12 @@ fn serve(cli: &Cli) -> Result<u8> {
         limits: ctx.cfg.server_limits(),
         event_limits: veil_pipeline::Limits::default(),
         tls: ctx.cfg.tls.clone(),
+        anchor: (ctx.cfg.audit.anchor_file.is_some() || ctx.cfg.audit.anchor_command.is_some())
+            .then(|| veil_gateway::server::anchor::AnchorSink {
+                file: ctx.cfg.audit.anchor_file.clone(),
+                command: ctx.cfg.audit.anchor_command.clone(),
+                every: std::time::Duration::from_secs(ctx.cfg.audit.anchor_interval_secs),
+            }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -753,7 +782,7 @@ fn demo(dir: PathBuf) -> Result<u8> {
     }
     println!("\n== 6. veil audit verify");
     run(cli(Cmd::Audit {
-        cmd: AuditCmd::Verify,
+        cmd: AuditCmd::Verify { anchor: Vec::new() },
     }))?;
     println!("\nTry next (from {}): veil status · veil audit log · veil report build_duration --format json · veil policy explain builds", dir.display());
     Ok(0)

@@ -34,6 +34,32 @@ pub struct RawConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
     pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: where the gateway anchors the audit head, outside the data directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A file (relative to `veil.toml`; not inside `data_dir`) the gateway appends each
+    /// new head to, as one JSON line; `veil audit verify` checks it too.
+    pub anchor_file: Option<PathBuf>,
+    /// A command the gateway runs with each new head as one JSON line on stdin (e.g.
+    /// `["logger", "-t", "veil-anchor"]`, or a script that commits to a git repository).
+    pub anchor_command: Option<Vec<String>>,
+    /// At most one anchor per this many seconds (at least 60).
+    pub anchor_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            anchor_file: None,
+            anchor_command: None,
+            anchor_interval_secs: 60,
+        }
+    }
 }
 
 /// `[limits]`: the gateway's limits and backpressure (all optional).
@@ -112,11 +138,39 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// TLS files, resolved against the config's folder.
     pub tls: Option<veil_gateway::server::tls::TlsConfig>,
+    /// `[audit]`, with the anchor file resolved against the config's folder.
+    pub audit: AuditConfig,
 }
 
 /// Hex SHA-256 of a token: the only form in which tokens are kept.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Whether `path` lies inside `dir`, comparing canonical paths where they exist (so
+/// `..` and symlinks cannot hide an anchor inside the data directory).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let canon = |p: &Path| -> PathBuf {
+        // Canonicalize the deepest existing ancestor and keep the rest as written.
+        let mut rest = Vec::new();
+        let mut cur = p.to_path_buf();
+        loop {
+            if let Ok(c) = cur.canonicalize() {
+                return rest
+                    .into_iter()
+                    .rev()
+                    .fold(c, |acc: PathBuf, part| acc.join(part));
+            }
+            match (cur.file_name().map(|f| f.to_owned()), cur.parent()) {
+                (Some(f), Some(parent)) => {
+                    rest.push(f);
+                    cur = parent.to_path_buf();
+                }
+                _ => return p.to_path_buf(),
+            }
+        }
+    };
+    canon(path).starts_with(canon(dir))
 }
 
 /// Line (1-based) where `needle` is set as a key (`needle = …`) or appears quoted.
@@ -162,6 +216,7 @@ impl Config {
             "principal",
             "limits",
             "tls",
+            "audit",
         ];
         const PRINCIPAL: &[&str] = &[
             "name",
@@ -181,6 +236,7 @@ impl Config {
             "max_connections",
         ];
         const TLS: &[&str] = &["cert", "key", "client_ca", "client_cert_required"];
+        const AUDIT: &[&str] = &["anchor_file", "anchor_command", "anchor_interval_secs"];
         let mut problems = Vec::new();
         for k in table.keys().filter(|k| !TOP.contains(&k.as_str())) {
             problems.push(format!(
@@ -202,7 +258,7 @@ impl Config {
                 }
             }
         }
-        for (section, allowed) in [("limits", LIMITS), ("tls", TLS)] {
+        for (section, allowed) in [("limits", LIMITS), ("tls", TLS), ("audit", AUDIT)] {
             if let Some(toml::Value::Table(t)) = table.get(section) {
                 for k in t.keys().filter(|k| !allowed.contains(&k.as_str())) {
                     problems.push(format!(
@@ -276,16 +332,48 @@ impl Config {
                 line_of(&text, "store")
             ));
         }
-        if !errors.is_empty() {
-            bail!("{}", errors.join("\n"));
-        }
         let base = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        let data_dir = base.join(&raw.data_dir);
+        if let Some(a) = &raw.audit.anchor_file {
+            if inside(&base.join(a), &data_dir) {
+                errors.push(format!(
+                    "{}:{}: [audit] anchor_file must lie outside data_dir: an anchor in the directory it protects proves nothing",
+                    file.display(),
+                    line_of(&text, "anchor_file")
+                ));
+            }
+        }
+        if raw
+            .audit
+            .anchor_command
+            .as_ref()
+            .is_some_and(|c| c.is_empty())
+        {
+            errors.push(format!(
+                "{}:{}: [audit] anchor_command must name a program",
+                file.display(),
+                line_of(&text, "anchor_command")
+            ));
+        }
+        if raw.audit.anchor_interval_secs < 60 {
+            errors.push(format!(
+                "{}:{}: [audit] anchor_interval_secs must be at least 60",
+                file.display(),
+                line_of(&text, "anchor_interval_secs")
+            ));
+        }
+        if !errors.is_empty() {
+            bail!("{}", errors.join("\n"));
+        }
+        let mut audit = raw.audit;
+        audit.anchor_file = audit.anchor_file.map(|a| base.join(a));
         Ok(Config {
             file: file.to_path_buf(),
-            data_dir: base.join(&raw.data_dir),
+            audit,
+            data_dir,
             policy: base.join(&raw.policy),
             store: raw.store,
             listen: raw.listen,

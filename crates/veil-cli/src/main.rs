@@ -158,8 +158,17 @@ pub enum KeysCmd {
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Verify the hash chain; names the first bad entry.
-    Verify,
+    /// Verify the hash chain, every stored release and the budget ledger against it,
+    /// and every anchor; names the first bad entry.
+    Verify {
+        /// A file of anchors kept outside the data directory (one `veil audit head` JSON,
+        /// or one per line): the chain must still hold each exactly. The gateway's
+        /// `[audit] anchor_file`, when configured, is checked too.
+        #[arg(long)]
+        anchor: Vec<PathBuf>,
+    },
+    /// Print the current head as JSON {seq, hash, at}, to keep outside the data directory.
+    Head,
     /// Print entries.
     Log {
         /// First sequence number to print.

@@ -83,17 +83,23 @@ fn report_outputs_only_carry_values_from_stored_release_records() {
             );
         }
     }
-    // Tampering with the stored record changes what every output shows: nothing else is consulted.
+    // An edited stored record is refused by every output, never served (issue 13 §2c):
+    // the release's audit entry recorded the document's hash.
     let forged = docs[0].replacen(&released[0]["value"].to_string(), "987654321", 1);
     v.sqlite()
         .execute("UPDATE releases SET document = ?1", [&forged])
         .unwrap();
     for fmt in ["table", "csv", "json"] {
         let r = v.run(&["report", "builds", "--format", fmt]);
+        assert_ne!(r.code, 0, "{fmt}: an edited release must be refused");
         assert!(
-            r.stdout.contains("987654321"),
-            "{fmt} output must come from the stored record:\n{}",
+            !r.stdout.contains("987654321") && !r.stderr.contains("987654321"),
+            "{fmt} output must never show the edited value:\n{}",
             r.stdout
         );
+        assert!(r.stderr.contains("audit"), "{fmt}: says why: {}", r.stderr);
     }
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("was changed"), "{}", r.stdout);
 }

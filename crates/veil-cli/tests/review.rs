@@ -259,3 +259,223 @@ fn a_repeated_key_is_rejected_even_after_null() {
     assert!(r.stdout.contains("accepted 0"), "{}", r.stdout);
     assert!(r.stdout.contains("duplicate_field"), "{}", r.stdout);
 }
+
+/// A data directory with ingested, sealed and released data, its log verified.
+fn released() -> Veil {
+    let v = Veil::init();
+    let events = v.generate(5, false);
+    v.ingest(&events);
+    assert_eq!(v.run(&["seal"]).code, 0);
+    let r = v.run(&["report", "builds"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    v
+}
+
+/// Deletes the entries matching `drop` and rewrites the rest into a consistent chain
+/// with a matching `audit.head`: what someone who can write the data directory can do.
+fn rewrite_chain(v: &Veil, drop: &dyn Fn(&str, &str) -> bool) -> usize {
+    let c = v.sqlite();
+    let rows: Vec<(i64, String, String, String, String)> = c
+        .prepare("SELECT seq, at, actor, action, detail FROM audit ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    c.execute("DELETE FROM audit", []).unwrap();
+    let mut prev = veil_store::audit::GENESIS.to_owned();
+    let mut seq = 0;
+    let mut dropped = 0;
+    for (_, at, actor, action, detail) in rows {
+        if drop(&action, &detail) {
+            dropped += 1;
+            continue;
+        }
+        seq += 1;
+        let hash = veil_store::audit::entry_hash(&prev, seq, &at, &actor, &action, &detail);
+        c.execute(
+            "INSERT INTO audit (seq, at, actor, action, detail, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![seq, at, actor, action, detail, prev, hash],
+        )
+        .unwrap();
+        prev = hash;
+    }
+    std::fs::write(v.data_dir().join("audit.head"), format!("{seq} {prev}\n")).unwrap();
+    dropped
+}
+
+#[test]
+fn a_consistent_rewrite_of_the_chain_is_caught_by_a_kept_anchor() {
+    let v = released();
+    let head = v.run(&["audit", "head"]);
+    assert_eq!(head.code, 0, "{}", head.stderr);
+    let a: serde_json::Value = serde_json::from_str(head.stdout.trim()).unwrap();
+    assert!(a["seq"].as_i64().unwrap() > 3 && a["hash"].as_str().unwrap().len() == 64);
+    assert!(a["at"].as_str().unwrap().ends_with('Z'));
+    let outside = tempfile::tempdir().unwrap();
+    let anchor = outside.path().join("anchor.json");
+    std::fs::write(&anchor, &head.stdout).unwrap();
+    let r = v.run(&["audit", "verify", "--anchor", anchor.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    // Delete the ingest entries and recompute every hash and the head file.
+    assert!(rewrite_chain(&v, &|action, _| action == "ingest") > 0);
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(
+        r.code, 0,
+        "without an anchor the rewrite is consistent: {}",
+        r.stdout
+    );
+    let r = v.run(&["audit", "verify", "--anchor", anchor.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("rewritten") || r.stdout.contains("truncated"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_missing_head_file_is_a_verification_failure() {
+    let v = released();
+    std::fs::remove_file(v.data_dir().join("audit.head")).unwrap();
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("audit.head"), "{}", r.stdout);
+    std::fs::write(v.data_dir().join("audit.head"), "garbage").unwrap();
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "an unreadable head too: {}", r.stdout);
+}
+
+#[test]
+fn an_edited_release_document_is_caught_and_never_served() {
+    let v = released();
+    let c = v.sqlite();
+    let doc: String = c
+        .query_row("SELECT document FROM releases", [], |r| r.get(0))
+        .unwrap();
+    let edited = doc.replacen("\"budget_left\":", "\"budget_left\":1", 1);
+    assert_ne!(doc, edited);
+    c.execute("UPDATE releases SET document = ?1", [&edited])
+        .unwrap();
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("was changed"), "{}", r.stdout);
+    let r = v.run(&["report", "builds", "--format", "json"]);
+    assert_ne!(r.code, 0);
+    assert!(!r.stdout.contains(&edited));
+    // Deleting a stored release is caught as well.
+    c.execute("UPDATE releases SET document = ?1", [&doc])
+        .unwrap();
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+    c.execute("DELETE FROM releases", []).unwrap();
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("missing from the store"), "{}", r.stdout);
+}
+
+#[test]
+fn deleting_ledger_rows_gives_no_budget_back() {
+    let v = Veil::init();
+    let events = v.generate(5, false);
+    v.ingest(&events);
+    assert_eq!(v.run(&["seal"]).code, 0);
+    // A budget of ε = 3 a period: three releases of ε = 1 over different weeks spend it.
+    let policy = std::fs::read_to_string(v.path().join("policy.yaml")).unwrap();
+    std::fs::write(
+        v.path().join("policy.yaml"),
+        policy.replace("budget: { epsilon: 10.0", "budget: { epsilon: 3.0"),
+    )
+    .unwrap();
+    let week = |i: i64| {
+        (chrono::Utc::now() - chrono::Duration::days(7 * i))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    let mut spent = 0;
+    for i in 1..=5 {
+        let r = v.run(&["report", "builds", "--from", &week(i + 1), "--to", &week(i)]);
+        if r.code != 0 {
+            assert!(r.stderr.contains("budget"), "{}", r.stderr);
+            break;
+        }
+        assert!(!r.stdout.contains("answered before"), "{}", r.stdout);
+        spent += 1;
+    }
+    assert_eq!(spent, 3, "ε = 1 each out of 3");
+    v.sqlite().execute("DELETE FROM budget_ledger", []).unwrap();
+    let r = v.run(&["report", "builds", "--from", &week(1)]);
+    assert_ne!(
+        r.code, 0,
+        "a deleted ledger row gives nothing back: {}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("release r-"), "{}", r.stdout);
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("ledger"), "{}", r.stdout);
+}
+
+#[test]
+fn the_gateway_anchors_heads_outside_the_data_directory() {
+    let v = Veil::init();
+    let outside = tempfile::tempdir().unwrap();
+    let file = outside.path().join("anchors.jsonl");
+    let witness = outside.path().join("witness.jsonl");
+    // An anchor inside the data directory is refused at load.
+    v.append_config("[audit]\nanchor_file = \"data/anchors.jsonl\"");
+    let r = v.run(&["status"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("outside data_dir"), "{}", r.stderr);
+    let cfg = std::fs::read_to_string(v.path().join("veil.toml")).unwrap();
+    let cfg = cfg.replace(
+        "anchor_file = \"data/anchors.jsonl\"",
+        &format!(
+            "anchor_file = \"{}\"\nanchor_command = [\"sh\", \"-c\", \"cat >> {}\"]",
+            file.display(),
+            witness.display()
+        ),
+    );
+    std::fs::write(v.path().join("veil.toml"), cfg).unwrap();
+    let mut gw = Gateway::start(&v);
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let body = format!(
+        "{{\"event\":\"app.feature_used\",\"time\":\"{t}\",\"attrs\":{{\"user_id\":\"a@x.example\",\"feature\":\"search\",\"region\":\"eu\",\"app_version\":\"4.1\"}}}}\n"
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(gw.url("/v1/events"))
+        .bearer_auth(v.token("ingest"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(gw.terminate().success());
+    let anchors = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        anchors.lines().count() >= 2,
+        "at start and at shutdown: {anchors}"
+    );
+    assert_eq!(anchors, std::fs::read_to_string(&witness).unwrap());
+    let last: serde_json::Value = serde_json::from_str(anchors.lines().last().unwrap()).unwrap();
+    let head = v.run(&["audit", "head"]);
+    let head: serde_json::Value = serde_json::from_str(head.stdout.trim()).unwrap();
+    assert_eq!(
+        last, head,
+        "the last anchor is the head after the last commit"
+    );
+    // verify reads the configured anchor file by itself.
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("anchor(s) held"), "{}", r.stdout);
+    rewrite_chain(&v, &|action, _| action == "ingest");
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(
+        r.code, 1,
+        "a consistent rewrite is caught by the gateway's anchors: {}",
+        r.stdout
+    );
+}

@@ -18,7 +18,7 @@ pub mod seal;
 mod seen;
 mod sqlite;
 
-pub use audit::{AuditEntry, Verification};
+pub use audit::{Anchor, AuditEntry, Verification};
 pub use sqlite::SqliteStore;
 
 use serde::Serialize;
@@ -174,8 +174,12 @@ pub trait Store {
     fn audit_log(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// The newest audit entry with this action (the status page's "last seal").
     fn last_audit(&self, action: &str) -> Result<Option<AuditEntry>>;
-    /// Verifies the whole chain against the recorded head.
-    fn audit_verify(&self) -> Result<Verification>;
+    /// Verifies the whole chain against the recorded head (a missing head is a failure),
+    /// every stored release and ledger row against the chain, and that the chain still
+    /// holds every anchor kept outside the data directory.
+    fn audit_verify(&self, anchors: &[audit::Anchor]) -> Result<Verification>;
+    /// The newest audit entry: the head to anchor outside the data directory.
+    fn audit_head(&self) -> Result<Option<AuditEntry>>;
     /// Records a policy load in the audit log when its hash differs from the last one.
     fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool>;
     /// Rejections held in quarantine, by reason code.

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS budget_ledger (
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_action ON audit (action, seq);
 "#;
 
 /// Largest staging arena kept for the next batch; a larger one (a huge group commit) is
@@ -721,7 +722,7 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn audit_verify(&self) -> Result<Verification> {
+    fn audit_verify(&self, anchors: &[audit::Anchor]) -> Result<Verification> {
         // Read in storage order (rowid), not by seq, so reordered rows are visible as such.
         let mut st = self.conn.prepare(
             "SELECT seq, at, actor, action, detail, prev, hash FROM audit ORDER BY rowid",
@@ -729,7 +730,38 @@ impl Store for SqliteStore {
         let rows: Vec<AuditEntry> = st
             .query_map([], audit_row)?
             .collect::<std::result::Result<_, _>>()?;
-        Ok(audit::verify(&rows, self.read_head()))
+        let mut v = audit::verify(&rows, self.read_head());
+        if !v.ok {
+            return Ok(v);
+        }
+        let releases = self.releases()?;
+        let bound = audit::Bound {
+            releases: releases
+                .iter()
+                .map(|r| (r.release_id.as_str(), r.document.as_str()))
+                .collect(),
+            ledger: ledger_rows(&self.conn)?,
+        };
+        let checked =
+            audit::verify_bound(&rows, &bound).and_then(|()| audit::verify_anchors(&rows, anchors));
+        if let Err((seq, problem)) = checked {
+            v.ok = false;
+            v.first_bad = Some(seq);
+            v.problem = Some(problem);
+            v.head = None;
+        }
+        Ok(v)
+    }
+
+    fn audit_head(&self) -> Result<Option<AuditEntry>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq, at, actor, action, detail, prev, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                audit_row,
+            )
+            .optional()?)
     }
 
     fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool> {
@@ -764,14 +796,28 @@ impl Store for SqliteStore {
     }
 
     fn release_by_key(&self, query_key: &str) -> Result<Option<ReleaseRecord>> {
-        Ok(self
+        let Some(r) = self
             .conn
             .query_row(
                 "SELECT release_id, query_key, principal, collection, epsilon, created_at, document FROM releases WHERE query_key = ?1",
                 [query_key],
                 release_row,
             )
-            .optional()?)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        // Served only as the chain recorded it: an edited document is refused, not shown.
+        let recorded = release_entries(&self.conn)?
+            .iter()
+            .find_map(|e| audit::recorded_document_hash(e, &r.release_id));
+        if recorded.as_deref() != Some(audit::document_hash(&r.document).as_str()) {
+            return Err(StoreError::Corrupt(format!(
+                "stored release {} does not match the document hash its audit entry recorded; run `veil audit verify`",
+                r.release_id
+            )));
+        }
+        Ok(Some(r))
     }
 
     fn spend_and_store(
@@ -795,14 +841,7 @@ impl Store for SqliteStore {
         if exists.is_some() {
             return Err(StoreError::Conflict);
         }
-        let spent: i64 = tx
-            .query_row(
-                "SELECT spent_micro FROM budget_ledger WHERE principal = ?1 AND collection = ?2 AND period_start = ?3",
-                params![rel.principal, rel.collection, period_start],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or(0);
+        let spent = proven_spent(&tx, &rel.principal, &rel.collection, period_start)?;
         let (cost, cap) = (micro(rel.epsilon), micro(budget));
         if spent + cost > cap {
             let left = (cap - spent).max(0) as f64 / 1e6;
@@ -820,26 +859,30 @@ impl Store for SqliteStore {
             params![rel.principal, rel.collection, period_start, cost],
         )?;
         let left = (cap - spent - cost) as f64 / 1e6;
+        let document = render(left);
         tx.execute(
             "INSERT INTO releases (release_id, query_key, principal, collection, epsilon, created_at, document) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![rel.release_id, rel.query_key, rel.principal, rel.collection, rel.epsilon, rel.created_at, render(left)],
+            params![rel.release_id, rel.query_key, rel.principal, rel.collection, rel.epsilon, rel.created_at, document],
         )?;
-        let e = append_audit(&tx, &rel.principal, "release", audit_detail, rel.created_at)?;
+        // The entry binds the document and the charge: verify checks both against it, and
+        // the next release's budget is what these entries add up to.
+        let mut detail = audit_detail.clone();
+        detail["release_id"] = serde_json::json!(rel.release_id);
+        detail["document_sha256"] = serde_json::json!(audit::document_hash(&document));
+        detail["charges"] = serde_json::json!([audit::Charge {
+            principal: rel.principal.clone(),
+            collection: rel.collection.clone(),
+            period_start,
+            epsilon_micro: cost,
+        }]);
+        let e = append_audit(&tx, &rel.principal, "release", &detail, rel.created_at)?;
         tx.commit()?;
         self.write_head(&e)?;
         Ok(Spend::Spent { left })
     }
 
     fn spent(&self, principal: &str, collection: &str, period_start: i64) -> Result<f64> {
-        let s: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT spent_micro FROM budget_ledger WHERE principal = ?1 AND collection = ?2 AND period_start = ?3",
-                params![principal, collection, period_start],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(s.unwrap_or(0) as f64 / 1e6)
+        Ok(proven_spent(&self.conn, principal, collection, period_start)? as f64 / 1e6)
     }
 
     fn releases(&self) -> Result<Vec<ReleaseRecord>> {
@@ -847,6 +890,53 @@ impl Store for SqliteStore {
         let rows = st.query_map([], release_row)?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
+}
+
+/// Every `release` entry of the chain, in order.
+fn release_entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
+    let mut st = conn.prepare_cached(
+        "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE action = 'release' ORDER BY seq",
+    )?;
+    let rows = st.query_map([], audit_row)?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// The budget ledger as stored.
+fn ledger_rows(conn: &Connection) -> Result<BTreeMap<(String, String, i64), i64>> {
+    let mut st =
+        conn.prepare("SELECT principal, collection, period_start, spent_micro FROM budget_ledger")?;
+    let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
+}
+
+/// ε in millionths spent on `(principal, collection, period)` as the audit chain proves
+/// it. A ledger row that disagrees (deleted, lowered) is tampering: refused, so a
+/// deleted row can never give budget back.
+fn proven_spent(
+    conn: &Connection,
+    principal: &str,
+    collection: &str,
+    period_start: i64,
+) -> Result<i64> {
+    let key = (principal.to_owned(), collection.to_owned(), period_start);
+    let proven = audit::chain_charges(&release_entries(conn)?)
+        .get(&key)
+        .copied()
+        .unwrap_or(0);
+    let ledger: i64 = conn
+        .query_row(
+            "SELECT spent_micro FROM budget_ledger WHERE principal = ?1 AND collection = ?2 AND period_start = ?3",
+            params![principal, collection, period_start],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if ledger != proven {
+        return Err(StoreError::Corrupt(
+            "the budget ledger disagrees with the charges the audit log recorded; run `veil audit verify`".into(),
+        ));
+    }
+    Ok(proven)
 }
 
 fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditEntry> {

@@ -12,6 +12,7 @@
 // does not matter on this path.
 #![allow(clippy::result_large_err)]
 
+pub mod anchor;
 pub mod auth;
 pub mod body;
 pub mod metrics;
@@ -99,6 +100,8 @@ pub struct ServeConfig {
     pub limits: ServerLimits,
     pub event_limits: Limits,
     pub tls: Option<tls::TlsConfig>,
+    /// Where to anchor audit heads outside the data directory (`[audit]`).
+    pub anchor: Option<anchor::AnchorSink>,
 }
 
 /// Errors that stop the gateway from starting.
@@ -118,6 +121,7 @@ pub enum ServeError {
 /// Shared by every handler.
 pub struct AppState {
     principals: Vec<Principal>,
+    anchor: Option<anchor::AnchorSink>,
     limits: ServerLimits,
     event_limits: Limits,
     engine: SharedEngine,
@@ -220,6 +224,7 @@ impl Server {
         };
         let state = Arc::new(AppState {
             principals: cfg.principals,
+            anchor: cfg.anchor,
             rate: ratelimit::RateLimits::new(
                 cfg.limits.source_events_per_sec,
                 cfg.limits.source_burst,
@@ -285,6 +290,17 @@ impl Server {
                 }
             })
         };
+        let anchoring = state.anchor.clone().map(|sink| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(sink.every);
+                let mut last = None;
+                loop {
+                    every.tick().await; // the first tick is at once: an anchor at start
+                    anchor_head(&state, &sink, &mut last).await;
+                }
+            })
+        });
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let conns = Arc::new(Semaphore::new(state.limits.max_connections));
@@ -326,10 +342,40 @@ impl Server {
         }
         maintenance.abort();
         let _ = maintenance.await;
+        if let Some(a) = anchoring {
+            a.abort();
+            let _ = a.await;
+            // The last head, after every committed request: queued jobs run first.
+            if let Some(sink) = state.anchor.clone() {
+                anchor_head(&state, &sink, &mut None).await;
+            }
+        }
         // The last handle to the writer goes with the state; the writer drains its queue.
         drop(state);
         let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
         tracing::info!("stopped; every acknowledged event is committed");
+    }
+}
+
+/// Reads the head on the writer and, when it moved since `last`, hands it to the sink
+/// off the writer thread. A failure is logged, never fatal: ingest goes on.
+async fn anchor_head(state: &AppState, sink: &anchor::AnchorSink, last: &mut Option<i64>) {
+    let head = match state.writer.call(|s, _| s.audit_head()).await {
+        Ok(Ok(Some(h))) => h,
+        _ => {
+            tracing::error!("could not read the audit head to anchor it");
+            return;
+        }
+    };
+    if *last == Some(head.seq) {
+        return;
+    }
+    let a = veil_store::Anchor::of(&head);
+    let sink = sink.clone();
+    match tokio::task::spawn_blocking(move || anchor::deliver(&sink, &a)).await {
+        Ok(Ok(())) => *last = Some(head.seq),
+        Ok(Err(e)) => tracing::error!(error = %e, "audit anchor not delivered"),
+        Err(_) => tracing::error!("audit anchor task failed"),
     }
 }
 

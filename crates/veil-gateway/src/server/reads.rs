@@ -42,7 +42,7 @@ pub fn posture(
     }
     let spent = budget_spent(store, policy, t)?;
     let last_seal = store.last_audit("seal")?.map(|e| e.at);
-    let v = store.audit_verify()?;
+    let v = store.audit_verify(&[])?;
     Ok(serde_json::json!({
         "organization": policy.organization,
         "policy_sha256": policy.hash,
@@ -289,8 +289,14 @@ pub(super) async fn audit_verify(
     {
         return r;
     }
-    read_json(&state, |s, _| {
-        s.audit_verify().map(|v| serde_json::json!({
+    let anchors = state
+        .anchor
+        .as_ref()
+        .and_then(|a| a.file.as_deref())
+        .map(super::anchor::read)
+        .unwrap_or_default();
+    read_json(&state, move |s, _| {
+        s.audit_verify(&anchors).map(|v| serde_json::json!({
             "ok": v.ok, "entries": v.entries, "head": v.head, "problem": v.problem, "first_bad": v.first_bad,
         }))
     })
