@@ -289,7 +289,7 @@ pub fn release(groups: usize) -> Result<u8> {
     let t = Instant::now();
     let again = veil_release::release(&mut store, &policy, "bench", &q, now, &mut rng)?;
     let cached = t.elapsed().as_secs_f64();
-    assert!(again.cached);
+    assert!(again.cached());
     println!(
         "bench release: {} windows × {groups} groups = {} aggregate rows",
         p.windows.len(),
@@ -306,7 +306,7 @@ pub fn release(groups: usize) -> Result<u8> {
         cached * 1e3,
         cached / read
     );
-    println!("  document {} KiB", r.record.document.len() / 1024);
+    println!("  document {} KiB", r.record().document.len() / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
 }

@@ -7,6 +7,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use veil_access::{Action, Caller, Role};
 use veil_pipeline::{KeyRing, Limits, Source};
 use veil_policy::{Policy, PolicyError, Severity};
 use veil_release::{Format, Query, ReleaseError};
@@ -33,12 +34,15 @@ const EXAMPLE_PRINCIPALS: &[(&str, &[&str], Option<&[&str]>)] = &[
     ("privacy-officer", &["privacy", "auditor"], None),
 ];
 
-/// The operating-system user, for the `local:<os-user>` principal.
+/// The operating-system account of the process (its real uid), for the
+/// `local:<os-user>` principal. Never the environment: `USER=bob` must not make anyone
+/// bob in the audit log or give them bob's budget.
 fn os_user() -> String {
-    ["USER", "LOGNAME", "USERNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "unknown".into())
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) if !u.name.is_empty() => u.name,
+        _ => format!("uid-{uid}"),
+    }
 }
 
 fn now() -> i64 {
@@ -53,6 +57,14 @@ pub struct Ctx {
     pub keys: KeyRing,
     pub actor: String,
     pub collections: Option<Vec<String>>,
+    who: Who,
+}
+
+impl Ctx {
+    /// Refuses (audited, exit 1) unless the caller may take `action`.
+    fn allow(&mut self, action: Action) -> Result<()> {
+        allow(&self.who, &mut self.store, action)
+    }
 }
 
 fn load_policy(path: &Path) -> Result<Policy> {
@@ -63,20 +75,30 @@ fn load_policy(path: &Path) -> Result<Policy> {
     }
 }
 
-fn actor(cli: &Cli, cfg: &Config) -> Result<(String, Option<Vec<String>>)> {
+/// Who runs a command: the principal's name, its roles (`None`: the local operator) and,
+/// for a source, the collections it may send.
+struct Who {
+    name: String,
+    roles: Option<Vec<Role>>,
+    collections: Option<Vec<String>>,
+}
+
+fn actor(cli: &Cli, cfg: &Config) -> Result<Who> {
     match &cli.as_principal {
-        None => {
-            let user = os_user();
-            Ok((format!("local:{user}"), None))
-        }
+        None => Ok(Who {
+            name: format!("local:{}", os_user()),
+            roles: None,
+            collections: None,
+        }),
         Some(name) => {
             let token = std::env::var("VEIL_TOKEN")
                 .map_err(|_| exit(2, "--as needs the principal's token in VEIL_TOKEN"))?;
             match cfg.principal_by_token(&token) {
-                Some(p) if &p.name == name => Ok((
-                    p.name.clone(),
-                    p.collections.clone().or_else(|| Some(Vec::new())),
-                )),
+                Some(p) if &p.name == name => Ok(Who {
+                    name: p.name.clone(),
+                    roles: Some(p.roles.iter().filter_map(|r| Role::parse(r)).collect()),
+                    collections: p.collections.clone().or_else(|| Some(Vec::new())),
+                }),
                 _ => Err(exit(
                     2,
                     format!("VEIL_TOKEN is not the token of principal {name}"),
@@ -84,6 +106,25 @@ fn actor(cli: &Cli, cfg: &Config) -> Result<(String, Option<Vec<String>>)> {
             }
         }
     }
+}
+
+impl Who {
+    fn caller(&self) -> Caller<'_> {
+        match &self.roles {
+            None => Caller::Operator,
+            Some(r) => Caller::Principal(r),
+        }
+    }
+}
+
+/// The one authorization function, as the gateway uses it; a refusal is audited and
+/// exits 1.
+fn allow(who: &Who, store: &mut dyn Store, action: Action) -> Result<()> {
+    veil_access::authorize(who.caller(), action).map_err(|f| {
+        let detail = serde_json::json!({"interface": "cli", "action": format!("{action:?}"), "reason": "forbidden"});
+        let _ = store.audit(&who.name, "denied", &detail, now());
+        exit(1, format!("principal {} may not do this: {f}", who.name))
+    })
 }
 
 fn open(cli: &Cli) -> Result<Ctx> {
@@ -103,9 +144,9 @@ fn open(cli: &Cli) -> Result<Ctx> {
         ),
         e => e.into(),
     })?;
-    let (actor, collections) = actor(cli, &cfg)?;
+    let who = actor(cli, &cfg)?;
     let t = now();
-    store.note_policy(&policy, &actor, t)?;
+    store.note_policy(&policy, &who.name, t)?;
     // Scheduled key rotation: a new epoch once the current one is older than key_rotation.
     let epochs = store.epochs()?;
     if let Some(cur) = epochs.iter().find(|e| e.end == i64::MAX) {
@@ -119,8 +160,9 @@ fn open(cli: &Cli) -> Result<Ctx> {
         policy,
         store,
         keys,
-        actor,
-        collections,
+        actor: who.name.clone(),
+        collections: who.collections.clone(),
+        who,
     })
 }
 
@@ -376,6 +418,7 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
 
 fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
     let mut ctx = open(cli)?;
+    ctx.allow(Action::Ingest)?;
     let source = Source {
         name: ctx.actor.clone(),
         collections: ctx.collections.clone(),
@@ -425,6 +468,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
 
 fn seal(cli: &Cli) -> Result<u8> {
     let mut ctx = open(cli)?;
+    ctx.allow(Action::Seal)?;
     let o = ctx.store.seal(&ctx.policy, &ctx.keys, now(), &ctx.actor)?;
     println!("sealed {} windows ({} groups)", o.windows.len(), o.groups);
     for (m, w) in &o.windows {
@@ -444,12 +488,17 @@ pub fn report(
     let mut ctx = open(cli)?;
     let t = now();
     let map = |e: ReleaseError| match e {
-        ReleaseError::BudgetExhausted { .. } | ReleaseError::NothingSealed { .. } => {
-            exit(1, e.to_string())
-        }
+        ReleaseError::BudgetExhausted { .. }
+        | ReleaseError::NothingSealed { .. }
+        | ReleaseError::NotReleased => exit(1, e.to_string()),
         ReleaseError::Store(s) => anyhow::Error::from(s),
         e => exit(2, e.to_string()),
     };
+    ctx.allow(if dry_run {
+        Action::PlanRelease
+    } else {
+        Action::ReadRelease
+    })?;
     if dry_run {
         let p = veil_release::plan(&ctx.store, &ctx.policy, &ctx.actor, q, t).map_err(map)?;
         if format == OutFormat::Json {
@@ -485,20 +534,29 @@ pub fn report(
         }
         return Ok(0);
     }
+    let may_release = veil_access::authorize(ctx.who.caller(), Action::Release).is_ok();
     let mut rng = ChaCha20Rng::from_entropy();
-    let r = veil_release::release(&mut ctx.store, &ctx.policy, &ctx.actor, q, t, &mut rng)
-        .map_err(map)?;
+    let r = veil_release::answer(
+        &mut ctx.store,
+        &ctx.policy,
+        &ctx.actor,
+        may_release,
+        q,
+        t,
+        &mut rng,
+    )
+    .map_err(map)?;
     let f = match format {
         OutFormat::Table => Format::Table,
         OutFormat::Json => Format::Json,
         OutFormat::Csv => Format::Csv,
     };
-    let text = veil_release::render(&r.record, f);
+    let text = veil_release::render(&r, f);
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
         writeln!(out)?;
     }
-    if r.cached && format == OutFormat::Table {
+    if r.cached() && format == OutFormat::Table {
         writeln!(
             out,
             "(the same query was answered before: this is that release; nothing was charged)"
@@ -509,6 +567,10 @@ pub fn report(
 
 fn keys(cli: &Cli, cmd: &KeysCmd) -> Result<u8> {
     let mut ctx = open(cli)?;
+    ctx.allow(match cmd {
+        KeysCmd::Rotate => Action::RotateKeys,
+        KeysCmd::List => Action::ReadStatus,
+    })?;
     if let KeysCmd::Rotate = cmd {
         let id = ctx.store.rotate_keys(now(), &ctx.actor)?;
         println!("started epoch {}", id.0);
@@ -542,8 +604,11 @@ fn keys(cli: &Cli, cmd: &KeysCmd) -> Result<u8> {
 fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
     let file = Config::locate(cli.config.as_deref());
     let cfg = Config::load(&file).map_err(|e| exit(2, format!("{e:#}")))?;
-    // Verification must not append to the log it verifies: open the store directly.
-    let store = SqliteStore::open(&cfg.data_dir).map_err(|e| exit(2, e.to_string()))?;
+    // Verification must not append to the log it verifies: open the store directly
+    // (a refusal is the one thing appended).
+    let mut store = SqliteStore::open(&cfg.data_dir).map_err(|e| exit(2, e.to_string()))?;
+    let who = actor(cli, &cfg)?;
+    allow(&who, &mut store, Action::ReadAudit)?;
     match cmd {
         AuditCmd::Verify { anchor } => {
             let mut files = anchor.clone();
@@ -606,7 +671,8 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
 }
 
 fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
-    let ctx = open(cli)?;
+    let mut ctx = open(cli)?;
+    ctx.allow(Action::ReadStatus)?;
     let mut doc = veil_gateway::server::posture(&ctx.store, &ctx.policy, now())?;
     doc["config"] = serde_json::json!({"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen});
     let ids = doc["direct_identifiers"]["total"].as_i64().unwrap_or(0);

@@ -6,17 +6,6 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-/// The roles a principal can hold (spec §5).
-pub const ROLES: &[&str] = &[
-    "source",
-    "viewer",
-    "analyst",
-    "engineering",
-    "privacy",
-    "auditor",
-    "admin",
-];
-
 /// `veil.toml` as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -303,12 +292,12 @@ impl Config {
                 ));
             }
             for r in &p.roles {
-                if !ROLES.contains(&r.as_str()) {
+                if veil_access::Role::parse(r).is_none() {
                     errors.push(format!(
                         "{}:{at}: principal {} has unknown role {r}; roles are {}",
                         file.display(),
                         p.name,
-                        ROLES.join(", ")
+                        veil_access::Role::ALL.map(|r| r.as_str()).join(", ")
                     ));
                 }
             }

@@ -15,7 +15,10 @@ mod step;
 
 pub use plan::{plan, selection_threshold, NoiseParams, Plan, Query};
 pub use render::{render, Format};
-pub use step::{noisy_groups, public_domain, release, HistBin, ReleaseDoc, ReleaseGroup, Released};
+pub use step::{
+    answer, commit, draw, lookup, noisy_groups, public_domain, release, Draft, Drafted, HistBin,
+    Lookup, ReleaseDoc, ReleaseGroup, Released,
+};
 pub use veil_store::ReleaseRecord;
 
 /// Why a release was not given. Messages name metrics and dimensions, never data.
@@ -41,6 +44,26 @@ pub enum ReleaseError {
         left: f64,
         renews: String,
     },
+    #[error(
+        "this query was not released yet; a viewer reads only what an analyst already released"
+    )]
+    NotReleased,
+    #[error(
+        "the range is too long: {windows} windows of {metric} (at most {max}); narrow --from/--to"
+    )]
+    TooManyWindows {
+        metric: String,
+        windows: usize,
+        max: usize,
+    },
+    #[error("the range starts before the earliest retained window of {metric} ({earliest}); aggregates older than the collection's aggregate retention are gone")]
+    BeforeRetention { metric: String, earliest: String },
+    #[error("the range ends after today; --to may be at most tomorrow's date (exclusive)")]
+    AfterNow,
+    #[error(
+        "this release would list {groups} groups (at most {max}); narrow the range or the grouping"
+    )]
+    TooManyGroups { groups: usize, max: usize },
     #[error(transparent)]
     Store(#[from] veil_store::StoreError),
 }

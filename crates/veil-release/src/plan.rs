@@ -89,6 +89,13 @@ pub struct NoiseParams {
     pub half_width: i64,
 }
 
+/// Most windows one release covers: more than any retention allows (730 days).
+pub const MAX_WINDOWS: usize = 800;
+
+/// Most groups one release lists (declared keys × windows), so drawing its noise stays
+/// well under a second.
+pub const MAX_GROUPS: usize = 100_000;
+
 fn micro(x: f64) -> u128 {
     ((x * 1e6).round() as u128).max(1)
 }
@@ -158,10 +165,26 @@ pub fn plan(
         .position(|(_, x)| x.name == m.name)
         .expect("metric exists");
     let sealed_before = store.sealed_before(policy)?[metric_index];
+    // Validated before anything is built: calendar dates (the parser's), not after today,
+    // not before the earliest window the aggregate retention keeps. Planning then costs
+    // at most the windows of one retention period.
+    let earliest = window::start(m.window, now - coll.aggregate_retention);
     let to_req = q.to.map(midnight).unwrap_or(now);
-    let from_req = q.from.map(midnight).unwrap_or(to_req - 30 * 86_400);
+    if to_req > now - now.rem_euclid(86_400) + 86_400 {
+        return Err(ReleaseError::AfterNow);
+    }
+    let from_req = match q.from {
+        Some(d) => midnight(d),
+        None => (to_req - 30 * 86_400).max(earliest),
+    };
     if from_req >= to_req {
         return Err(ReleaseError::BadRange);
+    }
+    if from_req < earliest {
+        return Err(ReleaseError::BeforeRetention {
+            metric: m.name.clone(),
+            earliest: date(earliest),
+        });
     }
     let from_ts = window::start(m.window, from_req);
     let to_ts =
@@ -170,7 +193,25 @@ pub fn plan(
     let mut w = from_ts;
     while w < to_ts {
         windows.push(w);
+        if windows.len() > MAX_WINDOWS {
+            return Err(ReleaseError::TooManyWindows {
+                metric: m.name.clone(),
+                windows: windows.len(),
+                max: MAX_WINDOWS,
+            });
+        }
         w = window::end(m.window, w);
+    }
+    // A grouping of declared values lists every key of every window: bound the listing.
+    let keys: usize = by_positions
+        .iter()
+        .map(|&p| coll.fields[m.by[p]].values.as_ref().map_or(1, Vec::len))
+        .product();
+    if keys.saturating_mul(windows.len()) > MAX_GROUPS {
+        return Err(ReleaseError::TooManyGroups {
+            groups: keys.saturating_mul(windows.len()),
+            max: MAX_GROUPS,
+        });
     }
     // Privacy unit: one contributor in one window. Windows hold disjoint person-windows,
     // so a release over many windows costs its ε once (parallel composition); a person

@@ -1,8 +1,8 @@
 //! Rendering a stored release as JSON, CSV or a table. Renderers take only a
-//! [`ReleaseRecord`]: nothing else can reach a report's output.
+//! [`Released`], which only this crate constructs: nothing else can reach a report's
+//! output.
 
-use crate::step::ReleaseDoc;
-use veil_store::ReleaseRecord;
+use crate::step::{ReleaseDoc, Released};
 
 /// Output formats of `veil report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,15 +20,17 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Renders a stored release; JSON is the stored document byte for byte.
-pub fn render(record: &ReleaseRecord, format: Format) -> String {
-    if format == Format::Json {
-        return record.document.clone();
-    }
-    let doc: ReleaseDoc = match serde_json::from_str(&record.document) {
+/// Renders a stored release. JSON is the stored document with one field set for the
+/// reader: `budget_left` is the reader's own, now (spec §6), not the first releaser's.
+pub fn render(released: &Released, format: Format) -> String {
+    let mut doc: ReleaseDoc = match serde_json::from_str(&released.record().document) {
         Ok(d) => d,
         Err(_) => return String::from("error: the stored release document is unreadable\n"),
     };
+    doc.budget_left = (released.budget_left() * 1e6).round() / 1e6;
+    if format == Format::Json {
+        return serde_json::to_string(&doc).expect("release documents serialize");
+    }
     let mut header: Vec<String> = vec!["window".into()];
     header.extend(doc.by.iter().cloned());
     header.extend(["value", "low", "high", "suppressed"].map(String::from));

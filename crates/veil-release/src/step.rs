@@ -52,14 +52,58 @@ pub struct HistBin {
     pub count: i64,
 }
 
-/// A release handed out: the stored record, and whether it was served from storage.
+/// A release handed out: the stored record, whether it was served from storage, and the
+/// reader's own budget left (what the rendered document shows, spec §6). Only this crate
+/// makes one, and renderers take nothing else: no number reaches an output that did not
+/// come from a stored, audited release.
 #[derive(Debug, Clone)]
 pub struct Released {
-    pub record: ReleaseRecord,
-    pub cached: bool,
+    record: ReleaseRecord,
+    cached: bool,
+    budget_left: f64,
 }
 
-fn draw(
+impl Released {
+    /// The stored record (its document is what every format renders).
+    pub fn record(&self) -> &ReleaseRecord {
+        &self.record
+    }
+
+    /// Whether the same query was answered before (nothing was charged now).
+    pub fn cached(&self) -> bool {
+        self.cached
+    }
+
+    /// The reader's budget left in the period, shown in the rendered document.
+    pub fn budget_left(&self) -> f64 {
+        self.budget_left
+    }
+}
+
+/// The first phase of an answer: a stored release, or what a new one needs.
+pub enum Lookup {
+    Stored(Released),
+    /// Nothing stored yet and the caller may release: the plan and its sealed rows.
+    Fresh(Box<Draft>),
+}
+
+/// A new release before its noise: the plan and the sealed aggregates it covers.
+pub struct Draft {
+    plan: Plan,
+    rows: Vec<veil_store::AggRow>,
+    principal: String,
+    now: i64,
+}
+
+/// A new release with its noise drawn, not yet stored or charged.
+pub struct Drafted {
+    plan: Plan,
+    doc: ReleaseDoc,
+    record: ReleaseRecord,
+    detail: serde_json::Value,
+}
+
+fn sample(
     rng: &mut dyn RngCore,
     gaussian: bool,
     t: u128,
@@ -175,7 +219,7 @@ pub fn noisy_groups(
             let r = row.expect("selected groups have data");
             let hw = np.half_width as f64;
             let val = |rng: &mut dyn RngCore| {
-                draw(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64
+                sample(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64
             };
             let unit = np.unit as f64;
             let (value, interval, bins) = match p.kind {
@@ -195,7 +239,7 @@ pub fn noisy_groups(
                 "mean" => {
                     let s = r.sum as f64 + val(rng);
                     let c = r.count as f64
-                        + draw(
+                        + sample(
                             rng,
                             np.gaussian,
                             np.count_t,
@@ -256,8 +300,8 @@ pub fn noisy_groups(
     (groups, released, suppressed)
 }
 
-/// Answers a query: a stored release when the same query was answered before (nothing
-/// charged), otherwise a new one if the principal's budget allows it.
+/// Answers a query for a principal who may release: a stored release when the same query
+/// was answered before (nothing charged), otherwise a new one if the budget allows it.
 pub fn release(
     store: &mut dyn Store,
     policy: &Policy,
@@ -266,7 +310,43 @@ pub fn release(
     now: i64,
     rng: &mut dyn RngCore,
 ) -> Result<Released, ReleaseError> {
+    answer(store, policy, principal, true, q, now, rng)
+}
+
+/// Answers a query: what is stored, else — only when `may_release` — a new release. A
+/// reader who may not release and asks for something not released gets
+/// [`ReleaseError::NotReleased`], audited.
+pub fn answer(
+    store: &mut dyn Store,
+    policy: &Policy,
+    principal: &str,
+    may_release: bool,
+    q: &Query,
+    now: i64,
+    rng: &mut dyn RngCore,
+) -> Result<Released, ReleaseError> {
+    match lookup(store, policy, principal, may_release, q, now)? {
+        Lookup::Stored(r) => Ok(r),
+        Lookup::Fresh(d) => {
+            let drafted = draw(policy, d, rng);
+            commit(store, policy, drafted)
+        }
+    }
+}
+
+/// Phase one, on the store: plan (bounded; see [`plan`]), serve a stored answer, refuse a
+/// reader who may not release, or read the sealed rows a new release needs. Cheap: no
+/// noise is drawn here, so a store owned by one thread is not held for long.
+pub fn lookup(
+    store: &mut dyn Store,
+    policy: &Policy,
+    principal: &str,
+    may_release: bool,
+    q: &Query,
+    now: i64,
+) -> Result<Lookup, ReleaseError> {
     let p = plan(&*store, policy, principal, q, now)?;
+    let budget_left = (p.budget - p.budget_spent).max(0.0);
     if let Some(record) = store.release_by_key(&p.query_key)? {
         store.audit(
             principal,
@@ -274,20 +354,44 @@ pub fn release(
             &serde_json::json!({"release_id": record.release_id, "metric": p.metric}),
             now,
         )?;
-        return Ok(Released {
+        return Ok(Lookup::Stored(Released {
             record,
             cached: true,
-        });
+            budget_left,
+        }));
+    }
+    if !may_release {
+        store.audit(
+            principal,
+            "release_refused",
+            &serde_json::json!({"metric": p.metric, "by": p.by, "from": p.from, "to": p.to, "refused": "not_released"}),
+            now,
+        )?;
+        return Err(ReleaseError::NotReleased);
     }
     if p.windows.is_empty() {
         // Nothing to release: refuse before anything is charged.
         return Err(ReleaseError::NothingSealed { metric: p.metric });
     }
-    let grouping = p.by.join(",");
-    let rows = store.aggregates(&p.metric, &grouping, p.from_ts, p.to_ts)?;
+    let rows = store.aggregates(&p.metric, &p.by.join(","), p.from_ts, p.to_ts)?;
+    Ok(Lookup::Fresh(Box::new(Draft {
+        plan: p,
+        rows,
+        principal: principal.to_owned(),
+        now,
+    })))
+}
+
+/// Phase two, off the store: suppression, selection and noise. Pure CPU.
+pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
+    let Draft {
+        plan: p,
+        rows,
+        principal,
+        now,
+    } = *d;
     let domain = public_domain(policy, &p);
     let (groups, released, suppressed) = noisy_groups(policy, &p, &rows, domain.as_deref(), rng);
-
     let mut id = [0u8; 8];
     rng.fill_bytes(&mut id);
     let release_id = format!("r-{}", hex::encode(id));
@@ -311,7 +415,7 @@ pub fn release(
     let record = ReleaseRecord {
         release_id: release_id.clone(),
         query_key: p.query_key.clone(),
-        principal: principal.to_owned(),
+        principal,
         collection: p.collection.clone(),
         epsilon: p.epsilon,
         created_at: now,
@@ -321,6 +425,27 @@ pub fn release(
         "release_id": release_id, "metric": p.metric, "by": p.by, "from": p.from, "to": p.to,
         "epsilon": p.epsilon, "delta": p.delta, "groups_released": released, "groups_suppressed": suppressed,
     });
+    Drafted {
+        plan: p,
+        doc,
+        record,
+        detail,
+    }
+}
+
+/// Phase three, on the store: charge the budget and store the document in one
+/// transaction, or refuse and store nothing.
+pub fn commit(
+    store: &mut dyn Store,
+    policy: &Policy,
+    d: Drafted,
+) -> Result<Released, ReleaseError> {
+    let Drafted {
+        plan: p,
+        doc,
+        record,
+        detail,
+    } = d;
     let render = |left: f64| {
         let mut d = doc.clone();
         d.budget_left = (left * 1e6).round() / 1e6;
@@ -330,8 +455,8 @@ pub fn release(
         .metric(&p.metric)
         .map(|(c, _)| c.budget.epsilon)
         .expect("exists");
-    match store.spend_and_store(&record, p.period_start, budget, &detail, &render) {
-        Ok(Spend::Spent { .. }) => {}
+    let left = match store.spend_and_store(&record, p.period_start, budget, &detail, &render) {
+        Ok(Spend::Spent { left }) => left,
         Ok(Spend::Refused { left }) => {
             return Err(ReleaseError::BudgetExhausted {
                 collection: p.collection,
@@ -345,19 +470,27 @@ pub fn release(
             let record = store
                 .release_by_key(&p.query_key)?
                 .ok_or(StoreError::Conflict)?;
+            let budget_left = (p.budget
+                - store.spent(&record.principal, &p.collection, p.period_start)?)
+            .max(0.0);
             return Ok(Released {
                 record,
                 cached: true,
+                budget_left,
             });
         }
         Err(e) => return Err(e.into()),
-    }
-    let record = store
-        .release_by_key(&p.query_key)?
-        .ok_or_else(|| StoreError::Corrupt("a stored release vanished".into()))?;
+    };
+    // The charge committed: answer with exactly what was stored (the same rendering), so
+    // nothing after the commit can turn a charged release into an error.
+    let record = ReleaseRecord {
+        document: render(left),
+        ..record
+    };
     Ok(Released {
         record,
         cached: false,
+        budget_left: left,
     })
 }
 

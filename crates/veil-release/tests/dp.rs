@@ -305,10 +305,10 @@ fn differencing_attack_learns_no_more_than_the_noise_allows_and_stops_at_the_bud
                 };
                 match release(&mut e.store, &e.policy, "attacker", &q, e.now, &mut rng) {
                     Ok(r) => {
-                        assert!(!r.cached);
+                        assert!(!r.cached());
                         answered += 1;
                         let doc: serde_json::Value =
-                            serde_json::from_str(&r.record.document).unwrap();
+                            serde_json::from_str(&r.record().document).unwrap();
                         let this_week = doc["groups"].as_array().unwrap().iter().filter(|g| {
                             g["window"]
                                 == doc["windows"].as_array().unwrap().last().unwrap().clone()
@@ -385,7 +385,7 @@ fn the_same_query_a_thousand_times_is_one_answer_and_one_charge() {
     insert_sealed(&e, &people, &mut rng);
     let q = builds_query(&e);
     let first = release(&mut e.store, &e.policy, "analyst", &q, e.now, &mut rng).unwrap();
-    assert!(!first.cached);
+    assert!(!first.cached());
     // Equivalent forms share the key: grouping order and a from date inside the same week.
     let q2 = Query {
         by: Some(vec!["team".into(), "team".into()]),
@@ -402,8 +402,8 @@ fn the_same_query_a_thousand_times_is_one_answer_and_one_charge() {
             &mut rng,
         )
         .unwrap();
-        assert!(r.cached);
-        assert_eq!(r.record.document, first.record.document);
+        assert!(r.cached());
+        assert_eq!(r.record().document, first.record().document);
     }
     assert_eq!(e.store.releases().unwrap().len(), 1);
     let spent = e
@@ -526,7 +526,7 @@ fn a_discrete_gaussian_metric_releases_with_its_converted_epsilon_delta_and_inte
     insert_sealed(&e, &people, &mut rng);
     let q = builds_query(&e);
     let r = release(&mut e.store, &e.policy, "analyst", &q, e.now, &mut rng).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&r.record.document).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&r.record().document).unwrap();
     assert_eq!(doc["mechanism"], "discrete_gaussian");
     assert!(
         (doc["delta"].as_f64().unwrap() - 2e-7).abs() < 1e-12,
@@ -558,6 +558,14 @@ fn a_range_without_sealed_windows_is_refused_and_charges_nothing() {
         ..builds_query(&e)
     };
     let err = release(&mut e.store, &e.policy, "analyst", &future, e.now, &mut rng).unwrap_err();
+    assert!(matches!(err, ReleaseError::AfterNow), "{err}");
+    // Today's window is open: a range holding only it has nothing sealed.
+    let open = Query {
+        from: Some(date(e.now)),
+        to: Some(date(e.now + 86_400)),
+        ..builds_query(&e)
+    };
+    let err = release(&mut e.store, &e.policy, "analyst", &open, e.now, &mut rng).unwrap_err();
     assert!(matches!(err, ReleaseError::NothingSealed { .. }), "{err}");
     assert_eq!(
         e.store
@@ -569,5 +577,43 @@ fn a_range_without_sealed_windows_is_refused_and_charges_nothing() {
             .unwrap(),
         0.0
     );
+    assert!(e.store.releases().unwrap().is_empty());
+}
+
+#[test]
+fn absurd_ranges_are_refused_before_any_work() {
+    let mut e = env();
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    for (from, to) in [
+        (
+            chrono::NaiveDate::from_ymd_opt(1000, 1, 1).unwrap(),
+            date(e.now),
+        ),
+        (
+            chrono::NaiveDate::from_ymd_opt(-44, 3, 15).unwrap(),
+            date(e.now),
+        ),
+        (date(e.now - 500 * 86_400), date(e.now)),
+    ] {
+        let q = Query {
+            from: Some(from),
+            to: Some(to),
+            ..builds_query(&e)
+        };
+        let t = std::time::Instant::now();
+        let err = release(&mut e.store, &e.policy, "analyst", &q, e.now, &mut rng).unwrap_err();
+        assert!(matches!(err, ReleaseError::BeforeRetention { .. }), "{err}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(200),
+            "planned windows anyway"
+        );
+    }
+    let q = Query {
+        from: Some(date(e.now)),
+        to: Some(chrono::NaiveDate::from_ymd_opt(9999, 12, 31).unwrap()),
+        ..builds_query(&e)
+    };
+    let err = release(&mut e.store, &e.policy, "analyst", &q, e.now, &mut rng).unwrap_err();
+    assert!(matches!(err, ReleaseError::AfterNow), "{err}");
     assert!(e.store.releases().unwrap().is_empty());
 }

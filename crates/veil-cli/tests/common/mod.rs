@@ -77,10 +77,18 @@ impl Veil {
     }
 
     pub fn run_in(&self, args: &[&str], stdin: Option<&[u8]>) -> Run {
+        self.run_env(args, stdin, &[])
+    }
+
+    /// Runs `veil ARGS` with extra environment variables (e.g. `VEIL_TOKEN`).
+    pub fn run_env(&self, args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Run {
         let mut c = Command::new(env!("CARGO_BIN_EXE_veil"));
         c.args(args)
             .env("VEIL_CONFIG", self.path().join("veil.toml"))
             .env("USER", "tester");
+        for (k, v) in env {
+            c.env(k, v);
+        }
         c.stdin(if stdin.is_some() {
             Stdio::piped()
         } else {

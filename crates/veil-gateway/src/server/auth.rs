@@ -3,48 +3,7 @@
 use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-/// The roles of spec §5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Role {
-    Source,
-    Viewer,
-    Analyst,
-    Engineering,
-    Privacy,
-    Auditor,
-    Admin,
-}
-
-impl Role {
-    /// Every role, in the spec's order.
-    pub const ALL: [Role; 7] = [
-        Role::Source,
-        Role::Viewer,
-        Role::Analyst,
-        Role::Engineering,
-        Role::Privacy,
-        Role::Auditor,
-        Role::Admin,
-    ];
-
-    /// The name used in `veil.toml`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Source => "source",
-            Role::Viewer => "viewer",
-            Role::Analyst => "analyst",
-            Role::Engineering => "engineering",
-            Role::Privacy => "privacy",
-            Role::Auditor => "auditor",
-            Role::Admin => "admin",
-        }
-    }
-
-    /// Parses a role name from `veil.toml`.
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-}
+pub use veil_access::{Action, Role};
 
 /// One principal as the gateway knows it.
 #[derive(Debug, Clone)]
@@ -60,9 +19,9 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether the principal holds any of `roles`.
-    pub fn has_any(&self, roles: &[Role]) -> bool {
-        self.roles.iter().any(|r| roles.contains(r))
+    /// Whether the one authorization function lets this principal take `action`.
+    pub fn may(&self, action: Action) -> bool {
+        veil_access::authorize(veil_access::Caller::Principal(&self.roles), action).is_ok()
     }
 }
 
@@ -138,15 +97,15 @@ pub fn authenticate<'p>(
     Err(Denied::Missing)
 }
 
-/// Authenticates and checks the role in one step.
+/// Authenticates and checks the action in one step.
 pub fn authorize<'p>(
     principals: &'p [Principal],
     headers: &HeaderMap,
     cert: Option<&ClientCert>,
-    roles: &[Role],
+    action: Action,
 ) -> Result<&'p Principal, (Denied, Option<&'p Principal>)> {
     let p = authenticate(principals, headers, cert).map_err(|d| (d, None))?;
-    if p.has_any(roles) {
+    if p.may(action) {
         Ok(p)
     } else {
         Err((Denied::Forbidden, Some(p)))
@@ -199,9 +158,9 @@ mod tests {
             authenticate(&ps, &basic, None).unwrap_err(),
             Denied::Unknown
         );
-        assert!(authorize(&ps, &bearer("s3cret"), None, &[Role::Source]).is_ok());
+        assert!(authorize(&ps, &bearer("s3cret"), None, Action::Ingest).is_ok());
         assert_eq!(
-            authorize(&ps, &bearer("s3cret"), None, &[Role::Auditor])
+            authorize(&ps, &bearer("s3cret"), None, Action::ReadAudit)
                 .unwrap_err()
                 .0,
             Denied::Forbidden

@@ -1,5 +1,6 @@
-//! Prometheus metrics of Veil itself (`GET /metrics`). Labels are reason codes, endpoint
-//! templates, principal and collection names — never anything an event carried.
+//! Prometheus metrics of Veil itself (`GET /metrics`, open to scrapers). Labels are reason
+//! codes, endpoint templates and collection names — never a principal's name (anyone who
+//! can reach the port reads this) and never anything an event carried.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -67,7 +68,7 @@ impl Default for Metrics {
         );
         registry.register(
             "budget_spent_epsilon",
-            "Privacy budget spent in the current period, by principal and collection",
+            "Privacy budget spent in the current period, by collection (all principals)",
             budget_spent.clone(),
         );
         Metrics {

@@ -26,7 +26,7 @@ pub mod writer;
 pub use reads::posture;
 
 use crate::ingest::{admit_lines, Admitted};
-use auth::{ClientCert, Denied, Principal, Role};
+use auth::{ClientCert, Denied, Principal};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -552,10 +552,10 @@ pub(crate) async fn guard<'s>(
     state: &'s AppState,
     headers: &HeaderMap,
     cert: Option<&ClientCert>,
-    roles: &[Role],
+    action: auth::Action,
     endpoint: &str,
 ) -> Result<&'s Principal, Response> {
-    match auth::authorize(&state.principals, headers, cert, roles) {
+    match auth::authorize(&state.principals, headers, cert, action) {
         Ok(p) => Ok(p),
         Err((d, who)) => {
             audit_denial(state, endpoint, d.code(), who.map(|p| p.name.clone())).await;
@@ -841,7 +841,7 @@ async fn post_events(
         &state,
         &headers,
         cert.as_ref(),
-        &[Role::Source],
+        auth::Action::Ingest,
         "/v1/events",
     )
     .await
@@ -943,7 +943,14 @@ async fn post_logs(
         );
     };
     let cert = cert.and_then(|c| c.0 .0);
-    let principal = match guard(&state, &headers, cert.as_ref(), &[Role::Source], "/v1/logs").await
+    let principal = match guard(
+        &state,
+        &headers,
+        cert.as_ref(),
+        auth::Action::Ingest,
+        "/v1/logs",
+    )
+    .await
     {
         Ok(p) => p,
         Err(r) => return reencode(r, enc).await,

@@ -1,7 +1,7 @@
 //! Read endpoints: releases, the audit chain, the privacy posture, metrics and probes.
 //! Every store access runs on the writer thread, so reads see committed data only.
 
-use super::auth::Role;
+use super::auth::Action;
 use super::{guard, now, refuse, AppState, CertSlot};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -133,7 +133,7 @@ pub(super) async fn report(
         &state,
         &headers,
         cert(c).as_ref(),
-        &[Role::Viewer, Role::Analyst],
+        Action::ReadRelease,
         "/v1/reports/{metric}",
     )
     .await
@@ -178,44 +178,53 @@ pub(super) async fn report(
         to,
     };
     // A viewer reads releases an analyst already made; only an analyst spends budget.
-    let may_release = p.has_any(&[Role::Analyst]);
+    let may_release = p.may(Action::Release);
     let principal = p.name.clone();
-    let r = on_store(&state, move |store, eng| {
-        let eng = eng.read().expect("engine lock").clone();
-        let t = now();
-        if !may_release {
-            let plan = veil_release::plan(&*store, &eng.policy, &principal, &q, t)?;
-            return match store.release_by_key(&plan.query_key)? {
-                Some(record) => {
-                    store.audit(
-                        &principal,
-                        "release_served",
-                        &serde_json::json!({"release_id": record.release_id, "metric": plan.metric}),
-                        t,
-                    )?;
-                    Ok(Some(record))
-                }
-                None => Ok(None),
-            };
-        }
-        let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
-        veil_release::release(store, &eng.policy, &principal, &q, t, &mut rng).map(|r| Some(r.record))
+    // Phase 1 on the writer (timed; nothing is charged): plan, a stored answer, or the
+    // sealed rows a new release needs.
+    let looked = on_store(&state, move |store, eng| {
+        let policy = eng.read().expect("engine lock").policy.clone();
+        veil_release::lookup(store, &policy, &principal, may_release, &q, now())
+            .map(|l| (l, policy))
     })
     .await;
-    match r {
-        Err(resp) => resp,
-        Ok(Ok(Some(record))) => (
-            [(header::CONTENT_TYPE, "application/json")],
-            veil_release::render(&record, veil_release::Format::Json),
-        )
-            .into_response(),
-        Ok(Ok(None)) => refuse(
-            StatusCode::FORBIDDEN,
-            "not_released",
-            "a viewer reads only what was already released; an analyst must release this query first",
-        ),
+    let (draft, policy) = match looked {
+        Err(resp) => return resp,
+        Ok(Err(e)) => return release_refusal(e),
+        Ok(Ok((veil_release::Lookup::Stored(r), _))) => return released(&r),
+        Ok(Ok((veil_release::Lookup::Fresh(d), policy))) => (d, policy),
+    };
+    // Phase 2 off the writer: the noise, so ingest never waits for it.
+    let drawn = tokio::task::spawn_blocking({
+        let policy = policy.clone();
+        move || {
+            let mut rng = rand_chacha::ChaCha20Rng::from_entropy();
+            veil_release::draw(&policy, draft, &mut rng)
+        }
+    })
+    .await;
+    let Ok(drafted) = drawn else {
+        return unavailable();
+    };
+    // Phase 3: the charge and its answer are one outcome. This waits for the commit
+    // whatever the request timeout: a 5xx is sent only when nothing was charged.
+    match state
+        .writer
+        .call(move |store, _| veil_release::commit(store, &policy, drafted))
+        .await
+    {
+        Ok(Ok(r)) => released(&r),
         Ok(Err(e)) => release_refusal(e),
+        Err(_) => unavailable(),
     }
+}
+
+fn released(r: &veil_release::Released) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        veil_release::render(r, veil_release::Format::Json),
+    )
+        .into_response()
 }
 
 fn release_refusal(e: ReleaseError) -> Response {
@@ -227,6 +236,16 @@ fn release_refusal(e: ReleaseError) -> Response {
         ReleaseError::NothingSealed { .. } => {
             refuse(StatusCode::UNPROCESSABLE_ENTITY, "nothing_sealed", &msg)
         }
+        ReleaseError::NotReleased => refuse(
+            StatusCode::FORBIDDEN,
+            "not_released",
+            "a viewer reads only what was already released; an analyst must release this query first",
+        ),
+        ReleaseError::Store(veil_store::StoreError::Corrupt(_)) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "integrity_error",
+            "stored data does not match the audit log; nothing was served or charged; an auditor should run `veil audit verify`",
+        ),
         ReleaseError::Store(_) => refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",
@@ -254,7 +273,7 @@ pub(super) async fn audit_log(
         &state,
         &headers,
         cert(c).as_ref(),
-        &[Role::Auditor, Role::Privacy],
+        Action::ReadAudit,
         "/v1/audit",
     )
     .await
@@ -282,7 +301,7 @@ pub(super) async fn audit_verify(
         &state,
         &headers,
         cert(c).as_ref(),
-        &[Role::Auditor, Role::Privacy],
+        Action::ReadAudit,
         "/v1/audit/verify",
     )
     .await
@@ -308,7 +327,15 @@ pub(super) async fn status(
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = guard(&state, &headers, cert(c).as_ref(), &Role::ALL, "/v1/status").await {
+    if let Err(r) = guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::ReadStatus,
+        "/v1/status",
+    )
+    .await
+    {
         return r;
     }
     read_json(&state, |s, e| {
@@ -326,11 +353,15 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     })
     .await
     {
-        for ((p, c), eps) in spent {
+        let mut per_collection: BTreeMap<String, f64> = BTreeMap::new();
+        for ((_principal, c), eps) in spent {
+            *per_collection.entry(c).or_default() += eps;
+        }
+        for (c, eps) in per_collection {
             state
                 .metrics
                 .budget_spent
-                .get_or_create(&vec![("principal", p), ("collection", c)])
+                .get_or_create(&vec![("collection", c)])
                 .set(eps);
         }
     }
