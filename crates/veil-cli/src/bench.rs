@@ -93,7 +93,7 @@ pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
         .map(|c| {
             let mut b = veil_pipeline::AcceptedBatch::default();
             for l in c {
-                let _ = door.admit_into(l, &source, None, &mut b);
+                let _ = door.admit_into(l, &source, veil_pipeline::MissingId::Unidentified, &mut b);
             }
             b
         })
@@ -141,7 +141,12 @@ pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
         for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
             batch.clear();
             for l in chunk {
-                let _ = door.admit_into(l, &source, None, &mut batch);
+                let _ = door.admit_into(
+                    l,
+                    &source,
+                    veil_pipeline::MissingId::Unidentified,
+                    &mut batch,
+                );
             }
             acc += batch.len();
         }
@@ -339,7 +344,12 @@ fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
         for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
             let mut batch = commit.batch("bench", now);
             for l in chunk {
-                if let Err(r) = door.admit_into(l, &source, None, &mut batch.accepted) {
+                if let Err(r) = door.admit_into(
+                    l,
+                    &source,
+                    veil_pipeline::MissingId::Unidentified,
+                    &mut batch.accepted,
+                ) {
                     batch.rejected.push(r);
                 }
             }

@@ -454,6 +454,12 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         "accepted {}, duplicates {} (already ingested, not counted again), rejected {}",
         o.accepted, o.duplicates, rejected
     );
+    if o.without_id > 0 {
+        println!(
+            "{} events had no id: each is identified by its content and line number, so ingesting this file again counts nothing twice",
+            o.without_id
+        );
+    }
     for (reason, n) in &o.rejected {
         println!("  {reason:<24} {n}");
     }

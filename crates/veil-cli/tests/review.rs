@@ -479,3 +479,79 @@ fn the_gateway_anchors_heads_outside_the_data_directory() {
         r.stdout
     );
 }
+
+fn feature_event(user: &str, extra: &str) -> String {
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    format!(
+        "{{\"event\":\"app.feature_used\",\"time\":\"{t}\",\"attrs\":{{\"user_id\":{user},\"feature\":\"search\",\"region\":\"eu\",\"app_version\":\"4.1\"{extra}}}}}"
+    )
+}
+
+#[test]
+fn repeated_keys_are_rejected_at_any_depth() {
+    let v = Veil::init();
+    let lines = [
+        // In a nested object (a nested value is never a field, but the repeat is named).
+        feature_event("\"a@x.example\"", ",\"ctx\":{\"k\":1,\"k\":2}"),
+        // In the envelope itself.
+        feature_event("\"a@x.example\"", "").replacen(
+            "\"event\":",
+            "\"time\":\"2026-01-01T00:00:00Z\",\"event\":",
+            1,
+        ),
+    ]
+    .join("\n");
+    let r = v.run_in(&["ingest", "-"], Some(lines.as_bytes()));
+    assert!(r.stdout.contains("accepted 0"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("duplicate_field          2"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn ingesting_the_same_file_twice_counts_events_without_ids_once() {
+    let v = Veil::init();
+    let file = v.path().join("no-ids.ndjson");
+    let body: Vec<String> = (0..5)
+        .map(|u| feature_event(&format!("\"u{u}@x.example\""), ""))
+        .collect();
+    // Two identical lines are two events: both count.
+    let mut lines = body.clone();
+    lines.push(body[0].clone());
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let first = v.run(&["ingest", file.to_str().unwrap()]);
+    assert!(
+        first.stdout.contains("accepted 6, duplicates 0"),
+        "{}",
+        first.stdout
+    );
+    assert!(
+        first.stdout.contains("6 events had no id"),
+        "{}",
+        first.stdout
+    );
+    let again = v.run(&["ingest", file.to_str().unwrap()]);
+    assert!(
+        again.stdout.contains("accepted 0, duplicates 6"),
+        "{}",
+        again.stdout
+    );
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted_and_a_fraction_for_an_integer_is_a_type_error() {
+    let v = Veil::init();
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    let mut input = b"\xef\xbb\xbf".to_vec();
+    input.extend_from_slice(feature_event("\"a@x.example\"", "").as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(format!(
+        "{{\"event\":\"ci.build_finished\",\"time\":\"{t}\",\"attrs\":{{\"developer\":\"d@x.example\",\"team\":\"web\",\"status\":\"success\",\"duration_ms\":5.5}}}}\n"
+    ).as_bytes());
+    let r = v.run_in(&["ingest", "-"], Some(&input));
+    assert!(r.stdout.contains("accepted 1"), "{}", r.stdout);
+    assert!(r.stdout.contains("wrong_type"), "{}", r.stdout);
+    assert!(!r.stdout.contains("out_of_range"), "{}", r.stdout);
+}

@@ -4,7 +4,7 @@
 //! [`Store::ingest`].
 
 use std::io::BufRead;
-use veil_pipeline::{AcceptedBatch, Door, KeyRing, Limits, Rejection, Source};
+use veil_pipeline::{AcceptedBatch, Door, KeyRing, Limits, MissingId, Rejection, Source};
 use veil_policy::Policy;
 use veil_store::{IngestBatch, IngestOutcome, Store};
 
@@ -46,6 +46,11 @@ pub fn read_line_bounded(
     }
 }
 
+/// The input without a leading UTF-8 byte-order mark (editors on Windows write one).
+pub fn strip_bom(b: &[u8]) -> &[u8] {
+    b.strip_prefix(b"\xef\xbb\xbf").unwrap_or(b)
+}
+
 fn memchr_nl(b: &[u8]) -> Option<usize> {
     b.iter().position(|&c| c == b'\n')
 }
@@ -72,10 +77,10 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// Runs the next event, one JSON object, through the door. An event without an `id`
-    /// gets `default_id` when one is given.
-    pub fn line(&mut self, door: &Door, source: &Source, line: &[u8], default_id: Option<&str>) {
-        let verdict = door.admit_into(line, source, default_id, &mut self.accepted);
+    /// Runs the next event, one JSON object, through the door. `missing` identifies it
+    /// when it carries no `id`.
+    pub fn line(&mut self, door: &Door, source: &Source, line: &[u8], missing: MissingId<'_>) {
+        let verdict = door.admit_into(line, source, missing, &mut self.accepted);
         self.record(verdict);
     }
 
@@ -103,13 +108,16 @@ impl Admitted {
 /// retried request is deduplicated as a whole.
 pub fn admit_lines(door: &Door, source: &Source, body: &[u8], id_prefix: Option<&str>) -> Admitted {
     let mut out = Admitted::default();
-    for line in body.split(|&b| b == b'\n') {
+    for line in strip_bom(body).split(|&b| b == b'\n') {
         let line = trim_cr(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let default_id = id_prefix.map(|p| format!("{p}:{}", out.events));
-        out.line(door, source, line, default_id.as_deref());
+        let missing = default_id
+            .as_deref()
+            .map_or(MissingId::Unidentified, MissingId::Named);
+        out.line(door, source, line, missing);
     }
     out
 }
@@ -149,12 +157,15 @@ pub fn ingest_stream(
                     break;
                 }
                 line_no += 1;
-                let line = trim_cr(&buf);
+                let line = trim_cr(if line_no == 1 { strip_bom(&buf) } else { &buf });
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
                 lines += 1;
-                if let Err(r) = door.admit_into(line, source, None, &mut batch.accepted) {
+                // An event without an id is identified by its bytes and line number, so
+                // ingesting the same file again counts nothing twice.
+                let missing = MissingId::Content { line: line_no };
+                if let Err(r) = door.admit_into(line, source, missing, &mut batch.accepted) {
                     on_reject(&(line_no, r.clone()));
                     batch.rejected.push(r);
                 }

@@ -102,6 +102,7 @@ struct EventFacts {
     epoch: EpochId,
     time: i64,
     dedupe: Option<[u8; 16]>,
+    had_id: bool,
     payload_end: usize,
     contributions_end: usize,
     clamped: u32,
@@ -115,6 +116,8 @@ pub struct AcceptedRef<'b> {
     pub epoch: EpochId,
     pub time: i64,
     pub dedupe: Option<[u8; 16]>,
+    /// Whether the event carried its own `id`.
+    pub had_id: bool,
     pub payload: &'b [u8],
     pub contributions: &'b [Contribution],
     pub clamped: u32,
@@ -151,6 +154,7 @@ impl AcceptedBatch {
             epoch: e.epoch,
             time: e.time,
             dedupe: e.dedupe,
+            had_id: e.had_id,
             payload: &self.payloads[p0..e.payload_end],
             contributions: &self.contributions[c0..e.contributions_end],
             clamped: e.clamped,
@@ -164,12 +168,14 @@ impl AcceptedBatch {
     }
 
     /// Closes the event whose payload and contributions were just written.
+    #[allow(clippy::too_many_arguments)]
     fn seal_event(
         &mut self,
         collection: usize,
         epoch: EpochId,
         time: i64,
         dedupe: Option<[u8; 16]>,
+        had_id: bool,
         clamped: u32,
         redacted: u32,
     ) {
@@ -178,6 +184,7 @@ impl AcceptedBatch {
             epoch,
             time,
             dedupe,
+            had_id,
             payload_end: self.payloads.len(),
             contributions_end: self.contributions.len(),
             clamped,
@@ -199,6 +206,19 @@ impl From<AcceptedRef<'_>> for Accepted {
             redacted: a.redacted,
         }
     }
+}
+
+/// What identifies an event that carries no `id` of its own, for idempotency.
+#[derive(Debug, Clone, Copy)]
+pub enum MissingId<'a> {
+    /// Nothing: the event counts every time it is sent.
+    Unidentified,
+    /// A name from the request (a gateway's `Idempotency-Key` and the event's index), so a
+    /// retried request counts once.
+    Named(&'a str),
+    /// The event's own bytes and its line number in the input (`veil ingest`): the same
+    /// file ingested twice counts once, while identical lines within one file each count.
+    Content { line: u64 },
 }
 
 /// Group key separator; declared values may not contain it.
@@ -254,27 +274,34 @@ impl<'a> Door<'a> {
     /// Runs one raw event (one NDJSON line, without its newline) through the door.
     pub fn admit(&self, line: &[u8], source: &Source) -> Result<Accepted, Rejection> {
         let mut out = AcceptedBatch::default();
-        self.admit_into(line, source, None, &mut out)?;
+        self.admit_into(line, source, MissingId::Unidentified, &mut out)?;
         Ok(out.get(0).expect("one event admitted").into())
     }
 
     /// Runs one raw event through the door into `out`, which is left as it was when the
-    /// event is rejected. An event without an `id` gets `default_id` when one is given
-    /// (a gateway derives it from the request's `Idempotency-Key`, so a retried request
-    /// counts once).
+    /// event is rejected. `missing` says what identifies the event for idempotency when it
+    /// carries no `id` of its own.
     pub fn admit_into(
         &self,
         line: &[u8],
         source: &Source,
-        default_id: Option<&str>,
+        missing: MissingId<'_>,
         out: &mut AcceptedBatch,
     ) -> Result<(), Rejection> {
         let mut env = Envelope::default();
         self.parse(line, &mut env)?;
-        if let (None, Some(d)) = (&env.id, default_id) {
-            env.id = Some(Cow::Owned(d.to_owned()));
+        let mut content = None;
+        let had_id = env.id.is_some();
+        if !had_id {
+            match missing {
+                MissingId::Unidentified => {}
+                MissingId::Named(d) => env.id = Some(Cow::Owned(d.to_owned())),
+                MissingId::Content { line: n } => {
+                    content = Some(self.keys.content_dedupe_key(&source.name, n, line))
+                }
+            }
         }
-        self.admit_envelope_into(&env, source, out)
+        self.admit_checked(&env, source, content, had_id, out)
     }
 
     /// Size and UTF-8 limits, the borrowed envelope parse, then the depth limit. An event
@@ -308,6 +335,17 @@ impl<'a> Door<'a> {
             ));
         }
         parsed.map_err(|e| match e.classify() {
+            // serde's text never leaves here; these two are told apart by it only to pick
+            // the reason code.
+            serde_json::error::Category::Data
+                if e.to_string().starts_with(crate::envelope::REPEATED_KEY)
+                    || e.to_string().starts_with("duplicate field") =>
+            {
+                Rejection::new(
+                    Reason::DuplicateField,
+                    "the event repeats a key in one of its objects",
+                )
+            }
             serde_json::error::Category::Data => Rejection::new(
                 Reason::MalformedEnvelope,
                 "the event must be an object with a string event, a string time, an optional string id and an attrs object, and nothing else",
@@ -323,6 +361,19 @@ impl<'a> Door<'a> {
         &self,
         env: &Envelope<'_>,
         source: &Source,
+        out: &mut AcceptedBatch,
+    ) -> Result<(), Rejection> {
+        self.admit_checked(env, source, None, env.id.is_some(), out)
+    }
+
+    /// The door after the parse; `content` is the dedupe key derived from the event's
+    /// bytes when it has no id of its own.
+    fn admit_checked(
+        &self,
+        env: &Envelope<'_>,
+        source: &Source,
+        content: Option<[u8; 16]>,
+        had_id: bool,
         out: &mut AcceptedBatch,
     ) -> Result<(), Rejection> {
         let names = |env: &Envelope, c: Option<&Collection>| -> Vec<String> {
@@ -479,7 +530,8 @@ impl<'a> Door<'a> {
         let dedupe = env
             .id
             .as_ref()
-            .map(|id| self.keys.dedupe_key(&source.name, id));
+            .map(|id| self.keys.dedupe_key(&source.name, id))
+            .or(content);
 
         // Pseudonyms, then produce: the staging row and the contributions.
         let mut pseudonyms: smallvec::SmallVec<[Pseudonym; 4]> = Default::default();
@@ -551,7 +603,7 @@ impl<'a> Door<'a> {
                 value,
             });
         }
-        out.seal_event(ci, epoch, time, dedupe, clamped, redacted);
+        out.seal_event(ci, epoch, time, dedupe, had_id, clamped, redacted);
         Ok(())
     }
 
@@ -631,6 +683,9 @@ impl<'a> Door<'a> {
                         if x.is_finite() && (x * scale).abs() < 9.0e15 =>
                     {
                         (x * scale).round() as i64
+                    }
+                    (FieldType::Integer, Value::Float(x)) if x.is_finite() && x.fract() != 0.0 => {
+                        return Err(wrong("an integer"))
                     }
                     (_, Value::BigUint(_)) | (_, Value::Float(_)) => {
                         return Err((

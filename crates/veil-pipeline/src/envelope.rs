@@ -3,7 +3,7 @@
 //! Serde errors are never shown to anyone: their text can quote the offending value.
 //! The caller maps them to reason codes with fixed sentences.
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
@@ -210,15 +210,75 @@ impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
                 Ok(Value::Null)
             }
             fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Value<'a>, M::Error> {
-                while m.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                skip_object(&mut m)?;
                 Ok(Value::Nested)
             }
             fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<Value<'a>, S::Error> {
-                while s.next_element::<IgnoredAny>()?.is_some() {}
+                while s.next_element::<Skip>()?.is_some() {}
                 Ok(Value::Nested)
             }
         }
         d.deserialize_any(V(std::marker::PhantomData))
+    }
+}
+
+/// The error text of a repeated key in a nested object; the door maps it to its reason.
+pub const REPEATED_KEY: &str = "repeated key in an object";
+
+/// Skips an object's entries, refusing a key that appears twice (an object with a
+/// repeated key is refused at any depth: which of the two a reader keeps differs
+/// between parsers, so accepting it would let two readers see two events).
+fn skip_object<'de, M: MapAccess<'de>>(m: &mut M) -> Result<(), M::Error> {
+    let mut keys: smallvec::SmallVec<[String; 8]> = smallvec::SmallVec::new();
+    while let Some(k) = m.next_key::<CowStr<'de>>()? {
+        if keys.iter().any(|x| *x == k.0) {
+            return Err(de::Error::custom(REPEATED_KEY));
+        }
+        keys.push(k.0.into_owned());
+        m.next_value::<Skip>()?;
+    }
+    Ok(())
+}
+
+/// Any JSON value, skipped, with objects inside it checked for repeated keys.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Skip, M::Error> {
+                skip_object(&mut m)?;
+                Ok(Skip)
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<Skip, S::Error> {
+                while s.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -233,6 +233,21 @@ impl KeyRing {
         h.finish128().as_bytes()
     }
 
+    /// The dedupe digest of an event without an id: its bytes and its line number in the
+    /// input, from one source. Domain-separated from [`KeyRing::dedupe_key`] (a zero
+    /// length marker no source name has), so no named id collides with it.
+    pub fn content_dedupe_key(&self, source: &str, line: u64, bytes: &[u8]) -> [u8; 16] {
+        use siphasher::sip128::Hasher128;
+        use std::hash::Hasher;
+        let mut h = siphasher::sip128::SipHasher24::new_with_key(&self.dedupe);
+        h.write(&u32::MAX.to_le_bytes());
+        h.write(&(source.len() as u32).to_le_bytes());
+        h.write(source.as_bytes());
+        h.write(&line.to_le_bytes());
+        h.write(bytes);
+        h.finish128().as_bytes()
+    }
+
     /// All epochs, oldest first.
     pub fn epochs(&self) -> impl Iterator<Item = &Epoch> {
         self.epochs.iter().map(|(e, _)| e)

@@ -243,7 +243,13 @@ fn a_batch_holds_what_single_admits_give_and_nothing_of_rejects() {
         let one = door.admit(l, &src());
         assert_eq!(
             one.is_ok(),
-            door.admit_into(l, &src(), None, &mut batch).is_ok()
+            door.admit_into(
+                l,
+                &src(),
+                veil_pipeline::MissingId::Unidentified,
+                &mut batch
+            )
+            .is_ok()
         );
         singles.extend(one.ok());
     }

@@ -65,6 +65,8 @@ pub struct IngestOutcome {
     pub rejected: BTreeMap<String, usize>,
     pub clamped: usize,
     pub redacted: usize,
+    /// Events (accepted or duplicate) that carried no `id` of their own.
+    pub without_id: usize,
 }
 
 impl IngestOutcome {
@@ -74,6 +76,7 @@ impl IngestOutcome {
         self.duplicates += o.duplicates;
         self.clamped += o.clamped;
         self.redacted += o.redacted;
+        self.without_id += o.without_id;
         for (k, v) in &o.rejected {
             *self.rejected.entry(k.clone()).or_default() += v;
         }

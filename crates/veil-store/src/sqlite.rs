@@ -437,8 +437,9 @@ impl Store for SqliteStore {
                     cells.add(cell, c.value);
                 }
             }
-            for ((bi, _), dup) in all() {
+            for ((bi, a), dup) in all() {
                 outs[bi].duplicates += usize::from(dup);
+                outs[bi].without_id += usize::from(!a.had_id);
             }
             // Pass 2: every segment (header, rows, then room for its tag) gets its final
             // place in the arena, is filled row by row, and is encrypted where it lies.
@@ -538,6 +539,7 @@ impl Store for SqliteStore {
                 serde_json::json!({
                     "source": src, "accepted": o.accepted, "duplicates": o.duplicates,
                     "rejected": o.rejected, "clamped": o.clamped, "redacted": o.redacted,
+                    "without_id": o.without_id,
                 })
             };
             let (actor, detail) = match per_source.len() {

@@ -885,7 +885,7 @@ async fn post_events(
                     #[serde(borrow)]
                     events: Vec<&'a serde_json::value::RawValue>,
                 }
-                let batch: Batch = serde_json::from_slice(&bytes).map_err(|_| {
+                let batch: Batch = serde_json::from_slice(crate::ingest::strip_bom(&bytes)).map_err(|_| {
                     refuse(
                         StatusCode::BAD_REQUEST,
                         "malformed_body",
@@ -898,7 +898,10 @@ async fn post_events(
                 let mut a = Admitted::default();
                 for (i, raw) in batch.events.iter().enumerate() {
                     let default_id = idem.as_ref().map(|p| format!("{p}:{i}"));
-                    a.line(door, &source, raw.get().as_bytes(), default_id.as_deref());
+                    let missing = default_id
+                        .as_deref()
+                        .map_or(veil_pipeline::MissingId::Unidentified, veil_pipeline::MissingId::Named);
+                    a.line(door, &source, raw.get().as_bytes(), missing);
                 }
                 Ok(a)
             }
@@ -917,6 +920,7 @@ async fn post_events(
         } => axum::Json(serde_json::json!({
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
+            "without_id": outcome.without_id,
             "rejected": admitted_rejected.iter().map(|(i, r)| serde_json::json!({
                 "index": i, "reason": r.reason.code(), "message": r.message,
             })).collect::<Vec<_>>(),
