@@ -719,22 +719,22 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         "keep" => Transform::Keep,
         "generalize" => {
             let g = match (&rf.generalize, ty, class) {
-                (Some(serde_yaml::Value::String(s)), FieldType::Timestamp, _) => match s.as_str() {
+                (Some(RawGeneralize::Name(s)), FieldType::Timestamp, _) => match s.as_str() {
                     "minute" => Some(Generalize::Time(TimeGrain::Minute)),
                     "hour" => Some(Generalize::Time(TimeGrain::Hour)),
                     "day" => Some(Generalize::Time(TimeGrain::Day)),
                     "week" => Some(Generalize::Time(TimeGrain::Week)),
                     _ => None,
                 },
-                (Some(serde_yaml::Value::String(s)), FieldType::Ip, _) if s == "network" => {
+                (Some(RawGeneralize::Name(s)), FieldType::Ip, _) if s == "network" => {
                     Some(Generalize::Network)
                 }
                 (
-                    Some(serde_yaml::Value::Number(n)),
+                    Some(RawGeneralize::Width(w)),
                     FieldType::Integer | FieldType::Number,
                     FieldClass::Measure,
-                ) => n
-                    .as_f64()
+                ) => Some(*w)
+                    .filter(|w| w.is_finite())
                     .map(|w| scaled(w, decimals))
                     .filter(|w| *w > 0)
                     .map(Generalize::Bucket),

@@ -90,7 +90,7 @@ pub struct RawField {
     pub min: Option<f64>,
     pub max: Option<f64>,
     pub out_of_range: Option<String>,
-    pub generalize: Option<serde_yaml::Value>,
+    pub generalize: Option<RawGeneralize>,
     pub decimals: Option<u32>,
     pub required: Option<bool>,
     pub on_pii: Option<String>,
@@ -98,6 +98,21 @@ pub struct RawField {
     pub normalize: Option<bool>,
     pub justification: Option<String>,
     pub exception: Option<RawException>,
+}
+
+/// The parameter of `transform: generalize` as written: a grain or `network` (a word),
+/// or a bucket width (a number). Which one fits the field's type is checked when the
+/// policy is compiled, so a misfit is a finding with the field's name, not a parse error.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawGeneralize {
+    /// `minute`, `hour`, `day`, `week` or `network`.
+    Name(String),
+    /// A bucket width for a measure, e.g. `1000` or `0.5`.
+    Width(f64),
+    /// Anything else (`true`, a list, a mapping): kept so the compile step can say what
+    /// `generalize` takes, as it does for a word or a width that does not fit.
+    Other(serde::de::IgnoredAny),
 }
 
 /// One declared metric of a collection.
