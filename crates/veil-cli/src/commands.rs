@@ -476,7 +476,7 @@ fn seal(cli: &Cli) -> Result<u8> {
     let mut ctx = open(cli)?;
     ctx.allow(Action::Seal)?;
     let o = ctx.store.seal(&ctx.policy, &ctx.keys, now(), &ctx.actor)?;
-    println!("sealed {} windows ({} groups)", o.windows.len(), o.groups);
+    println!("sealed {} windows", o.windows.len());
     for (m, w) in &o.windows {
         println!("  {m} {w}");
     }

@@ -555,3 +555,126 @@ fn a_byte_order_mark_is_accepted_and_a_fraction_for_an_integer_is_a_type_error()
     assert!(r.stdout.contains("wrong_type"), "{}", r.stdout);
     assert!(!r.stdout.contains("out_of_range"), "{}", r.stdout);
 }
+
+fn hex_sha256(s: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
+}
+
+#[test]
+fn low_privilege_and_anonymous_callers_learn_nothing_and_cost_nothing() {
+    let v = Veil::init();
+    v.append_config(&format!(
+        "[[principal]]\nname = \"second-analyst\"\nroles = [\"analyst\"]\ntoken_sha256 = \"{}\"",
+        hex_sha256("veil_second_analyst")
+    ));
+    let events = v.generate(4, false);
+    v.ingest(&events);
+    let seal = v.run(&["seal"]);
+    assert!(
+        !seal.stdout.contains("groups"),
+        "no group counts: {}",
+        seal.stdout
+    );
+    let gw = Gateway::start(&v);
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let mut r = http.get(gw.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    // A release by one analyst; a second analyst reads it with its own budget.
+    let json = |r: reqwest::blocking::Response| -> serde_json::Value {
+        serde_json::from_slice(&r.bytes().unwrap()).unwrap()
+    };
+    let first = json(get("/v1/reports/builds", Some(&v.token("analyst"))));
+    let again = json(get("/v1/reports/builds", Some("veil_second_analyst")));
+    assert_eq!(first["release_id"], again["release_id"]);
+    assert_eq!(first["groups"], again["groups"]);
+    assert!(first["budget_left"].as_f64().unwrap() < 10.0);
+    assert_eq!(
+        again["budget_left"].as_f64().unwrap(),
+        10.0,
+        "the reader's own budget"
+    );
+    // /metrics is open to scrapers and names no principal.
+    let metrics = get("/metrics", None).text().unwrap();
+    assert!(metrics.contains("veil_budget_spent_epsilon"), "{metrics}");
+    for name in ["analyst", "second-analyst", "ingest", "viewer"] {
+        assert!(
+            !metrics.contains(&format!("\"{name}\"")),
+            "{name} in {metrics}"
+        );
+    }
+    // A source reads no status.
+    assert_eq!(
+        get("/v1/status", Some(&v.token("ingest")))
+            .status()
+            .as_u16(),
+        403
+    );
+    // A thousand anonymous requests are one audit entry a minute, not a thousand.
+    let before: i64 = v
+        .sqlite()
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    for _ in 0..1000 {
+        assert_eq!(get("/v1/audit", None).status().as_u16(), 401);
+    }
+    let mut gw = gw;
+    assert!(gw.terminate().success());
+    let c = v.sqlite();
+    let after: i64 = c
+        .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        after - before <= 6,
+        "{} audit rows for 1,000 refusals",
+        after - before
+    );
+    let details: Vec<String> = c
+        .prepare("SELECT detail FROM audit WHERE action = 'denied'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let counted: u64 = details
+        .iter()
+        .flat_map(|d| {
+            serde_json::from_str::<serde_json::Value>(d).unwrap()["counts"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .filter(|c| c["endpoint"] == "/v1/audit")
+        .map(|c| c["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1000, "every refusal is counted: {details:?}");
+}
+
+#[test]
+fn undeclared_names_shaped_like_a_person_are_not_kept() {
+    let v = Veil::init();
+    let line = feature_event(
+        "\"a@x.example\"",
+        ",\"margarethe.vandersloot\":1,\"retry_count\":2",
+    );
+    let r = v.run_in(&["ingest", "-"], Some(line.as_bytes()));
+    assert!(r.stdout.contains("field_not_allowed"), "{}", r.stdout);
+    let printed = v.printed.borrow().clone();
+    assert!(!contains(&printed, b"vandersloot"));
+    let names: String = v
+        .sqlite()
+        .query_row("SELECT field_names || message FROM quarantine", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert!(!names.contains("vandersloot"), "{names}");
+    assert!(
+        names.contains("retry_count") && names.contains("<redacted>"),
+        "{names}"
+    );
+}

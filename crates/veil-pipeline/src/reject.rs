@@ -88,19 +88,132 @@ impl Rejection {
     }
 }
 
-/// A name safe to repeat in a message or quarantine: a plain identifier with nothing
-/// that looks like personal data; anything else becomes `<redacted>`.
+/// First segments of dotted attribute names that are namespaces, not people: the
+/// OpenTelemetry semantic conventions and common telemetry prefixes. `john.smith` is not
+/// in this list; `http.method` is.
+const NAMESPACES: &[&str] = &[
+    "app",
+    "browser",
+    "client",
+    "cloud",
+    "code",
+    "container",
+    "db",
+    "deployment",
+    "device",
+    "enduser",
+    "error",
+    "event",
+    "exception",
+    "faas",
+    "feature",
+    "file",
+    "gen_ai",
+    "host",
+    "http",
+    "k8s",
+    "log",
+    "messaging",
+    "net",
+    "network",
+    "os",
+    "otel",
+    "peer",
+    "process",
+    "rpc",
+    "server",
+    "service",
+    "session",
+    "source",
+    "span",
+    "telemetry",
+    "thread",
+    "tls",
+    "trace",
+    "url",
+    "user",
+    "user_agent",
+    "vcs",
+    "webengine",
+];
+
+/// A name safe to repeat in a message or store in quarantine: one that looks like a code
+/// identifier (`duration_ms`, `retryCount`, `http.request.method`, `k8s.pod.name`).
+/// Anything else — a name that could itself be personal data, such as `john.smith`,
+/// `Jane.Doe`, an address, a number — becomes `<redacted>`.
 pub fn safe_name(name: &str) -> String {
-    let plain = !name.is_empty()
+    let ascii = !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
         && crate::pii::first(name).is_none()
         && name.bytes().filter(|b| b.is_ascii_digit()).count() < 6;
-    if plain {
+    if ascii && looks_like_code(name) {
         name.to_owned()
     } else {
         "<redacted>".to_owned()
+    }
+}
+
+/// Shapes of code identifiers. A dotted name of two plain words outside a known
+/// namespace (`firstname.lastname`), or a dotted name whose segments start with capitals
+/// (`John.Smith`), is the shape of a person's name and is refused.
+fn looks_like_code(name: &str) -> bool {
+    let segments: Vec<&str> = name.split('.').collect();
+    if segments.iter().any(|s| s.is_empty()) {
+        return false;
+    }
+    if segments.len() == 1 {
+        return true; // one word: `duration_ms`, `retryCount`, `label`
+    }
+    let capitalized = segments
+        .iter()
+        .filter(|s| s.as_bytes()[0].is_ascii_uppercase())
+        .count();
+    if capitalized >= 2 {
+        return false;
+    }
+    let plain_word = |s: &str| s.len() >= 2 && s.bytes().all(|b| b.is_ascii_alphabetic());
+    if segments.len() == 2
+        && segments.iter().all(|s| plain_word(s))
+        && !NAMESPACES.contains(&segments[0].to_ascii_lowercase().as_str())
+    {
+        return false;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn only_code_shaped_names_are_kept() {
+        for ok in [
+            "duration_ms",
+            "retryCount",
+            "http.request.method",
+            "code.file.path",
+            "k8s.pod.name",
+            "user.id",
+            "log.file.name",
+            "feature_flag",
+            "db.system",
+        ] {
+            assert_eq!(safe_name(ok), ok);
+        }
+        for bad in [
+            "john.smith",
+            "Jane.Doe",
+            "margarethe.vandersloot",
+            "alice@example.com",
+            "first last",
+            "+441234567890",
+            "",
+            "a..b",
+        ] {
+            assert_eq!(safe_name(bad), "<redacted>", "{bad}");
+        }
     }
 }

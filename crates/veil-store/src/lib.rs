@@ -86,9 +86,9 @@ impl IngestOutcome {
 /// What one seal run did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct SealOutcome {
-    /// (metric, window label) pairs sealed.
+    /// (metric, window label) pairs sealed. Deliberately no group count: the number of
+    /// distinct groups in a window is not something a release would show.
     pub windows: Vec<(String, String)>,
-    pub groups: usize,
 }
 
 /// One sealed, bounded group aggregate.

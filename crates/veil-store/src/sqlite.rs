@@ -646,7 +646,6 @@ impl Store for SqliteStore {
                             "INSERT INTO aggregates (metric, grouping, window_start, grp, contributors, n, total, bins, sealed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                             params![m.name, grouping, w, g.group, g.contributors, g.count, g.sum, serde_json::to_string(&g.bins).expect("ints serialize"), now],
                         )?;
-                        out.groups += 1;
                     }
                 }
                 tx.execute(
@@ -661,7 +660,9 @@ impl Store for SqliteStore {
                 params![m.name, boundary],
             )?;
         }
-        let detail = serde_json::json!({"windows": out.windows.len(), "groups": out.groups,
+        // Windows only: how many groups a window holds (singletons of free-form values
+        // included) is a count no release would show.
+        let detail = serde_json::json!({"windows": out.windows.len(),
             "sealed": out.windows.iter().map(|(m, w)| format!("{m}@{w}")).collect::<Vec<_>>()});
         let e = append_audit(&tx, actor, "seal", &detail, now)?;
         tx.commit()?;

@@ -133,7 +133,14 @@ pub struct AppState {
     /// Admissions running at once: one per core, so door work never starves the writer.
     cpu: Arc<Semaphore>,
     stopping: AtomicBool,
+    /// Refused requests counted per (minute, endpoint, reason, principal) until they are
+    /// audited as one entry a minute: an anonymous flood costs memory for a few keys,
+    /// never an fsync per request on the writer that ingest waits for.
+    denials: std::sync::Mutex<std::collections::BTreeMap<DenialKey, u64>>,
 }
+
+/// (minute start, endpoint template, reason code, principal name if known).
+type DenialKey = (i64, &'static str, &'static str, Option<String>);
 
 /// A bound, not yet running gateway (tests and benchmarks read its addresses first).
 pub struct Server {
@@ -175,11 +182,7 @@ fn maintain(
         let keys = store.key_ring()?;
         let sealed = store.seal(&policy, &keys, t, "veil:scheduler")?;
         if !sealed.windows.is_empty() {
-            tracing::info!(
-                windows = sealed.windows.len(),
-                groups = sealed.groups,
-                "sealed closed windows"
-            );
+            tracing::info!(windows = sealed.windows.len(), "sealed closed windows");
         }
     }
     let e = engine(store, policy)?;
@@ -240,6 +243,7 @@ impl Server {
             writer,
             metrics: metrics::Metrics::default(),
             stopping: AtomicBool::new(false),
+            denials: Default::default(),
         });
         Ok(Server {
             state,
@@ -287,6 +291,16 @@ impl Server {
                     if let Ok(Err(e)) = r {
                         tracing::error!(error = %e, "maintenance failed");
                     }
+                }
+            })
+        };
+        let denials = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+                loop {
+                    every.tick().await;
+                    flush_denials(&state, now() - now().rem_euclid(60)).await;
                 }
             })
         };
@@ -342,6 +356,9 @@ impl Server {
         }
         maintenance.abort();
         let _ = maintenance.await;
+        denials.abort();
+        let _ = denials.await;
+        flush_denials(&state, i64::MAX).await;
         if let Some(a) = anchoring {
             a.abort();
             let _ = a.await;
@@ -553,12 +570,12 @@ pub(crate) async fn guard<'s>(
     headers: &HeaderMap,
     cert: Option<&ClientCert>,
     action: auth::Action,
-    endpoint: &str,
+    endpoint: &'static str,
 ) -> Result<&'s Principal, Response> {
     match auth::authorize(&state.principals, headers, cert, action) {
         Ok(p) => Ok(p),
         Err((d, who)) => {
-            audit_denial(state, endpoint, d.code(), who.map(|p| p.name.clone())).await;
+            audit_denial(state, endpoint, d.code(), who.map(|p| p.name.clone()));
             Err(match d {
                 Denied::Missing => refuse(
                     StatusCode::UNAUTHORIZED,
@@ -580,16 +597,45 @@ pub(crate) async fn guard<'s>(
     }
 }
 
-async fn audit_denial(state: &AppState, endpoint: &str, reason: &str, principal: Option<String>) {
-    let detail =
-        serde_json::json!({"endpoint": endpoint, "reason": reason, "principal": principal});
-    let actor = principal.clone().unwrap_or_else(|| "anonymous".into());
-    let r = state
-        .writer
-        .call(move |s, _| s.audit(&actor, "denied", &detail, now()).map(|_| ()))
-        .await;
-    if !matches!(r, Ok(Ok(()))) {
-        tracing::error!("could not audit a denied request");
+/// Counts one refused request; [`flush_denials`] audits the counts a minute at a time.
+fn audit_denial(
+    state: &AppState,
+    endpoint: &'static str,
+    reason: &'static str,
+    principal: Option<String>,
+) {
+    let minute = now() - now().rem_euclid(60);
+    let mut d = state.denials.lock().expect("denials lock");
+    // A known principal's name is bounded by the config; an unknown caller has none.
+    *d.entry((minute, endpoint, reason, principal)).or_default() += 1;
+}
+
+/// Audits the denial counts of every minute before `before` (all of them with
+/// `i64::MAX`) as one `denied` entry per minute.
+async fn flush_denials(state: &AppState, before: i64) {
+    let taken: Vec<(DenialKey, u64)> = {
+        let mut d = state.denials.lock().expect("denials lock");
+        let keep = d.split_off(&(before, "", "", None));
+        std::mem::replace(&mut *d, keep).into_iter().collect()
+    };
+    let mut by_minute: std::collections::BTreeMap<i64, Vec<serde_json::Value>> = Default::default();
+    for ((minute, endpoint, reason, principal), n) in taken {
+        by_minute.entry(minute).or_default().push(
+            serde_json::json!({"endpoint": endpoint, "reason": reason, "principal": principal, "requests": n}),
+        );
+    }
+    for (minute, counts) in by_minute {
+        let at = chrono::DateTime::from_timestamp(minute, 0)
+            .map(|d| d.format("%Y-%m-%dT%H:%MZ").to_string())
+            .unwrap_or_default();
+        let detail = serde_json::json!({"minute": at, "counts": counts});
+        let r = state
+            .writer
+            .call(move |s, _| s.audit("gateway", "denied", &detail, now()).map(|_| ()))
+            .await;
+        if !matches!(r, Ok(Ok(()))) {
+            tracing::error!("could not audit refused requests");
+        }
     }
 }
 
@@ -651,7 +697,7 @@ async fn commit(
     state: &AppState,
     principal: &Principal,
     admitted: Admitted,
-    endpoint: &str,
+    endpoint: &'static str,
 ) -> Committed {
     let n = admitted.events;
     if admitted
@@ -664,8 +710,7 @@ async fn commit(
             endpoint,
             "collection_not_allowed",
             Some(principal.name.clone()),
-        )
-        .await;
+        );
         return Committed::Refused(refuse(
             StatusCode::FORBIDDEN,
             "collection_not_allowed",
