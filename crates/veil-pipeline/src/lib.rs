@@ -11,6 +11,7 @@
 mod door;
 pub mod envelope;
 pub mod keys;
+pub mod normalize;
 pub mod pii;
 mod reject;
 pub mod staging;
