@@ -90,7 +90,7 @@ pub fn identifier(s: &str, email_casefold: bool) -> Cow<'_, str> {
     let cleaned = unicode_clean(s);
     let trimmed = cleaned.trim();
     if !(email_casefold && trimmed.contains('@')) {
-        return if trimmed.len() == s.len() {
+        return if trimmed.len() == cleaned.len() {
             cleaned
         } else {
             Cow::Owned(trimmed.to_owned())

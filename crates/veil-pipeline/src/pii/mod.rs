@@ -94,7 +94,7 @@ type Hit<'a> = dyn FnMut(Range<usize>, PiiKind) -> bool + 'a;
 struct Pre {
     at: bool,
     plus: bool,
-    /// A ':' or '=' right after a letter, '_' or quote: a `key=value` or `key: value`.
+    /// A ':' or '=' after a letter, '_' or quote (spaces between): `key=value`, `key: value`.
     kv: bool,
     /// Bytes outside ASCII, or a '%': the text needs normalizing first.
     needs_norm: bool,
@@ -154,7 +154,7 @@ impl Pre {
     fn of(b: &[u8]) -> Pre {
         let mut p = Pre::default();
         let mut run = 0u32;
-        let mut prev = 0u8;
+        let mut prev = 0u8; // the last byte that is not a space or tab
         for &c in b {
             let cls = CLASS[c as usize];
             if cls & WORD != 0 {
@@ -181,7 +181,9 @@ impl Pre {
                     _ => p.needs_norm = true, // '%' or a non-ASCII byte
                 }
             }
-            prev = c;
+            if c != b' ' && c != b'\t' {
+                prev = c;
+            }
         }
         p
     }

@@ -16,11 +16,12 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
 }
 
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    // Local part: quoted, or atoms of letters (any script), digits and RFC 5322 specials.
+    // Local part: quoted, or atoms of letters (any script), digits and RFC 5322 specials
+    // but '=' (so `email=bob@…` keeps its name).
     // Domain: labels of letters (any script), digits and '-', separated by '.' or the
     // ideographic full stop; the top level is letters or an `xn--` punycode label.
     Regex::new(
-        r#"(?:"[^"\r\n]{1,64}"|[\p{L}\p{M}\p{N}!#$%&'*+/=?^_`{|}~-]+(?:\.[\p{L}\p{M}\p{N}!#$%&'*+/=?^_`{|}~-]+)*)@(?:[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?[.。])+(?:[\p{L}\p{M}]{2,63}|(?i:xn--)[A-Za-z0-9-]{1,59})"#,
+        r#"(?:"[^"\r\n]{1,64}"|[\p{L}\p{M}\p{N}!#$%&'*+/?^_`{|}~-]+(?:\.[\p{L}\p{M}\p{N}!#$%&'*+/?^_`{|}~-]+)*)@(?:[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?[.。])+(?:[\p{L}\p{M}]{2,63}|(?i:xn--)[A-Za-z0-9-]{1,59})"#,
     )
     .expect("static email pattern compiles")
 });

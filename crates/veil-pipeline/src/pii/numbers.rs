@@ -349,7 +349,8 @@ fn ends_clean(b: &[u8], g: &[(usize, usize)], end: usize) -> bool {
     if end + 1 < g.len() {
         return sep_of(b, g, end).contains(&b' ');
     }
-    !is_word_at(b, e) && !(matches!(b.get(e), Some(b'.' | b'-' | b'/')) && is_word_at(b, e + 1))
+    let glued_tail = matches!(b.get(e), Some(b'.' | b'-' | b'/')) && is_word_at(b, e + 1);
+    !is_word_at(b, e) && !glued_tail
 }
 
 /// `+` and a country code, then groups up to 15 digits in all (E.164), at least 8; the

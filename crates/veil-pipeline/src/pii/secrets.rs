@@ -15,7 +15,7 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
         && (p.max_run < 16 || prefixed(t, hit))
         && (p.dots < 2 || p.max_run < 14 || jwt(t, hit))
         && (p.spaces == 0 || p.max_run < 6 || !p.has_letters(mask(b"basic")) || basic(t, hit))
-        && (p.max_run < 8 || !p.has_letters(mask(b"bearer")) || bearer(t, hit))
+        && (p.spaces == 0 || !p.has_letters(mask(b"bearer")) || bearer(t, hit))
         && (!p.at || p.colons < 2 || userinfo(t, hit))
         && (!p.kv || !KEY_LETTERS.iter().any(|&m| p.has_letters(m)) || assigned(t, hit))
 }
@@ -178,11 +178,11 @@ fn bearer(t: &str, hit: &mut Hit<'_>) -> bool {
 }
 
 static USERINFO: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,15}://([^/\s:@]{1,64}:[^/\s@]{1,128})@")
+    Regex::new(r"(?i)(?-u:\b)[a-z][a-z0-9+.-]{1,15}://([^/\s:@]{0,64}:[^/\s@]{1,128})@")
         .expect("static pattern compiles")
 });
 
-/// `scheme://user:password@host`: the user and password go.
+/// `scheme://user:password@host` (the user may be empty): the user and password go.
 fn userinfo(t: &str, hit: &mut Hit<'_>) -> bool {
     for c in USERINFO.captures_iter(t) {
         let Some(v) = c.get(1) else { continue };
@@ -199,10 +199,29 @@ static ASSIGNED: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)([A-Za-z0-9_.-]*?(?:(password|passwd|pwd|passphrase|credentials?)|",
         r"secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key|",
         r"signing[_-]?key|encryption[_-]?key|master[_-]?key|client[_-]?secret))",
-        r#"["']?[ \t]*(?:=>|=|:)[ \t]*("[^"\n]*"|'[^'\n]*'|[^\s"',;&]+)"#,
+        r#"["']?[ \t]*(?:=>|=|:)[ \t]*("[^"\n]*"|'[^'\n]*'|[^\s"',;]+)"#,
     ))
     .expect("static assignment pattern compiles")
 });
+
+/// Where `&name=` starts the next URL query parameter inside an unquoted value.
+fn next_query_param(v: &str) -> Option<usize> {
+    let b = v.as_bytes();
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'&', &b[from..]).map(|i| from + i) {
+        let name = b[i + 1..]
+            .iter()
+            .take_while(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-' | b'[' | b']')
+            })
+            .count();
+        if name > 0 && b.get(i + 1 + name) == Some(&b'=') {
+            return Some(i);
+        }
+        from = i + 1;
+    }
+    None
+}
 
 /// Values that stand for no secret: empty-ish words, masks, templates, placeholders.
 fn is_placeholder(v: &str) -> bool {
@@ -258,6 +277,9 @@ fn assigned(t: &str, hit: &mut Hit<'_>) -> bool {
         let raw = v.as_str();
         if raw.len() >= 2 && (raw.starts_with('"') || raw.starts_with('\'')) {
             r = r.start + 1..r.end - 1;
+        } else if let Some(amp) = next_query_param(raw) {
+            // `?token=…&page=2`: the value ends where the next parameter starts.
+            r = r.start..r.start + amp;
         }
         let val = &t[r.clone()];
         if is_placeholder(val) {
