@@ -3,9 +3,7 @@
 //! (after a label, before a `:port`), and MAC addresses.
 
 use super::{emit, is_word_at, is_word_before, Hit, PiiKind, Pre};
-use regex::Regex;
 use std::net::Ipv6Addr;
-use std::sync::LazyLock;
 
 pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
     (!p.at || email(t, hit))
@@ -15,31 +13,118 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
         && (!(p.colons >= 5 || p.dashes >= 5 || p.dots >= 2) || t.len() < 14 || mac(t, hit))
 }
 
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    // Local part: quoted, or atoms of letters (any script), digits and RFC 5322 specials
-    // but '=' (so `email=bob@…` keeps its name).
-    // Domain: labels of letters (any script), digits and '-', separated by '.' or the
-    // ideographic full stop; the top level is letters or an `xn--` punycode label.
-    Regex::new(
-        r#"(?:"[^"\r\n]{1,64}"|[\p{L}\p{M}\p{N}!#$%&'*+/?^_`{|}~-]+(?:\.[\p{L}\p{M}\p{N}!#$%&'*+/?^_`{|}~-]+)*)@(?:[\p{L}\p{M}\p{N}](?:[\p{L}\p{M}\p{N}-]{0,61}[\p{L}\p{M}\p{N}])?[.。])+(?:[\p{L}\p{M}]{2,63}|(?i:xn--)[A-Za-z0-9-]{1,59})"#,
-    )
-    .expect("static email pattern compiles")
-});
-
 /// File extensions that look like a top-level domain in asset names (`icon@2x.png`).
 const NOT_TLD: &[&str] = &[
     "png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "css", "js", "mjs", "json", "html",
     "htm", "txt", "log", "map", "woff", "woff2", "ttf", "otf", "tsx", "jsx",
 ];
 
-fn email(t: &str, hit: &mut Hit<'_>) -> bool {
-    for m in EMAIL.find_iter(t) {
-        let s = m.as_str();
-        let tld = s.rsplit(['.', '。']).next().unwrap_or("");
-        if NOT_TLD.iter().any(|x| tld.eq_ignore_ascii_case(x)) {
-            continue;
+/// A letter or digit of any script, or a combining mark (Devanagari vowel signs, …).
+fn is_label_char(c: char) -> bool {
+    c.is_alphanumeric() || unicode_normalization::char::is_combining_mark(c)
+}
+
+/// RFC 5322 atom characters of a local part, any script; not '=' (so `email=bob@…` keeps
+/// its name) and not '.', which separates atoms.
+fn is_atom_char(c: char) -> bool {
+    is_label_char(c) || "!#$%&'*+/?^_`{|}~-".contains(c)
+}
+
+/// Where the local part before the '@' at `at` starts: a quoted string, or dot-separated
+/// atoms of letters (any script), digits and specials.
+fn local_start(t: &str, at: usize) -> Option<usize> {
+    let head = &t[..at];
+    if let Some(inner) = head.strip_suffix('"') {
+        let q = inner.rfind('"')?;
+        let quoted = &inner[q + 1..];
+        let ok = !quoted.is_empty() && quoted.len() <= 64 && !quoted.contains(['\r', '\n']);
+        return ok.then_some(q);
+    }
+    let mut start = at;
+    for (i, c) in head.char_indices().rev() {
+        if is_atom_char(c) || c == '.' {
+            start = i;
+        } else {
+            break;
         }
-        emit!(hit, m.range(), PiiKind::Email);
+    }
+    // A local part neither starts nor ends with '.'.
+    while t[start..at].starts_with('.') {
+        start += 1;
+    }
+    (start < at && !head.ends_with('.')).then_some(start)
+}
+
+/// Where the domain after the '@' at `at` ends: labels of letters (any script), digits and
+/// inner '-', separated by '.' or '。', the last one a top-level domain of letters or an
+/// `xn--` label. The longest such domain wins.
+fn domain_end(t: &str, at: usize) -> Option<usize> {
+    let mut end = None;
+    let mut labels = 0;
+    let mut label_start = at + 1;
+    let mut chars = t[at + 1..]
+        .char_indices()
+        .map(|(i, c)| (at + 1 + i, c))
+        .peekable();
+    loop {
+        // One label.
+        let mut label_end = label_start;
+        let mut n = 0;
+        while let Some(&(i, c)) = chars.peek() {
+            if is_label_char(c) || c == '-' {
+                label_end = i + c.len_utf8();
+                n += 1;
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let label = &t[label_start..label_end];
+        if n == 0 || n > 63 || label.starts_with('-') || label.ends_with('-') {
+            return end;
+        }
+        labels += 1;
+        if labels >= 2 && is_tld(label) {
+            end = Some(label_end);
+        }
+        match chars.peek() {
+            Some(&(i, c @ ('.' | '。'))) => {
+                chars.next();
+                label_start = i + c.len_utf8();
+            }
+            _ => return end,
+        }
+    }
+}
+
+fn is_tld(label: &str) -> bool {
+    let n = label.chars().count();
+    let letters = (2..=63).contains(&n)
+        && label
+            .chars()
+            .all(|c| c.is_alphabetic() || unicode_normalization::char::is_combining_mark(c));
+    let puny = label.len() > 4
+        && label.as_bytes()[..4].eq_ignore_ascii_case(b"xn--")
+        && label
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-');
+    (letters || puny) && !NOT_TLD.iter().any(|x| label.eq_ignore_ascii_case(x))
+}
+
+/// Around each '@': a local part before it and a domain after it.
+fn email(t: &str, hit: &mut Hit<'_>) -> bool {
+    let b = t.as_bytes();
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(b'@', &b[from..]).map(|i| from + i) {
+        from = at + 1;
+        let Some(end) = domain_end(t, at) else {
+            continue;
+        };
+        let Some(start) = local_start(t, at) else {
+            continue;
+        };
+        emit!(hit, start..end, PiiKind::Email);
+        from = end;
     }
     true
 }
@@ -124,33 +209,52 @@ fn ipv4(t: &str, hit: &mut Hit<'_>) -> bool {
     true
 }
 
-static CLOUD_HOST: LazyLock<Regex> = LazyLock::new(|| {
-    // `ip-10-1-2-3.ec2.internal`, `ec2-203-0-113-9.compute-1.amazonaws.com`, or a dashed
-    // quad as the first label of a host name (`203-0-113-9.static.example.net`).
-    Regex::new(
-        r"(?i)(?-u:\b)(?:(?:ip|ec2|ipv4|host|node|vm|server)-((?:[0-9]{1,3}-){3}[0-9]{1,3})(?-u:\b)|((?:[0-9]{1,3}-){3}[0-9]{1,3})\.[a-z])",
-    )
-    .expect("static cloud host pattern compiles")
-});
+/// Labels that put a dashed quad in a cloud host name: `ip-10-1-2-3.ec2.internal`,
+/// `ec2-203-0-113-9.compute-1.amazonaws.com`.
+const HOST_PREFIXES: &[&[u8]] = &[b"ip", b"ec2", b"ipv4", b"host", b"node", b"vm", b"server"];
 
+/// Dashed quads: after a host prefix (`ip-…`), or as a host name's whole first label
+/// (`203-0-113-9.static.example.net`).
 fn cloud_ipv4(t: &str, hit: &mut Hit<'_>) -> bool {
     let b = t.as_bytes();
-    for c in CLOUD_HOST.captures_iter(t) {
-        let (range, quad) = match (c.get(1), c.get(2)) {
-            (Some(q), _) => (c.get(0).map_or(q.range(), |m| m.range()), q),
-            (None, Some(q)) => {
-                // The quad must be the whole first label, not the tail of a longer one.
-                if q.start() > 0 && matches!(b[q.start() - 1], b'-' | b'.' | b'0'..=b'9') {
-                    continue;
-                }
-                (q.range(), q)
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() || is_word_before(b, i) {
+            // Digits inside a word (`ec2`, `a716`) start no quad.
+            i += 1;
+            continue;
+        }
+        let s = i;
+        let mut e = i;
+        while e < b.len() && (b[e].is_ascii_digit() || b[e] == b'-') {
+            e += 1;
+        }
+        i = e;
+        while e > s && b[e - 1] == b'-' {
+            e -= 1;
+        }
+        let parts: smallvec::SmallVec<[&[u8]; 6]> = b[s..e].split(|&c| c == b'-').collect();
+        if parts.len() != 4 || !parts.iter().all(|p| octet(p).is_some()) || parts[0] == b"0" {
+            continue;
+        }
+        if s >= 2 && b[s - 1] == b'-' {
+            let mut w = s - 1;
+            while w > 0 && b[w - 1].is_ascii_alphanumeric() {
+                w -= 1;
             }
-            _ => continue,
-        };
-        let parts: smallvec::SmallVec<[&[u8]; 4]> =
-            quad.as_str().as_bytes().split(|&c| c == b'-').collect();
-        if parts.len() == 4 && parts.iter().all(|p| octet(p).is_some()) && parts[0] != b"0" {
-            emit!(hit, range, PiiKind::Ipv4);
+            let word = &b[w..s - 1];
+            let glued = w > 0 && matches!(b[w - 1], b'-' | b'_');
+            if !glued && HOST_PREFIXES.iter().any(|p| word.eq_ignore_ascii_case(p)) {
+                emit!(hit, w..e, PiiKind::Ipv4);
+            }
+            continue;
+        }
+        let first_label = !(s > 0
+            && (b[s - 1].is_ascii_alphanumeric() || matches!(b[s - 1], b'.' | b'_')))
+            && b.get(e) == Some(&b'.')
+            && b.get(e + 1).is_some_and(u8::is_ascii_alphabetic);
+        if first_label {
+            emit!(hit, s..e, PiiKind::Ipv4);
         }
     }
     true
@@ -233,43 +337,68 @@ fn parse_v6(t: &str, s: usize, e: usize) -> Option<std::ops::Range<usize>> {
     (c.parse::<Ipv6Addr>().is_ok() && substantial_v6(c)).then_some(s..e)
 }
 
-static MAC: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)(?-u:\b)(?:[0-9a-f]{2}(?::[0-9a-f]{2}){5}|[0-9a-f]{2}(?:-[0-9a-f]{2}){5}|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})(?-u:\b)",
-    )
-    .expect("static MAC pattern compiles")
-});
+/// Six hex pairs with one separator throughout: `00:1a:2b:3c:4d:5e`.
+fn is_mac_pairs(w: &[u8], sep: u8) -> bool {
+    w.len() == 17
+        && w.iter().enumerate().all(|(k, &c)| {
+            if k % 3 == 2 {
+                c == sep
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+}
 
-/// Six hex pairs joined by ':' or '-', or Cisco's three dotted quads of hex, not part of
-/// a longer run of the same shape (a key fingerprint, an EUI-64 or a version).
+/// Cisco's three dotted groups of four hex digits, one of them a letter: `0050.56ab.cdef`.
+fn is_cisco(w: &[u8]) -> bool {
+    w.len() == 14
+        && w.iter().enumerate().all(|(k, &c)| {
+            if k % 5 == 4 {
+                c == b'.'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        })
+        && w.iter().any(u8::is_ascii_alphabetic)
+}
+
+/// Six hex pairs joined by ':' or '-', or Cisco's dotted form, not part of a longer run of
+/// the same shape (a key fingerprint, an EUI-64, a build number).
 fn mac(t: &str, hit: &mut Hit<'_>) -> bool {
     let b = t.as_bytes();
-    for m in MAC.find_iter(t) {
-        let (s, e) = (m.start(), m.end());
-        let sep = b[s + 2];
-        let sep = if sep == b':' || sep == b'-' {
-            sep
-        } else {
-            b'.'
-        };
-        // Continues with the same separator and more hex: part of something longer.
-        if b.get(e) == Some(&sep) && b.get(e + 1).is_some_and(u8::is_ascii_hexdigit) {
+    let mut i = 0;
+    while i + 14 <= b.len() {
+        if is_word_before(b, i) {
+            i += 1;
             continue;
         }
-        if s >= 2 && b[s - 1] == sep && b[s - 2].is_ascii_alphanumeric() {
-            // Something of the same shape before it: a pair of its own unless that pair
-            // is the tail of a word (`mac:00:1a:…`).
-            let pair = s >= 3 && b[s - 3].is_ascii_hexdigit() && b[s - 2].is_ascii_hexdigit();
-            let genuine = pair && (s == 3 || !is_word_at(b, s - 4));
-            if sep == b'.' || genuine {
+        let sep = b.get(i + 2).copied().unwrap_or(0);
+        if (sep == b':' || sep == b'-') && i + 17 <= b.len() && is_mac_pairs(&b[i..i + 17], sep) {
+            let e = i + 17;
+            let more_after =
+                b.get(e) == Some(&sep) && b.get(e + 1).is_some_and(u8::is_ascii_hexdigit);
+            // A pair of its own before it, unless that pair is the tail of a word (`mac:`).
+            let pair_before = i >= 3
+                && b[i - 1] == sep
+                && b[i - 2].is_ascii_hexdigit()
+                && b[i - 3].is_ascii_hexdigit()
+                && (i == 3 || !is_word_at(b, i - 4));
+            if !more_after && !pair_before && !is_word_at(b, e) {
+                emit!(hit, i..e, PiiKind::MacAddress);
+                i = e;
+                continue;
+            }
+        } else if b[i + 4] == b'.' && is_cisco(&b[i..i + 14]) {
+            let e = i + 14;
+            let dotted_before = i >= 2 && b[i - 1] == b'.' && b[i - 2].is_ascii_alphanumeric();
+            let dotted_after = b.get(e) == Some(&b'.') && is_word_at(b, e + 1);
+            if !dotted_before && !dotted_after && !is_word_at(b, e) {
+                emit!(hit, i..e, PiiKind::MacAddress);
+                i = e;
                 continue;
             }
         }
-        if sep == b'.' && !m.as_str().bytes().any(|c| c.is_ascii_alphabetic()) {
-            // All-digit dotted quads of four are build numbers far more often.
-            continue;
-        }
-        emit!(hit, s..e, PiiKind::MacAddress);
+        i += 1;
     }
     true
 }

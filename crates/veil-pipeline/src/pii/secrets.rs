@@ -5,34 +5,49 @@
 //! Hand-written rather than gitleaks' rule set: see `docs/pii-scanner.md` for the
 //! measurement behind that choice.
 
-use super::{emit, mask, Hit, PiiKind, Pre};
+use super::{emit, is_word_before, mask, Hit, PiiKind, Pre};
 use base64::Engine as _;
 use regex::Regex;
 use std::sync::LazyLock;
 
 pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
+    let b = t.as_bytes();
     (p.dashes < 10 || private_key(t, hit))
         && (p.max_run < 16 || prefixed(t, hit))
-        && (p.dots < 2 || p.max_run < 14 || jwt(t, hit))
-        && (p.spaces == 0 || p.max_run < 6 || !p.has_letters(mask(b"basic")) || basic(t, hit))
-        && (p.spaces == 0 || !p.has_letters(mask(b"bearer")) || bearer(t, hit))
-        && (!p.at || p.colons < 2 || userinfo(t, hit))
-        && (!p.kv || !KEY_LETTERS.iter().any(|&m| p.has_letters(m)) || assigned(t, hit))
+        && (p.dots < 2 || !p.jwt_head || jwt(t, hit))
+        && (p.spaces == 0
+            || !p.has_letters(mask(b"basic"))
+            || !contains_ci(b, b"basic")
+            || basic(t, hit))
+        && (p.spaces == 0
+            || !p.has_letters(mask(b"bearer"))
+            || !contains_ci(b, b"bearer")
+            || bearer(t, hit))
+        && (!p.at || p.colons < 2 || memchr::memmem::find(b, b"://").is_none() || userinfo(t, hit))
+        && (!p.kv || !KEY_WORDS.iter().any(|w| contains_ci(b, w)) || assigned(t, hit))
 }
 
-/// Letters each key word of [`ASSIGNED`] needs; the regex runs only if one set is there.
-const KEY_LETTERS: [u32; 6] = [
-    mask(b"pwd"),
-    mask(b"passphrase"),
-    mask(b"secret"),
-    mask(b"token"),
-    mask(b"key"),
-    mask(b"credential"),
-];
+/// Every name [`ASSIGNED`] knows contains one of these; the regex runs only if one is there.
+const KEY_WORDS: [&[u8]; 6] = [b"pass", b"pwd", b"secret", b"token", b"key", b"credential"];
+
+/// `needle` (lowercase ASCII) occurs in `hay`, ignoring ASCII case.
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let (lo, up) = (needle[0], needle[0].to_ascii_uppercase());
+    let mut from = 0;
+    while let Some(i) = memchr::memchr2(lo, up, &hay[from..]) {
+        let at = from + i;
+        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle)
+        {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
 
 static PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
-        r"(?-u:\b)(?:",
+        r"^(?:",
         // AWS access key ids (long-term AKIA, temporary ASIA, and the other principals).
         r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA|A3T[A-Z0-9])[A-Z0-9]{16}(?-u:\b)",
         // GitHub classic and fine-grained tokens.
@@ -67,14 +82,58 @@ fn looks_random(v: &[u8], min_len: usize) -> bool {
     (digit && (lower || upper)) || (lower && upper && v.len() >= 12)
 }
 
+/// The literal starts of [`PREFIXED`]'s shapes: the regex runs only where one begins a word.
+const PREFIXES: &[&[u8]] = &[
+    b"AKIA",
+    b"ASIA",
+    b"ABIA",
+    b"ACCA",
+    b"AGPA",
+    b"AIDA",
+    b"AIPA",
+    b"ANPA",
+    b"ANVA",
+    b"AROA",
+    b"APKA",
+    b"ASCA",
+    b"A3T",
+    b"AIza",
+    b"gh",
+    b"github_pat_",
+    b"gl",
+    b"xox",
+    b"xapp-",
+    b"https://hooks.slack.com/",
+    b"http://hooks.slack.com/",
+    b"sk_",
+    b"pk_",
+    b"rk_",
+    b"sk-",
+    b"whsec_",
+    b"npm_",
+];
+
 fn prefixed(t: &str, hit: &mut Hit<'_>) -> bool {
-    for m in PREFIXED.find_iter(t) {
-        let v = m.as_str().as_bytes();
-        // `sk-` also starts ordinary names (`sk-learn-pipeline`): a key has digits in it.
-        if v.starts_with(b"sk-") && !looks_random(&v[3..], 20) {
-            continue;
+    let b = t.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let starts = matches!(
+            b[i],
+            b'A' | b'g' | b'x' | b'h' | b's' | b'p' | b'r' | b'w' | b'n'
+        ) && !is_word_before(b, i)
+            && PREFIXES.iter().any(|p| b[i..].starts_with(p));
+        if starts {
+            if let Some(m) = PREFIXED.find(&t[i..]) {
+                let v = m.as_str().as_bytes();
+                // `sk-` also starts ordinary names (`sk-learn-pipeline`): a key has digits.
+                if !v.starts_with(b"sk-") || looks_random(&v[3..], 20) {
+                    emit!(hit, i..i + m.end(), PiiKind::ApiKey);
+                    i += m.end();
+                    continue;
+                }
+            }
         }
-        emit!(hit, m.range(), PiiKind::ApiKey);
+        i += 1;
     }
     true
 }
@@ -105,11 +164,6 @@ fn private_key(t: &str, hit: &mut Hit<'_>) -> bool {
     true
 }
 
-static JWT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?-u:\b)[A-Za-z0-9_-]{14,}(?:\.[A-Za-z0-9_-]*){2,4}")
-        .expect("static JWT pattern compiles")
-});
-
 const B64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
     base64::engine::GeneralPurposeConfig::new()
@@ -117,22 +171,59 @@ const B64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::n
         .with_decode_allow_trailing_bits(true),
 );
 
+fn is_b64url(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'-' || c == b'_'
+}
+
+/// The header decodes to a JSON object that names `alg`.
+fn jose_header(seg: &[u8]) -> bool {
+    // '{' encodes to 'e'; leading whitespace to 'I' (space), 'C' (tab, LF) or 'D' (CR).
+    if seg.len() > 4096 || !matches!(seg.first(), Some(b'e' | b'I' | b'C' | b'D')) {
+        return false;
+    }
+    let Ok(h) = B64URL.decode(seg) else {
+        return false;
+    };
+    let json = h.trim_ascii_start();
+    json.first() == Some(&b'{') && memchr::memmem::find(json, b"\"alg\"").is_some()
+}
+
 /// JWS (three parts) or JWE (five) whose first part decodes to a JSON object naming
 /// `alg`: whatever its whitespace, so the header need not start `eyJ`.
 fn jwt(t: &str, hit: &mut Hit<'_>) -> bool {
-    for m in JWT.find_iter(t) {
-        let mut parts = m.as_str().split('.');
-        let (Some(head), Some(body)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        if body.len() < 2 || head.len() > 2048 {
+    let b = t.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !is_b64url(b[i]) {
+            i += 1;
             continue;
         }
-        let Ok(h) = B64URL.decode(head) else { continue };
-        let json = h.trim_ascii_start();
-        if json.first() == Some(&b'{') && memchr::memmem::find(json, b"\"alg\"").is_some() {
-            emit!(hit, m.range(), PiiKind::Jwt);
+        let s = i;
+        while i < b.len() && is_b64url(b[i]) {
+            i += 1;
         }
+        let after_dot = s > 0 && b[s - 1] == b'.';
+        if i - s < 14 || b.get(i) != Some(&b'.') || after_dot || !jose_header(&b[s..i]) {
+            continue;
+        }
+        let mut end = i;
+        let mut parts = 1;
+        let mut second = 0;
+        while parts < 5 && b.get(end) == Some(&b'.') {
+            let mut k = end + 1;
+            while k < b.len() && is_b64url(b[k]) {
+                k += 1;
+            }
+            if parts == 1 {
+                second = k - end - 1;
+            }
+            parts += 1;
+            end = k;
+        }
+        if parts >= 3 && second >= 2 {
+            emit!(hit, s..end, PiiKind::Jwt);
+        }
+        i = end;
     }
     true
 }
