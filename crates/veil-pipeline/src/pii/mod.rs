@@ -108,7 +108,8 @@ struct Pre {
     /// A '.' right after a run of 14 or more `[A-Za-z0-9_-]`: a JWT header could end there.
     jwt_head: bool,
     /// Most digits in one run of digits and ` -./()+` that no word is glued to on the left
-    /// (after a separator, a glued run counts afresh): what a phone, card or SSN needs.
+    /// (a glued run counts afresh after a space, `/()+` or two separators, where a
+    /// detector may start a candidate): what a phone, card or SSN needs.
     max_num: u32,
     /// Bit i: the ASCII letter `'a' + i` appears, in either case.
     letters: u32,
@@ -164,7 +165,7 @@ impl Pre {
         let mut run = 0u32;
         let mut prev = 0u8; // the last byte that is not a space or tab
         let mut last = 0u8; // the byte before this one
-        let (mut num, mut in_num, mut glued) = (0u32, false, false);
+        let (mut num, mut in_num, mut glued, mut seps) = (0u32, false, false, 0u32);
         for &c in b {
             let cls = CLASS[c as usize];
             if cls & WORD != 0 {
@@ -182,11 +183,15 @@ impl Pre {
                     num = 0;
                 }
                 num += 1;
+                seps = 0;
                 if !glued {
                     p.max_num = p.max_num.max(num);
                 }
             } else if cls & NUMSEP != 0 {
-                if glued {
+                // Where a detector could start afresh: after a space, a separator that
+                // ends its runs, or two separators in a row.
+                seps += 1;
+                if glued && (seps > 1 || !matches!(c, b'-' | b'.')) {
                     (glued, num) = (false, 0);
                 }
             } else {
@@ -360,7 +365,8 @@ mod tests {
                 Just("eyJhbGciOiJIUzI1NiJ9.e30.".to_owned()),
                 Just("Basic dXNlcjpwYXNz".to_owned()),
                 Just("password=".to_owned()),
-            ], 0..6)
+                "[a-z]{0,2}[0-9]{0,2}[ ./()+-]{0,2}",
+            ], 0..8)
         ) {
             let s: String = parts.concat();
             let (t, p) = prepare(&s);

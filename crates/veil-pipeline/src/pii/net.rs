@@ -233,7 +233,10 @@ fn cloud_ipv4(t: &str, hit: &mut Hit<'_>) -> bool {
         while e > s && b[e - 1] == b'-' {
             e -= 1;
         }
-        let parts: smallvec::SmallVec<[&[u8]; 6]> = b[s..e].split(|&c| c == b'-').collect();
+        if memchr::memchr_iter(b'-', &b[s..e]).count() != 3 {
+            continue;
+        }
+        let parts: smallvec::SmallVec<[&[u8]; 4]> = b[s..e].split(|&c| c == b'-').collect();
         if parts.len() != 4 || !parts.iter().all(|p| octet(p).is_some()) || parts[0] == b"0" {
             continue;
         }
