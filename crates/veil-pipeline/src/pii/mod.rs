@@ -111,6 +111,8 @@ struct Pre {
     /// (a glued run counts afresh after a space, `/()+` or two separators, where a
     /// detector may start a candidate): what a phone, card or SSN needs.
     max_num: u32,
+    /// Two letters then two digits somewhere: an IBAN's country code and check digits.
+    iban_head: bool,
     /// Bit i: the ASCII letter `'a' + i` appears, in either case.
     letters: u32,
 }
@@ -118,7 +120,6 @@ struct Pre {
 const DIGIT: u8 = 1;
 const ALPHA: u8 = 2;
 const WORD: u8 = 4; // [A-Za-z0-9_-]
-const SPECIAL: u8 = 8; // a byte some counter looks at
 const KEYEND: u8 = 16; // may end a key before ':' or '='
 const NUMSEP: u8 = 32; // may join digit groups: ` -./()+`
 
@@ -134,15 +135,58 @@ static CLASS: [u8; 256] = {
         } else {
             match b {
                 b'_' => WORD | KEYEND,
-                b'-' => WORD | SPECIAL | NUMSEP,
+                b'-' => WORD | NUMSEP,
                 b'"' | b'\'' => KEYEND,
-                b'+' | b'.' | b' ' => SPECIAL | NUMSEP,
-                b'/' | b'(' | b')' => NUMSEP,
-                b'@' | b':' | b'=' | b'\t' | b'%' => SPECIAL,
-                0x80..=0xFF => SPECIAL,
+                b'+' | b'.' | b' ' | b'/' | b'(' | b')' => NUMSEP,
                 _ => 0,
             }
         };
+        i += 1;
+    }
+    t
+};
+
+// Which counter of [`Pre::of`] a byte adds to (0: none).
+const K_DIGIT: usize = 1;
+const K_COLON: usize = 2;
+const K_DOT: usize = 3;
+const K_DASH: usize = 4;
+const K_SPACE: usize = 5;
+const K_AT: usize = 6;
+const K_PLUS: usize = 7;
+const K_NORM: usize = 8; // '%' or a byte outside ASCII
+const K_EQ: usize = 9;
+
+static COUNTER: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = match i as u8 {
+            b'0'..=b'9' => K_DIGIT as u8,
+            b':' => K_COLON as u8,
+            b'.' => K_DOT as u8,
+            b'-' => K_DASH as u8,
+            b' ' | b'\t' => K_SPACE as u8,
+            b'@' => K_AT as u8,
+            b'+' => K_PLUS as u8,
+            b'%' | 0x80..=0xFF => K_NORM as u8,
+            b'=' => K_EQ as u8,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
+
+/// Bit `c - 'a'` for an ASCII letter `c` of either case; 0 for any other byte.
+static LETTER: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        if b.is_ascii_alphabetic() {
+            t[i] = 1 << ((b | 0x20) - b'a');
+        }
         i += 1;
     }
     t
@@ -160,23 +204,27 @@ const fn mask(w: &[u8]) -> u32 {
 }
 
 impl Pre {
+    /// One pass, mostly table lookups and no branches on ordinary letters.
     fn of(b: &[u8]) -> Pre {
-        let mut p = Pre::default();
-        let mut run = 0u32;
+        let mut n = [0u32; 10];
+        let (mut letters, mut run, mut max_run) = (0u32, 0u32, 0u32);
+        let (mut kv, mut jwt_head, mut iban_head) = (false, false, false);
+        let mut shape = 0u8; // the last four bytes, two bits each: 1 letter, 2 digit
         let mut prev = 0u8; // the last byte that is not a space or tab
         let mut last = 0u8; // the byte before this one
-        let (mut num, mut in_num, mut glued, mut seps) = (0u32, false, false, 0u32);
+        let (mut num, mut max_num, mut in_num, mut glued, mut seps) =
+            (0u32, 0u32, false, false, 0u32);
         for &c in b {
             let cls = CLASS[c as usize];
-            if cls & WORD != 0 {
-                run += 1;
-                p.max_run = p.max_run.max(run);
-            } else {
-                p.jwt_head |= c == b'.' && run >= 14;
-                run = 0;
-            }
+            n[COUNTER[c as usize] as usize] += 1;
+            letters |= LETTER[c as usize];
+            jwt_head |= c == b'.' && run >= 14;
+            run = if cls & WORD != 0 { run + 1 } else { 0 };
+            max_run = max_run.max(run);
+            kv |= (c == b':' || c == b'=') && CLASS[prev as usize] & KEYEND != 0;
+            shape = shape << 2 | (cls & ALPHA) >> 1 | (cls & DIGIT) << 1;
+            iban_head |= shape == 0b01_01_10_10;
             if cls & DIGIT != 0 {
-                p.digits += 1;
                 if !in_num {
                     in_num = true;
                     glued = last.is_ascii_alphanumeric() || last == b'_';
@@ -185,7 +233,7 @@ impl Pre {
                 num += 1;
                 seps = 0;
                 if !glued {
-                    p.max_num = p.max_num.max(num);
+                    max_num = max_num.max(num);
                 }
             } else if cls & NUMSEP != 0 {
                 // Where a detector could start afresh: after a space, a separator that
@@ -197,28 +245,27 @@ impl Pre {
             } else {
                 in_num = false;
             }
-            if cls & ALPHA != 0 {
-                p.letters |= 1 << ((c | 0x20) - b'a');
-            } else if cls & SPECIAL != 0 {
-                match c {
-                    b'@' => p.at = true,
-                    b'+' => p.plus = true,
-                    b':' | b'=' => {
-                        p.colons += (c == b':') as u32;
-                        p.kv |= CLASS[prev as usize] & KEYEND != 0;
-                    }
-                    b'.' => p.dots += 1,
-                    b'-' => p.dashes += 1,
-                    b' ' | b'\t' => p.spaces += 1,
-                    _ => p.needs_norm = true, // '%' or a non-ASCII byte
-                }
-            }
             if c != b' ' && c != b'\t' {
                 prev = c;
             }
             last = c;
         }
-        p
+        Pre {
+            at: n[K_AT] > 0,
+            plus: n[K_PLUS] > 0,
+            kv,
+            needs_norm: n[K_NORM] > 0,
+            digits: n[K_DIGIT],
+            colons: n[K_COLON],
+            dots: n[K_DOT],
+            dashes: n[K_DASH],
+            spaces: n[K_SPACE],
+            max_run,
+            jwt_head,
+            max_num,
+            iban_head,
+            letters,
+        }
     }
 
     /// Every letter of `m` (see [`mask`]) appears somewhere in the text.
@@ -344,6 +391,7 @@ mod tests {
             max_run: u32::MAX,
             jwt_head: true,
             max_num: u32::MAX,
+            iban_head: true,
             letters: u32::MAX,
         }
     }
@@ -365,6 +413,10 @@ mod tests {
                 Just("eyJhbGciOiJIUzI1NiJ9.e30.".to_owned()),
                 Just("Basic dXNlcjpwYXNz".to_owned()),
                 Just("password=".to_owned()),
+                Just("GB82 WEST 1234 5698 7654 32".to_owned()),
+                Just("de89370400440532013000".to_owned()),
+                Just("00:1a:2b:3c:4d:5e".to_owned()),
+                Just("alice@example.com".to_owned()),
                 "[a-z]{0,2}[0-9]{0,2}[ ./()+-]{0,2}",
             ], 0..8)
         ) {

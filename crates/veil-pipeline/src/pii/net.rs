@@ -337,6 +337,12 @@ fn ipv6(t: &str, hit: &mut Hit<'_>) -> bool {
 
 fn parse_v6(t: &str, s: usize, e: usize) -> Option<std::ops::Range<usize>> {
     let c = t.get(s..e)?;
+    // Without "::" an address spells all eight groups (six before an IPv4 tail), so
+    // `10:30:00` is refused before the parser runs.
+    let colons = memchr::memchr_iter(b':', c.as_bytes()).count();
+    if colons < 6 && memchr::memmem::find(c.as_bytes(), b"::").is_none() {
+        return None;
+    }
     (c.parse::<Ipv6Addr>().is_ok() && substantial_v6(c)).then_some(s..e)
 }
 

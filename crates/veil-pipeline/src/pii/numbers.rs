@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 
 pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
     let b = t.as_bytes();
-    (p.digits < 8 || b.len() < 15 || iban(b, hit))
+    (p.digits < 8 || b.len() < 15 || !p.iban_head || iban(b, hit))
         && (p.max_num < 13 || cards(b, hit))
         && (p.max_num < 9 || (p.dashes < 2 && p.spaces < 2) || ssn(b, hit))
         && ((p.max_num < 9 && !(p.plus && p.max_num >= 8)) || phones(b, p, hit))
