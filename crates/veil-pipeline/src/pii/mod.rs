@@ -120,6 +120,7 @@ struct Pre {
 const DIGIT: u8 = 1;
 const ALPHA: u8 = 2;
 const WORD: u8 = 4; // [A-Za-z0-9_-]
+const SPECIAL: u8 = 8; // a byte one of the counters looks at
 const KEYEND: u8 = 16; // may end a key before ':' or '='
 const NUMSEP: u8 = 32; // may join digit groups: ` -./()+`
 
@@ -135,43 +136,13 @@ static CLASS: [u8; 256] = {
         } else {
             match b {
                 b'_' => WORD | KEYEND,
-                b'-' => WORD | NUMSEP,
+                b'-' => WORD | SPECIAL | NUMSEP,
                 b'"' | b'\'' => KEYEND,
-                b'+' | b'.' | b' ' | b'/' | b'(' | b')' => NUMSEP,
+                b'+' | b'.' | b' ' => SPECIAL | NUMSEP,
+                b'/' | b'(' | b')' => NUMSEP,
+                b'@' | b':' | b'=' | b'\t' | b'%' | 0x80..=0xFF => SPECIAL,
                 _ => 0,
             }
-        };
-        i += 1;
-    }
-    t
-};
-
-// Which counter of [`Pre::of`] a byte adds to (0: none).
-const K_DIGIT: usize = 1;
-const K_COLON: usize = 2;
-const K_DOT: usize = 3;
-const K_DASH: usize = 4;
-const K_SPACE: usize = 5;
-const K_AT: usize = 6;
-const K_PLUS: usize = 7;
-const K_NORM: usize = 8; // '%' or a byte outside ASCII
-const K_EQ: usize = 9;
-
-static COUNTER: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 256 {
-        t[i] = match i as u8 {
-            b'0'..=b'9' => K_DIGIT as u8,
-            b':' => K_COLON as u8,
-            b'.' => K_DOT as u8,
-            b'-' => K_DASH as u8,
-            b' ' | b'\t' => K_SPACE as u8,
-            b'@' => K_AT as u8,
-            b'+' => K_PLUS as u8,
-            b'%' | 0x80..=0xFF => K_NORM as u8,
-            b'=' => K_EQ as u8,
-            _ => 0,
         };
         i += 1;
     }
@@ -204,27 +175,28 @@ const fn mask(w: &[u8]) -> u32 {
 }
 
 impl Pre {
-    /// One pass, mostly table lookups and no branches on ordinary letters.
+    /// One pass: table lookups, and branches only on digits and punctuation.
     fn of(b: &[u8]) -> Pre {
-        let mut n = [0u32; 10];
+        let (mut digits, mut colons, mut dots, mut dashes, mut spaces) =
+            (0u32, 0u32, 0u32, 0u32, 0u32);
+        let (mut at, mut plus, mut kv, mut needs_norm, mut max_num) =
+            (false, false, false, false, 0u32);
         let (mut letters, mut run, mut max_run) = (0u32, 0u32, 0u32);
-        let (mut kv, mut jwt_head, mut iban_head) = (false, false, false);
+        let (mut jwt_head, mut iban_head) = (false, false);
         let mut shape = 0u8; // the last four bytes, two bits each: 1 letter, 2 digit
         let mut prev = 0u8; // the last byte that is not a space or tab
         let mut last = 0u8; // the byte before this one
-        let (mut num, mut max_num, mut in_num, mut glued, mut seps) =
-            (0u32, 0u32, false, false, 0u32);
+        let (mut num, mut in_num, mut glued, mut seps) = (0u32, false, false, 0u32);
         for &c in b {
             let cls = CLASS[c as usize];
-            n[COUNTER[c as usize] as usize] += 1;
             letters |= LETTER[c as usize];
             jwt_head |= c == b'.' && run >= 14;
             run = if cls & WORD != 0 { run + 1 } else { 0 };
             max_run = max_run.max(run);
-            kv |= (c == b':' || c == b'=') && CLASS[prev as usize] & KEYEND != 0;
             shape = shape << 2 | (cls & ALPHA) >> 1 | (cls & DIGIT) << 1;
             iban_head |= shape == 0b01_01_10_10;
             if cls & DIGIT != 0 {
+                digits += 1;
                 if !in_num {
                     in_num = true;
                     glued = last.is_ascii_alphanumeric() || last == b'_';
@@ -245,21 +217,36 @@ impl Pre {
             } else {
                 in_num = false;
             }
+            if cls & SPECIAL != 0 {
+                match c {
+                    b'@' => at = true,
+                    b'+' => plus = true,
+                    b':' | b'=' => {
+                        colons += (c == b':') as u32;
+                        kv |= CLASS[prev as usize] & KEYEND != 0;
+                    }
+                    b'.' => dots += 1,
+                    b'-' => dashes += 1,
+                    b' ' | b'\t' => spaces += 1,
+                    _ => needs_norm = true, // '%' or a byte outside ASCII
+                }
+            }
             if c != b' ' && c != b'\t' {
                 prev = c;
             }
             last = c;
         }
+        // Built once at the end: counters stay in registers during the loop.
         Pre {
-            at: n[K_AT] > 0,
-            plus: n[K_PLUS] > 0,
+            at,
+            plus,
             kv,
-            needs_norm: n[K_NORM] > 0,
-            digits: n[K_DIGIT],
-            colons: n[K_COLON],
-            dots: n[K_DOT],
-            dashes: n[K_DASH],
-            spaces: n[K_SPACE],
+            needs_norm,
+            digits,
+            colons,
+            dots,
+            dashes,
+            spaces,
             max_run,
             jwt_head,
             max_num,
