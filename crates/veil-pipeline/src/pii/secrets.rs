@@ -51,7 +51,7 @@ static PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
         // AWS access key ids (long-term AKIA, temporary ASIA, and the other principals).
         r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA|A3T[A-Z0-9])[A-Z0-9]{16}(?-u:\b)",
         // GitHub classic and fine-grained tokens.
-        r"|gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255}",
+        r"|gh[pousr]_[A-Za-z0-9]{20,251}|github_pat_[A-Za-z0-9_]{22,255}",
         // Slack tokens and webhooks.
         r"|xox[abposre]-[A-Za-z0-9-]{10,250}|xapp-[0-9]-[A-Za-z0-9-]{10,250}",
         r"|https?://hooks\.slack\.com/(?:services|workflows|triggers)/[A-Za-z0-9_/+-]{16,}",
