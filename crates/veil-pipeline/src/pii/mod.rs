@@ -456,6 +456,44 @@ mod tests {
         }
     }
 
+    /// Values are attacker-controlled: repeated shapes must not make any detector
+    /// quadratic. The bound is generous (an unoptimized build; quadratic would be minutes).
+    #[test]
+    fn adversarial_repetitions_scan_in_linear_time() {
+        let pieces = [
+            "sk-",
+            "\"@",
+            "a@",
+            "a.",
+            "1 ",
+            "1-",
+            "4111 ",
+            "ip-1-1-1-",
+            "eyJhbGciOiJIUzI1NiJ9.",
+            ":",
+            "a:",
+            "1.",
+            "password=x ",
+            "-----BEGIN RSA PRIVATE KEY-----",
+            "GB82",
+            "%41",
+            "\u{200b}",
+            "+1 ",
+            "0 ",
+            "Basic ",
+            "Bearer ",
+            "https://a:b@",
+            "00:11:",
+        ];
+        for p in pieces {
+            let s = p.repeat(60_000 / p.len());
+            let t = std::time::Instant::now();
+            let _ = redact(&s);
+            let secs = t.elapsed().as_secs_f64();
+            assert!(secs < 3.0, "{p:?} repeated took {secs:.1} s");
+        }
+    }
+
     #[test]
     fn ordinary_values_pass() {
         for s in [

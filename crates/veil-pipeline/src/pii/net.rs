@@ -35,7 +35,9 @@ fn is_atom_char(c: char) -> bool {
 fn local_start(t: &str, at: usize) -> Option<usize> {
     let head = &t[..at];
     if let Some(inner) = head.strip_suffix('"') {
-        let q = inner.rfind('"')?;
+        // A quoted local part is at most 64 bytes: look no further back than that.
+        let from = inner.len().saturating_sub(65);
+        let q = from + inner.as_bytes()[from..].iter().rposition(|&c| c == b'"')?;
         let quoted = &inner[q + 1..];
         let ok = !quoted.is_empty() && quoted.len() <= 64 && !quoted.contains(['\r', '\n']);
         return ok.then_some(q);

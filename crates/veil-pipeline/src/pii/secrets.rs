@@ -128,9 +128,12 @@ fn prefixed(t: &str, hit: &mut Hit<'_>) -> bool {
                 // `sk-` also starts ordinary names (`sk-learn-pipeline`): a key has digits.
                 if !v.starts_with(b"sk-") || looks_random(&v[3..], 20) {
                     emit!(hit, i..i + m.end(), PiiKind::ApiKey);
-                    i += m.end();
-                    continue;
                 }
+                // Refused or not, what it matched is done with: a later start inside it
+                // would only find a suffix of the same token (and rescanning each would be
+                // quadratic on `sk-sk-sk-…`).
+                i += m.end();
+                continue;
             }
         }
         i += 1;
