@@ -543,3 +543,151 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
     }
     Ok(0)
 }
+
+/// The labelled corpus of the PII scanner's tests, so the bench times the same strings.
+const PII_CORPUS: &str = include_str!("../../veil-pipeline/tests/data/pii_corpus.tsv");
+
+/// Short values as retained attributes carry them: what the door scans most.
+const TYPICAL: &[&str] = &[
+    "payments",
+    "web",
+    "search",
+    "eu-west-1",
+    "GET",
+    "200",
+    "4.2.1",
+    "ok",
+    "timeout",
+    "/api/v1/users/{id}",
+    "api-7d9f8b6c5d-x2x7k",
+    "ERR_CONNECTION_RESET",
+    "2026-11-20T10:00:00Z",
+    "chrome",
+    "linux",
+    "build 1234 failed after 12:04",
+    "retrying in 5s",
+    "cache miss",
+    "checkout",
+    "v2.14.1",
+    "main",
+    "feature/login-page",
+    "a94a8fe5",
+    "1h30m",
+    "250ms",
+    "en-US",
+    "mobile",
+    "ios",
+    "17.1",
+    "premium",
+    "trial",
+    "disabled",
+    "ingress",
+    "worker-0",
+    "10:30:00",
+    "E1234",
+    "payment declined",
+    "card_declined",
+    "insufficient_funds",
+    "2026.11.20.1234",
+];
+
+/// The corpus's values by label: (positives, negatives). Escapes as its header says.
+fn pii_corpus() -> (Vec<String>, Vec<String>) {
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    for l in PII_CORPUS
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let mut f = l.splitn(3, '\t');
+        let (Some(label), Some(_), Some(v)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let mut s = String::with_capacity(v.len());
+        let mut it = v.chars();
+        while let Some(c) = it.next() {
+            match (c, c == '\\') {
+                (_, false) => s.push(c),
+                (_, true) => match it.next() {
+                    Some('t') => s.push('\t'),
+                    Some('n') => s.push('\n'),
+                    Some('u') => {
+                        let hex: String = it.by_ref().skip(1).take_while(|&c| c != '}').collect();
+                        s.extend(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32));
+                    }
+                    Some(o) => s.push(o),
+                    None => {}
+                },
+            }
+        }
+        if label == "pos" {
+            pos.push(s)
+        } else {
+            neg.push(s)
+        }
+    }
+    (pos, neg)
+}
+
+/// Nanoseconds per value of `f` over `values`: the fastest of many rounds of about a
+/// millisecond each, so that on a shared machine some rounds run without being preempted.
+fn ns_per_value(values: &[String], rounds: usize, f: impl Fn(&str) -> bool) -> f64 {
+    let pass = |reps: usize| {
+        let t = Instant::now();
+        let mut hits = 0usize;
+        for _ in 0..reps {
+            for v in values {
+                hits += f(std::hint::black_box(v)) as usize;
+            }
+        }
+        std::hint::black_box(hits);
+        t.elapsed().as_secs_f64()
+    };
+    let one = pass(1).max(1e-9);
+    let reps = ((1e-3 / one) as usize).clamp(1, 100_000);
+    let mut best = f64::MAX;
+    for _ in 0..rounds {
+        best = best.min(pass(reps) * 1e9 / (reps * values.len()) as f64);
+    }
+    best
+}
+
+/// The PII scanner per value against a baseline of one `contains('@')` pass over the same
+/// strings, on typical short attribute values, the corpus's negatives and its positives.
+pub fn pii(rounds: usize) -> Result<u8> {
+    use veil_pipeline::pii;
+    let rounds = rounds.max(1);
+    let (pos, neg) = pii_corpus();
+    let typical: Vec<String> = TYPICAL.iter().map(|s| s.to_string()).collect();
+    // Warm up: compile every lazily built pattern before timing anything.
+    for v in pos.iter().chain(&neg) {
+        std::hint::black_box(pii::redact(v));
+    }
+    println!(
+        "bench pii: ns per value, fastest of {rounds} rounds of ~1 ms; × = ratio to the baseline"
+    );
+    println!(
+        "  {:<34} {:>7} {:>9} {:>7} {:>9} {:>7} {:>9}",
+        "values", "base", "first()", "×", "redact()", "×", "avg bytes"
+    );
+    for (name, values) in [
+        ("typical attribute values", &typical),
+        ("corpus negatives (telemetry)", &neg),
+        ("corpus positives (PII, secrets)", &pos),
+    ] {
+        let base = ns_per_value(values, rounds, |v| v.contains('@'));
+        let first = ns_per_value(values, rounds, |v| pii::first(v).is_some());
+        let red = ns_per_value(values, rounds, |v| pii::redact(v).is_some());
+        let avg = values.iter().map(String::len).sum::<usize>() as f64 / values.len() as f64;
+        println!(
+            "  {:<34} {:>7.1} {:>9.1} {:>7.1} {:>9.1} {:>7.1} {:>9.1}",
+            format!("{name} ({})", values.len()),
+            base,
+            first,
+            first / base,
+            red,
+            red / base,
+            avg
+        );
+    }
+    Ok(0)
+}

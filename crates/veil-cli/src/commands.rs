@@ -242,6 +242,9 @@ pub fn run(cli: Cli) -> Result<u8> {
             cmd: BenchCmd::Release { groups },
         } => crate::bench::release(*groups),
         Cmd::Bench {
+            cmd: BenchCmd::Pii { rounds },
+        } => crate::bench::pii(*rounds),
+        Cmd::Bench {
             cmd:
                 BenchCmd::Http {
                     events,

@@ -193,6 +193,13 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The PII scanner per value (typical values, the corpus's negatives and positives)
+    /// against one memchr pass over the same strings.
+    Pii {
+        /// Timed rounds of about a millisecond per measurement; the fastest is reported.
+        #[arg(long, default_value_t = 300)]
+        rounds: usize,
+    },
     /// A release over a year of weekly windows for many groups.
     Release {
         #[arg(long, default_value_t = 1000)]
