@@ -678,3 +678,56 @@ fn undeclared_names_shaped_like_a_person_are_not_kept() {
         "{names}"
     );
 }
+
+/// Eleven spellings of one address (issue 13 §7).
+const SPELLINGS: [&str; 11] = [
+    "Alice.Smith@Example.com",
+    " alice.smith@example.com ",
+    "alice.smith@example.com",
+    "ALICE.SMITH@EXAMPLE.COM",
+    "alice.smith\u{200b}@example.com",
+    "alice.smith@example.com.",
+    "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}.smith\u{ff20}example.com",
+    "\u{feff}alice.smith@example.com",
+    "alice.smith@example.com\t",
+    "Alice.Smith@example.COM\u{202c}",
+    "alice.smi\u{00AD}th@example.com",
+];
+
+fn contributors_for(normalize: &str) -> i64 {
+    let v = Veil::init();
+    std::fs::write(
+        v.path().join("policy.yaml"),
+        label_policy("{ type: string, class: attribute, values: [billing] }").replace(
+            "user:  { type: string, class: direct_identifier }",
+            &format!("user:  {{ type: string, class: direct_identifier{normalize} }}"),
+        ),
+    )
+    .unwrap();
+    let mut ev = String::new();
+    for (i, u) in SPELLINGS.iter().enumerate() {
+        ev.push_str(
+            &serde_json::json!({"event": "support.ticket", "time": days_ago(2, i as i64),
+                "attrs": {"user": u, "label": "billing"}})
+            .to_string(),
+        );
+        ev.push('\n');
+    }
+    let r = v.run_in(&["ingest", "-"], Some(ev.as_bytes()));
+    assert!(r.stdout.contains("accepted 11"), "{}{}", r.stdout, r.stderr);
+    assert_eq!(v.run(&["seal"]).code, 0);
+    v.sqlite()
+        .query_row(
+            "SELECT contributors FROM aggregates WHERE metric = 'ticket_people'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn one_person_spelled_eleven_ways_is_one_contributor() {
+    assert_eq!(contributors_for(""), 1);
+    // The policy can turn normalization off: then every spelling is its own pseudonym.
+    assert_eq!(contributors_for(", normalize: false"), 11);
+}
