@@ -480,6 +480,10 @@ fn seal(cli: &Cli) -> Result<u8> {
     ctx.allow(Action::Seal)?;
     let o = ctx.store.seal(&ctx.policy, &ctx.keys, now(), &ctx.actor)?;
     println!("sealed {} windows", o.windows.len());
+    let forgotten = ctx.store.prune_dedupe(&ctx.policy, now(), &ctx.actor)?;
+    if forgotten > 0 {
+        println!("forgot {forgotten} idempotency ids of events older than the staging retention");
+    }
     for (m, w) in &o.windows {
         println!("  {m} {w}");
     }

@@ -731,3 +731,57 @@ fn one_person_spelled_eleven_ways_is_one_contributor() {
     // The policy can turn normalization off: then every spelling is its own pseudonym.
     assert_eq!(contributors_for(", normalize: false"), 11);
 }
+
+#[test]
+fn seal_forgets_ids_of_events_past_the_staging_retention() {
+    let v = Veil::init();
+    let policy = label_policy("{ type: string, class: attribute, values: [billing] }");
+    std::fs::write(v.path().join("policy.yaml"), &policy).unwrap();
+    let batch = |day: i64, tag: &str| {
+        let mut s = String::new();
+        for u in 0..50 {
+            s.push_str(&serde_json::json!({"event": "support.ticket", "time": days_ago(day, u),
+                "id": format!("{tag}-{u}"), "attrs": {"user": format!("u{u}@x.example"), "label": "billing"}}).to_string());
+            s.push('\n');
+        }
+        s
+    };
+    for (day, tag) in [(5, "old"), (0, "new")] {
+        let r = v.run_in(&["ingest", "-"], Some(batch(day, tag).as_bytes()));
+        assert!(r.stdout.contains("accepted 50"), "{}", r.stdout);
+    }
+    let runs = |v: &Veil| -> i64 {
+        v.sqlite()
+            .query_row(
+                "SELECT COALESCE(SUM(n), 0) FROM staging_seen_runs",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(runs(&v), 100);
+    // With a 14-day retention nothing is forgotten; with 1 day the old ids go.
+    let r = v.run(&["seal"]);
+    assert!(!r.stdout.contains("forgot"), "{}", r.stdout);
+    std::fs::write(
+        v.path().join("policy.yaml"),
+        policy.replace("staging_retention: 14d", "staging_retention: 1d"),
+    )
+    .unwrap();
+    let r = v.run(&["seal"]);
+    assert!(
+        r.stdout.contains("forgot 50 idempotency ids"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(runs(&v), 50);
+    let log = v.run(&["audit", "log"]).stdout;
+    assert!(
+        log.contains("purge") && log.contains("\"dedupe_ids\":50"),
+        "{log}"
+    );
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+    // The remembered ones still count once.
+    let r = v.run_in(&["ingest", "-"], Some(batch(0, "new").as_bytes()));
+    assert!(r.stdout.contains("duplicates 50"), "{}", r.stdout);
+}

@@ -162,6 +162,11 @@ pub trait Store {
         now: i64,
         actor: &str,
     ) -> Result<SealOutcome>;
+    /// Forgets idempotency ids of events older than the longest staging retention (the
+    /// door refuses such events anyway), so the index's memory is bounded by retention ×
+    /// rate; audited as a `purge` with counts when anything went. Returns the ids
+    /// forgotten.
+    fn prune_dedupe(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<usize>;
     /// Sealed aggregates of one metric and grouping with window start in `[from, to)`.
     fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>>;
     /// Appends one audit entry; `detail` must hold no personal data.

@@ -97,6 +97,10 @@ impl SeenIndex {
                 .collect::<rusqlite::Result<_>>()?;
             if live.len() != self.runs.len() {
                 self.runs.retain(|(id, _)| live.contains(id));
+                // Runs were merged or pruned away: a filter sized for what is left, so
+                // memory follows retention instead of every key ever seen.
+                self.bloom = Bloom::default();
+                self.bloom.grow(self.len(), &self.runs);
             }
         }
         let mut st =
@@ -122,6 +126,36 @@ impl SeenIndex {
 
     fn len(&self) -> usize {
         self.runs.iter().flat_map(|(_, c)| c).map(Vec::len).sum()
+    }
+
+    /// Forgets runs whose newest event minute is before `before_minute` — ids of events
+    /// the door now refuses as older than retention, so remembering them protects
+    /// nothing — but never the newest run (run ids only grow). Returns (runs, ids)
+    /// deleted; memory follows at the next refresh, inside the next writer transaction.
+    pub(crate) fn prune(&mut self, tx: &Transaction, before_minute: i64) -> Result<(usize, usize)> {
+        let (runs, keys): (i64, i64) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(n), 0) FROM staging_seen_runs
+             WHERE max_minute < ?1 AND id < (SELECT MAX(id) FROM staging_seen_runs)",
+            [before_minute],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "DELETE FROM staging_seen_runs
+             WHERE max_minute < ?1 AND id < (SELECT MAX(id) FROM staging_seen_runs)",
+            [before_minute],
+        )?;
+        Ok((runs as usize, keys as usize))
+    }
+
+    /// Applies a committed prune to memory now (a refresh would too).
+    pub(crate) fn pruned(&mut self, tx: &Transaction) -> Result<()> {
+        self.refresh(tx)
+    }
+
+    /// Keys held in memory (for tests and the benchmark's memory figure).
+    #[allow(dead_code)]
+    pub(crate) fn keys_in_memory(&self) -> usize {
+        self.len()
     }
 
     /// Whether a committed run holds `k`.
@@ -505,6 +539,36 @@ mod tests {
         assert_eq!(out, bytes(&[0, 1, 2, 5, 9, 10]));
         let data = [bytes(&[1, 5]), bytes(&[7, 3])].concat();
         assert!(merge_runs(&data, vec![0..32, 32..64], &mut out).is_err());
+    }
+
+    #[test]
+    fn pruning_forgets_old_runs_but_never_the_newest_and_memory_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = db(&dir.path().join("p.db"));
+        let mut s = SeenIndex::default();
+        // Three large runs (never merged) of events at minutes 0, 100 and 200.
+        for (run, minute) in [(0u32, 0i64), (1, 100), (2, 200)] {
+            let keys: Vec<Option<([u8; 16], i64)>> = (0..SETTLED as u32)
+                .map(|i| key(run * SETTLED as u32 + i).map(|(k, _)| (k, minute * 60)))
+                .collect();
+            claim(&mut c, &mut s, &keys);
+        }
+        assert_eq!(s.keys_in_memory(), 3 * SETTLED);
+        let tx = c
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .unwrap();
+        // Everything is older than minute 1000, yet the newest run stays.
+        assert_eq!(s.prune(&tx, 1000).unwrap(), (2, 2 * SETTLED));
+        tx.commit().unwrap();
+        let tx = c.transaction().unwrap();
+        s.pruned(&tx).unwrap();
+        drop(tx);
+        assert_eq!(s.keys_in_memory(), SETTLED);
+        assert!(s.bloom.blocks.len() * 32 <= 4 * SETTLED.max(1 << 15));
+        // The kept run's keys are still known; a pruned one is claimable again.
+        let kept = key(2 * SETTLED as u32).map(|(k, _)| (k, 200 * 60));
+        let gone = key(0).map(|(k, _)| (k, 0));
+        assert_eq!(claim(&mut c, &mut s, &[kept, gone]), vec![true, false]);
     }
 
     #[test]

@@ -126,7 +126,7 @@ impl SqliteStore {
         conn.execute_batch("PRAGMA page_size=16384;")?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON; PRAGMA foreign_keys=ON; PRAGMA busy_timeout=10000;
-             PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY;",
+             PRAGMA cache_size=-8192; PRAGMA mmap_size=0; PRAGMA temp_store=MEMORY;",
         )?;
         // A checkpoint every 64 MiB of WAL, whatever the page size.
         let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
@@ -668,6 +668,33 @@ impl Store for SqliteStore {
         tx.commit()?;
         self.write_head(&e)?;
         Ok(out)
+    }
+
+    fn prune_dedupe(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<usize> {
+        let retention = policy
+            .collections
+            .iter()
+            .map(|c| c.staging_retention)
+            .max()
+            .unwrap_or(0);
+        // A minute of margin: the door compares seconds, runs record minutes.
+        let before_minute = (now - retention).div_euclid(60) - 1;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let (runs, ids) = self.seen.prune(&tx, before_minute)?;
+        if runs == 0 {
+            return Ok(0);
+        }
+        let detail = serde_json::json!({"zone": "staging", "dedupe_runs": runs, "dedupe_ids": ids,
+            "older_than": rfc3339(before_minute * 60)});
+        let e = append_audit(&tx, actor, "purge", &detail, now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        let tx = self.conn.transaction()?;
+        self.seen.pruned(&tx)?;
+        drop(tx);
+        Ok(ids)
     }
 
     fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>> {

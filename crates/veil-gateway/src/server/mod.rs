@@ -181,6 +181,7 @@ fn maintain(
     if seal {
         let keys = store.key_ring()?;
         let sealed = store.seal(&policy, &keys, t, "veil:scheduler")?;
+        store.prune_dedupe(&policy, t, "veil:scheduler")?;
         if !sealed.windows.is_empty() {
             tracing::info!(windows = sealed.windows.len(), "sealed closed windows");
         }
