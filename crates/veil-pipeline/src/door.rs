@@ -232,6 +232,9 @@ pub struct Door<'a> {
     now: i64,
     metric_base: Vec<u32>,
     sealed_before: Vec<i64>,
+    /// Per metric (policy order), its contributor keys in every epoch a window of an
+    /// acceptable event can start in.
+    metric_keys: Vec<crate::keys::MetricKeys>,
 }
 
 /// A parsed field value before its transform.
@@ -261,6 +264,19 @@ impl<'a> Door<'a> {
         }
         let mut sealed_before = sealed_before;
         sealed_before.resize(n as usize, i64::MIN);
+        // The oldest acceptable event is one staging retention back; its window can start
+        // up to a month (the longest window) before it.
+        let oldest = policy
+            .collections
+            .iter()
+            .map(|c| c.staging_retention)
+            .max()
+            .unwrap_or(0);
+        let from = now.saturating_sub(oldest + 32 * 86_400);
+        let metric_keys = policy
+            .metrics()
+            .map(|(_, m)| keys.metric_keys(&m.name, from))
+            .collect();
         Door {
             policy,
             keys,
@@ -268,6 +284,7 @@ impl<'a> Door<'a> {
             now,
             metric_base,
             sealed_before,
+            metric_keys,
         }
     }
 
@@ -562,10 +579,12 @@ impl<'a> Door<'a> {
             let Some(at) = idents.iter().position(|(fi, _)| *fi == m.contributor) else {
                 continue;
             };
-            let Some(contributor) =
-                self.keys
-                    .contributor(&m.name, wstart, &idents[at].1, (epoch, pseudonyms[at]))
-            else {
+            let Some(contributor) = self.keys.contributor(
+                &self.metric_keys[g as usize],
+                wstart,
+                &idents[at].1,
+                (epoch, pseudonyms[at]),
+            ) else {
                 continue;
             };
             let mut group = compact_str::CompactString::const_new("");
@@ -913,8 +932,9 @@ enum Kept<'a> {
     Bool(bool),
     /// Unix seconds, truncated when generalized.
     Ts(i64),
-    /// An IP address is only ever kept as its network.
-    Network(Network),
+    /// An IP address is only ever kept as its network (written out as `a.b.c.0/24` or
+    /// `a:b:c::/48` where it is used; kept small here).
+    Network(IpAddr),
 }
 
 /// The fixed group a flagged or redacted value is counted under: the value itself never
@@ -970,7 +990,7 @@ fn minimize<'a>(
         (_, V::Bool(b)) => Kept::Bool(b),
         (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => Kept::Ts(truncate_time(t, *g)),
         (_, V::Ts(t)) => Kept::Ts(t),
-        (_, V::Ip(ip)) => Kept::Network(Network::of(&ip)),
+        (_, V::Ip(ip)) => Kept::Network(ip),
     };
     Ok(Minimized::Kept(k))
 }
@@ -985,7 +1005,7 @@ impl Kept<'_> {
             Kept::Int(x) => staging::put_int(out, *x, decimals),
             Kept::Bool(b) => staging::put_bool(out, *b),
             Kept::Ts(t) => staging::put_timestamp(out, *t),
-            Kept::Network(n) => staging::put_str(out, n.as_str()),
+            Kept::Network(ip) => staging::put_str(out, Network::of(ip).as_str()),
         }
     }
 
@@ -1001,7 +1021,7 @@ impl Kept<'_> {
             Kept::Int(x) => out.push_str(itoa::Buffer::new().format(*x)),
             Kept::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Kept::Ts(t) => out.push_str(&rfc3339(*t)),
-            Kept::Network(n) => out.push_str(n.as_str()),
+            Kept::Network(ip) => out.push_str(Network::of(ip).as_str()),
         }
     }
 }

@@ -106,6 +106,10 @@ impl ContributorId {
     }
 }
 
+/// One metric's contributor keys, per live epoch (see [`KeyRing::metric_keys`]).
+#[derive(Clone, Default)]
+pub struct MetricKeys(smallvec::SmallVec<[(usize, [u8; 16]); 4]>);
+
 /// A direct identifier as the door received it, normalized so that one person is one
 /// pseudonym (trim, Unicode NFKC, invisible characters removed, emails case-folded). It
 /// has no accessor: the only thing anyone can do with it is pseudonymize it.
@@ -186,15 +190,34 @@ impl KeyRing {
         ))
     }
 
-    /// The contributor id of `identifier` in the window of `metric` that starts at
-    /// `window_start`: a keyed PRF (SipHash-2-4, 128 bits, under the contributor key of
-    /// the epoch holding the window's start) of the metric, the window and the person's
-    /// pseudonym in that epoch. `event` is the pseudonym the door already computed with
-    /// its epoch, reused when the window starts in the same epoch. `None` when that epoch
-    /// is shredded or unknown.
+    /// The contributor keys of one metric in every live epoch whose range ends after
+    /// `from`: what [`KeyRing::contributor`] needs, derived once per door instead of once
+    /// per event (hashing the metric's name per event was a visible share of the door).
+    pub fn metric_keys(&self, metric: &str, from: i64) -> MetricKeys {
+        use siphasher::sip128::Hasher128;
+        use std::hash::Hasher;
+        let mut out = MetricKeys::default();
+        for (i, (e, keys)) in self.epochs.iter().enumerate() {
+            let Some((_, ck)) = keys else { continue };
+            if e.end <= from {
+                continue;
+            }
+            let mut h = siphasher::sip128::SipHasher24::new_with_key(ck);
+            h.write(metric.as_bytes());
+            out.0.push((i, h.finish128().as_bytes()));
+        }
+        out
+    }
+
+    /// The contributor id of `identifier` in the window of a metric (its [`MetricKeys`])
+    /// that starts at `window_start`: SipHash-2-4 (128 bits) under the metric's key in the
+    /// epoch holding the window's start, of the window start and the person's pseudonym
+    /// in that epoch. `event` is the pseudonym the door already computed with its epoch,
+    /// reused when the window starts in the same epoch. `None` when that epoch is
+    /// shredded, unknown, or older than the keys were derived for.
     pub fn contributor(
         &self,
-        metric: &str,
+        keys: &MetricKeys,
         window_start: i64,
         identifier: &Identifier,
         event: (EpochId, Pseudonym),
@@ -202,16 +225,14 @@ impl KeyRing {
         use siphasher::sip128::Hasher128;
         use std::hash::Hasher;
         let i = self.index_at(window_start)?;
-        let (e, keys) = &self.epochs[i];
-        let (mac, ck) = keys.as_ref()?;
+        let key = keys.0.iter().find(|(at, _)| *at == i)?.1;
+        let (e, state) = &self.epochs[i];
         let p = if e.id == event.0 {
             event.1
         } else {
-            keyed(mac, b"p", identifier.0.as_bytes())
+            keyed(&state.as_ref()?.0, b"p", identifier.0.as_bytes())
         };
-        let mut h = siphasher::sip128::SipHasher24::new_with_key(ck);
-        h.write(&(metric.len() as u32).to_le_bytes());
-        h.write(metric.as_bytes());
+        let mut h = siphasher::sip128::SipHasher24::new_with_key(&key);
         h.write(&window_start.to_le_bytes());
         h.write(&p.0);
         Some(ContributorId(h.finish128().as_bytes()))
@@ -299,21 +320,27 @@ mod tests {
             pseudonyms.push(r.pseudonym_at(t, &id).unwrap().1);
         }
         for metric in ["builds", "build_duration"] {
+            let mk = r.metric_keys(metric, i64::MIN);
             for w in [0i64, 86_400, 999_999, 1_000_000, 1_086_400] {
                 let ev = r.pseudonym_at(w, &id).unwrap();
-                let c = r.contributor(metric, w, &id, ev).unwrap();
+                let c = r.contributor(&mk, w, &id, ev).unwrap();
                 assert!(seen.insert(c), "one id for two (metric, window) pairs");
                 assert!(pseudonyms.iter().all(|p| p.0 != c.0));
                 // The same person, metric and window: the same id, whichever epoch the
                 // event itself fell in.
                 let other_epoch_event = r.pseudonym_at(1_500_000, &id).unwrap();
-                assert_eq!(r.contributor(metric, w, &id, other_epoch_event), Some(c));
+                assert_eq!(r.contributor(&mk, w, &id, other_epoch_event), Some(c));
             }
         }
         // Another person differs.
         let bob = Identifier::new(Cow::Borrowed("bob@example.com"), true);
         let ev = r.pseudonym_at(0, &bob).unwrap();
-        assert!(!seen.contains(&r.contributor("builds", 0, &bob, ev).unwrap()));
+        let mk = r.metric_keys("builds", i64::MIN);
+        assert!(!seen.contains(&r.contributor(&mk, 0, &bob, ev).unwrap()));
+        // Keys derived from a later instant do not reach back to older epochs.
+        assert!(r
+            .contributor(&r.metric_keys("builds", 1_500_000), 0, &bob, ev)
+            .is_none());
     }
 
     #[test]
