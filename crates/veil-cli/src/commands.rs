@@ -436,7 +436,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
     let mut shown = 0;
     let mut on_reject = |(line, r): &veil_gateway::ingest::Rejected| {
         if shown < 20 {
-            eprintln!("line {line}: {}: {}", r.reason, r.message);
+            eprintln!("line {line}: {}: {}", r.reason(), r.message());
         } else if shown == 20 {
             eprintln!("(more rejections not shown; all are counted below and kept in quarantine with values redacted)");
         }

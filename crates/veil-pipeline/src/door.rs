@@ -407,19 +407,15 @@ impl<'a> Door<'a> {
                 .collect()
         };
         let Some(ci) = self.policy.collection_index(&env.event) else {
-            let mut r = Rejection::new(
+            return Err(Rejection::new(
                 Reason::UnknownEvent,
                 "the event names no collection declared in the policy",
-            );
-            r.field_names = names(env, None);
-            return Err(r);
+            )
+            .with_names(None, names(env, None)));
         };
         let coll = &self.policy.collections[ci];
         let fail = |reason: Reason, msg: String| {
-            let mut r = Rejection::new(reason, msg);
-            r.collection = Some(coll.name.clone());
-            r.field_names = names(env, Some(coll));
-            r
+            Rejection::new(reason, msg).with_names(Some(coll.name.clone()), names(env, Some(coll)))
         };
         if let Some(allowed) = &source.collections {
             if !allowed.iter().any(|a| a == &coll.name) {

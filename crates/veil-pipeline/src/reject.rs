@@ -64,17 +64,15 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// A refused event: what quarantine keeps of it. Holds names, never values.
+/// A refused event: what quarantine keeps of it. Holds a reason code, a fixed sentence,
+/// the collection and field *names* — never a value. Only the door makes one (the fields
+/// are private), so nothing else can put a value into a rejection by accident.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rejection {
-    pub reason: Reason,
-    /// A human sentence; names fields but never quotes a value.
-    pub message: String,
-    /// The collection, when the event named a declared one.
-    pub collection: Option<String>,
-    /// Attribute names seen in the event, each either declared or shown as `<redacted>`
-    /// when the name itself could carry personal data.
-    pub field_names: Vec<String>,
+    reason: Reason,
+    message: String,
+    collection: Option<String>,
+    field_names: Vec<String>,
 }
 
 impl Rejection {
@@ -85,6 +83,37 @@ impl Rejection {
             collection: None,
             field_names: Vec::new(),
         }
+    }
+
+    pub(crate) fn with_names(
+        mut self,
+        collection: Option<String>,
+        field_names: Vec<String>,
+    ) -> Self {
+        self.collection = collection;
+        self.field_names = field_names;
+        self
+    }
+
+    /// Machine-readable reason.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// A human sentence; names fields but never quotes a value.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The collection, when the event named a declared one.
+    pub fn collection(&self) -> Option<&str> {
+        self.collection.as_deref()
+    }
+
+    /// Attribute names seen in the event, each either declared or shown as `<redacted>`
+    /// when the name itself could carry personal data.
+    pub fn field_names(&self) -> &[String] {
+        &self.field_names
     }
 }
 

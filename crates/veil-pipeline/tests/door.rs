@@ -149,8 +149,8 @@ fn rejects_with_reason_and_never_the_value() {
     ];
     for (attrs, reason) in cases {
         let r = admit(&k, attrs).unwrap_err();
-        assert_eq!(r.reason, reason, "{attrs}");
-        assert!(!r.message.contains("secret-value"), "{}", r.message);
+        assert_eq!(r.reason(), reason, "{attrs}");
+        assert!(!r.message().contains("secret-value"), "{}", r.message());
     }
 }
 
@@ -167,7 +167,7 @@ fn utf8_and_depth_verdicts_hold_wherever_the_bad_bytes_sit() {
             ..Limits::default()
         };
         let door = Door::new(&p, &k, limits, now, vec![]);
-        door.admit(line, &src()).err().map(|r| r.reason)
+        door.admit(line, &src()).err().map(|r| r.reason())
     };
     let ok = r#""user":"a","region":"eu","ms":1"#;
     let with = |extra: &str| event(&format!("{ok},{extra}"));

@@ -26,6 +26,9 @@ pub struct Plan {
     pub metric: String,
     pub collection: String,
     pub kind: &'static str,
+    /// The kind itself, for exhaustive matches (`kind` is its name in documents).
+    #[serde(skip)]
+    pub metric_kind: MetricKind,
     pub by: Vec<String>,
     /// Positions of `by` within the metric's declared dimensions.
     #[serde(skip)]
@@ -287,6 +290,7 @@ pub fn plan(
     Ok(Plan {
         metric: m.name.clone(),
         collection: coll.name.clone(),
+        metric_kind: m.kind,
         kind: match m.kind {
             MetricKind::Count => "count",
             MetricKind::Sum => "sum",

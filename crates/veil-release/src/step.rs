@@ -7,7 +7,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use veil_pipeline::GROUP_SEP;
-use veil_policy::Policy;
+use veil_policy::{MetricKind, Policy};
 use veil_store::{ReleaseRecord, Spend, Store, StoreError};
 
 /// The release document (spec §6): what JSON, CSV, table and HTTP all show.
@@ -222,21 +222,20 @@ pub fn noisy_groups(
                 sample(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64
             };
             let unit = np.unit as f64;
-            let (value, interval, bins) = match p.kind {
-                "count" | "distinct" | "sum" => {
-                    let exact = match p.kind {
-                        "count" => r.count,
-                        "distinct" => r.contributors,
-                        _ => r.sum,
-                    } as f64;
-                    let v = exact + val(rng);
-                    (
-                        Some(num(v / unit, np.unit)),
-                        Some([num((v - hw) / unit, np.unit), num((v + hw) / unit, np.unit)]),
-                        None,
-                    )
-                }
-                "mean" => {
+            // Every kind by name: a new kind must say how it is released before this compiles.
+            let additive = |exact: i64, rng: &mut dyn RngCore| {
+                let v = exact as f64 + val(rng);
+                (
+                    Some(num(v / unit, np.unit)),
+                    Some([num((v - hw) / unit, np.unit), num((v + hw) / unit, np.unit)]),
+                    None,
+                )
+            };
+            let (value, interval, bins) = match p.metric_kind {
+                MetricKind::Count => additive(r.count, rng),
+                MetricKind::Distinct => additive(r.contributors, rng),
+                MetricKind::Sum => additive(r.sum, rng),
+                MetricKind::Mean => {
                     let s = r.sum as f64 + val(rng);
                     let c = r.count as f64
                         + sample(
@@ -265,7 +264,7 @@ pub fn noisy_groups(
                         None,
                     )
                 }
-                _ => {
+                MetricKind::Histogram => {
                     // histogram: noisy bins (post-processed to ≥ 0), median read off them.
                     let (_, m) = policy.metric(&p.metric).expect("exists");
                     let counts: Vec<i64> = r
@@ -373,7 +372,7 @@ pub fn lookup(
         // Nothing to release: refuse before anything is charged.
         return Err(ReleaseError::NothingSealed { metric: p.metric });
     }
-    let rows = store.aggregates(&p.metric, &p.by.join(","), p.from_ts, p.to_ts)?;
+    let rows = store.exact_aggregates(&p.metric, &p.by.join(","), p.from_ts, p.to_ts)?;
     Ok(Lookup::Fresh(Box::new(Draft {
         plan: p,
         rows,

@@ -127,9 +127,24 @@ pub enum Spend {
     Refused { left: f64 },
 }
 
-/// The storage boundary: the CLI, the release layer and (later) the server talk only to
-/// this trait, so SQLite and PostgreSQL are interchangeable and share one test suite.
-pub trait Store {
+/// Exact sealed aggregates: the numbers before noise. Only the release step reads them
+/// (`veil_release::lookup`); every other crate sees a [`Store`], whose methods it can call
+/// without ever naming this trait — and naming it anywhere else fails the boundaries
+/// test (`crates/veil-release/tests/boundaries.rs`).
+pub trait SealedAggregates {
+    /// Sealed aggregates of one metric and grouping with window start in `[from, to)`.
+    fn exact_aggregates(
+        &self,
+        metric: &str,
+        grouping: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AggRow>>;
+}
+
+/// The storage boundary: the CLI, the release layer and the server talk only to this
+/// trait, so SQLite and PostgreSQL are interchangeable and share one test suite.
+pub trait Store: SealedAggregates {
     /// All epochs, including shredded ones (without keys).
     fn epochs(&self) -> Result<Vec<Epoch>>;
     /// The vault's idempotency secret (one per store, created with it).
@@ -167,8 +182,6 @@ pub trait Store {
     /// rate; audited as a `purge` with counts when anything went. Returns the ids
     /// forgotten.
     fn prune_dedupe(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<usize>;
-    /// Sealed aggregates of one metric and grouping with window start in `[from, to)`.
-    fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>>;
     /// Appends one audit entry; `detail` must hold no personal data.
     fn audit(
         &mut self,

@@ -156,7 +156,9 @@ impl SqliteStore {
         })
     }
 
-    /// Direct access for tests and maintenance tools in this crate's family.
+    /// Direct access to the database, for tests only (feature `test-access`): no code
+    /// that ships reads or writes the store around its zones.
+    #[cfg(feature = "test-access")]
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
@@ -177,8 +179,10 @@ impl SqliteStore {
         Some((a.parse().ok()?, b.to_owned()))
     }
 
-    /// Decrypted staging events of one collection as `{"time", "attrs"}` JSON (for grants
-    /// and subject requests).
+    /// Decrypted staging events of one collection as `{"time", "attrs"}` JSON, for tests
+    /// only (feature `test-access`) until grants and subject requests read staging
+    /// through their own audited paths.
+    #[cfg(feature = "test-access")]
     pub fn staging_payloads(&self, collection: &str, keys: &KeyRing) -> Result<Vec<String>> {
         let mut st = self.conn.prepare("SELECT epoch, day, nonce, ciphertext FROM staging_segments WHERE collection = ?1 ORDER BY id")?;
         let rows = st.query_map([collection], |r| {
@@ -287,6 +291,35 @@ fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
                 .map_err(|_| StoreError::Corrupt("a vault key has the wrong length".into()))?;
             Ok(Some(Secret::from_bytes(a)))
         }
+    }
+}
+
+impl SealedAggregates for SqliteStore {
+    fn exact_aggregates(
+        &self,
+        metric: &str,
+        grouping: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AggRow>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT window_start, grp, contributors, n, total, bins FROM aggregates
+             WHERE metric = ?1 AND grouping = ?2 AND window_start >= ?3 AND window_start < ?4 ORDER BY window_start, grp",
+        )?;
+        let rows = st.query_map(params![metric, grouping, from, to], |r| {
+            let bins: String = r.get(5)?;
+            Ok(AggRow {
+                metric: metric.to_owned(),
+                grouping: grouping.to_owned(),
+                window_start: r.get(0)?,
+                group: r.get(1)?,
+                contributors: r.get(2)?,
+                count: r.get(3)?,
+                sum: r.get(4)?,
+                bins: serde_json::from_str(&bins).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 }
 
@@ -518,14 +551,14 @@ impl Store for SqliteStore {
             )?;
             for (batch, out) in batches.iter().zip(outs.iter_mut()) {
                 for r in &batch.rejected {
-                    *out.rejected.entry(r.reason.code().to_owned()).or_default() += 1;
-                    let names = serde_json::to_string(&r.field_names).expect("strings serialize");
+                    *out.rejected.entry(r.reason().code().to_owned()).or_default() += 1;
+                    let names = serde_json::to_string(r.field_names()).expect("strings serialize");
                     q.execute(params![
                         batch.received_at,
                         batch.source,
-                        r.reason.code(),
-                        r.message,
-                        r.collection,
+                        r.reason().code(),
+                        r.message(),
+                        r.collection(),
                         names
                     ])?;
                 }
@@ -695,27 +728,6 @@ impl Store for SqliteStore {
         self.seen.pruned(&tx)?;
         drop(tx);
         Ok(ids)
-    }
-
-    fn aggregates(&self, metric: &str, grouping: &str, from: i64, to: i64) -> Result<Vec<AggRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT window_start, grp, contributors, n, total, bins FROM aggregates
-             WHERE metric = ?1 AND grouping = ?2 AND window_start >= ?3 AND window_start < ?4 ORDER BY window_start, grp",
-        )?;
-        let rows = st.query_map(params![metric, grouping, from, to], |r| {
-            let bins: String = r.get(5)?;
-            Ok(AggRow {
-                metric: metric.to_owned(),
-                grouping: grouping.to_owned(),
-                window_start: r.get(0)?,
-                group: r.get(1)?,
-                contributors: r.get(2)?,
-                count: r.get(3)?,
-                sum: r.get(4)?,
-                bins: serde_json::from_str(&bins).unwrap_or_default(),
-            })
-        })?;
-        Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
     fn audit(

@@ -704,7 +704,7 @@ async fn commit(
     if admitted
         .rejected
         .iter()
-        .any(|(_, r)| r.reason == Reason::NotAllowedForSource)
+        .any(|(_, r)| r.reason() == Reason::NotAllowedForSource)
     {
         audit_denial(
             state,
@@ -968,7 +968,7 @@ async fn post_events(
             "duplicates": outcome.duplicates,
             "without_id": outcome.without_id,
             "rejected": admitted_rejected.iter().map(|(i, r)| serde_json::json!({
-                "index": i, "reason": r.reason.code(), "message": r.message,
+                "index": i, "reason": r.reason().code(), "message": r.message(),
             })).collect::<Vec<_>>(),
         }))
         .into_response(),
@@ -1045,7 +1045,7 @@ async fn post_logs(
         } => {
             let mut by_reason = std::collections::BTreeMap::<&str, usize>::new();
             for (_, r) in &admitted_rejected {
-                *by_reason.entry(r.reason.code()).or_default() += 1;
+                *by_reason.entry(r.reason().code()).or_default() += 1;
             }
             let message = if by_reason.is_empty() {
                 String::new()
