@@ -67,11 +67,16 @@ fn lint_refuses_a_redacted_dimension() {
     let v = Veil::init();
     std::fs::write(
         v.path().join("policy.yaml"),
-        label_policy("{ type: string, class: attribute, transform: redact }"),
+        label_policy("{ type: string, class: attribute, transform: redact, max_length: 200 }"),
     )
     .unwrap();
     let r = v.run(&["policy", "lint"]);
     assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("1 errors"),
+        "the redacted dimension is the only error: {}",
+        r.stdout
+    );
     assert!(
         r.stdout.contains("transform is redact"),
         "the finding says why: {}",

@@ -214,7 +214,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
                 Ok(Value::Nested)
             }
             fn visit_seq<S: SeqAccess<'de>>(self, mut s: S) -> Result<Value<'a>, S::Error> {
-                while s.next_element::<Skip>()?.is_some() {}
+                skip_array(&mut s)?;
                 Ok(Value::Nested)
             }
         }
@@ -228,6 +228,8 @@ pub const REPEATED_KEY: &str = "repeated key in an object";
 /// Skips an object's entries, refusing a key that appears twice (an object with a
 /// repeated key is refused at any depth: which of the two a reader keeps differs
 /// between parsers, so accepting it would let two readers see two events).
+#[cold]
+#[inline(never)]
 fn skip_object<'de, M: MapAccess<'de>>(m: &mut M) -> Result<(), M::Error> {
     let mut keys: smallvec::SmallVec<[String; 8]> = smallvec::SmallVec::new();
     while let Some(k) = m.next_key::<CowStr<'de>>()? {
@@ -237,6 +239,14 @@ fn skip_object<'de, M: MapAccess<'de>>(m: &mut M) -> Result<(), M::Error> {
         keys.push(k.0.into_owned());
         m.next_value::<Skip>()?;
     }
+    Ok(())
+}
+
+/// Skips an array's elements, checking objects inside it for repeated keys.
+#[cold]
+#[inline(never)]
+fn skip_array<'de, S: SeqAccess<'de>>(s: &mut S) -> Result<(), S::Error> {
+    while s.next_element::<Skip>()?.is_some() {}
     Ok(())
 }
 
