@@ -543,6 +543,29 @@ fn ingesting_the_same_file_twice_counts_events_without_ids_once() {
         "{}",
         again.stdout
     );
+    // A blank line added, events appended, or another account ingesting: still once.
+    let mut grown = vec![String::new()];
+    grown.extend(lines.iter().cloned());
+    grown.push(feature_event("\"late@x.example\"", ""));
+    std::fs::write(&file, grown.join("\n") + "\n").unwrap();
+    let grown_run = v.run(&["ingest", file.to_str().unwrap()]);
+    assert!(
+        grown_run.stdout.contains("accepted 1, duplicates 6"),
+        "{}",
+        grown_run.stdout
+    );
+    let token = v.token("ingest");
+    let other = v.run_env(
+        &["--as", "ingest", "ingest", file.to_str().unwrap()],
+        None,
+        &[("VEIL_TOKEN", token.as_str())],
+    );
+    assert!(
+        other.stdout.contains("accepted 0, duplicates 7"),
+        "{}{}",
+        other.stdout,
+        other.stderr
+    );
 }
 
 #[test]
@@ -789,4 +812,172 @@ fn seal_forgets_ids_of_events_past_the_staging_retention() {
     // The remembered ones still count once.
     let r = v.run_in(&["ingest", "-"], Some(batch(0, "new").as_bytes()));
     assert!(r.stdout.contains("duplicates 50"), "{}", r.stdout);
+}
+
+/// Appends one correctly hashed entry, as someone who can write the data directory can,
+/// and moves `audit.head` to it.
+fn append_forged(v: &Veil, actor: &str, action: &str, detail: &serde_json::Value) {
+    let c = v.sqlite();
+    let (seq, prev): (i64, String) = c
+        .query_row(
+            "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let at = "2026-12-01T00:00:00Z";
+    let detail = detail.to_string();
+    let hash = veil_store::audit::entry_hash(&prev, seq + 1, at, actor, action, &detail);
+    c.execute(
+        "INSERT INTO audit (seq, at, actor, action, detail, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        rusqlite::params![seq + 1, at, actor, action, detail, prev, hash],
+    )
+    .unwrap();
+    std::fs::write(
+        v.data_dir().join("audit.head"),
+        format!("{} {hash}\n", seq + 1),
+    )
+    .unwrap();
+}
+
+fn spent_now(v: &Veil) -> f64 {
+    let r = v.run(&["report", "builds", "--dry-run", "--format", "json"]);
+    serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap()["budget_spent"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn an_appended_negative_charge_gives_no_budget_back_and_fails_verification() {
+    let v = released();
+    let before = spent_now(&v);
+    assert!(before > 0.0);
+    let (principal, collection, period): (String, String, i64) = v
+        .sqlite()
+        .query_row(
+            "SELECT principal, collection, period_start FROM budget_ledger",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    let doc = "{}";
+    v.sqlite()
+        .execute(
+            "INSERT INTO releases (release_id, query_key, principal, collection, epsilon, created_at, document) VALUES ('r-forged', 'k-forged', ?1, ?2, -1.0, 0, ?3)",
+            rusqlite::params![principal, collection, doc],
+        )
+        .unwrap();
+    append_forged(
+        &v,
+        &principal,
+        "release",
+        &serde_json::json!({"release_id": "r-forged", "query_key": "k-forged",
+            "document_sha256": veil_store::audit::document_hash(doc),
+            "charges": [{"principal": principal, "collection": collection, "period_start": period, "epsilon_micro": -1_000_000}]}),
+    );
+    v.sqlite()
+        .execute("UPDATE budget_ledger SET spent_micro = 0", [])
+        .unwrap();
+    assert_eq!(spent_now(&v), before, "a negative charge refunds nothing");
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+}
+
+#[test]
+fn a_replaced_release_without_a_charge_is_caught_and_not_served() {
+    let v = released();
+    let c = v.sqlite();
+    let (key, principal, collection): (String, String, String) = c
+        .query_row(
+            "SELECT query_key, principal, collection FROM releases",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    c.execute("UPDATE releases SET query_key = 'moved-away'", [])
+        .unwrap();
+    let doc = r#"{"forged":999999}"#;
+    c.execute(
+        "INSERT INTO releases (release_id, query_key, principal, collection, epsilon, created_at, document) VALUES ('r-1111', ?1, ?2, ?3, 1.0, 0, ?4)",
+        rusqlite::params![key, principal, collection, doc],
+    )
+    .unwrap();
+    append_forged(
+        &v,
+        &principal,
+        "release",
+        &serde_json::json!({"release_id": "r-1111", "query_key": key,
+            "document_sha256": veil_store::audit::document_hash(doc), "charges": []}),
+    );
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    let r = v.run(&["report", "builds"]);
+    assert!(!r.stdout.contains("999999"), "{}", r.stdout);
+    assert_ne!(r.code, 0);
+}
+
+#[test]
+fn a_store_made_before_releases_were_bound_is_baselined_once_and_keeps_working() {
+    let v = released();
+    // Make it look like an old store: release entries without their binding, no index.
+    let c = v.sqlite();
+    c.execute("DELETE FROM release_index", []).unwrap();
+    drop(c);
+    rewrite_chain(&v, &|_, _| false); // (recomputes nothing yet; keeps every entry)
+    let c = v.sqlite();
+    let rows: Vec<(i64, String)> = c
+        .prepare("SELECT seq, detail FROM audit WHERE action = 'release'")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (seq, detail) in rows {
+        let mut d: serde_json::Value = serde_json::from_str(&detail).unwrap();
+        for k in ["document_sha256", "charges", "query_key"] {
+            d.as_object_mut().unwrap().remove(k);
+        }
+        c.execute(
+            "UPDATE audit SET detail = ?1 WHERE seq = ?2",
+            rusqlite::params![d.to_string(), seq],
+        )
+        .unwrap();
+    }
+    drop(c);
+    rewrite_chain(&v, &|_, _| false);
+    // The new version records a baseline once, then everything works and verifies.
+    let r = v.run(&["report", "builds"]);
+    assert_eq!(
+        r.code, 0,
+        "the stored release is still served: {}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("answered before"), "{}", r.stdout);
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let log = v.run(&["audit", "log"]).stdout;
+    assert_eq!(log.matches("binding_baseline").count(), 1, "{log}");
+    assert!(spent_now(&v) > 0.0, "the old charges still count");
+    // Changes after the baseline are caught as before.
+    v.sqlite()
+        .execute("UPDATE releases SET document = document || ' '", [])
+        .unwrap();
+    assert_eq!(v.run(&["audit", "verify"]).code, 1);
+}
+
+#[test]
+fn a_crafted_nested_object_is_refused_quickly() {
+    let v = Veil::init();
+    let keys: Vec<String> = (0..6400).map(|i| format!("\"{i:04x}\":0")).collect();
+    let nested = format!("{{{}}}", keys.join(","));
+    let line = feature_event("\"a@x.example\"", &format!(",\"ctx\":{nested}"));
+    let input: String = (0..50).map(|_| line.clone() + "\n").collect();
+    let t = std::time::Instant::now();
+    let r = v.run_in(&["ingest", "-"], Some(input.as_bytes()));
+    assert!(r.stdout.contains("accepted 0"), "{}", r.stdout);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
 }

@@ -144,6 +144,7 @@ pub fn ingest_stream(
     let ((), total) = pipelined(store, policy, keys, |commit| {
         let mut buf = Vec::new();
         let mut line_no = 0u64;
+        let mut events = 0u64;
         let mut done = false;
         while !done {
             let mut batch = commit.batch(&source.name, now);
@@ -164,7 +165,8 @@ pub fn ingest_stream(
                 lines += 1;
                 // An event without an id is identified by its bytes and line number, so
                 // ingesting the same file again counts nothing twice.
-                let missing = MissingId::Content { line: line_no };
+                events += 1;
+                let missing = MissingId::Content { position: events };
                 if let Err(r) = door.admit_into(line, source, missing, &mut batch.accepted) {
                     on_reject(&(line_no, r.clone()));
                     batch.rejected.push(r);

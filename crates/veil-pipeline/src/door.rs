@@ -216,9 +216,10 @@ pub enum MissingId<'a> {
     /// A name from the request (a gateway's `Idempotency-Key` and the event's index), so a
     /// retried request counts once.
     Named(&'a str),
-    /// The event's own bytes and its line number in the input (`veil ingest`): the same
-    /// file ingested twice counts once, while identical lines within one file each count.
-    Content { line: u64 },
+    /// The event's own bytes and its position among the input's events, blank lines not
+    /// counted (`veil ingest`): the same file ingested twice — or grown by appending —
+    /// counts each event once, while identical lines within one file each count.
+    Content { position: u64 },
 }
 
 /// Group key separator; declared values may not contain it.
@@ -313,8 +314,8 @@ impl<'a> Door<'a> {
             match missing {
                 MissingId::Unidentified => {}
                 MissingId::Named(d) => env.id = Some(Cow::Owned(d.to_owned())),
-                MissingId::Content { line: n } => {
-                    content = Some(self.keys.content_dedupe_key(&source.name, n, line))
+                MissingId::Content { position } => {
+                    content = Some(self.keys.content_dedupe_key(position, line))
                 }
             }
         }

@@ -222,6 +222,9 @@ impl<'de: 'a, 'a> Deserialize<'de> for Value<'a> {
     }
 }
 
+/// Keys a nested object may hold before the event is refused.
+const NESTED_KEYS: usize = 64;
+
 /// The error text of a repeated key in a nested object; the door maps it to its reason.
 pub const REPEATED_KEY: &str = "repeated key in an object";
 
@@ -233,6 +236,11 @@ pub const REPEATED_KEY: &str = "repeated key in an object";
 fn skip_object<'de, M: MapAccess<'de>>(m: &mut M) -> Result<(), M::Error> {
     let mut keys: smallvec::SmallVec<[String; 8]> = smallvec::SmallVec::new();
     while let Some(k) = m.next_key::<CowStr<'de>>()? {
+        // A nested value is never a field (it is refused anyway), so a cap costs nothing
+        // and keeps the repeat check from going quadratic on a crafted object.
+        if keys.len() >= NESTED_KEYS {
+            return Err(de::Error::custom("a nested object has too many keys"));
+        }
         if keys.iter().any(|x| *x == k.0) {
             return Err(de::Error::custom(REPEATED_KEY));
         }

@@ -222,20 +222,14 @@ impl KeyRing {
         identifier: &Identifier,
         event: (EpochId, Pseudonym),
     ) -> Option<ContributorId> {
-        use siphasher::sip128::Hasher128;
-        use std::hash::Hasher;
         let i = self.index_at(window_start)?;
-        let key = keys.0.iter().find(|(at, _)| *at == i)?.1;
         let (e, state) = &self.epochs[i];
         let p = if e.id == event.0 {
             event.1
         } else {
             keyed(&state.as_ref()?.0, b"p", identifier.0.as_bytes())
         };
-        let mut h = siphasher::sip128::SipHasher24::new_with_key(&key);
-        h.write(&window_start.to_le_bytes());
-        h.write(&p.0);
-        Some(ContributorId(h.finish128().as_bytes()))
+        self.contributor_of_pseudonym(keys, window_start, p.0)
     }
 
     /// The keyed digest that deduplicates (`source`, `id`), and nothing else: the spec
@@ -254,17 +248,35 @@ impl KeyRing {
         h.finish128().as_bytes()
     }
 
-    /// The dedupe digest of an event without an id: its bytes and its line number in the
-    /// input, from one source. Domain-separated from [`KeyRing::dedupe_key`] (a zero
-    /// length marker no source name has), so no named id collides with it.
-    pub fn content_dedupe_key(&self, source: &str, line: u64, bytes: &[u8]) -> [u8; 16] {
+    /// The contributor id a window pseudonym (as per-contributor state written before
+    /// contributor ids held it) maps to: what [`KeyRing::contributor`] gives for the same
+    /// person in the same window.
+    pub fn contributor_of_pseudonym(
+        &self,
+        keys: &MetricKeys,
+        window_start: i64,
+        pseudonym: [u8; 16],
+    ) -> Option<ContributorId> {
+        use siphasher::sip128::Hasher128;
+        use std::hash::Hasher;
+        let i = self.index_at(window_start)?;
+        let key = keys.0.iter().find(|(at, _)| *at == i)?.1;
+        let mut h = siphasher::sip128::SipHasher24::new_with_key(&key);
+        h.write(&window_start.to_le_bytes());
+        h.write(&pseudonym);
+        Some(ContributorId(h.finish128().as_bytes()))
+    }
+
+    /// The dedupe digest of an event without an id: its bytes and its position among the
+    /// input's events. Not the source: the same file ingested by two accounts is the same
+    /// events. Domain-separated from [`KeyRing::dedupe_key`] (a length marker no source
+    /// name has), so no named id collides with it.
+    pub fn content_dedupe_key(&self, position: u64, bytes: &[u8]) -> [u8; 16] {
         use siphasher::sip128::Hasher128;
         use std::hash::Hasher;
         let mut h = siphasher::sip128::SipHasher24::new_with_key(&self.dedupe);
         h.write(&u32::MAX.to_le_bytes());
-        h.write(&(source.len() as u32).to_le_bytes());
-        h.write(source.as_bytes());
-        h.write(&line.to_le_bytes());
+        h.write(&position.to_le_bytes());
         h.write(bytes);
         h.finish128().as_bytes()
     }
@@ -341,6 +353,12 @@ mod tests {
         assert!(r
             .contributor(&r.metric_keys("builds", 1_500_000), 0, &bob, ev)
             .is_none());
+        // A legacy window pseudonym maps to the same id the door derives now.
+        let at0 = r.pseudonym_at(0, &bob).unwrap();
+        assert_eq!(
+            r.contributor_of_pseudonym(&mk, 0, at0.1 .0),
+            r.contributor(&mk, 0, &bob, at0)
+        );
     }
 
     #[test]

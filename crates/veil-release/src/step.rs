@@ -324,7 +324,19 @@ pub fn answer(
     now: i64,
     rng: &mut dyn RngCore,
 ) -> Result<Released, ReleaseError> {
-    match lookup(store, policy, principal, may_release, q, now)? {
+    let looked = match lookup(store, policy, principal, may_release, q, now) {
+        Err(ReleaseError::NotReleased) => {
+            store.audit(
+                principal,
+                "release_refused",
+                &serde_json::json!({"metric": q.metric, "refused": "not_released"}),
+                now,
+            )?;
+            return Err(ReleaseError::NotReleased);
+        }
+        other => other?,
+    };
+    match looked {
         Lookup::Stored(r) => Ok(r),
         Lookup::Fresh(d) => {
             let drafted = draw(policy, d, rng);
@@ -360,12 +372,8 @@ pub fn lookup(
         }));
     }
     if !may_release {
-        store.audit(
-            principal,
-            "release_refused",
-            &serde_json::json!({"metric": p.metric, "by": p.by, "from": p.from, "to": p.to, "refused": "not_released"}),
-            now,
-        )?;
+        // The caller audits the refusal (the CLI at once, the gateway as a count per
+        // minute, so a reader cannot make the writer sync once per request).
         return Err(ReleaseError::NotReleased);
     }
     if p.windows.is_empty() {
@@ -420,10 +428,15 @@ pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
         created_at: now,
         document: String::new(),
     };
-    let detail = serde_json::json!({
+    let mut detail = serde_json::json!({
         "release_id": release_id, "metric": p.metric, "by": p.by, "from": p.from, "to": p.to,
-        "epsilon": p.epsilon, "delta": p.delta, "groups_released": released, "groups_suppressed": suppressed,
+        "epsilon": p.epsilon, "delta": p.delta, "groups_released": released,
     });
+    // With declared keys the suppressed count is public (keys × windows − released);
+    // with free-form keys it would count every group in the data, singletons included.
+    if domain.is_some() {
+        detail["groups_suppressed"] = serde_json::json!(suppressed);
+    }
     Drafted {
         plan: p,
         doc,

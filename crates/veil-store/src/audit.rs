@@ -10,6 +10,7 @@
 //!
 //! The hashing and verification here are backend-independent; stores only persist rows.
 
+use crate::ReleaseRecord;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -102,118 +103,211 @@ pub struct Charge {
     pub epsilon_micro: i64,
 }
 
-/// The binding a `release` entry's detail carries.
+/// What the chain records of one stored release: enough to check the stored row field
+/// by field, so a replaced or edited row is caught.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseBinding {
+    pub release_id: String,
+    pub query_key: String,
+    pub document_sha256: String,
+}
+
+/// The binding a `release` entry's detail carries (absent fields: an entry written
+/// before releases were bound, covered by a `binding_baseline` entry).
 #[derive(Debug, Clone, Deserialize)]
 struct Binding {
     release_id: String,
+    query_key: Option<String>,
     document_sha256: Option<String>,
-    #[serde(default)]
-    charges: Vec<Charge>,
+    charges: Option<Vec<Charge>>,
 }
+
+/// A `binding_baseline` entry: when a store made before releases were bound is opened,
+/// what it held then — every release and every ledger row — is recorded once, so its
+/// old entries need not carry what they could not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Baseline {
+    pub releases: Vec<ReleaseBinding>,
+    pub charges: Vec<Charge>,
+}
+
+/// The action of a baseline entry.
+pub const BASELINE: &str = "binding_baseline";
 
 /// Hex SHA-256 of a release document, as its audit entry records it.
 pub fn document_hash(document: &str) -> String {
     hex::encode(Sha256::digest(document.as_bytes()))
 }
 
-/// Per (principal, collection, period start): ε in millionths that the chain's `release`
-/// entries charged. What a release checks against its budget, and what the ledger
-/// must equal.
+fn micro(eps: f64) -> i64 {
+    (eps * 1e6).round() as i64
+}
+
+/// Every charge the chain records, per (principal, collection, period start), in ε
+/// millionths: `release` entries' own charge and baselines' charges. Only positive
+/// charges count — a negative one can never give budget back, whatever wrote it.
 pub fn chain_charges<'a>(
     entries: impl IntoIterator<Item = &'a AuditEntry>,
 ) -> BTreeMap<(String, String, i64), i64> {
     let mut out = BTreeMap::new();
-    for e in entries {
-        if e.action != "release" {
-            continue;
+    let mut add = |c: Charge| {
+        if c.epsilon_micro > 0 {
+            *out.entry((c.principal, c.collection, c.period_start))
+                .or_default() += c.epsilon_micro;
         }
-        if let Ok(b) = serde_json::from_str::<Binding>(&e.detail) {
-            for c in b.charges {
-                *out.entry((c.principal, c.collection, c.period_start))
-                    .or_default() += c.epsilon_micro;
+    };
+    for e in entries {
+        match e.action.as_str() {
+            "release" => {
+                if let Ok(b) = serde_json::from_str::<Binding>(&e.detail) {
+                    b.charges.into_iter().flatten().for_each(&mut add);
+                }
             }
+            BASELINE => {
+                if let Ok(b) = serde_json::from_str::<Baseline>(&e.detail) {
+                    b.charges.into_iter().for_each(&mut add);
+                }
+            }
+            _ => {}
         }
     }
     out
 }
 
-/// The document hash a `release` entry recorded for a release id, if that entry is
-/// intact (its hash matches its content).
-pub fn recorded_document_hash(e: &AuditEntry, release_id: &str) -> Option<String> {
-    if e.action != "release"
-        || entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash
-    {
-        return None;
+/// What one entry (intact: its hash matches its content) records of a stored release.
+fn recorded(e: &AuditEntry) -> Vec<(ReleaseBinding, Option<Charge>)> {
+    if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash {
+        return Vec::new();
     }
-    let b: Binding = serde_json::from_str(&e.detail).ok()?;
-    (b.release_id == release_id)
-        .then_some(b.document_sha256)
-        .flatten()
+    match e.action.as_str() {
+        "release" => match serde_json::from_str::<Binding>(&e.detail) {
+            Ok(Binding {
+                release_id,
+                query_key: Some(query_key),
+                document_sha256: Some(document_sha256),
+                charges: Some(mut charges),
+            }) if charges.len() == 1 => vec![(
+                ReleaseBinding {
+                    release_id,
+                    query_key,
+                    document_sha256,
+                },
+                charges.pop(),
+            )],
+            _ => Vec::new(),
+        },
+        BASELINE => serde_json::from_str::<Baseline>(&e.detail)
+            .map(|b| b.releases.into_iter().map(|r| (r, None)).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks a stored release against what `entry` recorded of it: same id, query key and
+/// document, and — for a `release` entry — a charge made by the entry's actor, equal to
+/// the row's principal, collection and ε. `Err` says what differs.
+pub fn check_release(entry: &AuditEntry, r: &ReleaseRecord) -> Result<(), String> {
+    let found = recorded(entry)
+        .into_iter()
+        .find(|(b, _)| b.release_id == r.release_id);
+    let Some((b, charge)) = found else {
+        return Err(format!(
+            "entry #{} does not record release {}",
+            entry.seq, r.release_id
+        ));
+    };
+    if b.query_key != r.query_key || b.document_sha256 != document_hash(&r.document) {
+        return Err(format!(
+            "stored release {} was changed: it does not match what entry #{} recorded",
+            r.release_id, entry.seq
+        ));
+    }
+    if let Some(c) = charge {
+        if c.epsilon_micro <= 0
+            || c.principal != entry.actor
+            || c.principal != r.principal
+            || c.collection != r.collection
+            || c.epsilon_micro != micro(r.epsilon)
+        {
+            return Err(format!(
+                "entry #{} charges release {} other than the stored release says",
+                entry.seq, r.release_id
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What a store holds that the chain binds: every stored release and every ledger row.
 pub struct Bound<'a> {
-    /// (release id, document).
-    pub releases: Vec<(&'a str, &'a str)>,
+    pub releases: &'a [ReleaseRecord],
     /// ((principal, collection, period start), ε in millionths).
     pub ledger: BTreeMap<(String, String, i64), i64>,
 }
 
-/// Checks stored releases and the ledger against a verified chain: every stored release
-/// has a `release` entry recording its document's hash, every `release` entry's document
-/// is still stored, and the ledger equals what the entries charged. `Err` is
-/// `(sequence number to name, problem)`.
+/// Checks stored releases and the ledger against a verified chain: every `release` entry
+/// is well formed (one positive charge by its actor, a query key and a document hash),
+/// each release id is recorded once, every stored release matches its entry field by
+/// field and every recorded release is still stored, and the ledger equals what the
+/// entries charged. `Err` is `(sequence number to name, problem)`.
 pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, String)> {
-    let mut recorded: BTreeMap<&str, (i64, Option<String>)> = BTreeMap::new();
-    let mut bindings = Vec::new();
-    for e in rows.iter().filter(|e| e.action == "release") {
-        match serde_json::from_str::<Binding>(&e.detail) {
-            Ok(b) => bindings.push((e.seq, b)),
-            Err(_) => {
+    let last = rows.last().map(|e| e.seq).unwrap_or(0);
+    let baseline_at = rows.iter().find(|e| e.action == BASELINE).map(|e| e.seq);
+    let mut by_id: BTreeMap<String, i64> = BTreeMap::new();
+    for e in rows
+        .iter()
+        .filter(|e| e.action == "release" || e.action == BASELINE)
+    {
+        let rec = recorded(e);
+        let legacy = e.action == "release" && baseline_at.is_some_and(|b| e.seq < b);
+        if rec.is_empty() && !legacy && e.action == "release" {
+            return Err((
+                e.seq,
+                format!(
+                    "entry #{} is a release without one positive charge by its actor, a query key and a document hash",
+                    e.seq
+                ),
+            ));
+        }
+        for (b, charge) in rec {
+            if let Some(c) = &charge {
+                if c.epsilon_micro <= 0 || c.principal != e.actor {
+                    return Err((
+                        e.seq,
+                        format!("entry #{} carries a charge its actor did not make", e.seq),
+                    ));
+                }
+            }
+            if by_id.insert(b.release_id.clone(), e.seq).is_some() {
                 return Err((
                     e.seq,
-                    format!("entry #{} is a release without its release id", e.seq),
-                ))
+                    format!(
+                        "release {} is recorded twice (entry #{})",
+                        b.release_id, e.seq
+                    ),
+                ));
             }
         }
     }
-    for (seq, b) in &bindings {
-        recorded.insert(b.release_id.as_str(), (*seq, b.document_sha256.clone()));
-    }
-    let last = rows.last().map(|e| e.seq).unwrap_or(0);
     let mut stored = std::collections::BTreeSet::new();
-    for (id, doc) in &bound.releases {
-        stored.insert(*id);
-        match recorded.get(id) {
-            None => {
-                return Err((
-                    last,
-                    format!("stored release {id} has no release entry in the audit log"),
-                ))
-            }
-            Some((seq, None)) => {
-                return Err((
-                    *seq,
-                    format!("entry #{seq} records no document hash for release {id}"),
-                ))
-            }
-            Some((seq, Some(h))) if *h != document_hash(doc) => {
-                return Err((
-                    *seq,
-                    format!("stored release {id} was changed: its document does not match the hash entry #{seq} recorded"),
-                ))
-            }
-            Some(_) => {}
-        }
+    for r in bound.releases {
+        stored.insert(r.release_id.as_str());
+        let Some(&seq) = by_id.get(&r.release_id) else {
+            return Err((
+                last,
+                format!(
+                    "stored release {} has no release entry in the audit log",
+                    r.release_id
+                ),
+            ));
+        };
+        check_release(&rows[(seq - 1) as usize], r).map_err(|m| (seq, m))?;
     }
-    for (seq, b) in &bindings {
-        if !stored.contains(b.release_id.as_str()) {
+    for (id, seq) in &by_id {
+        if !stored.contains(id.as_str()) {
             return Err((
                 *seq,
-                format!(
-                    "release {} recorded by entry #{seq} is missing from the store",
-                    b.release_id
-                ),
+                format!("release {id} recorded by entry #{seq} is missing from the store"),
             ));
         }
     }

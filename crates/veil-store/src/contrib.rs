@@ -42,17 +42,18 @@ pub(crate) fn seal_run(
     out
 }
 
-/// The plain run of a stored blob; `Ok(None)` when its epoch's data key is gone
-/// (shredded: unreadable by design).
+/// The plain run of a stored blob, and whether it is a legacy run written before
+/// encryption (whose contributor fields are window pseudonyms, not contributor ids);
+/// `Ok(None)` when its epoch's data key is gone (shredded: unreadable by design).
 pub(crate) fn open_run(
     key_of: &dyn Fn(u32) -> Option<Secret>,
     metric: &str,
     window_start: i64,
     stored: &[u8],
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<(Vec<u8>, bool)>> {
     let bad = || StoreError::Corrupt("a contribution run failed authentication".into());
     match stored.first() {
-        Some(&FORMAT) => Ok(Some(stored.to_vec())),
+        Some(&FORMAT) => Ok(Some((stored.to_vec(), true))),
         Some(&SEALED) if stored.len() >= 1 + 4 + 12 + 16 => {
             let epoch = u32::from_le_bytes(stored[1..5].try_into().map_err(|_| bad())?);
             let Some(key) = key_of(epoch) else {
@@ -64,7 +65,7 @@ pub(crate) fn open_run(
                 &stored[5..17],
                 &stored[17..],
             )
-            .map(Some)
+            .map(|p| Some((p, false)))
             .ok_or_else(bad)
         }
         _ => Err(bad()),
@@ -197,7 +198,7 @@ mod tests {
         let keys = |e: u32| (e == 3).then(|| key.clone());
         assert_eq!(
             open_run(&keys, "builds", 1000, &stored).unwrap(),
-            Some(plain.clone())
+            Some((plain.clone(), false))
         );
         assert!(open_run(&keys, "other", 1000, &stored).is_err());
         assert!(open_run(&keys, "builds", 1001, &stored).is_err());
@@ -205,7 +206,7 @@ mod tests {
         // A legacy plain run still reads.
         assert_eq!(
             open_run(&keys, "builds", 1000, &plain).unwrap(),
-            Some(plain)
+            Some((plain, true))
         );
     }
 

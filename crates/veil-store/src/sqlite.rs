@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_action ON audit (action, seq);
+CREATE TABLE IF NOT EXISTS release_index (release_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 "#;
 
 /// Largest staging arena kept for the next batch; a larger one (a huge group commit) is
@@ -147,13 +148,75 @@ impl SqliteStore {
                 ],
             )?;
         }
-        Ok(SqliteStore {
+        let mut s = SqliteStore {
             conn,
             head_path: data_dir.join("audit.head"),
             seen: Default::default(),
             cells: Default::default(),
             arena: Vec::new(),
-        })
+        };
+        s.bind_legacy_releases()?;
+        Ok(s)
+    }
+
+    /// A store made before releases were bound to the chain holds release entries
+    /// without a document hash or a charge. Once, on the first open by this version, what
+    /// it holds — every release and every ledger row — is recorded in one
+    /// `binding_baseline` entry, so verification and budgets work from then on and any
+    /// later change to those rows is caught.
+    fn bind_legacy_releases(&mut self) -> Result<()> {
+        let legacy: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM audit WHERE action = 'release' AND detail NOT LIKE '%\"document_sha256\"%'",
+            [],
+            |r| r.get(0),
+        )?;
+        let based: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM audit WHERE action = ?1",
+            [audit::BASELINE],
+            |r| r.get(0),
+        )?;
+        if legacy == 0 || based > 0 {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let releases: Vec<ReleaseRecord> = {
+            let mut st = tx.prepare("SELECT release_id, query_key, principal, collection, epsilon, created_at, document FROM releases ORDER BY created_at, release_id")?;
+            let rows = st.query_map([], release_row)?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let baseline = audit::Baseline {
+            releases: releases
+                .iter()
+                .map(|r| audit::ReleaseBinding {
+                    release_id: r.release_id.clone(),
+                    query_key: r.query_key.clone(),
+                    document_sha256: audit::document_hash(&r.document),
+                })
+                .collect(),
+            charges: ledger_rows(&tx)?
+                .into_iter()
+                .map(
+                    |((principal, collection, period_start), epsilon_micro)| audit::Charge {
+                        principal,
+                        collection,
+                        period_start,
+                        epsilon_micro,
+                    },
+                )
+                .collect(),
+        };
+        let detail = serde_json::to_value(&baseline).expect("baselines serialize");
+        let e = append_audit(
+            &tx,
+            "veil:upgrade",
+            audit::BASELINE,
+            &detail,
+            chrono::Utc::now().timestamp(),
+        )?;
+        tx.commit()?;
+        self.write_head(&e)
     }
 
     /// Direct access to the database, for tests only (feature `test-access`): no code
@@ -164,7 +227,9 @@ impl SqliteStore {
     }
 
     fn write_head(&self, e: &AuditEntry) -> Result<()> {
-        let tmp = self.head_path.with_extension("head.tmp");
+        let tmp = self
+            .head_path
+            .with_extension(format!("head.{}.tmp", std::process::id()));
         let io = |source| StoreError::Io {
             path: self.head_path.display().to_string(),
             source,
@@ -633,6 +698,7 @@ impl Store for SqliteStore {
                 v
             };
             let dims: Vec<&str> = m.by.iter().map(|&i| c.fields[i].name.as_str()).collect();
+            let metric_keys = keys.metric_keys(&m.name, i64::MIN);
             let nbins = if m.kind == MetricKind::Histogram {
                 m.bins.len() - 1
             } else {
@@ -652,11 +718,23 @@ impl Store for SqliteStore {
                     let mut q = st.query(params![m.name, w])?;
                     while let Some(r) = q.next()? {
                         let stored: Vec<u8> = r.get(0)?;
-                        let Some(data) = crate::contrib::open_run(&data_key, &m.name, w, &stored)?
+                        let Some((data, legacy)) =
+                            crate::contrib::open_run(&data_key, &m.name, w, &stored)?
                         else {
                             continue; // its epoch is shredded: nobody can count it any more
                         };
                         crate::contrib::decode(&data, &mut |g, c, bin, n, total| {
+                            // A run from before contributor ids holds the window pseudonym:
+                            // map it to the id the door now derives from it, so one person
+                            // stays one contributor across the upgrade.
+                            let c = if legacy {
+                                match keys.contributor_of_pseudonym(&metric_keys, w, c) {
+                                    Some(id) => *id.bytes(),
+                                    None => return,
+                                }
+                            } else {
+                                c
+                            };
                             let e = sum.entry((g.to_owned(), c, bin)).or_insert((0, 0));
                             e.0 += n;
                             e.1 = e.1.saturating_add(total);
@@ -778,10 +856,7 @@ impl Store for SqliteStore {
         }
         let releases = self.releases()?;
         let bound = audit::Bound {
-            releases: releases
-                .iter()
-                .map(|r| (r.release_id.as_str(), r.document.as_str()))
-                .collect(),
+            releases: &releases,
             ledger: ledger_rows(&self.conn)?,
         };
         let checked =
@@ -849,17 +924,41 @@ impl Store for SqliteStore {
         else {
             return Ok(None);
         };
-        // Served only as the chain recorded it: an edited document is refused, not shown.
-        let recorded = release_entries(&self.conn)?
-            .iter()
-            .find_map(|e| audit::recorded_document_hash(e, &r.release_id));
-        if recorded.as_deref() != Some(audit::document_hash(&r.document).as_str()) {
-            return Err(StoreError::Corrupt(format!(
-                "stored release {} does not match the document hash its audit entry recorded; run `veil audit verify`",
+        // Served only as the chain recorded it: an edited or replaced row is refused, not
+        // shown. The index names the entry; the entry itself (its hash) is the proof.
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM release_index WHERE release_id = ?1",
+                [&r.release_id],
+                |x| x.get(0),
+            )
+            .optional()?;
+        let entry = match seq {
+            Some(seq) => self
+                .conn
+                .query_row(
+                    "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE seq = ?1",
+                    [seq],
+                    audit_row,
+                )
+                .optional()?,
+            None => None,
+        };
+        let entry = match entry {
+            Some(e) => Some(e),
+            // Releases recorded by a baseline (or an index row gone): find the entry.
+            None => release_entries(&self.conn)?
+                .into_iter()
+                .find(|e| audit::check_release(e, &r).is_ok()),
+        };
+        match entry.map(|e| audit::check_release(&e, &r)) {
+            Some(Ok(())) => Ok(Some(r)),
+            _ => Err(StoreError::Corrupt(format!(
+                "stored release {} does not match what its audit entry recorded; run `veil audit verify`",
                 r.release_id
-            )));
+            ))),
         }
-        Ok(Some(r))
     }
 
     fn spend_and_store(
@@ -910,6 +1009,7 @@ impl Store for SqliteStore {
         // the next release's budget is what these entries add up to.
         let mut detail = audit_detail.clone();
         detail["release_id"] = serde_json::json!(rel.release_id);
+        detail["query_key"] = serde_json::json!(rel.query_key);
         detail["document_sha256"] = serde_json::json!(audit::document_hash(&document));
         detail["charges"] = serde_json::json!([audit::Charge {
             principal: rel.principal.clone(),
@@ -918,8 +1018,15 @@ impl Store for SqliteStore {
             epsilon_micro: cost,
         }]);
         let e = append_audit(&tx, &rel.principal, "release", &detail, rel.created_at)?;
+        tx.execute(
+            "INSERT INTO release_index (release_id, seq) VALUES (?1, ?2)",
+            params![rel.release_id, e.seq],
+        )?;
         tx.commit()?;
-        self.write_head(&e)?;
+        // The charge and the document are committed: the answer must be given. A head that
+        // could not be written stays one entry behind (allowed: a head is never ahead of
+        // the chain), and the next append writes it again.
+        let _ = self.write_head(&e);
         Ok(Spend::Spent { left })
     }
 
@@ -934,10 +1041,10 @@ impl Store for SqliteStore {
     }
 }
 
-/// Every `release` entry of the chain, in order.
+/// Every `release` and `binding_baseline` entry of the chain, in order.
 fn release_entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
     let mut st = conn.prepare_cached(
-        "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE action = 'release' ORDER BY seq",
+        "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE action IN ('release', 'binding_baseline') ORDER BY seq",
     )?;
     let rows = st.query_map([], audit_row)?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
@@ -951,9 +1058,10 @@ fn ledger_rows(conn: &Connection) -> Result<BTreeMap<(String, String, i64), i64>
     Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
-/// ε in millionths spent on `(principal, collection, period)` as the audit chain proves
-/// it. A ledger row that disagrees (deleted, lowered) is tampering: refused, so a
-/// deleted row can never give budget back.
+/// ε in millionths spent on `(principal, collection, period)`: what the audit chain's
+/// charges add up to, or the ledger row when it says more. A deleted or lowered ledger
+/// row therefore gives no budget back, and a ledger that disagrees costs budget, never
+/// availability (`veil audit verify` reports the disagreement).
 fn proven_spent(
     conn: &Connection,
     principal: &str,
@@ -973,12 +1081,7 @@ fn proven_spent(
         )
         .optional()?
         .unwrap_or(0);
-    if ledger != proven {
-        return Err(StoreError::Corrupt(
-            "the budget ledger disagrees with the charges the audit log recorded; run `veil audit verify`".into(),
-        ));
-    }
-    Ok(proven)
+    Ok(proven.max(ledger))
 }
 
 fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditEntry> {

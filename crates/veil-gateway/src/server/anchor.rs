@@ -88,10 +88,10 @@ fn run(argv: &[String], line: &str) -> Result<(), String> {
     }
 }
 
-/// Every anchor kept in a file; an unreadable or missing file gives none.
-pub fn read(path: &Path) -> Vec<Anchor> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| Anchor::parse_all(&t).ok())
-        .unwrap_or_default()
+/// Every anchor kept in a file; `Err` says why the file is unusable (names the file,
+/// never its content).
+pub fn read(path: &Path) -> Result<Vec<Anchor>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read anchor file {}: {e}", path.display()))?;
+    Anchor::parse_all(&text).map_err(|e| format!("anchor file {}: {e}", path.display()))
 }

@@ -137,6 +137,10 @@ pub struct AppState {
     /// audited as one entry a minute: an anonymous flood costs memory for a few keys,
     /// never an fsync per request on the writer that ingest waits for.
     denials: std::sync::Mutex<std::collections::BTreeMap<DenialKey, u64>>,
+    /// The last privacy posture and when it was computed (it verifies the whole chain).
+    posture: std::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
+    /// The newest audit sequence number handed to the anchor sink.
+    anchored: Arc<std::sync::Mutex<i64>>,
 }
 
 /// (minute start, endpoint template, reason code, principal name if known).
@@ -245,6 +249,8 @@ impl Server {
             metrics: metrics::Metrics::default(),
             stopping: AtomicBool::new(false),
             denials: Default::default(),
+            posture: Default::default(),
+            anchored: Default::default(),
         });
         Ok(Server {
             state,
@@ -390,7 +396,20 @@ async fn anchor_head(state: &AppState, sink: &anchor::AnchorSink, last: &mut Opt
     }
     let a = veil_store::Anchor::of(&head);
     let sink = sink.clone();
-    match tokio::task::spawn_blocking(move || anchor::deliver(&sink, &a)).await {
+    let delivered = state.anchored.clone();
+    // One delivery at a time, newest wins: a slow hand-over still in flight when the
+    // shutdown anchor starts finishes first, and an older head is never written after a
+    // newer one.
+    let deliver = move || -> Result<(), anchor::AnchorError> {
+        let mut newest = delivered.lock().expect("anchor lock");
+        if a.seq <= *newest {
+            return Ok(());
+        }
+        anchor::deliver(&sink, &a)?;
+        *newest = a.seq;
+        Ok(())
+    };
+    match tokio::task::spawn_blocking(deliver).await {
         Ok(Ok(())) => *last = Some(head.seq),
         Ok(Err(e)) => tracing::error!(error = %e, "audit anchor not delivered"),
         Err(_) => tracing::error!("audit anchor task failed"),

@@ -190,6 +190,15 @@ pub(super) async fn report(
     .await;
     let (draft, policy) = match looked {
         Err(resp) => return resp,
+        Ok(Err(ReleaseError::NotReleased)) => {
+            super::audit_denial(
+                &state,
+                "/v1/reports/{metric}",
+                "not_released",
+                Some(p.name.clone()),
+            );
+            return release_refusal(ReleaseError::NotReleased);
+        }
         Ok(Err(e)) => return release_refusal(e),
         Ok(Ok((veil_release::Lookup::Stored(r), _))) => return released(&r),
         Ok(Ok((veil_release::Lookup::Fresh(d), policy))) => (d, policy),
@@ -308,12 +317,18 @@ pub(super) async fn audit_verify(
     {
         return r;
     }
-    let anchors = state
-        .anchor
-        .as_ref()
-        .and_then(|a| a.file.as_deref())
-        .map(super::anchor::read)
-        .unwrap_or_default();
+    // A configured anchor file that cannot be read is a failed verification, never a
+    // silent "no anchors".
+    let anchors = match state.anchor.as_ref().and_then(|a| a.file.as_deref()) {
+        None => Vec::new(),
+        Some(f) => match super::anchor::read(f) {
+            Ok(a) => a,
+            Err(problem) => {
+                return axum::Json(serde_json::json!({"ok": false, "problem": problem}))
+                    .into_response()
+            }
+        },
+    };
     read_json(&state, move |s, _| {
         s.audit_verify(&anchors).map(|v| serde_json::json!({
             "ok": v.ok, "entries": v.entries, "head": v.head, "problem": v.problem, "first_bad": v.first_bad,
@@ -338,11 +353,27 @@ pub(super) async fn status(
     {
         return r;
     }
-    read_json(&state, |s, e| {
+    // The posture verifies the whole audit chain: computed at most every 30 s, so readers
+    // asking often cannot keep the writer (which ingest waits for) busy.
+    if let Some((at, doc)) = state.posture.lock().expect("posture lock").clone() {
+        if at.elapsed() < std::time::Duration::from_secs(30) {
+            return axum::Json(doc).into_response();
+        }
+    }
+    let fresh = on_store(&state, |s, e| {
         let policy = e.read().expect("engine lock").policy.clone();
         posture(&*s, &policy, now())
     })
-    .await
+    .await;
+    match fresh {
+        Err(r) => r,
+        Ok(Err(_)) => unavailable(),
+        Ok(Ok(doc)) => {
+            *state.posture.lock().expect("posture lock") =
+                Some((std::time::Instant::now(), doc.clone()));
+            axum::Json(doc).into_response()
+        }
+    }
 }
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
