@@ -458,7 +458,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
                 roles: vec![auth::Role::Source],
                 collections: Some(
                     example_policy()?
-                        .collections
+                        .collections()
                         .iter()
                         .map(|c| c.name.clone())
                         .collect(),

@@ -150,7 +150,7 @@ fn open(cli: &Cli) -> Result<Ctx> {
     // Scheduled key rotation: a new epoch once the current one is older than key_rotation.
     let epochs = store.epochs()?;
     if let Some(cur) = epochs.iter().find(|e| e.end == i64::MAX) {
-        if t - cur.created_at >= policy.defaults.key_rotation {
+        if t - cur.created_at >= policy.defaults().key_rotation {
             store.rotate_keys(t, "veil:scheduler")?;
         }
     }
@@ -386,11 +386,11 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
     println!("groups with fewer than {} distinct contributors are suppressed; the rest pass DP selection", m.min_group_size);
     for &bi in &m.by {
         let f = &c.fields[bi];
-        if f.ty == veil_policy::FieldType::String && f.values.is_none() {
+        if f.ty() == veil_policy::FieldType::String && f.values().is_none() {
             println!(
                 "{}: a value the PII scanner flags is never a group key — {}",
-                f.name,
-                match f.on_pii {
+                f.name(),
+                match f.on_pii() {
                     veil_policy::OnPii::Reject => "the event is rejected (on_pii: reject)",
                     veil_policy::OnPii::Redact =>
                         "it is counted under the fixed group [redacted] (on_pii: redact)",
@@ -699,14 +699,21 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     } else {
         println!(
             "{} — policy {}",
-            ctx.policy.organization,
-            &ctx.policy.hash[..12]
+            ctx.policy.organization(),
+            &ctx.policy.hash()[..12]
         );
-        for c in &ctx.policy.collections {
+        for c in ctx.policy.collections() {
             let kept: Vec<String> = c
                 .fields
                 .iter()
-                .map(|f| format!("{}:{}/{}", f.name, f.class.as_str(), f.transform.as_str()))
+                .map(|f| {
+                    format!(
+                        "{}:{}/{}",
+                        f.name(),
+                        f.class().as_str(),
+                        f.transform().as_str()
+                    )
+                })
                 .collect();
             println!("  {:<20} {}", c.name, kept.join("  "));
         }

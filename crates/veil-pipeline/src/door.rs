@@ -257,9 +257,9 @@ impl<'a> Door<'a> {
         now: i64,
         sealed_before: Vec<i64>,
     ) -> Self {
-        let mut metric_base = Vec::with_capacity(policy.collections.len());
+        let mut metric_base = Vec::with_capacity(policy.collections().len());
         let mut n = 0u32;
-        for c in &policy.collections {
+        for c in policy.collections() {
             metric_base.push(n);
             n += c.metrics.len() as u32;
         }
@@ -268,7 +268,7 @@ impl<'a> Door<'a> {
         // The oldest acceptable event is one staging retention back; its window can start
         // up to a month (the longest window) before it.
         let oldest = policy
-            .collections
+            .collections()
             .iter()
             .map(|c| c.staging_retention)
             .max()
@@ -414,7 +414,7 @@ impl<'a> Door<'a> {
             )
             .with_names(None, names(env, None)));
         };
-        let coll = &self.policy.collections[ci];
+        let coll = &self.policy.collections()[ci];
         let fail = |reason: Reason, msg: String| {
             Rejection::new(reason, msg).with_names(Some(coll.name.clone()), names(env, Some(coll)))
         };
@@ -495,10 +495,10 @@ impl<'a> Door<'a> {
                 .map_err(|(r, m)| fail(r, m))?;
         }
         for (fi, f) in coll.fields.iter().enumerate() {
-            if f.required && vals[fi].is_none() {
+            if f.required() && vals[fi].is_none() {
                 return Err(fail(
                     Reason::MissingField,
-                    format!("required field {} is missing", f.name),
+                    format!("required field {} is missing", f.name()),
                 ));
             }
         }
@@ -513,7 +513,7 @@ impl<'a> Door<'a> {
             let k = match minimize(f, v, &mut redacted) {
                 Ok(Minimized::Kept(k)) => k,
                 Ok(Minimized::Identifier(s)) => {
-                    idents.push((fi, Identifier::new(s, f.normalize)));
+                    idents.push((fi, Identifier::new(s, f.normalize())));
                     Kept::Absent // replaced by the pseudonym below
                 }
                 Err(kind) => {
@@ -521,7 +521,7 @@ impl<'a> Door<'a> {
                         Reason::PiiDetected,
                         format!(
                             "field {} looks like it contains {}; the event was not stored",
-                            f.name,
+                            f.name(),
                             kind.describe()
                         ),
                     ))
@@ -562,7 +562,7 @@ impl<'a> Door<'a> {
         staging::put_time(payload, time);
         for (f, k) in coll.fields.iter().zip(&kept) {
             if f.is_retained() {
-                k.write(payload, f.decimals);
+                k.write(payload, f.decimals());
             }
         }
 
@@ -632,13 +632,13 @@ impl<'a> Door<'a> {
         let wrong = |what: &str| {
             (
                 Reason::WrongType,
-                format!("field {} must be {what}", f.name),
+                format!("field {} must be {what}", f.name()),
             )
         };
         if matches!(v, Value::Null) {
             return Ok(None);
         }
-        let out = match f.ty {
+        let out = match f.ty() {
             FieldType::String => {
                 let Value::Str(s) = v else {
                     return Err(wrong("a string"));
@@ -648,45 +648,46 @@ impl<'a> Door<'a> {
                         Reason::TooLong,
                         format!(
                             "field {} is longer than the {} byte limit",
-                            f.name, self.limits.max_string_bytes
+                            f.name(),
+                            self.limits.max_string_bytes
                         ),
                     ));
                 }
-                if let Some(ml) = f.max_length {
+                if let Some(ml) = f.max_length() {
                     if s.chars().count() > ml as usize {
                         return Err((
                             Reason::TooLong,
                             format!(
                                 "field {} is longer than its declared max_length {ml}",
-                                f.name
+                                f.name()
                             ),
                         ));
                     }
                 }
-                if let Some(values) = &f.values {
+                if let Some(values) = &f.values() {
                     if !values.iter().any(|x| x == s) {
                         return Err((
                             Reason::ValueNotAllowed,
-                            format!("field {} has a value outside its declared values", f.name),
+                            format!("field {} has a value outside its declared values", f.name()),
                         ));
                     }
                 }
                 if s.bytes().any(|b| b == GROUP_SEP as u8) {
                     return Err((
                         Reason::ValueNotAllowed,
-                        format!("field {} contains a control character", f.name),
+                        format!("field {} contains a control character", f.name()),
                     ));
                 }
                 V::Str(s.clone())
             }
             FieldType::Integer | FieldType::Number => {
-                let scale = 10f64.powi(f.decimals as i32);
-                let x: i64 = match (f.ty, v) {
+                let scale = 10f64.powi(f.decimals() as i32);
+                let x: i64 = match (f.ty(), v) {
                     (_, Value::Int(i)) => {
-                        i.checked_mul(10i64.pow(f.decimals)).ok_or_else(|| {
+                        i.checked_mul(10i64.pow(f.decimals())).ok_or_else(|| {
                             (
                                 Reason::OutOfRange,
-                                format!("field {} is out of range", f.name),
+                                format!("field {} is out of range", f.name()),
                             )
                         })?
                     }
@@ -706,24 +707,24 @@ impl<'a> Door<'a> {
                     (_, Value::BigUint(_)) | (_, Value::Float(_)) => {
                         return Err((
                             Reason::OutOfRange,
-                            format!("field {} is out of range", f.name),
+                            format!("field {} is out of range", f.name()),
                         ))
                     }
                     _ => {
-                        return Err(wrong(if f.ty == FieldType::Integer {
+                        return Err(wrong(if f.ty() == FieldType::Integer {
                             "an integer"
                         } else {
                             "a number"
                         }))
                     }
                 };
-                let (lo, hi) = (f.min.unwrap_or(i64::MIN), f.max.unwrap_or(i64::MAX));
+                let (lo, hi) = (f.min().unwrap_or(i64::MIN), f.max().unwrap_or(i64::MAX));
                 let x = if x < lo || x > hi {
-                    match f.out_of_range {
+                    match f.out_of_range() {
                         OutOfRange::Reject => {
                             return Err((
                                 Reason::OutOfRange,
-                                format!("field {} is outside its declared min and max", f.name),
+                                format!("field {} is outside its declared min and max", f.name()),
                             ))
                         }
                         OutOfRange::Clamp => {
@@ -956,18 +957,20 @@ fn minimize<'a>(
     let Some(v) = v else {
         return Ok(Minimized::Kept(Kept::Absent));
     };
-    let k = match (&f.transform, v) {
-        (Transform::Drop, _) => Kept::Absent,
-        (Transform::Pseudonymize, V::Str(s)) => return Ok(Minimized::Identifier(s)),
-        (Transform::Redact, V::Str(s)) => match pii::redact(&s) {
+    // By the field's handling, one of the legal (type, transform) pairs; the value was
+    // typed by the same field's type, so any other pairing cannot occur.
+    let k = match (f.handling(), v) {
+        (Handling::Drop(_), _) => Kept::Absent,
+        (Handling::Pseudonymize, V::Str(s)) => return Ok(Minimized::Identifier(s)),
+        (Handling::Redact, V::Str(s)) => match pii::redact(&s) {
             Some(r) => {
                 *redacted += 1;
                 Kept::Redacted(Cow::Owned(r))
             }
             None => Kept::Redacted(s),
         },
-        (_, V::Str(s)) if f.values.is_some() => Kept::Str(s),
-        (_, V::Str(s)) => match f.on_pii {
+        (Handling::KeepString, V::Str(s)) if f.values().is_some() => Kept::Str(s),
+        (Handling::KeepString, V::Str(s)) => match f.on_pii() {
             OnPii::Reject => match pii::first(&s) {
                 Some(kind) => return Err(kind),
                 None => Kept::Str(s),
@@ -980,14 +983,17 @@ fn minimize<'a>(
                 None => Kept::Str(s),
             },
         },
-        (Transform::Generalize(Generalize::Bucket(w)), V::Int(x)) => {
-            Kept::Int(x - x.rem_euclid(*w))
+        (Handling::Integer { bucket } | Handling::Number { bucket }, V::Int(x)) => {
+            Kept::Int(bucket.map_or(x, |w| x - x.rem_euclid(w)))
         }
-        (_, V::Int(x)) => Kept::Int(x),
-        (_, V::Bool(b)) => Kept::Bool(b),
-        (Transform::Generalize(Generalize::Time(g)), V::Ts(t)) => Kept::Ts(truncate_time(t, *g)),
-        (_, V::Ts(t)) => Kept::Ts(t),
-        (_, V::Ip(ip)) => Kept::Network(ip),
+        (Handling::Boolean, V::Bool(b)) => Kept::Bool(b),
+        (Handling::Timestamp { grain }, V::Ts(t)) => {
+            Kept::Ts(grain.map_or(t, |g| truncate_time(t, g)))
+        }
+        (Handling::Network, V::Ip(ip)) => Kept::Network(ip),
+        // A value whose type does not match its field's handling: `check_value` typed it
+        // by the same field, so this is unreachable; keeping nothing is the safe answer.
+        (_, _) => Kept::Absent,
     };
     Ok(Minimized::Kept(k))
 }

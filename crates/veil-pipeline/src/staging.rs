@@ -44,7 +44,7 @@ fn columns(c: &Collection) -> Vec<&str> {
             c.fields
                 .iter()
                 .filter(|f| f.is_retained())
-                .map(|f| f.name.as_str()),
+                .map(|f| f.name()),
         )
         .collect()
 }

@@ -80,7 +80,7 @@ fn admit(keys: &KeyRing, attrs: &str) -> Result<serde_json::Value, veil_pipeline
     );
     door.admit(&event(attrs), &src()).map(|a| {
         // The row as staging stores it: one segment of one event, read back.
-        let mut segment = staging::segment_header(&p.collections[0]);
+        let mut segment = staging::segment_header(&p.collections()[0]);
         segment.extend_from_slice(&a.payload);
         let mut rows = staging::decode_segment(&segment, staging::day_of(a.time)).unwrap();
         assert_eq!(rows.len(), 1);

@@ -899,11 +899,32 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             OnPii::Reject
         }
     };
+    let Some(handling) = Handling::of(ty, &transform) else {
+        // Said once: a more specific finding above may already name this pair.
+        let named = ctx.findings.iter().any(|f| {
+            f.severity == Severity::Error
+                && f.collection.as_deref() == c
+                && f.field.as_deref() == fx
+        });
+        if !named {
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                format!(
+                    "transform {} does not apply to type {}",
+                    transform.as_str(),
+                    rf.ty
+                ),
+            );
+        }
+        return None;
+    };
     Some(Field {
         name: fname.to_owned(),
-        ty,
         class,
-        transform,
+        handling,
         values: rf.values.clone(),
         max_length: rf.max_length,
         min,
@@ -980,7 +1001,7 @@ fn metric(
                     );
                     ok = false;
                 } else if matches!(
-                    f.transform,
+                    f.transform(),
                     Transform::Redact | Transform::Drop | Transform::Pseudonymize
                 ) {
                     ctx.err(
@@ -990,7 +1011,7 @@ fn metric(
                         m,
                         format!(
                             "by names a field whose transform is {}; a group key is built only from a value the door keeps as it is",
-                            f.transform.as_str()
+                            f.transform().as_str()
                         ),
                     );
                     ok = false;
@@ -1007,7 +1028,7 @@ fn metric(
                     );
                     ok = false;
                 } else {
-                    if f.ty == FieldType::String && f.values.is_none() {
+                    if f.ty() == FieldType::String && f.values.is_none() {
                         let msg = if f.on_pii == OnPii::Redact {
                             "grouping by a free-form string with on_pii: redact; values the PII scanner flags are counted under the fixed group [redacted] — prefer declared values or on_pii: reject"
                         } else if f.class == FieldClass::QuasiIdentifier {
@@ -1108,7 +1129,7 @@ fn metric(
         Some(cn) => match field_idx(cn) {
             Some(i)
                 if fields[i].class == FieldClass::DirectIdentifier
-                    && fields[i].transform == Transform::Pseudonymize =>
+                    && fields[i].transform() == Transform::Pseudonymize =>
             {
                 Some(i)
             }

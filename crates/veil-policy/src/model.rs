@@ -12,14 +12,15 @@ const LINEAR: usize = 16;
 /// Seconds, the unit of every retention and window computation.
 pub type Secs = i64;
 
-/// A policy that passed parsing, compilation and lint without errors.
+/// A policy that passed parsing, compilation and lint without errors. Its fields are
+/// private: only the compiler builds one, and nothing can change it afterwards.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    pub organization: String,
+    organization: String,
     /// Hex SHA-256 of the file's bytes: what the audit log records on load.
-    pub hash: String,
-    pub defaults: Defaults,
-    pub collections: Vec<Collection>,
+    hash: String,
+    defaults: Defaults,
+    collections: Vec<Collection>,
     by_name: HashMap<String, usize>,
     metric_index: HashMap<String, (usize, usize)>,
 }
@@ -168,32 +169,183 @@ pub enum OnPii {
     Redact,
 }
 
-/// One declared field with everything the pipeline needs to enforce it.
+/// What the door does with a field's value: exactly the legal (type, transform) pairs, so
+/// an illegal one — a pseudonymized integer, a generalized boolean, an IP kept whole —
+/// cannot be built. The compiler makes one only from a pair that passed lint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handling {
+    /// Never stored, whatever its type.
+    Drop(FieldType),
+    /// A string identifier, kept only as its pseudonym.
+    Pseudonymize,
+    /// A string, kept with what the PII scanner finds replaced by placeholders; never a
+    /// group key.
+    Redact,
+    /// A string kept as it is: a declared value, or free-form text the scanner passed.
+    KeepString,
+    /// An integer, floored to its bucket when generalized.
+    Integer {
+        bucket: Option<i64>,
+    },
+    /// A fixed-point number (scaled integer), floored to its bucket when generalized.
+    Number {
+        bucket: Option<i64>,
+    },
+    Boolean,
+    /// A timestamp, truncated to its grain when generalized.
+    Timestamp {
+        grain: Option<TimeGrain>,
+    },
+    /// An IP address, only ever kept as its network (/24, /48), whether the policy says
+    /// keep or generalize.
+    Network,
+}
+
+impl Handling {
+    /// The legal handling of a declared (type, transform) pair, `None` for an illegal one.
+    pub fn of(ty: FieldType, transform: &Transform) -> Option<Handling> {
+        use FieldType as T;
+        Some(match (ty, transform) {
+            (t, Transform::Drop) => Handling::Drop(t),
+            (T::String, Transform::Pseudonymize) => Handling::Pseudonymize,
+            (T::String, Transform::Redact) => Handling::Redact,
+            (T::String, Transform::Keep) => Handling::KeepString,
+            (T::Integer, Transform::Keep) => Handling::Integer { bucket: None },
+            (T::Integer, Transform::Generalize(Generalize::Bucket(w))) => {
+                Handling::Integer { bucket: Some(*w) }
+            }
+            (T::Number, Transform::Keep) => Handling::Number { bucket: None },
+            (T::Number, Transform::Generalize(Generalize::Bucket(w))) => {
+                Handling::Number { bucket: Some(*w) }
+            }
+            (T::Boolean, Transform::Keep) => Handling::Boolean,
+            (T::Timestamp, Transform::Keep) => Handling::Timestamp { grain: None },
+            (T::Timestamp, Transform::Generalize(Generalize::Time(g))) => {
+                Handling::Timestamp { grain: Some(*g) }
+            }
+            (T::Ip, Transform::Keep | Transform::Generalize(Generalize::Network)) => {
+                Handling::Network
+            }
+            _ => return None,
+        })
+    }
+
+    /// The value's declared type.
+    pub fn ty(self) -> FieldType {
+        match self {
+            Handling::Drop(t) => t,
+            Handling::Pseudonymize | Handling::Redact | Handling::KeepString => FieldType::String,
+            Handling::Integer { .. } => FieldType::Integer,
+            Handling::Number { .. } => FieldType::Number,
+            Handling::Boolean => FieldType::Boolean,
+            Handling::Timestamp { .. } => FieldType::Timestamp,
+            Handling::Network => FieldType::Ip,
+        }
+    }
+
+    /// The transform, as the policy spells it.
+    pub fn transform(self) -> Transform {
+        match self {
+            Handling::Drop(_) => Transform::Drop,
+            Handling::Pseudonymize => Transform::Pseudonymize,
+            Handling::Redact => Transform::Redact,
+            Handling::Integer { bucket: Some(w) } | Handling::Number { bucket: Some(w) } => {
+                Transform::Generalize(Generalize::Bucket(w))
+            }
+            Handling::Timestamp { grain: Some(g) } => Transform::Generalize(Generalize::Time(g)),
+            Handling::Network => Transform::Generalize(Generalize::Network),
+            Handling::KeepString
+            | Handling::Integer { bucket: None }
+            | Handling::Number { bucket: None }
+            | Handling::Boolean
+            | Handling::Timestamp { grain: None } => Transform::Keep,
+        }
+    }
+}
+
+/// One declared field with everything the pipeline needs to enforce it. Its fields are
+/// private: only the policy compiler builds one (from a legal [`Handling`]), and the
+/// rest of Veil reads it through accessors.
 #[derive(Debug, Clone)]
 pub struct Field {
-    pub name: String,
-    pub ty: FieldType,
-    pub class: FieldClass,
-    pub transform: Transform,
-    pub values: Option<Vec<String>>,
-    pub max_length: Option<u32>,
+    pub(crate) name: String,
+    pub(crate) class: FieldClass,
+    pub(crate) handling: Handling,
+    pub(crate) values: Option<Vec<String>>,
+    pub(crate) max_length: Option<u32>,
     /// Bounds in scaled integer units (value × 10^decimals).
-    pub min: Option<i64>,
-    pub max: Option<i64>,
-    pub out_of_range: OutOfRange,
+    pub(crate) min: Option<i64>,
+    pub(crate) max: Option<i64>,
+    pub(crate) out_of_range: OutOfRange,
     /// Fixed-point scale for `number` measures: stored as value × 10^decimals.
-    pub decimals: u32,
-    pub required: bool,
-    pub on_pii: OnPii,
+    pub(crate) decimals: u32,
+    pub(crate) required: bool,
+    pub(crate) on_pii: OnPii,
     /// Direct identifiers only: normalize before pseudonymizing (trim, NFKC, invisible
     /// characters removed, emails case-folded) so one person is one contributor.
-    pub normalize: bool,
+    pub(crate) normalize: bool,
 }
 
 impl Field {
+    /// The field's name in events and the policy.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Its one class (spec §2).
+    pub fn class(&self) -> FieldClass {
+        self.class
+    }
+    /// What the door does with its value.
+    pub fn handling(&self) -> Handling {
+        self.handling
+    }
+    /// Its declared type.
+    pub fn ty(&self) -> FieldType {
+        self.handling.ty()
+    }
+    /// Its transform, as the policy spells it.
+    pub fn transform(&self) -> Transform {
+        self.handling.transform()
+    }
+    /// Declared values, when the field has a closed list.
+    pub fn values(&self) -> Option<&[String]> {
+        self.values.as_deref()
+    }
+    /// The longest string accepted, in characters.
+    pub fn max_length(&self) -> Option<u32> {
+        self.max_length
+    }
+    /// Lower bound in scaled integer units.
+    pub fn min(&self) -> Option<i64> {
+        self.min
+    }
+    /// Upper bound in scaled integer units.
+    pub fn max(&self) -> Option<i64> {
+        self.max
+    }
+    /// What happens to a measure outside its bounds.
+    pub fn out_of_range(&self) -> OutOfRange {
+        self.out_of_range
+    }
+    /// Fixed-point scale of a number (value × 10^decimals).
+    pub fn decimals(&self) -> u32 {
+        self.decimals
+    }
+    /// Whether an event without it is rejected.
+    pub fn required(&self) -> bool {
+        self.required
+    }
+    /// What a retained free-form string holding personal data does to the event.
+    pub fn on_pii(&self) -> OnPii {
+        self.on_pii
+    }
+    /// Whether a direct identifier is normalized before pseudonymizing.
+    pub fn normalize(&self) -> bool {
+        self.normalize
+    }
     /// Whether the value survives the door in some form (everything but `drop`).
     pub fn is_retained(&self) -> bool {
-        self.transform != Transform::Drop
+        !matches!(self.handling, Handling::Drop(_))
     }
 }
 
@@ -267,6 +419,26 @@ pub struct Explain {
 }
 
 impl Policy {
+    /// The organization the policy is written for.
+    pub fn organization(&self) -> &str {
+        &self.organization
+    }
+
+    /// Hex SHA-256 of the policy file: what the audit log records when it loads.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Organization-wide settings after defaults.
+    pub fn defaults(&self) -> &Defaults {
+        &self.defaults
+    }
+
+    /// Every declared collection, in policy order.
+    pub fn collections(&self) -> &[Collection] {
+        &self.collections
+    }
+
     pub(crate) fn new(
         organization: String,
         hash: String,
@@ -367,5 +539,69 @@ impl Collection {
             self.purpose.audience,
             crate::duration::human(self.staging_retention)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every (type, transform) pair: the legal ones give a handling that reads back as the
+    /// same pair (an IP kept is generalized to its network), the rest give none.
+    #[test]
+    fn only_legal_type_transform_pairs_have_a_handling() {
+        use FieldType as T;
+        let types = [
+            T::String,
+            T::Integer,
+            T::Number,
+            T::Boolean,
+            T::Timestamp,
+            T::Ip,
+        ];
+        let transforms = [
+            Transform::Pseudonymize,
+            Transform::Drop,
+            Transform::Redact,
+            Transform::Keep,
+            Transform::Generalize(Generalize::Time(TimeGrain::Hour)),
+            Transform::Generalize(Generalize::Bucket(10)),
+            Transform::Generalize(Generalize::Network),
+        ];
+        let mut legal = 0;
+        for ty in types {
+            for t in &transforms {
+                let h = Handling::of(ty, t);
+                let expected = match (ty, t) {
+                    (_, Transform::Drop) => true,
+                    (T::String, Transform::Pseudonymize | Transform::Redact | Transform::Keep) => {
+                        true
+                    }
+                    (
+                        T::Integer | T::Number,
+                        Transform::Keep | Transform::Generalize(Generalize::Bucket(_)),
+                    ) => true,
+                    (T::Boolean, Transform::Keep) => true,
+                    (
+                        T::Timestamp,
+                        Transform::Keep | Transform::Generalize(Generalize::Time(_)),
+                    ) => true,
+                    (T::Ip, Transform::Keep | Transform::Generalize(Generalize::Network)) => true,
+                    _ => false,
+                };
+                assert_eq!(h.is_some(), expected, "{ty:?} {t:?}");
+                if let Some(h) = h {
+                    legal += 1;
+                    assert_eq!(h.ty(), ty);
+                    let back = if ty == T::Ip && *t == Transform::Keep {
+                        Transform::Generalize(Generalize::Network)
+                    } else {
+                        t.clone()
+                    };
+                    assert_eq!(h.transform(), back);
+                }
+            }
+        }
+        assert_eq!(legal, 6 + 3 + 2 + 2 + 1 + 2 + 2);
     }
 }

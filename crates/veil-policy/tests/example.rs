@@ -10,6 +10,6 @@ fn example_policy_compiles_without_errors() {
     )
     .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(findings.is_empty(), "{findings:#?}");
-    assert_eq!(p.collections.len(), 4);
+    assert_eq!(p.collections().len(), 4);
     assert!(p.metric("builds").is_some());
 }

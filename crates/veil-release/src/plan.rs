@@ -137,7 +137,7 @@ pub fn plan(
     let (coll, m) = policy
         .metric(&q.metric)
         .ok_or_else(|| ReleaseError::UnknownMetric(veil_pipeline::safe_name(&q.metric)))?;
-    let dims: Vec<&str> = m.by.iter().map(|&i| coll.fields[i].name.as_str()).collect();
+    let dims: Vec<&str> = m.by.iter().map(|&i| coll.fields[i].name()).collect();
     let mut by_positions = Vec::new();
     for d in
         q.by.clone()
@@ -208,7 +208,7 @@ pub fn plan(
     // A grouping of declared values lists every key of every window: bound the listing.
     let keys: usize = by_positions
         .iter()
-        .map(|&p| coll.fields[m.by[p]].values.as_ref().map_or(1, Vec::len))
+        .map(|&p| coll.fields[m.by[p]].values().map_or(1, <[String]>::len))
         .product();
     if keys.saturating_mul(windows.len()) > MAX_GROUPS {
         return Err(ReleaseError::TooManyGroups {
@@ -231,17 +231,17 @@ pub fn plan(
     let threshold = selection_threshold(b_sel, m.delta, partitions as u64, 1);
 
     let field = m.field.map(|i| &coll.fields[i]);
-    let unit = field.map(|f| 10i64.pow(f.decimals)).unwrap_or(1);
+    let unit = field.map(|f| 10i64.pow(f.decimals())).unwrap_or(1);
     let per_partition: u128 = match m.kind {
         MetricKind::Count | MetricKind::Histogram => linf,
         MetricKind::Distinct => 1,
         MetricKind::Sum | MetricKind::Mean => {
             let f = field.expect("compiled: sum and mean have a field");
             linf * f
-                .min
+                .min()
                 .unwrap_or(0)
                 .unsigned_abs()
-                .max(f.max.unwrap_or(0).unsigned_abs())
+                .max(f.max().unwrap_or(0).unsigned_abs())
                 .max(1) as u128
         }
     };

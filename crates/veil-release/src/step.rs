@@ -134,7 +134,7 @@ pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
     let (coll, m) = policy.metric(&p.metric)?;
     let mut keys = vec![String::new()];
     for (i, &pos) in p.by_positions.iter().enumerate() {
-        let values = coll.fields[m.by[pos]].values.as_ref()?;
+        let values = coll.fields[m.by[pos]].values()?;
         if keys.len() * values.len() > 10_000 {
             return None;
         }

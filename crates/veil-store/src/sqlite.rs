@@ -543,7 +543,7 @@ impl Store for SqliteStore {
             // place in the arena, is filled row by row, and is encrypted where it lies.
             let headers: Vec<Vec<u8>> = seg_sizes
                 .iter()
-                .map(|&((ci, _, _), _, _)| staging::segment_header(&policy.collections[ci]))
+                .map(|&((ci, _, _), _, _)| staging::segment_header(&policy.collections()[ci]))
                 .collect();
             let mut spans = Vec::with_capacity(seg_sizes.len()); // (start, plaintext length)
             let mut end = 0;
@@ -572,7 +572,7 @@ impl Store for SqliteStore {
                 "INSERT INTO staging_segments (collection, epoch, day, events, nonce, ciphertext, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (((ci, epoch, day), _, n), (start, len)) in seg_sizes.into_iter().zip(spans) {
-                let coll = &policy.collections[ci].name;
+                let coll = &policy.collections()[ci].name;
                 let key = data_keys.get(&epoch).ok_or_else(|| {
                     StoreError::Corrupt(
                         "an accepted event belongs to an epoch without a data key".into(),
@@ -689,7 +689,7 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (c, m) in policy.metrics() {
-            let boundary = window::start(m.window, now - policy.defaults.seal_grace);
+            let boundary = window::start(m.window, now - policy.defaults().seal_grace);
             let windows: Vec<i64> = {
                 let mut st = tx.prepare_cached("SELECT DISTINCT window_start FROM staging_contrib WHERE metric = ?1 AND window_start < ?2 ORDER BY 1")?;
                 let v = st
@@ -697,7 +697,7 @@ impl Store for SqliteStore {
                     .collect::<std::result::Result<_, _>>()?;
                 v
             };
-            let dims: Vec<&str> = m.by.iter().map(|&i| c.fields[i].name.as_str()).collect();
+            let dims: Vec<&str> = m.by.iter().map(|&i| c.fields[i].name()).collect();
             let metric_keys = keys.metric_keys(&m.name, i64::MIN);
             let nbins = if m.kind == MetricKind::Histogram {
                 m.bins.len() - 1
@@ -783,7 +783,7 @@ impl Store for SqliteStore {
 
     fn prune_dedupe(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<usize> {
         let retention = policy
-            .collections
+            .collections()
             .iter()
             .map(|c| c.staging_retention)
             .max()
@@ -890,14 +890,14 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        if last.as_deref() == Some(policy.hash.as_str()) {
+        if last.as_deref() == Some(policy.hash()) {
             return Ok(false);
         }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&policy.hash])?;
-        let detail = serde_json::json!({"policy_sha256": policy.hash, "previous_sha256": last, "collections": policy.collections.len()});
+        tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&policy.hash()])?;
+        let detail = serde_json::json!({"policy_sha256": policy.hash(), "previous_sha256": last, "collections": policy.collections().len()});
         let e = append_audit(&tx, actor, "policy_load", &detail, now)?;
         tx.commit()?;
         self.write_head(&e)?;

@@ -178,7 +178,7 @@ fn maintain(
     let t = now();
     let epochs = store.epochs()?;
     if let Some(cur) = epochs.iter().find(|e| e.end == i64::MAX) {
-        if t - cur.created_at >= policy.defaults.key_rotation {
+        if t - cur.created_at >= policy.defaults().key_rotation {
             store.rotate_keys(t, "veil:scheduler")?;
         }
     }

@@ -24,16 +24,16 @@ pub fn posture(
 ) -> Result<serde_json::Value, veil_store::StoreError> {
     let mut collections = Vec::new();
     let (mut ids, mut pseudo) = (0, 0);
-    for c in &policy.collections {
+    for c in policy.collections() {
         let mut classes = BTreeMap::<String, Vec<String>>::new();
         for f in &c.fields {
             classes
-                .entry(f.class.as_str().to_owned())
+                .entry(f.class().as_str().to_owned())
                 .or_default()
-                .push(format!("{} ({})", f.name, f.transform.as_str()));
-            if f.class == FieldClass::DirectIdentifier {
+                .push(format!("{} ({})", f.name(), f.transform().as_str()));
+            if f.class() == FieldClass::DirectIdentifier {
                 ids += 1;
-                if f.transform == Transform::Pseudonymize {
+                if f.transform() == Transform::Pseudonymize {
                     pseudo += 1;
                 }
             }
@@ -44,8 +44,8 @@ pub fn posture(
     let last_seal = store.last_audit("seal")?.map(|e| e.at);
     let v = store.audit_verify(&[])?;
     Ok(serde_json::json!({
-        "organization": policy.organization,
-        "policy_sha256": policy.hash,
+        "organization": policy.organization(),
+        "policy_sha256": policy.hash(),
         "collections": collections,
         "direct_identifiers": {"total": ids, "pseudonymized": pseudo, "dropped": ids - pseudo, "raw_kept": 0},
         "rejections_by_reason": store.quarantine_counts()?,
@@ -67,7 +67,7 @@ fn budget_spent(
         let Some(ci) = policy.collection_index(&r.collection) else {
             continue;
         };
-        let period = policy.collections[ci].budget.period;
+        let period = policy.collections()[ci].budget.period;
         if r.created_at < t - t.rem_euclid(period) {
             continue;
         }
