@@ -572,23 +572,27 @@ mod tests {
         for ty in types {
             for t in &transforms {
                 let h = Handling::of(ty, t);
-                let expected = match (ty, t) {
-                    (_, Transform::Drop) => true,
-                    (T::String, Transform::Pseudonymize | Transform::Redact | Transform::Keep) => {
-                        true
-                    }
-                    (
-                        T::Integer | T::Number,
-                        Transform::Keep | Transform::Generalize(Generalize::Bucket(_)),
-                    ) => true,
-                    (T::Boolean, Transform::Keep) => true,
-                    (
-                        T::Timestamp,
-                        Transform::Keep | Transform::Generalize(Generalize::Time(_)),
-                    ) => true,
-                    (T::Ip, Transform::Keep | Transform::Generalize(Generalize::Network)) => true,
-                    _ => false,
-                };
+                let expected = matches!(
+                    (ty, t),
+                    (_, Transform::Drop)
+                        | (
+                            T::String,
+                            Transform::Pseudonymize | Transform::Redact | Transform::Keep
+                        )
+                        | (
+                            T::Integer | T::Number,
+                            Transform::Keep | Transform::Generalize(Generalize::Bucket(_))
+                        )
+                        | (T::Boolean, Transform::Keep)
+                        | (
+                            T::Timestamp,
+                            Transform::Keep | Transform::Generalize(Generalize::Time(_))
+                        )
+                        | (
+                            T::Ip,
+                            Transform::Keep | Transform::Generalize(Generalize::Network)
+                        )
+                );
                 assert_eq!(h.is_some(), expected, "{ty:?} {t:?}");
                 if let Some(h) = h {
                     legal += 1;
