@@ -71,9 +71,35 @@ pub fn for_scan(s: &str) -> Cow<'_, str> {
 /// without `%`, `&` and `\` (the scanner's prefilter sees that in its own pass).
 pub(crate) fn for_scan_slow(s: &str) -> Cow<'_, str> {
     let mut text = unicode_clean(s, true);
+    // Which decoders have work: most values here hold none of these bytes.
+    let present = |t: &str| {
+        let b = t.as_bytes();
+        (
+            memchr::memchr(b'%', b).is_some(),
+            memchr::memchr(b'&', b).is_some(),
+            memchr::memchr(b'\\', b).is_some(),
+        )
+    };
+    let (mut pct, mut amp, mut bsl) = present(&text);
+    if !(pct || amp || bsl) {
+        return text;
+    }
     let mut decoded = false;
-    for decode in [percent_decode, html_references, backslash_escapes] {
-        if let Some(d) = decode(&text) {
+    if pct {
+        if let Some(d) = percent_decode(&text) {
+            (pct, amp, bsl) = present(&d);
+            text = Cow::Owned(d);
+            decoded = true;
+        }
+    }
+    if amp {
+        if let Some(d) = html_references(&text) {
+            text = Cow::Owned(d);
+            decoded = true;
+        }
+    }
+    if pct || bsl {
+        if let Some(d) = backslash_escapes(&text) {
             text = Cow::Owned(d);
             decoded = true;
         }
@@ -262,7 +288,6 @@ fn hex_val(b: u8) -> Option<u8> {
 /// second round decodes only the `%` the first produced from `%25` (`%2540` is `@`, and a
 /// literal `%41` next to it is not decoded twice).
 fn percent_decode(s: &str) -> Option<String> {
-    memchr::memchr(b'%', s.as_bytes())?;
     let mut made = Vec::new();
     let once = percent_round(s, None, &mut made)?;
     if made.is_empty() {

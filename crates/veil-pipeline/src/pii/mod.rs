@@ -206,18 +206,17 @@ const fn mask(w: &[u8]) -> u32 {
 impl Pre {
     /// One pass: table lookups, and branches only on digits and punctuation.
     fn of(b: &[u8]) -> Pre {
-        // Flags in one register, so that the counters stay in registers too.
+        // Flags set on punctuation in one register, so that the counters stay in registers.
         const AT: u32 = 1;
         const PLUS: u32 = 2;
         const KV: u32 = 4;
         const NORM: u32 = 8;
         const BRACKET: u32 = 16;
-        const JWT: u32 = 32;
-        const IBAN: u32 = 64;
         let (mut digits, mut colons, mut dots, mut dashes, mut spaces) =
             (0u32, 0u32, 0u32, 0u32, 0u32);
         let (mut flags, mut max_num, mut letters, mut run, mut max_run) =
             (0u32, 0u32, 0u32, 0u32, 0u32);
+        let (mut jwt_head, mut iban_head) = (false, false);
         // The last four bytes, two bits each: 1 letter, 2 digit, 3 '_'.
         let mut shape = 0u8;
         let mut prev = 0u8; // the last byte that is not a space or tab
@@ -228,11 +227,11 @@ impl Pre {
         for &c in b {
             let cls = CLASS[c as usize];
             letters |= LETTER[c as usize];
-            flags |= ((c == b'.' && run >= 14) as u32) * JWT;
+            jwt_head |= c == b'.' && run >= 14;
             run = if cls & WORD != 0 { run + 1 } else { 0 };
             max_run = max_run.max(run);
             shape = shape << 2 | SHAPE[c as usize];
-            flags |= ((shape == 0b01_01_10_10) as u32) * IBAN;
+            iban_head |= shape == 0b01_01_10_10;
             if cls & DIGIT != 0 {
                 digits += 1;
                 if state == 0 {
@@ -242,18 +241,13 @@ impl Pre {
                     // before is no digit.
                     let (b1, b2, b3) = (shape >> 2 & 3, shape >> 4 & 3, shape >> 6);
                     let digit_word = b1 == 1 && (b2 == 2 || (b2 == 1 && b3 == 2));
-                    state = match b1 {
-                        0 => 1,
-                        _ if digit_word => 2,
-                        _ => 3,
-                    };
+                    // Branch-free: hex ids make these hard to predict.
+                    state = 1 + (b1 != 0) as u8 * (2 - digit_word as u8);
                     num = 0;
                 }
                 num += 1;
                 seps = 0;
-                if state != 2 {
-                    max_num = max_num.max(num);
-                }
+                max_num = max_num.max(num * (state != 2) as u32);
             } else if cls & NUMSEP != 0 {
                 // Where a detector could start afresh: after a space, a separator that
                 // ends its runs, or two separators in a row.
@@ -299,9 +293,9 @@ impl Pre {
             dashes,
             spaces,
             max_run,
-            jwt_head: flags & JWT != 0,
+            jwt_head,
             max_num,
-            iban_head: flags & IBAN != 0,
+            iban_head,
             letters,
         }
     }

@@ -10,7 +10,7 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
     let spelled = (p.at && (p.spaces > 0 || p.bracket))
         || (p.bracket && p.has_letters(mask(b"at")) && bracketed_at(t.as_bytes()));
     (!p.at || email(t, hit))
-        && (!spelled || spelled_email(t, hit))
+        && (!spelled || spelled_email(t, p.bracket, hit))
         && (p.digits < 4 || p.dots < 3 || ipv4(t, hit))
         && (p.digits < 4 || p.dashes < 3 || cloud_ipv4(t, hit))
         && (p.colons < 2 || ipv6(t, hit))
@@ -421,7 +421,7 @@ fn spelled_domain_end(t: &str, from: usize) -> Option<(usize, bool)> {
 /// or first label of one character (`q @ k.T`), before a call or an index
 /// (`a @ b.to(dev)`) or after `self`/`this` (`x @ self.w`): Python's matrix product. Plain
 /// words (`alice at example dot com`) are not read.
-fn spelled_email(t: &str, hit: &mut Hit<'_>) -> bool {
+fn spelled_email(t: &str, brackets: bool, hit: &mut Hit<'_>) -> bool {
     let b = t.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -445,6 +445,9 @@ fn spelled_email(t: &str, hit: &mut Hit<'_>) -> bool {
         let spaced = ls < tok || ds > tok_end;
         if !bracket && ls < tok && ds == tok_end {
             continue; // `Add @example.org`, `cc @alice.smith`: a handle or a domain
+        }
+        if !(bracket || spaced || brackets) {
+            continue; // a plain address, no dot can be spelled: email() reads it
         }
         let Some((end, d_spelled)) = spelled_domain_end(t, ds) else {
             continue;

@@ -27,10 +27,7 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
             || bearer(t, hit))
         && (!p.at || p.colons < 2 || memchr::memmem::find(b, b"://").is_none() || userinfo(t, hit))
         && (!p.kv || !KEY_WORDS.iter().any(|w| contains_ci(b, w)) || assigned(t, hit))
-        && (!p.kv
-            || memchr::memmem::find(b, b"sig=").is_none()
-            || memchr::memmem::find(b, b"sv=").is_none()
-            || sas_signature(t, hit))
+        && (!sas_possible(b, p) || sas_signature(t, hit))
         && (p.spaces == 0
             || !((p.has_letters(mask(b"pas")) && contains_ci(b, b"pass"))
                 || (p.has_letters(mask(b"pwd")) && contains_ci(b, b"pwd")))
@@ -396,6 +393,11 @@ fn assigned(t: &str, hit: &mut Hit<'_>) -> bool {
         }
     }
     true
+}
+
+/// A `sig=` and an `sv=` may both be there (letters checked before any search).
+fn sas_possible(b: &[u8], p: &Pre) -> bool {
+    p.kv && p.has_letters(mask(b"sigv")) && contains_ci(b, b"sig=") && contains_ci(b, b"sv=")
 }
 
 /// The signature of an Azure shared access signature (`…?sv=2022-11-02&…&sig=…`, also as
