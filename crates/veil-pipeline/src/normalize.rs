@@ -71,23 +71,15 @@ pub fn for_scan(s: &str) -> Cow<'_, str> {
 /// without `%`, `&` and `\` (the scanner's prefilter sees that in its own pass).
 pub(crate) fn for_scan_slow(s: &str) -> Cow<'_, str> {
     let mut text = unicode_clean(s, true);
-    // Which decoders have work: most values here hold none of these bytes.
-    let present = |t: &str| {
-        let b = t.as_bytes();
-        (
-            memchr::memchr(b'%', b).is_some(),
-            memchr::memchr(b'&', b).is_some(),
-            memchr::memchr(b'\\', b).is_some(),
-        )
-    };
-    let (mut pct, mut amp, mut bsl) = present(&text);
+    // Which decoders have work: most values here hold none of their sequences.
+    let (mut pct, mut amp, mut bsl) = encoded(text.as_bytes());
     if !(pct || amp || bsl) {
         return text;
     }
     let mut decoded = false;
     if pct {
         if let Some(d) = percent_decode(&text) {
-            (pct, amp, bsl) = present(&d);
+            (pct, amp, bsl) = encoded(d.as_bytes());
             text = Cow::Owned(d);
             decoded = true;
         }
@@ -112,6 +104,23 @@ pub(crate) fn for_scan_slow(s: &str) -> Cow<'_, str> {
         Cow::Borrowed(_) => text,
         Cow::Owned(o) => Cow::Owned(o),
     }
+}
+
+/// Which decoders of [`for_scan`] could change `b`: a `%` before two hex digits or a `u`
+/// (percent-decoding, `%uXXXX`), a `&` that starts a reference or `&amp;`, a `\\`
+/// before `u`, `x` or another `\\` (an escape). One pass; `100%`, `Tom & Jerry` or
+/// `?page=2&per_page=50` need none.
+fn encoded(b: &[u8]) -> (bool, bool, bool) {
+    let (mut pct, mut amp, mut bsl) = (false, false, false);
+    for i in memchr::memchr3_iter(b'%', b'&', b'\\', b) {
+        let next = b.get(i + 1).copied().unwrap_or(0);
+        match b[i] {
+            b'%' => pct |= next.is_ascii_hexdigit() || next | 0x20 == b'u',
+            b'&' => amp |= reference(b, i).is_some() || b[i + 1..].starts_with(b"amp;"),
+            _ => bsl |= matches!(next, b'u' | b'x' | b'\\'),
+        }
+    }
+    (pct, amp, bsl)
 }
 
 /// A direct identifier (an email address, a user name) in the one spelling its
@@ -509,6 +518,17 @@ mod tests {
             assert!(matches!(identifier(s, true), Cow::Borrowed(_)), "{s}");
         }
         assert!(matches!(for_scan("cpu 93%"), Cow::Borrowed(_)));
+        // '%', '&' and '\\' that start nothing to decode cost no decoder.
+        for s in [
+            "?page=2&per_page=50",
+            "Tom & Jerry",
+            "C:\\Users\\Public",
+            "50% off",
+        ] {
+            assert_eq!(encoded(s.as_bytes()), (false, false, false), "{s}");
+            assert!(matches!(for_scan(s), Cow::Borrowed(_)), "{s}");
+        }
+        assert_eq!(encoded(b"%41&#64;\\u0040"), (true, true, true));
         assert!(matches!(for_scan("Ошибка сети"), Cow::Borrowed(_)));
     }
 
