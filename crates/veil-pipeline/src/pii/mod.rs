@@ -443,7 +443,7 @@ mod tests {
             at: true,
             plus: true,
             kv: true,
-            needs_norm: false,
+            needs_norm: true,
             bracket: true,
             digits: u32::MAX,
             colons: u32::MAX,

@@ -26,16 +26,36 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
             || !contains_ci(b, b"bearer")
             || bearer(t, hit))
         && (!p.at || p.colons < 2 || memchr::memmem::find(b, b"://").is_none() || userinfo(t, hit))
-        && (!p.kv || !KEY_WORDS.iter().any(|w| contains_ci(b, w)) || assigned(t, hit))
-        && (!sas_possible(b, p) || sas_signature(t, hit))
-        && (p.spaces == 0
-            || !((p.has_letters(mask(b"pas")) && contains_ci(b, b"pass"))
-                || (p.has_letters(mask(b"pwd")) && contains_ci(b, b"pwd")))
-            || spoken_password(t, hit))
+        && password_words(b, p, |pw| {
+            (!p.kv || !(pw || key_word(b, p)) || assigned(t, hit))
+                && (!sas_possible(b, p) || sas_signature(t, hit))
+                && (p.spaces == 0 || !pw || spoken_password(t, hit))
+        })
 }
 
-/// Every name [`ASSIGNED`] knows contains one of these; the regex runs only if one is there.
-const KEY_WORDS: [&[u8]; 6] = [b"pass", b"pwd", b"secret", b"token", b"key", b"credential"];
+/// Calls `f` with whether `pass` or `pwd` occurs, searched for once (assigned() and
+/// spoken_password() both need it) and only where `f` can use it.
+fn password_words(b: &[u8], p: &Pre, f: impl FnOnce(bool) -> bool) -> bool {
+    let pw = (p.kv || p.spaces > 0)
+        && ((p.has_letters(mask(b"pas")) && contains_ci(b, b"pass"))
+            || (p.has_letters(mask(b"pwd")) && contains_ci(b, b"pwd")));
+    f(pw)
+}
+
+/// Every name [`ASSIGNED`] knows contains `pass`, `pwd` or one of these; the regex runs
+/// only if one is there. Each word's letters are checked before it is searched for.
+const KEY_WORDS: [(&[u8], u32); 4] = [
+    (b"secret", mask(b"secret")),
+    (b"token", mask(b"token")),
+    (b"key", mask(b"key")),
+    (b"credential", mask(b"credential")),
+];
+
+fn key_word(b: &[u8], p: &Pre) -> bool {
+    KEY_WORDS
+        .iter()
+        .any(|&(w, m)| p.has_letters(m) && contains_ci(b, w))
+}
 
 static PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
@@ -395,16 +415,23 @@ fn assigned(t: &str, hit: &mut Hit<'_>) -> bool {
     true
 }
 
-/// A `sig=` and an `sv=` may both be there (letters checked before any search).
+/// A `sig=` and an `sv=` may both be there, joined by '&' (which the prefilter counts
+/// among the bytes that need normalizing): letters checked before any search.
 fn sas_possible(b: &[u8], p: &Pre) -> bool {
-    p.kv && p.has_letters(mask(b"sigv")) && contains_ci(b, b"sig=") && contains_ci(b, b"sv=")
+    p.kv && p.needs_norm
+        && p.has_letters(mask(b"sigv"))
+        && contains_ci(b, b"sig=")
+        && contains_ci(b, b"sv=")
 }
 
 /// The signature of an Azure shared access signature (`…?sv=2022-11-02&…&sig=…`, also as
 /// a connection string's `SharedAccessSignature=sv=…&sig=…`): the value of `sig=` when the
-/// text also names the SAS version `sv=`.
+/// text also names the SAS version `sv=` and joins parameters with '&'.
 fn sas_signature(t: &str, hit: &mut Hit<'_>) -> bool {
     let b = t.as_bytes();
+    if memchr::memchr(b'&', b).is_none() {
+        return true; // parameters of a query string: `sv=…&sig=…`
+    }
     for i in memchr::memmem::find_iter(b, b"sig=") {
         if i > 0 && !matches!(b[i - 1], b'?' | b'&' | b';') {
             continue;
