@@ -217,6 +217,21 @@ fn fragment() -> impl Strategy<Value = String> {
         Just("eyJhbGciOiJIUzI1NiJ9.".to_owned()),
         Just("GB82 ".to_owned()),
         Just("ip-10-1-2-3.".to_owned()),
+        Just("&#64;".to_owned()),
+        Just("&amp;#x40;".to_owned()),
+        Just("&#".to_owned()),
+        Just("\\u0040".to_owned()),
+        Just("\\uD83D\\uDE00".to_owned()),
+        Just("\\u{".to_owned()),
+        Just("%2540".to_owned()),
+        Just("%25".to_owned()),
+        Just("%u0040".to_owned()),
+        Just(" [at] ".to_owned()),
+        Just("(dot)".to_owned()),
+        Just("\u{664}\u{661}\u{661}\u{661}".to_owned()),
+        Just("ssn ".to_owned()),
+        Just("password is ".to_owned()),
+        Just("4111_1111_".to_owned()),
     ]
 }
 

@@ -6,10 +6,12 @@
 //! and the labelled corpus that measures recall and false positives.
 //!
 //! The scanner reads [`normalize::for_scan`]'s text: NFKC, invisible characters removed,
-//! percent-decoded once, so a full-width `＠`, a zero-width space or `%40` does not hide
-//! an address. Consequently [`redact`] returns the redacted *normalized* text (the
-//! obfuscated spelling is never kept) and the ranges of [`find_all`] index that text; for
-//! plain ASCII without `%` it is the input itself.
+//! decimal digits of every script as ASCII, percent-encoding (two rounds at most), HTML
+//! character references and backslash-`u` escapes undone, so a full-width `＠`, a
+//! zero-width space, `%2540`, `&#64;`, `\u0040` or Arabic-Indic digits do not hide a
+//! value. Consequently [`redact`] returns the redacted *normalized* text (the obfuscated
+//! spelling is never kept) and the ranges of [`find_all`] index that text; for plain ASCII
+//! without `%`, `&` and `\` it is the input itself.
 //!
 //! A one-pass byte prefilter decides which detectors can possibly match, so ordinary
 //! values ("payments", "4.2.1", a UUID) cost a few nanoseconds and no regex runs. Most
@@ -96,8 +98,10 @@ struct Pre {
     plus: bool,
     /// A ':' or '=' after a letter, '_' or quote (spaces between): `key=value`, `key: value`.
     kv: bool,
-    /// Bytes outside ASCII, or a '%': the text needs normalizing first.
+    /// Bytes outside ASCII, or a '%', '&' or '\\': the text needs normalizing first.
     needs_norm: bool,
+    /// One of `[({<`: an `@` or a '.' may be spelled out (`[at]`, `(dot)`).
+    bracket: bool,
     digits: u32,
     colons: u32,
     dots: u32,
@@ -107,9 +111,12 @@ struct Pre {
     max_run: u32,
     /// A '.' right after a run of 14 or more `[A-Za-z0-9_-]`: a JWT header could end there.
     jwt_head: bool,
-    /// Most digits in one run of digits and ` -./()+` that no word is glued to on the left
-    /// (a glued run counts afresh after a space, `/()+` or two separators, where a
-    /// detector may start a candidate): what a phone, card or SSN needs.
+    /// Most digits in one run of digits and ` -./_()+` that no word is glued to on the left
+    /// (a glued run counts afresh after a space, `/_()+` or two separators, where a detector
+    /// may start a candidate; a run glued to letters, with no digit among the three bytes
+    /// before it, counts up to its first separator, as `x4111…` or `ssn123…` may be a card
+    /// or an SSN): what a phone, card or SSN needs. An upper bound: the detectors check
+    /// their edges themselves.
     max_num: u32,
     /// Two letters then two digits somewhere: an IBAN's country code and check digits.
     iban_head: bool,
@@ -122,7 +129,7 @@ const ALPHA: u8 = 2;
 const WORD: u8 = 4; // [A-Za-z0-9_-]
 const SPECIAL: u8 = 8; // a byte one of the counters looks at
 const KEYEND: u8 = 16; // may end a key before ':' or '='
-const NUMSEP: u8 = 32; // may join digit groups: ` -./()+`
+const NUMSEP: u8 = 32; // may join digit groups: ` -./_()+`
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -135,14 +142,36 @@ static CLASS: [u8; 256] = {
             ALPHA | WORD | KEYEND
         } else {
             match b {
-                b'_' => WORD | KEYEND,
+                b'_' => WORD | KEYEND | NUMSEP,
                 b'-' => WORD | SPECIAL | NUMSEP,
                 b'"' | b'\'' => KEYEND,
-                b'+' | b'.' | b' ' => SPECIAL | NUMSEP,
-                b'/' | b'(' | b')' => NUMSEP,
-                b'@' | b':' | b'=' | b'\t' | b'%' | 0x80..=0xFF => SPECIAL,
+                b'+' | b'.' | b' ' | b'(' => SPECIAL | NUMSEP,
+                b'/' | b')' => NUMSEP,
+                b'@' | b':' | b'=' | b'\t' | b'%' | b'&' | b'\\' | b'[' | b'{' | b'<' => SPECIAL,
+                0x80..=0xFF => SPECIAL,
                 _ => 0,
             }
+        };
+        i += 1;
+    }
+    t
+};
+
+/// A byte's class in [`Pre::of`]'s `shape`: 1 an ASCII letter, 2 a digit, 3 '_', 0 any
+/// other byte.
+static SHAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if b.is_ascii_alphabetic() {
+            1
+        } else if b.is_ascii_digit() {
+            2
+        } else if b == b'_' {
+            3
+        } else {
+            0
         };
         i += 1;
     }
@@ -177,71 +206,87 @@ const fn mask(w: &[u8]) -> u32 {
 impl Pre {
     /// One pass: table lookups, and branches only on digits and punctuation.
     fn of(b: &[u8]) -> Pre {
+        // Flags set on punctuation in one register, so that the counters stay in registers.
+        const AT: u32 = 1;
+        const PLUS: u32 = 2;
+        const KV: u32 = 4;
+        const NORM: u32 = 8;
+        const BRACKET: u32 = 16;
         let (mut digits, mut colons, mut dots, mut dashes, mut spaces) =
             (0u32, 0u32, 0u32, 0u32, 0u32);
-        let (mut at, mut plus, mut kv, mut needs_norm, mut max_num) =
-            (false, false, false, false, 0u32);
-        let (mut letters, mut run, mut max_run) = (0u32, 0u32, 0u32);
+        let (mut flags, mut max_num, mut letters, mut run, mut max_run) =
+            (0u32, 0u32, 0u32, 0u32, 0u32);
         let (mut jwt_head, mut iban_head) = (false, false);
-        let mut shape = 0u8; // the last four bytes, two bits each: 1 letter, 2 digit
+        // The last four bytes, two bits each: 1 letter, 2 digit, 3 '_'.
+        let mut shape = 0u8;
         let mut prev = 0u8; // the last byte that is not a space or tab
-        let mut last = 0u8; // the byte before this one
-        let (mut num, mut in_num, mut glued, mut seps) = (0u32, false, false, 0u32);
+                            // In a run of digits and separators: 0 no, 1 yes, 2 glued to a word on the left
+                            // (not counted), 3 glued to letters (counted up to the first separator).
+        let mut state = 0u8;
+        let (mut num, mut seps) = (0u32, 0u32);
         for &c in b {
             let cls = CLASS[c as usize];
             letters |= LETTER[c as usize];
             jwt_head |= c == b'.' && run >= 14;
             run = if cls & WORD != 0 { run + 1 } else { 0 };
             max_run = max_run.max(run);
-            shape = shape << 2 | (cls & ALPHA) >> 1 | (cls & DIGIT) << 1;
+            shape = shape << 2 | SHAPE[c as usize];
             iban_head |= shape == 0b01_01_10_10;
             if cls & DIGIT != 0 {
                 digits += 1;
-                if !in_num {
-                    in_num = true;
-                    glued = last.is_ascii_alphanumeric() || last == b'_';
+                if state == 0 {
+                    // Glued if a letter, digit or '_' comes before; to a word with digits
+                    // (`a716`, `e29b…`) if a digit is among the three bytes before, after
+                    // letters only. A separator always comes between runs, so the byte
+                    // before is no digit.
+                    let (b1, b2, b3) = (shape >> 2 & 3, shape >> 4 & 3, shape >> 6);
+                    let digit_word = b1 == 1 && (b2 == 2 || (b2 == 1 && b3 == 2));
+                    // Branch-free: hex ids make these hard to predict.
+                    state = 1 + (b1 != 0) as u8 * (2 - digit_word as u8);
                     num = 0;
                 }
                 num += 1;
                 seps = 0;
-                if !glued {
-                    max_num = max_num.max(num);
-                }
+                max_num = max_num.max(num * (state != 2) as u32);
             } else if cls & NUMSEP != 0 {
                 // Where a detector could start afresh: after a space, a separator that
                 // ends its runs, or two separators in a row.
                 seps += 1;
-                if glued && (seps > 1 || !matches!(c, b'-' | b'.')) {
-                    (glued, num) = (false, 0);
+                if state == 3 {
+                    state = 2;
+                }
+                if state == 2 && (seps > 1 || !matches!(c, b'-' | b'.')) {
+                    (state, num) = (1, 0);
                 }
             } else {
-                in_num = false;
+                state = 0;
             }
             if cls & SPECIAL != 0 {
                 match c {
-                    b'@' => at = true,
-                    b'+' => plus = true,
+                    b'@' => flags |= AT,
+                    b'+' => flags |= PLUS,
                     b':' | b'=' => {
                         colons += (c == b':') as u32;
-                        kv |= CLASS[prev as usize] & KEYEND != 0;
+                        flags |= ((CLASS[prev as usize] & KEYEND != 0) as u32) * KV;
                     }
                     b'.' => dots += 1,
                     b'-' => dashes += 1,
                     b' ' | b'\t' => spaces += 1,
-                    _ => needs_norm = true, // '%' or a byte outside ASCII
+                    b'[' | b'(' | b'{' | b'<' => flags |= BRACKET,
+                    _ => flags |= NORM, // '%', '&', '\\' or a byte outside ASCII
                 }
             }
             if c != b' ' && c != b'\t' {
                 prev = c;
             }
-            last = c;
         }
         // Built once at the end: counters stay in registers during the loop.
         Pre {
-            at,
-            plus,
-            kv,
-            needs_norm,
+            at: flags & AT != 0,
+            plus: flags & PLUS != 0,
+            kv: flags & KV != 0,
+            needs_norm: flags & NORM != 0,
+            bracket: flags & BRACKET != 0,
             digits,
             colons,
             dots,
@@ -347,6 +392,35 @@ macro_rules! emit {
 }
 pub(crate) use emit;
 
+/// `needle` (lowercase ASCII) occurs in `hay`, ignoring ASCII case.
+#[inline]
+fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    find_ci(hay, needle, 0).is_some()
+}
+
+/// Where `needle` (lowercase ASCII) next occurs in `hay` at or after `from`, ignoring
+/// ASCII case.
+#[inline]
+fn find_ci(hay: &[u8], needle: &[u8], mut from: usize) -> Option<usize> {
+    let (lo, up) = (needle[0], needle[0].to_ascii_uppercase());
+    while let Some(i) = memchr::memchr2(lo, up, hay.get(from..)?) {
+        let at = from + i;
+        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle)
+        {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `b[i..]` starts with `word` (lowercase ASCII), ignoring ASCII case.
+#[inline]
+fn starts_ci(b: &[u8], i: usize, word: &[u8]) -> bool {
+    b.get(i..i + word.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(word))
+}
+
 /// True if the byte at `i` exists and is an ASCII letter, digit or '_'.
 fn is_word_at(b: &[u8], i: usize) -> bool {
     b.get(i)
@@ -369,7 +443,8 @@ mod tests {
             at: true,
             plus: true,
             kv: true,
-            needs_norm: false,
+            needs_norm: true,
+            bracket: true,
             digits: u32::MAX,
             colons: u32::MAX,
             dots: u32::MAX,
@@ -404,7 +479,29 @@ mod tests {
                 Just("de89370400440532013000".to_owned()),
                 Just("00:1a:2b:3c:4d:5e".to_owned()),
                 Just("alice@example.com".to_owned()),
-                "[a-z]{0,2}[0-9]{0,2}[ ./()+-]{0,2}",
+                "[a-z]{0,2}[0-9]{0,2}[ ./()+_-]{0,2}",
+                // The red-team round's shapes and their pieces.
+                Just("alice [at] example [dot] com".to_owned()),
+                Just(" @ ".to_owned()),
+                Just("(AT)".to_owned()),
+                Just("[.]".to_owned()),
+                Just(" {dot} ".to_owned()),
+                Just("j.smith@corp".to_owned()),
+                Just("x4111111111111111".to_owned()),
+                Just("4111_1111_1111_1111".to_owned()),
+                Just("4111/1111/".to_owned()),
+                Just("192.168.001.001".to_owned()),
+                Just("ssn ".to_owned()),
+                Just("social security number ".to_owned()),
+                Just("123456789".to_owned()),
+                Just("SG.we7W91dOhgZ2uOWEuTT16x.".to_owned()),
+                Just("mbUcGoihHzJfgJQo57ajexqkBFnO2pwssvz31NKL7Lz".to_owned()),
+                Just("AccountKey=".to_owned()),
+                Just("?sv=2022-11-02&sig=".to_owned()),
+                Just("passwd ".to_owned()),
+                Just("the password is ".to_owned()),
+                Just("hunter2!".to_owned()),
+                "[a-zA-Z_ ]{0,3}[0-9]{9,16}[a-z_ ]{0,2}",
             ], 0..8)
         ) {
             let s: String = parts.concat();
@@ -437,6 +534,20 @@ mod tests {
             ("Authorization: Basic dXNlcjpwYXNz", PiiKind::Credentials),
             ("db_password=hunter2!", PiiKind::Secret),
             ("-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----", PiiKind::PrivateKey),
+            ("alice [at] example [dot] com", PiiKind::Email),
+            ("alice @ example.com", PiiKind::Email),
+            ("alice&#64;example.com", PiiKind::Email),
+            ("alice%2540example.com", PiiKind::Email),
+            ("alice\\u0040example.com", PiiKind::Email),
+            ("from alice.smith@corp", PiiKind::Email),
+            ("192.168.001.001", PiiKind::Ipv4),
+            ("4111_1111_1111_1111", PiiKind::PaymentCard),
+            ("x4111111111111111", PiiKind::PaymentCard),
+            ("\u{664}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661} \u{661}\u{661}\u{661}\u{661}", PiiKind::PaymentCard),
+            ("ssn 123456789", PiiKind::Ssn),
+            ("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", PiiKind::ApiKey),
+            ("AccountName=a;AccountKey=eYyJc6l8OaDYw7QBsaGN7zZi/d9amqZ9Of48r8itiedfA7ejUq3U63rjUijcCbdIb1XI1eiIQ3v5nIsDwSIDOg==;", PiiKind::Secret),
+            ("the password is hunter2", PiiKind::Secret),
         ];
         for (s, k) in cases {
             assert_eq!(kinds(s), vec![k], "{s}");
@@ -484,6 +595,42 @@ mod tests {
             "Bearer ",
             "https://a:b@",
             "00:11:",
+            // The red-team round's detectors and normalizations.
+            "a @ ",
+            "a [at] ",
+            "a [dot] ",
+            "a.a [dot] ",
+            "[at] b.",
+            "(dot) b",
+            " @ b.c",
+            "a.b@c ",
+            "a.b@",
+            "x4111111111111111 ",
+            "a4",
+            "4_",
+            "4/",
+            "001.",
+            "ssn ",
+            "ssn 123456789",
+            "social security ",
+            "SG.",
+            "SG.aaaaaaaaaaaaaaaaaaaaaa.",
+            "AccountKey=a1b2c3d4e5f6;",
+            "sig=a1b2c3d4e5f6g7h8&sv=1&",
+            "password ",
+            "password is ",
+            "passwd hunter2 ",
+            "%25",
+            "%2541",
+            "&#64;",
+            "&amp;",
+            "&amp;#",
+            "\\u0040",
+            "\\",
+            "\\u{",
+            "%u0040",
+            "(at)",
+            "\u{664}",
         ];
         for p in pieces {
             let s = p.repeat(60_000 / p.len());
@@ -511,6 +658,23 @@ mod tests {
             "api-7d9f8b6c5d-x2x7k",
             "Db::Cache::fetch",
             "icon@2x.png",
+            "lodash.merge@latest",
+            "java.lang.Object@deadbeef",
+            "user@localhost",
+            "getty@tty1.service",
+            "x @ self.weight",
+            "attn @ v.to(device)",
+            "meet (at) noon",
+            "001.002.003.004",
+            "id_4111111111111112",
+            "ssn verified for order 123456789",
+            "password reset requested",
+            "invalid password",
+            "password_changed",
+            "passwordless login",
+            "password is incorrect",
+            "pwd /home/app",
+            "Tom &amp; Jerry",
             "max_tokens=4096",
             "token_type=bearer",
             "1764671234567890123",

@@ -1,11 +1,14 @@
-//! Numbers: IBANs (mod-97), payment cards (Luhn), US social security numbers and phone
-//! numbers (E.164, national UK/German/French and North American formats).
+//! Numbers: IBANs (mod-97), payment cards (Luhn), US social security numbers (grouped, or
+//! nine digits after an SSN keyword) and phone numbers (E.164, national UK/German/French
+//! and North American formats). Digits of other scripts arrive as ASCII (normalization).
 //!
 //! Cards, SSNs and phones are read from *runs*: digit groups joined by short separators.
 //! A detector tries windows of whole groups inside a run instead of one greedy match, so
 //! a digit before a card number or an expiry after it does not hide the card.
 
-use super::{emit, is_word_at, is_word_before, Hit, PiiKind, Pre};
+use super::{
+    contains_ci, emit, find_ci, is_word_at, is_word_before, mask, starts_ci, Hit, PiiKind, Pre,
+};
 use smallvec::SmallVec;
 
 pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
@@ -13,6 +16,10 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
     (p.digits < 8 || b.len() < 15 || !p.iban_head || iban(b, hit))
         && (p.max_num < 13 || cards(b, hit))
         && (p.max_num < 9 || (p.dashes < 2 && p.spaces < 2) || ssn(b, hit))
+        && (p.max_num < 9
+            || !((p.has_letters(mask(b"sn")) && contains_ci(b, b"ssn"))
+                || (p.has_letters(mask(b"social")) && contains_ci(b, b"social")))
+            || ssn_keyword(b, hit))
         && ((p.max_num < 9 && !(p.plus && p.max_num >= 8)) || phones(b, p, hit))
 }
 
@@ -79,14 +86,66 @@ fn card_brand(first: u8) -> bool {
     matches!(first, b'2'..=b'6')
 }
 
+/// A word is glued on before `s` (`a1b4111…`), unless it is letters and '_' only
+/// (`x4111…`, `cc_4111…`): a label in front of a card, not part of a longer identifier.
+fn glued_before(b: &[u8], s: usize) -> bool {
+    let mut j = s;
+    while j > 0 && (b[j - 1].is_ascii_alphabetic() || b[j - 1] == b'_') {
+        j -= 1;
+    }
+    is_word_before(b, j)
+}
+
+/// The same after `e`: `4111…x` is a card, `4111…x1` is not.
+fn glued_after(b: &[u8], e: usize) -> bool {
+    let mut j = e;
+    while j < b.len() && (b[j].is_ascii_alphabetic() || b[j] == b'_') {
+        j += 1;
+    }
+    is_word_at(b, j)
+}
+
+/// Groups `start..=end` may be a card: if any separator is `_` or `/`, they are all the
+/// same and the groups have a card's layout, 4-4-4-4 (and a last group of 1–4) or Amex's
+/// 4-6-5 and Diners' 4-6-4 (`4111_1111_1111_1111`, `4111/1111/1111/1111`; not a path's
+/// `/a/54815033/3782797`, nor a date after a card, `… 1111 12/28`). Spaces, dashes and
+/// dots may mix, in any layout.
+fn grouping_agrees(b: &[u8], g: &[(usize, usize)], start: usize, end: usize) -> bool {
+    if !(start..end).any(|k| matches!(b[g[k].1], b'_' | b'/')) {
+        return true;
+    }
+    let first = b[g[start].1];
+    if (start..end).any(|k| b[g[k].1] != first) {
+        return false;
+    }
+    let len = |k: usize| g[k].1 - g[k].0;
+    let n = end - start + 1;
+    let fours = n >= 4 && (start..end).all(|k| len(k) == 4) && (1..=4).contains(&len(end));
+    let amex = n == 3 && len(start) == 4 && len(start + 1) == 6 && matches!(len(end), 4 | 5);
+    fours || amex
+}
+
 /// Every window of whole groups holding 13–19 digits is tried (longest first from each
 /// start), so digits before or after the card (`7 4111 1111 1111 1111 12/28 123`) do not
 /// spoil the Luhn check. A start inside the first group is tried only for the 4-4-4-4
-/// layout (`74111 1111 1111 1111`). A single ungrouped run must be the card itself.
+/// layout (`74111 1111 1111 1111`). A single ungrouped run must be the card itself. Groups
+/// join by ` `, `-`, `.`, `_` or `/`. A word glued on hides a card if it has digits (a hex
+/// id); a word of letters (`x4111111111111111`, `cc_4111…`) does not, but then only the
+/// 13–19 digits it touches, ungrouped, can be the card (not `a456-426614174000` in a UUID).
 fn cards(b: &[u8], hit: &mut Hit<'_>) -> bool {
-    runs(b, b" -.", 1, |g| {
+    runs(b, b" -._/", 1, |g| {
         let (s0, e0) = (g[0].0, g[g.len() - 1].1);
-        if is_word_before(b, s0) || is_word_at(b, e0) || e0 - s0 < 13 {
+        if e0 - s0 < 13 || glued_before(b, s0) || glued_after(b, e0) {
+            return true;
+        }
+        let (left, right) = (is_word_before(b, s0), is_word_at(b, e0));
+        if left || right {
+            let k = if left { 0 } else { g.len() - 1 };
+            let (s, e) = g[k];
+            let alone = !(left && right && g.len() > 1);
+            if alone && (13..=19).contains(&(e - s)) && card_brand(b[s]) && luhn(b, &g[k..=k]) {
+                emit!(hit, s..e, PiiKind::PaymentCard);
+            }
             return true;
         }
         let mut start = 0;
@@ -104,7 +163,10 @@ fn cards(b: &[u8], hit: &mut Hit<'_>) -> bool {
                         ends.push(end);
                     }
                 }
-                found = ends.into_iter().rev().find(|&end| luhn(b, &g[start..=end]));
+                found = ends
+                    .into_iter()
+                    .rev()
+                    .find(|&end| grouping_agrees(b, g, start, end) && luhn(b, &g[start..=end]));
             }
             match found {
                 Some(end) => {
@@ -118,7 +180,7 @@ fn cards(b: &[u8], hit: &mut Hit<'_>) -> bool {
         if g.len() == 4 && g[0].1 - g[0].0 == 5 && g[1..].iter().all(|(s, e)| e - s == 4) {
             let mut w: Groups = g.clone();
             w[0].0 += 1;
-            if card_brand(b[w[0].0]) && luhn(b, &w) {
+            if card_brand(b[w[0].0]) && grouping_agrees(b, &w, 0, 3) && luhn(b, &w) {
                 emit!(hit, w[0].0..w[3].1, PiiKind::PaymentCard);
             }
         }
@@ -141,17 +203,98 @@ fn ssn(b: &[u8], hit: &mut Hit<'_>) -> bool {
         if s > 0 && matches!(b[s - 1], b'-' | b'.' | b'/') {
             return true;
         }
-        let area = &b[g[0].0..g[0].1];
-        let ok = area != b"000"
-            && area != b"666"
-            && area[0] != b'9'
-            && &b[g[1].0..g[1].1] != b"00"
-            && &b[g[2].0..g[2].1] != b"0000";
+        let ok = issuable_ssn(&b[g[0].0..g[0].1], &b[g[1].0..g[1].1], &b[g[2].0..g[2].1]);
         if ok {
             emit!(hit, s..e, PiiKind::Ssn);
         }
         true
     })
+}
+
+/// An SSN the SSA could have issued, from its nine digits: area not 000, 666 or 900–999,
+/// group not 00, serial not 0000.
+fn issuable_ssn(area: &[u8], group: &[u8], serial: &[u8]) -> bool {
+    area != b"000" && area != b"666" && area[0] != b'9' && group != b"00" && serial != b"0000"
+}
+
+/// Words that may stand between an SSN keyword and the number (`ssn is …`, `social
+/// security number: …`).
+const SSN_FILLERS: &[&[u8]] = &[b"number", b"num", b"no", b"nr", b"is", b"was"];
+
+/// Where the nine digits after an SSN keyword ending at `k` would start: past spaces and
+/// `:=#"'-_.`, and the words of [`SSN_FILLERS`], 24 bytes at most; `None` if anything
+/// else comes first.
+fn after_ssn_keyword(b: &[u8], k: usize) -> Option<usize> {
+    let mut j = k;
+    while j < b.len() && j - k <= 24 {
+        let c = b[j];
+        if c.is_ascii_digit() {
+            return Some(j);
+        }
+        if c.is_ascii_alphabetic() {
+            let w = b[j..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphabetic())
+                .count();
+            if !SSN_FILLERS
+                .iter()
+                .any(|f| b[j..j + w].eq_ignore_ascii_case(f))
+            {
+                return None;
+            }
+            j += w;
+        } else if matches!(
+            c,
+            b' ' | b'\t' | b':' | b'=' | b'#' | b'"' | b'\'' | b'-' | b'_' | b'.'
+        ) {
+            j += 1;
+        } else {
+            return None;
+        }
+    }
+    None
+}
+
+/// The end of an SSN keyword at `i`: `ssn`, or `social security` (joined by nothing, a
+/// space, `_` or `-`); not inside a word (`lessn`), any case.
+fn ssn_keyword_end(b: &[u8], i: usize) -> Option<usize> {
+    if i > 0 && b[i - 1].is_ascii_alphabetic() {
+        return None;
+    }
+    if starts_ci(b, i, b"ssn") {
+        return Some(i + 3);
+    }
+    if !starts_ci(b, i, b"social") {
+        return None;
+    }
+    let j = i + 6 + matches!(b.get(i + 6), Some(b' ' | b'_' | b'-')) as usize;
+    starts_ci(b, j, b"security").then_some(j + 8)
+}
+
+/// Nine digits right after an SSN keyword: `ssn 123456789`, `SSN: 078051120`,
+/// `"ssn":"219099999"`, `customer_ssn=…`, `social security number 457555462`. The digits
+/// stand alone (no digit or letter glued on) and form an issuable SSN.
+fn ssn_keyword(b: &[u8], hit: &mut Hit<'_>) -> bool {
+    let mut from = 0;
+    while let Some(i) = find_ci(b, b"s", from) {
+        from = i + 1;
+        let Some(k) = ssn_keyword_end(b, i) else {
+            continue;
+        };
+        let Some(j) = after_ssn_keyword(b, k) else {
+            continue;
+        };
+        let n = b[j..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if n != 9 || is_word_at(b, j + 9) {
+            from = j + n;
+            continue;
+        }
+        if issuable_ssn(&b[j..j + 3], &b[j + 3..j + 5], &b[j + 5..j + 9]) {
+            emit!(hit, j..j + 9, PiiKind::Ssn);
+        }
+        from = j + 9;
+    }
+    true
 }
 
 /// IBAN lengths by country (ISO 13616 registry).

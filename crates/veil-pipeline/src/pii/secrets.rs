@@ -1,11 +1,13 @@
 //! Secrets: API keys and access tokens with a known prefix, PEM private keys, JWTs (the
 //! header decodes to a JSON object with `alg`), `Basic` and URL credentials, bearer
-//! tokens, and values assigned to password/secret/token/key variables.
+//! tokens, values assigned to password/secret/token/key variables (Azure's `AccountKey=`
+//! in a connection string among them), Azure SAS signatures, and passwords given in prose
+//! (`the password is hunter2`).
 //!
 //! Hand-written rather than gitleaks' rule set: see `docs/pii-scanner.md` for the
 //! measurement behind that choice.
 
-use super::{emit, is_word_before, mask, Hit, PiiKind, Pre};
+use super::{contains_ci, emit, is_word_before, mask, starts_ci, Hit, PiiKind, Pre};
 use base64::Engine as _;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -24,25 +26,35 @@ pub(super) fn find(t: &str, p: &Pre, hit: &mut Hit<'_>) -> bool {
             || !contains_ci(b, b"bearer")
             || bearer(t, hit))
         && (!p.at || p.colons < 2 || memchr::memmem::find(b, b"://").is_none() || userinfo(t, hit))
-        && (!p.kv || !KEY_WORDS.iter().any(|w| contains_ci(b, w)) || assigned(t, hit))
+        && password_words(b, p, |pw| {
+            (!p.kv || !(pw || key_word(b, p)) || assigned(t, hit))
+                && (!sas_possible(b, p) || sas_signature(t, hit))
+                && (p.spaces == 0 || !pw || spoken_password(t, hit))
+        })
 }
 
-/// Every name [`ASSIGNED`] knows contains one of these; the regex runs only if one is there.
-const KEY_WORDS: [&[u8]; 6] = [b"pass", b"pwd", b"secret", b"token", b"key", b"credential"];
+/// Calls `f` with whether `pass` or `pwd` occurs, searched for once (assigned() and
+/// spoken_password() both need it) and only where `f` can use it.
+fn password_words(b: &[u8], p: &Pre, f: impl FnOnce(bool) -> bool) -> bool {
+    let pw = (p.kv || p.spaces > 0)
+        && ((p.has_letters(mask(b"pas")) && contains_ci(b, b"pass"))
+            || (p.has_letters(mask(b"pwd")) && contains_ci(b, b"pwd")));
+    f(pw)
+}
 
-/// `needle` (lowercase ASCII) occurs in `hay`, ignoring ASCII case.
-fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    let (lo, up) = (needle[0], needle[0].to_ascii_uppercase());
-    let mut from = 0;
-    while let Some(i) = memchr::memchr2(lo, up, &hay[from..]) {
-        let at = from + i;
-        if hay.len() - at >= needle.len() && hay[at..at + needle.len()].eq_ignore_ascii_case(needle)
-        {
-            return true;
-        }
-        from = at + 1;
-    }
-    false
+/// Every name [`ASSIGNED`] knows contains `pass`, `pwd` or one of these; the regex runs
+/// only if one is there. Each word's letters are checked before it is searched for.
+const KEY_WORDS: [(&[u8], u32); 4] = [
+    (b"secret", mask(b"secret")),
+    (b"token", mask(b"token")),
+    (b"key", mask(b"key")),
+    (b"credential", mask(b"credential")),
+];
+
+fn key_word(b: &[u8], p: &Pre) -> bool {
+    KEY_WORDS
+        .iter()
+        .any(|&(w, m)| p.has_letters(m) && contains_ci(b, w))
 }
 
 static PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
@@ -63,6 +75,8 @@ static PREFIXED: LazyLock<Regex> = LazyLock::new(|| {
         r"|npm_[A-Za-z0-9]{36}(?-u:\b)",
         r"|(?:glpat|gldt|glrt|glptt|glsoat|glcbt|glffct|gloas|glimt|glagent)-[A-Za-z0-9_-]{20,}",
         r"|AIza[0-9A-Za-z_-]{35}",
+        // SendGrid API keys: `SG.`, a 22-character id, '.', a 43-character secret.
+        r"|SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}",
         r")",
     ))
     .expect("static key patterns compile")
@@ -82,36 +96,43 @@ fn looks_random(v: &[u8], min_len: usize) -> bool {
     (digit && (lower || upper)) || (lower && upper && v.len() >= 12)
 }
 
-/// The literal starts of [`PREFIXED`]'s shapes: the regex runs only where one begins a word.
-const PREFIXES: &[&[u8]] = &[
-    b"AKIA",
-    b"ASIA",
-    b"ABIA",
-    b"ACCA",
-    b"AGPA",
-    b"AIDA",
-    b"AIPA",
-    b"ANPA",
-    b"ANVA",
-    b"AROA",
-    b"APKA",
-    b"ASCA",
-    b"A3T",
-    b"AIza",
-    b"gh",
-    b"github_pat_",
-    b"gl",
-    b"xox",
-    b"xapp-",
-    b"https://hooks.slack.com/",
-    b"http://hooks.slack.com/",
-    b"sk_",
-    b"pk_",
-    b"rk_",
-    b"sk-",
-    b"whsec_",
-    b"npm_",
-];
+/// A literal start of one of [`PREFIXED`]'s shapes begins `b`: the regex runs only where
+/// one begins a word. Chosen by the first byte, so a candidate costs a compare or two.
+fn prefix_at(b: &[u8]) -> bool {
+    let any = |ps: &[&[u8]]| ps.iter().any(|p| b.starts_with(p));
+    match b[0] {
+        b'A' => {
+            // AWS key ids (AKIA, ASIA, … and A3T…) and Google's AIza.
+            b.len() >= 4
+                && (matches!(
+                    &b[..4],
+                    b"AKIA"
+                        | b"ASIA"
+                        | b"ABIA"
+                        | b"ACCA"
+                        | b"AGPA"
+                        | b"AIDA"
+                        | b"AIPA"
+                        | b"ANPA"
+                        | b"ANVA"
+                        | b"AROA"
+                        | b"APKA"
+                        | b"ASCA"
+                        | b"AIza"
+                ) || b[..3] == *b"A3T")
+        }
+        b'g' => any(&[b"gh", b"gl", b"github_pat_"]),
+        b'x' => any(&[b"xox", b"xapp-"]),
+        b'h' => any(&[b"https://hooks.slack.com/", b"http://hooks.slack.com/"]),
+        b's' => any(&[b"sk_", b"sk-"]),
+        b'p' => any(&[b"pk_"]),
+        b'r' => any(&[b"rk_"]),
+        b'w' => any(&[b"whsec_"]),
+        b'n' => any(&[b"npm_"]),
+        b'S' => any(&[b"SG."]),
+        _ => false,
+    }
+}
 
 fn prefixed(t: &str, hit: &mut Hit<'_>) -> bool {
     let b = t.as_bytes();
@@ -119,9 +140,9 @@ fn prefixed(t: &str, hit: &mut Hit<'_>) -> bool {
     while i < b.len() {
         let starts = matches!(
             b[i],
-            b'A' | b'g' | b'x' | b'h' | b's' | b'p' | b'r' | b'w' | b'n'
+            b'A' | b'g' | b'x' | b'h' | b's' | b'p' | b'r' | b'w' | b'n' | b'S'
         ) && !is_word_before(b, i)
-            && PREFIXES.iter().any(|p| b[i..].starts_with(p));
+            && prefix_at(&b[i..]);
         if starts {
             if let Some(m) = PREFIXED.find(&t[i..]) {
                 let v = m.as_str().as_bytes();
@@ -292,7 +313,7 @@ static ASSIGNED: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(concat!(
         r"(?i)([A-Za-z0-9_.-]*?(?:(password|passwd|pwd|passphrase|credentials?)|",
         r"secret|token|api[_-]?key|apikey|access[_-]?key|secret[_-]?key|private[_-]?key|",
-        r"signing[_-]?key|encryption[_-]?key|master[_-]?key|client[_-]?secret))",
+        r"signing[_-]?key|encryption[_-]?key|master[_-]?key|account[_-]?key|client[_-]?secret))",
         r#"["']?[ \t]*(?:=>|=|:)[ \t]*("[^"\n]*"|'[^'\n]*'|[^\s"',;]+)"#,
     ))
     .expect("static assignment pattern compiles")
@@ -389,6 +410,141 @@ fn assigned(t: &str, hit: &mut Hit<'_>) -> bool {
         };
         if ok {
             emit!(hit, r, PiiKind::Secret);
+        }
+    }
+    true
+}
+
+/// A `sig=` and an `sv=` may both be there, joined by '&' (which the prefilter counts
+/// among the bytes that need normalizing): letters checked before any search.
+fn sas_possible(b: &[u8], p: &Pre) -> bool {
+    p.kv && p.needs_norm
+        && p.has_letters(mask(b"sigv"))
+        && contains_ci(b, b"sig=")
+        && contains_ci(b, b"sv=")
+}
+
+/// The signature of an Azure shared access signature (`…?sv=2022-11-02&…&sig=…`, also as
+/// a connection string's `SharedAccessSignature=sv=…&sig=…`): the value of `sig=` when the
+/// text also names the SAS version `sv=` and joins parameters with '&'.
+fn sas_signature(t: &str, hit: &mut Hit<'_>) -> bool {
+    let b = t.as_bytes();
+    if memchr::memchr(b'&', b).is_none() {
+        return true; // parameters of a query string: `sv=…&sig=…`
+    }
+    for i in memchr::memmem::find_iter(b, b"sig=") {
+        if i > 0 && !matches!(b[i - 1], b'?' | b'&' | b';') {
+            continue;
+        }
+        let s = i + 4;
+        let n = b[s..]
+            .iter()
+            .position(|&c| matches!(c, b'&' | b';' | b'"' | b'\'') || c.is_ascii_whitespace())
+            .unwrap_or(b.len() - s);
+        if looks_random(&b[s..s + n], 16) {
+            emit!(hit, s..s + n, PiiKind::Secret);
+        }
+    }
+    true
+}
+
+/// Words that name a password in prose.
+const PASSWORD_WORDS: [&[u8]; 5] = [b"password", b"passphrase", b"passcode", b"passwd", b"pwd"];
+
+/// Past up to three spaces or tabs from `j`.
+fn past_spaces(b: &[u8], j: usize) -> usize {
+    j + b[j.min(b.len())..]
+        .iter()
+        .take(3)
+        .take_while(|c| matches!(c, b' ' | b'\t'))
+        .count()
+}
+
+/// Past the words that may join a password word to its value in prose (`is`, `was`,
+/// `set to`, `changed to`, `reset to`, `updated to`, then an optional ':') from `j`.
+fn past_fillers(b: &[u8], mut j: usize) -> usize {
+    let word_at = |j: usize, w: &[u8]| {
+        starts_ci(b, j, w) && !b.get(j + w.len()).is_some_and(u8::is_ascii_alphanumeric)
+    };
+    if let Some(w) = [&b"is"[..], b"was"].into_iter().find(|w| word_at(j, w)) {
+        j = past_spaces(b, j + w.len());
+    } else if let Some(w) = [&b"set"[..], b"changed", b"reset", b"updated"]
+        .into_iter()
+        .find(|w| word_at(j, w))
+    {
+        let k = past_spaces(b, j + w.len());
+        if k > j + w.len() && word_at(k, b"to") {
+            j = past_spaces(b, k + 2);
+        }
+    }
+    if b.get(j) == Some(&b':') {
+        j = past_spaces(b, j + 1);
+    }
+    j
+}
+
+/// A password given in prose: a password word (`password`, `passwd`, `passphrase`,
+/// `passcode`, `pwd`) followed by a space, optionally `is`/`was`/`set to`…, then a value
+/// with a digit or a symbol: `passwd hunter2`, `the password is hunter2`, `password set to
+/// Winter2026!`. A value of letters only is a word (`password reset requested`, `password
+/// is incorrect`), so it is not taken; nor a path (`pwd /home/app`), an option
+/// (`pwd -P`), an issue (`#1234`), a version (`3.5.5`), a URL or a placeholder.
+/// `password_changed`, `passwordless`, `passwords`, `base-passwd` are other words.
+fn spoken_password(t: &str, hit: &mut Hit<'_>) -> bool {
+    let b = t.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr2(b'p', b'P', &b[from..]) {
+        let i = from + off;
+        from = i + 1;
+        let Some(w) = PASSWORD_WORDS.iter().find(|w| starts_ci(b, i, w)) else {
+            continue;
+        };
+        let k = i + w.len();
+        // A word of its own, followed by a space: not `base-passwd (3.5.5)`, `mypassword`,
+        // `password=` (assigned() reads that) or `password_changed`.
+        let glued = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'-');
+        if glued || !matches!(b.get(k), Some(b' ' | b'\t')) {
+            continue;
+        }
+        let mut s = past_fillers(b, past_spaces(b, k));
+        let n = b[s..]
+            .iter()
+            .take(129)
+            .take_while(|c| !c.is_ascii_whitespace())
+            .count();
+        let mut e = s + n;
+        if n > 128 {
+            continue;
+        }
+        // A sentence's punctuation after it, brackets around it, quotes only in pairs: in
+        // `"passwd ".to_owned()` a string ends, no value starts.
+        while e > s && matches!(b[e - 1], b')' | b']' | b'.' | b',' | b';' | b':') {
+            e -= 1;
+        }
+        while s < e && matches!(b[s], b'(' | b'[') {
+            s += 1;
+        }
+        if let Some(&q @ (b'"' | b'\'' | b'`')) = b.get(s).filter(|_| s < e) {
+            if e - s < 2 || b[e - 1] != q {
+                continue;
+            }
+            (s, e) = (s + 1, e - 1);
+        } else if e > s && matches!(b[e - 1], b'"' | b'\'' | b'`') {
+            e -= 1;
+        }
+        let v = &b[s..e];
+        let symbol = |c: &u8| c.is_ascii_punctuation() && !matches!(c, b'-' | b'_' | b'\'' | b'.');
+        let version = v.iter().all(|&c| c.is_ascii_digit() || c == b'.') && v.contains(&b'.');
+        // Not a path, an option, an issue number, a version, a URL or a placeholder.
+        let ok = v.len() >= 4
+            && v.iter().any(|c| c.is_ascii_digit() || symbol(c))
+            && !matches!(v[0], b'/' | b'~' | b'.' | b'-' | b'#')
+            && !version
+            && memchr::memmem::find(v, b"://").is_none()
+            && std::str::from_utf8(v).is_ok_and(|v| !is_placeholder(v));
+        if ok {
+            emit!(hit, s..e, PiiKind::Secret);
+            from = e;
         }
     }
     true
