@@ -331,10 +331,12 @@ fn lint(cli: &Cli, file: Option<&Path>, format: OutFormat) -> Result<u8> {
     let text = std::fs::read_to_string(&path)
         .map_err(|e| exit(2, format!("cannot read policy {name}: {e}")))?;
     let raw = veil_policy::parse(&text, &name).map_err(|e| exit(2, e.to_string()))?;
+    let team_map = veil_policy::load_team_map(&raw, &name).map_err(|e| exit(2, e.to_string()))?;
     let (_, findings) = veil_policy::analyze(
         &raw,
         &veil_policy::hash_text(&text),
         chrono::Utc::now().date_naive(),
+        team_map,
     );
     let errors = findings
         .iter()

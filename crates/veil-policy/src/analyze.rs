@@ -7,6 +7,7 @@
 use crate::duration;
 use crate::model::*;
 use crate::raw::*;
+use crate::TeamMap;
 use chrono::NaiveDate;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
@@ -108,6 +109,8 @@ fn forbidden_category(name: &str) -> Option<&'static str> {
 
 struct Ctx {
     findings: Vec<Finding>,
+    /// The team map the policy names, for `values_from: team_map`.
+    team_map: Option<TeamMap>,
 }
 
 impl Ctx {
@@ -230,10 +233,25 @@ fn exception_valid(
 }
 
 /// Compiles and lints a parsed policy. Returns the policy only when no finding is an error.
-pub fn analyze(raw: &RawPolicy, hash: &str, today: NaiveDate) -> (Option<Policy>, Vec<Finding>) {
+pub fn analyze(
+    raw: &RawPolicy,
+    hash: &str,
+    today: NaiveDate,
+    team_map: Option<TeamMap>,
+) -> (Option<Policy>, Vec<Finding>) {
     let mut ctx = Ctx {
         findings: Vec::new(),
+        team_map,
     };
+    if raw.team_map.is_some() && ctx.team_map.is_none() {
+        ctx.err(
+            "schema",
+            None,
+            None,
+            None,
+            "team_map names a file that was not loaded",
+        );
+    }
     if raw.version != 1 {
         ctx.err(
             "schema",
@@ -341,18 +359,42 @@ pub fn analyze(raw: &RawPolicy, hash: &str, today: NaiveDate) -> (Option<Policy>
         }
     }
     let ok = !ctx.findings.iter().any(|f| f.severity == Severity::Error);
+    let team_map = ctx.team_map.take();
     let policy = ok.then(|| {
         Policy::new(
             raw.organization.clone(),
             hash.to_owned(),
             defaults,
             collections,
+            team_map,
         )
     });
     (policy, ctx.findings)
 }
 
-fn valid_name(s: &str) -> bool {
+/// The unit a measure's name implies (`duration_ms` → ms), when it implies one.
+fn unit_from_name(name: &str) -> Option<String> {
+    let n = name.to_ascii_lowercase();
+    [
+        ("_ms", "ms"),
+        ("_millis", "ms"),
+        ("_seconds", "s"),
+        ("_secs", "s"),
+        ("_s", "s"),
+        ("_minutes", "min"),
+        ("_mins", "min"),
+        ("_hours", "h"),
+        ("_days", "d"),
+        ("_bytes", "bytes"),
+        ("_percent", "%"),
+        ("_pct", "%"),
+    ]
+    .iter()
+    .find(|(suffix, _)| n.ends_with(suffix))
+    .map(|(_, u)| (*u).to_owned())
+}
+
+pub(crate) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes().all(|b| {
@@ -848,10 +890,76 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             _ => ctx.err("schema", c, fx, None, "a measure needs min and max"),
         }
     }
+    let values = match (rf.values_from.as_deref(), &rf.values) {
+        (None, v) => v.clone(),
+        (Some(_), Some(_)) => {
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "values and values_from exclude each other",
+            );
+            None
+        }
+        (Some("team_map"), None) => match &ctx.team_map {
+            Some(m) if ty == FieldType::String => Some(m.values()),
+            Some(_) => {
+                ctx.err(
+                    "schema",
+                    c,
+                    fx,
+                    None,
+                    "values_from: team_map needs a string field",
+                );
+                None
+            }
+            None => {
+                ctx.err(
+                    "schema",
+                    c,
+                    fx,
+                    None,
+                    "values_from: team_map needs the policy's top-level team_map: naming teams.yaml",
+                );
+                None
+            }
+        },
+        (Some(_), None) => {
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "values_from must be team_map",
+            );
+            None
+        }
+    };
+    let unit = match rf.unit.as_deref().map(str::trim) {
+        Some(u) if u.is_empty() || u.len() > 16 || !u.chars().all(|c| c.is_ascii_graphic()) => {
+            ctx.err(
+                "schema",
+                c,
+                fx,
+                None,
+                "unit is 1-16 printable ASCII characters, such as ms, s, h, d, bytes, %",
+            );
+            None
+        }
+        Some(_) if class != FieldClass::Measure => {
+            ctx.err("schema", c, fx, None, "unit applies only to measures");
+            None
+        }
+        Some(u) => Some(u.to_owned()),
+        None if class == FieldClass::Measure => unit_from_name(fname),
+        None => None,
+    };
     if matches!(class, FieldClass::Attribute | FieldClass::QuasiIdentifier)
         && ty == FieldType::String
         && transform != Transform::Drop
-        && rf.values.is_none()
+        && values.is_none()
+        && rf.values_from.is_none()
         && rf.max_length.is_none()
     {
         ctx.err(
@@ -862,7 +970,7 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             "attribute and quasi_identifier strings need values or max_length",
         );
     }
-    if let Some(vals) = &rf.values {
+    if let Some(vals) = &values {
         if vals.is_empty() {
             ctx.err("schema", c, fx, None, "values must not be empty");
         }
@@ -925,7 +1033,9 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
         name: fname.to_owned(),
         class,
         handling,
-        values: rf.values.clone(),
+        values,
+        from_team_map: rf.values_from.is_some(),
+        unit,
         max_length: rf.max_length,
         min,
         max,

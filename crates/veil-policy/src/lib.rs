@@ -11,10 +11,12 @@ mod analyze;
 pub mod duration;
 mod model;
 pub mod raw;
+mod team_map;
 
 pub use analyze::{analyze, Finding, Severity};
 pub use model::*;
 pub use raw::RawPolicy;
+pub use team_map::{Team, TeamMap, TeamMapError, UNASSIGNED};
 
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -36,6 +38,13 @@ pub enum PolicyError {
         file: String,
         line: usize,
         column: usize,
+        message: String,
+    },
+    /// The team map the policy names could not be read or is not valid.
+    #[error("policy {file} names team_map {map}: {message}")]
+    TeamMap {
+        file: String,
+        map: String,
         message: String,
     },
     /// The policy parsed but has errors; the findings say which.
@@ -150,13 +159,39 @@ pub fn load_str(
     today: chrono::NaiveDate,
 ) -> Result<(Policy, Vec<Finding>), PolicyError> {
     let raw = parse(text, file)?;
-    match analyze(&raw, &hash_text(text), today) {
+    let team_map = load_team_map(&raw, file)?;
+    match analyze(&raw, &hash_text(text), today, team_map) {
         (Some(p), findings) => Ok((p, findings)),
         (None, findings) => Err(PolicyError::Invalid {
             file: file.to_owned(),
             findings,
         }),
     }
+}
+
+/// The team map a parsed policy names (read relative to `file`'s folder), if any: what
+/// [`analyze`] needs besides the policy itself.
+pub fn load_team_map(raw: &RawPolicy, file: &str) -> Result<Option<TeamMap>, PolicyError> {
+    raw.team_map
+        .as_deref()
+        .map(|rel| read_team_map(file, rel))
+        .transpose()
+}
+
+/// Reads the team map named by a policy, relative to the policy file's folder.
+fn read_team_map(file: &str, rel: &str) -> Result<TeamMap, PolicyError> {
+    let path = Path::new(file)
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(rel);
+    let fail = |message: String| PolicyError::TeamMap {
+        file: file.to_owned(),
+        map: rel.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    TeamMap::parse(&text, &path.display().to_string()).map_err(|e| fail(e.to_string()))
 }
 
 /// Reads and loads a policy file, dated today (UTC) for exception expiry.

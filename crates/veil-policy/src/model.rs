@@ -23,6 +23,7 @@ pub struct Policy {
     collections: Vec<Collection>,
     by_name: HashMap<String, usize>,
     metric_index: HashMap<String, (usize, usize)>,
+    team_map: Option<crate::TeamMap>,
 }
 
 /// Organization-wide settings after defaults were applied.
@@ -38,7 +39,8 @@ pub struct Defaults {
     pub seal_grace: Secs,
 }
 
-/// Total ε per principal, per collection, per period.
+/// Total ε on any one period's data of a collection, over every metric, grouping and
+/// principal, forever (spec §2 Privacy budget).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Budget {
     pub epsilon: f64,
@@ -272,6 +274,10 @@ pub struct Field {
     pub(crate) class: FieldClass,
     pub(crate) handling: Handling,
     pub(crate) values: Option<Vec<String>>,
+    /// Whether `values` came from the team map (its values are teams with rosters).
+    pub(crate) from_team_map: bool,
+    /// The measure's unit, declared or implied by its name.
+    pub(crate) unit: Option<String>,
     pub(crate) max_length: Option<u32>,
     /// Bounds in scaled integer units (value × 10^decimals).
     pub(crate) min: Option<i64>,
@@ -310,6 +316,14 @@ impl Field {
     /// Declared values, when the field has a closed list.
     pub fn values(&self) -> Option<&[String]> {
         self.values.as_deref()
+    }
+    /// Whether the declared values are the team map's teams (rosters apply).
+    pub fn from_team_map(&self) -> bool {
+        self.from_team_map
+    }
+    /// The measure's unit (`ms`, `s`, `bytes`, …), when declared or implied by its name.
+    pub fn unit(&self) -> Option<&str> {
+        self.unit.as_deref()
     }
     /// The longest string accepted, in characters.
     pub fn max_length(&self) -> Option<u32> {
@@ -439,11 +453,26 @@ impl Policy {
         &self.collections
     }
 
+    /// The team map the policy names: rosters and identity → team.
+    pub fn team_map(&self) -> Option<&crate::TeamMap> {
+        self.team_map.as_ref()
+    }
+
+    /// The roster floor of a group value of field `f`: the team's roster when `f` takes its
+    /// values from the team map and the value is a team; `None` otherwise.
+    pub fn roster(&self, f: &Field, value: &str) -> Option<u32> {
+        if !f.from_team_map {
+            return None;
+        }
+        self.team_map.as_ref()?.roster(value)
+    }
+
     pub(crate) fn new(
         organization: String,
         hash: String,
         defaults: Defaults,
         collections: Vec<Collection>,
+        team_map: Option<crate::TeamMap>,
     ) -> Self {
         let by_name = collections
             .iter()
@@ -464,6 +493,7 @@ impl Policy {
             collections,
             by_name,
             metric_index,
+            team_map,
         }
     }
 

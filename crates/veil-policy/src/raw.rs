@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 pub struct RawPolicy {
     pub version: u32,
     pub organization: String,
+    /// Path of the team map (`teams.yaml`), relative to the policy file.
+    pub team_map: Option<String>,
     #[serde(default)]
     pub defaults: RawDefaults,
     pub collections: Vec<RawCollection>,
@@ -86,6 +88,10 @@ pub struct RawField {
     pub class: String,
     pub transform: Option<String>,
     pub values: Option<Vec<String>>,
+    /// `team_map`: the declared values are the team map's teams plus `unassigned`.
+    pub values_from: Option<String>,
+    /// The measure's unit (`ms`, `s`, `min`, `h`, `d`, `bytes`, …), shown with released values.
+    pub unit: Option<String>,
     pub max_length: Option<u32>,
     pub min: Option<f64>,
     pub max: Option<f64>,

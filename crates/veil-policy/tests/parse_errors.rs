@@ -277,6 +277,7 @@ collections:
         &raw,
         "hash",
         chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        None,
     );
     for bad in ["odd", "quoted"] {
         assert!(

@@ -890,14 +890,25 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()?;
-        if last.as_deref() == Some(policy.hash()) {
+        // What was loaded: the policy and, when it names one, its team map (rosters decide
+        // what is shown, so a changed map is a policy change too).
+        let loaded = match policy.team_map() {
+            Some(m) => format!("{}+{}", policy.hash(), m.hash()),
+            None => policy.hash().to_owned(),
+        };
+        if last.as_deref() == Some(loaded.as_str()) {
             return Ok(false);
         }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&policy.hash()])?;
-        let detail = serde_json::json!({"policy_sha256": policy.hash(), "previous_sha256": last, "collections": policy.collections().len()});
+        tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&loaded])?;
+        let previous = last.as_deref().map(|l| l.split('+').next().unwrap_or(l));
+        let mut detail = serde_json::json!({"policy_sha256": policy.hash(), "previous_sha256": previous, "collections": policy.collections().len()});
+        if let Some(m) = policy.team_map() {
+            detail["team_map_sha256"] = serde_json::json!(m.hash());
+            detail["teams"] = serde_json::json!(m.teams().len());
+        }
         let e = append_audit(&tx, actor, "policy_load", &detail, now)?;
         tx.commit()?;
         self.write_head(&e)?;
