@@ -285,7 +285,7 @@ pub fn release(groups: usize) -> Result<u8> {
         to: None,
     };
     let t = Instant::now();
-    let p = veil_release::plan(&store, &policy, "bench", &q, now)?;
+    let p = veil_release::plan(&store, &policy, &q, now)?;
     // Plan and read the sealed rows, as a release does before its noise.
     let looked = veil_release::lookup(&mut store, &policy, "bench", true, &q, now)?;
     let read = t.elapsed().as_secs_f64();
@@ -314,7 +314,7 @@ pub fn release(groups: usize) -> Result<u8> {
         cached * 1e3,
         cached / read
     );
-    println!("  document {} KiB", r.record().document.len() / 1024);
+    println!("  document {} KiB", r.json().len() / 1024);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(0)
 }

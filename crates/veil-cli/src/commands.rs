@@ -370,22 +370,11 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
             format!("unknown metric {}", veil_pipeline::safe_name(metric)),
         )
     })?;
-    let p = veil_release::plan(
-        &ctx.store,
-        &ctx.policy,
-        &ctx.actor,
-        &Query {
-            metric: metric.into(),
-            ..Default::default()
-        },
-        now(),
-    )?;
     println!("{} ({}.{})", m.name, c.name, m.name);
     println!("{}", c.purpose_sentence());
     println!("  measures:      {}", m.explain.measures);
     println!("  does not mean: {}", m.explain.does_not_mean);
     println!("  misread when:  {}", m.explain.misread_when);
-    println!("groups with fewer than {} distinct contributors are suppressed; the rest pass DP selection", m.min_group_size);
     for &bi in &m.by {
         let f = &c.fields[bi];
         if f.ty() == veil_policy::FieldType::String && f.values().is_none() {
@@ -399,24 +388,62 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
                 }
             );
         }
+        if f.from_team_map() {
+            println!(
+                "{}: teams come from the team map; a person in two teams counts in both, people in none count under `unassigned`, and a team whose roster is below {} is never shown",
+                f.name(),
+                m.min_group_size
+            );
+        }
+    }
+    // Every grouping a report may ask for: the rule that applies and what it shows.
+    let dims: Vec<&str> = m.by.iter().map(|&i| c.fields[i].name()).collect();
+    for mask in 0..(1u32 << dims.len()) {
+        let by: Vec<String> = (0..dims.len())
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| dims[i].to_owned())
+            .collect();
+        let p = veil_release::plan(
+            &ctx.store,
+            &ctx.policy,
+            &Query {
+                metric: metric.into(),
+                by: Some(by.clone()),
+                ..Default::default()
+            },
+            now(),
+        )?;
+        let rule = match p.rule {
+            veil_release::Rule::DeclaredKeys => "declared keys (every key listed, no selection)",
+            veil_release::Rule::FreeFormKeys => "free-form keys (pre-threshold and DP selection)",
+        };
+        println!("by [{}]: {rule}; {}", by.join(", "), p.threshold_sentence());
+        println!(
+            "  chance a group is shown in a week: 3 active {:.0}% · 5 active {:.0}% · 10 active {:.0}% · 15 active {:.0}%",
+            100.0 * p.shown_probability(3),
+            100.0 * p.shown_probability(5),
+            100.0 * p.shown_probability(10),
+            100.0 * p.shown_probability(15)
+        );
+        if mask == (1u32 << dims.len()) - 1 {
+            println!(
+                "noise: {} · ε={} per window ({} for the noisy active count, {} for the value), δ={}; value noise scale {:.2}{}, 95% interval ±{}",
+                p.mechanism,
+                p.epsilon_per_window,
+                p.epsilon_count,
+                p.epsilon_value,
+                p.delta,
+                p.value_scale,
+                p.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default(),
+                p.interval_half_width
+            );
+        }
     }
     println!(
-        "noise: {} · per release ε={} (selection {} + values {}), δ={:e}",
-        p.mechanism, p.epsilon, p.epsilon_selection, p.epsilon_value, p.delta
-    );
-    println!(
-        "for the default 30-day range ({} windows): value noise scale {:.2}, 95% interval ±{}, selection threshold {} (scale {:.2})",
-        p.windows.len().max(1),
-        p.value_scale,
-        p.interval_half_width,
-        p.selection_threshold,
-        p.selection_scale
-    );
-    println!(
-        "budget: ε={} per {} per principal; you have spent {} this period",
-        p.budget,
-        veil_policy::duration::human(c.budget.period).replace("-day", " days"),
-        p.budget_spent
+        "budget: ε={} per {} of {}'s data, over every metric, grouping and reader, forever; each window is released once, and a report is charged only for windows not released before",
+        c.budget.epsilon,
+        veil_policy::duration::human(c.budget.period).replace("-day", "-day period"),
+        c.name
     );
     Ok(0)
 }
@@ -515,36 +542,39 @@ pub fn report(
         Action::ReadRelease
     })?;
     if dry_run {
-        let p = veil_release::plan(&ctx.store, &ctx.policy, &ctx.actor, q, t).map_err(map)?;
+        let p = veil_release::plan(&ctx.store, &ctx.policy, q, t).map_err(map)?;
         if format == OutFormat::Json {
             writeln!(out, "{}", serde_json::to_string_pretty(&p)?)?;
         } else {
             writeln!(out, "dry run: nothing released, no budget spent")?;
             writeln!(
                 out,
-                "metric {} by [{}] {} .. {} ({} sealed windows)",
+                "metric {} by [{}] {} .. {}: {} sealed windows with data, {} released before (reused, free), {} new",
                 p.metric,
                 p.by.join(", "),
                 p.from,
                 p.to,
-                p.windows.len()
+                p.windows.len(),
+                p.reused_windows.len(),
+                p.new_windows.len()
             )?;
             writeln!(
                 out,
-                "cost ε={} (δ={:e}); budget {} spent {} → left after {}",
-                p.epsilon, p.delta, p.budget, p.budget_spent, p.budget_left_after
+                "cost now ε={} (ε={} per new window, δ={})",
+                p.cost, p.epsilon_per_window, p.delta
             )?;
+            for c in &p.charges {
+                writeln!(
+                    out,
+                    "  budget of the period from {}: ε={} spent of {}, ε={} left after",
+                    c.period, c.spent, p.budget, c.left_after
+                )?;
+            }
+            writeln!(out, "shown when: {}", p.threshold_sentence())?;
             writeln!(
                 out,
                 "value noise {} scale {:.3}; 95% interval ±{}",
                 p.mechanism, p.value_scale, p.interval_half_width
-            )?;
-            writeln!(
-                out,
-                "selection: keep when contributors − {} + noise(scale {:.3}) ≥ {}",
-                p.min_group_size - 1,
-                p.selection_scale,
-                p.selection_threshold
             )?;
         }
         return Ok(0);
@@ -574,7 +604,7 @@ pub fn report(
     if r.cached() && format == OutFormat::Table {
         writeln!(
             out,
-            "(the same query was answered before: this is that release; nothing was charged)"
+            "(every window was released before: these are the stored numbers; nothing was charged)"
         )?;
     }
     Ok(0)
@@ -724,9 +754,20 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
             ids - pseudo
         );
         println!("rejections by reason: {}", doc["rejections_by_reason"]);
+        if let Some(b) = doc["budget"].as_object() {
+            for (c, v) in b {
+                println!(
+                    "budget of {c} for the data of the period from {}: ε={} spent of {}, {} left",
+                    v["period_from"].as_str().unwrap_or_default(),
+                    v["spent"],
+                    v["epsilon"],
+                    v["left"]
+                );
+            }
+        }
         println!(
-            "budget spent this period (ε, principal / collection): {}",
-            doc["budget_spent"]
+            "budget spent by principal (ε, all periods): {}",
+            doc["budget_spent_by_principal"]
         );
         println!("last seal: {}", last_seal.as_deref().unwrap_or("never"));
         println!(

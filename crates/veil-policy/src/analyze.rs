@@ -926,13 +926,7 @@ fn field(ctx: &mut Ctx, cn: &str, fname: &str, rf: &RawField) -> Option<Field> {
             }
         },
         (Some(_), None) => {
-            ctx.err(
-                "schema",
-                c,
-                fx,
-                None,
-                "values_from must be team_map",
-            );
+            ctx.err("schema", c, fx, None, "values_from must be team_map");
             None
         }
     };

@@ -180,10 +180,7 @@ pub fn load_team_map(raw: &RawPolicy, file: &str) -> Result<Option<TeamMap>, Pol
 
 /// Reads the team map named by a policy, relative to the policy file's folder.
 fn read_team_map(file: &str, rel: &str) -> Result<TeamMap, PolicyError> {
-    let path = Path::new(file)
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join(rel);
+    let path = Path::new(file).parent().unwrap_or(Path::new(".")).join(rel);
     let fail = |message: String| PolicyError::TeamMap {
         file: file.to_owned(),
         map: rel.to_owned(),

@@ -155,29 +155,28 @@ impl TeamMap {
                     exact.push(m);
                 }
             }
-            let roster = match (t.size, has_pattern) {
-                (Some(s), _) if (s as usize) < exact.len() => {
-                    return Err(err(
-                        name,
-                        format!(
-                            "size {s} is smaller than the {} members listed by name",
-                            exact.len()
-                        ),
-                    ))
-                }
-                (Some(s), _) => s,
-                (None, true) => {
-                    return Err(err(
+            let roster =
+                match (t.size, has_pattern) {
+                    (Some(s), _) if (s as usize) < exact.len() => {
+                        return Err(err(
+                            name,
+                            format!(
+                                "size {s} is smaller than the {} members listed by name",
+                                exact.len()
+                            ),
+                        ))
+                    }
+                    (Some(s), _) => s,
+                    (None, true) => return Err(err(
                         name,
                         "members include a pattern, so the roster cannot be counted: give `size:`"
                             .into(),
-                    ))
-                }
-                (None, false) if exact.is_empty() => {
-                    return Err(err(name, "a team needs members or a `size:`".into()))
-                }
-                (None, false) => exact.len() as u32,
-            };
+                    )),
+                    (None, false) if exact.is_empty() => {
+                        return Err(err(name, "a team needs members or a `size:`".into()))
+                    }
+                    (None, false) => exact.len() as u32,
+                };
             teams.push(Team {
                 name: name.clone(),
                 roster,
@@ -256,17 +255,29 @@ mod tests {
     #[test]
     fn refuses_what_would_make_a_roster_wrong() {
         for (text, says) in [
-            ("teams:\n  web:\n    members: [\"*@web.example.com\"]\n", "give `size:`"),
-            ("teams:\n  web:\n    members: [a@x.example, b@x.example]\n    size: 1\n", "smaller than"),
+            (
+                "teams:\n  web:\n    members: [\"*@web.example.com\"]\n",
+                "give `size:`",
+            ),
+            (
+                "teams:\n  web:\n    members: [a@x.example, b@x.example]\n    size: 1\n",
+                "smaller than",
+            ),
             ("teams:\n  unassigned:\n    size: 9\n", "reserved"),
             ("teams:\n  Web Team:\n    size: 9\n", "a team name"),
             ("teams:\n  web:\n    members: []\n", "members or a `size:`"),
             ("teams: {}\n", "no team"),
-            ("teams:\n  web:\n    size: 9\n    lead: x@y.example\n", "not a team map"),
+            (
+                "teams:\n  web:\n    size: 9\n    lead: x@y.example\n",
+                "not a team map",
+            ),
         ] {
             let e = TeamMap::parse(text, "teams.yaml").unwrap_err().to_string();
             assert!(e.contains(says), "{text}: {e}");
-            assert!(!e.contains("x@y.example"), "members never appear in errors: {e}");
+            assert!(
+                !e.contains("x@y.example"),
+                "members never appear in errors: {e}"
+            );
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The only way data leaves Veil: a [`release`] answers a report query from sealed
-//! aggregates with k-suppression, differentially private partition selection, exact
-//! discrete noise, a budget charge and an audit entry, and stores the answer so the same
-//! query gets the same document and costs nothing again.
+//! aggregates — roster floor, a noisy threshold on declared keys (or pre-threshold and
+//! partition selection on free-form ones), exact discrete noise, a budget charge per
+//! window and period, an audit entry — and stores each (metric, grouping, window) once,
+//! so later queries reuse it and are charged only for new windows.
 //!
 //! Invariant: every number a report shows comes from a stored [`ReleaseRecord`]
-//! document; renderers take that record, never aggregates.
+//! document; renderers take a [`Released`] assembled from those, never aggregates.
 
 #![forbid(unsafe_code)]
 
@@ -13,11 +14,11 @@ mod plan;
 mod render;
 mod step;
 
-pub use plan::{plan, selection_threshold, NoiseParams, Plan, Query};
+pub use plan::{periods_of, plan, selection_threshold, NoiseParams, PeriodCost, Plan, Query, Rule};
 pub use render::{render, Format};
 pub use step::{
-    answer, commit, draw, lookup, noisy_groups, public_domain, release, Draft, Drafted, HistBin,
-    Lookup, ReleaseDoc, ReleaseGroup, Released,
+    answer, commit, draw, lookup, noisy_groups, public_domain, quantile, release, Draft, Drafted,
+    HistBin, Lookup, ReleaseDoc, ReleaseGroup, Released, Suppressed,
 };
 pub use veil_store::ReleaseRecord;
 
@@ -37,12 +38,12 @@ pub enum ReleaseError {
     BadRange,
     #[error("no sealed window of {metric} lies in the range; windows are released only after `veil seal` closes them")]
     NothingSealed { metric: String },
-    #[error("privacy budget exhausted for {collection}: this release costs ε={cost}, {left} is left until {renews}")]
+    #[error("privacy budget exhausted for {collection}: the data of the period starting {period} has ε={left} left and this release costs ε={cost}; released windows stay readable, and a period's budget never renews")]
     BudgetExhausted {
         collection: String,
         cost: f64,
         left: f64,
-        renews: String,
+        period: String,
     },
     #[error(
         "this query was not released yet; a viewer reads only what an analyst already released"

@@ -1,8 +1,7 @@
-//! Rendering a stored release as JSON, CSV or a table. Renderers take only a
-//! [`Released`], which only this crate constructs: nothing else can reach a report's
-//! output.
+//! Rendering an answer as JSON, CSV or a table. Renderers take only a [`Released`],
+//! which only this crate constructs: nothing else can reach a report's output.
 
-use crate::step::{ReleaseDoc, Released};
+use crate::step::{ReleaseGroup, Released};
 
 /// Output formats of `veil report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,69 +19,182 @@ fn csv_field(s: &str) -> String {
     }
 }
 
-/// Renders a stored release. JSON is the stored document with one field set for the
-/// reader: `budget_left` is the reader's own, now (spec §6), not the first releaser's.
-pub fn render(released: &Released, format: Format) -> String {
-    let mut doc: ReleaseDoc = match serde_json::from_str(&released.record().document) {
-        Ok(d) => d,
-        Err(_) => return String::from("error: the stored release document is unreadable\n"),
+/// A value in its unit, as a person reads it: durations as durations (`4m 12s`), other
+/// units after the number.
+pub fn human(x: f64, unit: Option<&str>) -> String {
+    let secs = match unit {
+        Some("ms") => x / 1000.0,
+        Some("s") => x,
+        Some("min") => x * 60.0,
+        Some("h") => x * 3600.0,
+        Some("d") => x * 86_400.0,
+        Some(u) => return format!("{} {u}", trim(x)),
+        None => return trim(x),
     };
-    doc.budget_left = (released.budget_left() * 1e6).round() / 1e6;
-    if format == Format::Json {
-        return serde_json::to_string(&doc).expect("release documents serialize");
+    let s = secs.abs();
+    let sign = if secs < 0.0 { "-" } else { "" };
+    if s < 1.0 {
+        format!("{sign}{} ms", (s * 1000.0).round())
+    } else if s < 60.0 {
+        format!("{sign}{:.1} s", s)
+    } else if s < 3600.0 {
+        format!(
+            "{sign}{}m {:02}s",
+            (s / 60.0).floor(),
+            (s % 60.0).round() as u64 % 60
+        )
+    } else if s < 86_400.0 * 2.0 {
+        format!(
+            "{sign}{}h {:02}m",
+            (s / 3600.0).floor(),
+            ((s % 3600.0) / 60.0).round() as u64 % 60
+        )
+    } else {
+        format!("{sign}{:.1} d", s / 86_400.0)
     }
-    let mut header: Vec<String> = vec!["window".into()];
-    header.extend(doc.by.iter().cloned());
-    header.extend(["value", "low", "high", "suppressed"].map(String::from));
-    let mut rows: Vec<Vec<String>> = Vec::new();
-    for g in &doc.groups {
-        let mut r = vec![g.window.clone()];
-        r.extend(
-            doc.by
-                .iter()
-                .map(|d| g.key.get(d).cloned().unwrap_or_default()),
-        );
-        let s = |n: &Option<serde_json::Number>| {
-            n.as_ref()
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "-".into())
-        };
-        r.push(s(&g.value));
-        r.push(s(&g.interval.as_ref().map(|i| i[0].clone())));
-        r.push(s(&g.interval.as_ref().map(|i| i[1].clone())));
-        r.push(if g.suppressed {
-            "yes".into()
-        } else {
-            "no".into()
-        });
-        rows.push(r);
+}
+
+fn trim(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{}", (x * 1000.0).round() / 1000.0)
     }
-    let mut out = String::new();
+}
+
+fn cell(n: &Option<serde_json::Number>, unit: Option<&str>) -> String {
+    n.as_ref()
+        .and_then(|x| x.as_f64())
+        .map(|x| human(x, unit))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn raw(n: Option<&serde_json::Number>) -> String {
+    n.map(|x| x.to_string()).unwrap_or_default()
+}
+
+fn why(g: &ReleaseGroup, k: u32) -> String {
+    g.reason.map(|r| r.phrase(k)).unwrap_or_default()
+}
+
+/// Renders an answer. JSON is the document itself.
+pub fn render(released: &Released, format: Format) -> String {
+    let doc = released.document();
+    let unit = doc.unit.as_deref();
+    let quantiles = doc.kind == "histogram";
     match format {
+        Format::Json => released.json(),
         Format::Csv => {
-            out.push_str(&header.join(","));
-            out.push('\n');
-            for r in rows {
+            // Column names carry the unit and the interval's level; the reason column
+            // names the threshold a suppressed row missed.
+            let u = unit.map(|u| format!("_{u}")).unwrap_or_default();
+            let mut header: Vec<String> = vec!["window".into()];
+            header.extend(doc.by.iter().cloned());
+            if quantiles {
+                header.extend([format!("p50{u}"), format!("p90{u}"), format!("p95{u}")]);
+            } else {
+                header.extend([
+                    format!("value{u}"),
+                    format!("low_95{u}"),
+                    format!("high_95{u}"),
+                ]);
+            }
+            header.extend([
+                "active".into(),
+                "shown".into(),
+                format!("suppressed_because_k_{}", doc.min_group_size),
+            ]);
+            let mut out = header.join(",") + "\n";
+            for g in &doc.groups {
+                let mut r = vec![g.window.clone()];
+                r.extend(
+                    doc.by
+                        .iter()
+                        .map(|d| g.key.get(d).cloned().unwrap_or_default()),
+                );
+                if quantiles {
+                    for q in ["p50", "p90", "p95"] {
+                        r.push(raw(g.quantiles.as_ref().and_then(|m| m.get(q))));
+                    }
+                } else {
+                    r.push(raw(g.value.as_ref()));
+                    r.push(raw(g.interval.as_ref().map(|i| &i[0])));
+                    r.push(raw(g.interval.as_ref().map(|i| &i[1])));
+                }
+                r.push(g.active.map(|a| a.to_string()).unwrap_or_default());
+                r.push(if g.suppressed { "no" } else { "yes" }.into());
+                r.push(why(g, doc.min_group_size));
                 out.push_str(&r.iter().map(|x| csv_field(x)).collect::<Vec<_>>().join(","));
                 out.push('\n');
             }
+            out
         }
-        _ => {
-            out.push_str(&format!(
-                "release {}  metric {} ({})  {} .. {}  ε={} δ={:e} {}  budget left {}  k={}\n",
-                doc.release_id,
+        Format::Table => {
+            let mut out = format!(
+                "{} ({}{})  {} .. {}  release {}\n",
                 doc.metric,
                 doc.kind,
+                unit.map(|u| format!(", in {u}")).unwrap_or_default(),
                 doc.from,
                 doc.to,
-                doc.epsilon,
-                doc.delta,
+                doc.release_id
+            );
+            out.push_str(&format!(
+                "shown when: {}\nnoise: {} ε={} per window (ε={} over these {} windows), δ={}; charged now ε={}; budget left ε={}\n",
+                doc.threshold,
                 doc.mechanism,
-                doc.budget_left,
-                doc.min_group_size
+                doc.epsilon_per_window,
+                doc.epsilon,
+                doc.windows.len(),
+                doc.delta,
+                doc.charged,
+                doc.budget_left
             ));
-            out.push_str(&format!("values carry noise; 95% of the time the true value lies within ±{} of the noise-free one\n", doc.interval_half_width));
-            let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+            out.push_str(&format!(
+                "interval: 95% — the noise-free value lies within low..high 95 times in 100 (±{} per value before clamping to the possible range)\n",
+                human(doc.interval_half_width, unit)
+            ));
+            let mut header: Vec<String> = vec!["window".into()];
+            header.extend(doc.by.iter().cloned());
+            if quantiles {
+                header.extend(["median", "p90", "p95"].map(String::from));
+            } else {
+                header.extend(["value", "low (95%)", "high (95%)"].map(String::from));
+            }
+            header.extend(["active", "shown"].map(String::from));
+            let mut rows: Vec<Vec<String>> = Vec::new();
+            for g in &doc.groups {
+                let mut r = vec![g.window.clone()];
+                r.extend(
+                    doc.by
+                        .iter()
+                        .map(|d| g.key.get(d).cloned().unwrap_or_default()),
+                );
+                if quantiles {
+                    for q in ["p50", "p90", "p95"] {
+                        r.push(cell(
+                            &g.quantiles.as_ref().and_then(|m| m.get(q)).cloned(),
+                            unit,
+                        ));
+                    }
+                } else {
+                    r.push(cell(&g.value, unit));
+                    r.push(cell(&g.interval.as_ref().map(|i| i[0].clone()), unit));
+                    r.push(cell(&g.interval.as_ref().map(|i| i[1].clone()), unit));
+                }
+                r.push(
+                    g.active
+                        .map(|a| format!("~{a}"))
+                        .unwrap_or_else(|| "-".into()),
+                );
+                r.push(if g.suppressed {
+                    format!("no: {}", why(g, doc.min_group_size))
+                } else {
+                    "yes".into()
+                });
+                rows.push(r);
+            }
+            let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
             for r in &rows {
                 for (w, c) in widths.iter_mut().zip(r) {
                     *w = (*w).max(c.chars().count());
@@ -102,10 +214,31 @@ pub fn render(released: &Released, format: Format) -> String {
             for r in &rows {
                 out.push_str(&line(r));
             }
-            if doc.unlisted_groups_suppressed {
-                out.push_str("groups not listed were suppressed (fewer than k contributors or not selected)\n");
+            if !doc.not_released.is_empty() {
+                out.push_str(&format!(
+                    "not released yet: {} (an analyst's report releases them)\n",
+                    doc.not_released.join(", ")
+                ));
             }
+            if doc.unlisted_groups_suppressed {
+                out.push_str("groups not listed were not selected (fewer than k active, or too few to pass the noisy selection)\n");
+            }
+            out
         }
     }
-    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human;
+
+    #[test]
+    fn durations_read_as_durations() {
+        assert_eq!(human(81_234.0, Some("ms")), "1m 21s");
+        assert_eq!(human(500.0, Some("ms")), "500 ms");
+        assert_eq!(human(5400.0, Some("s")), "1h 30m");
+        assert_eq!(human(12.5, Some("h")), "12h 30m");
+        assert_eq!(human(3.0, Some("bytes")), "3 bytes");
+        assert_eq!(human(7.0, None), "7");
+    }
 }

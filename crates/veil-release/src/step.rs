@@ -1,35 +1,83 @@
-//! The release step itself: suppression, selection, noise, budget, storage, audit.
+//! The release step itself: roster floor, noisy threshold or selection, noise, budget,
+//! storage, audit — and answering from windows released before.
 
 use crate::noise;
-use crate::plan::{plan, NoiseParams, Plan, Query};
+use crate::plan::{plan, NoiseParams, Plan, Query, Rule};
 use crate::ReleaseError;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use veil_pipeline::GROUP_SEP;
 use veil_policy::{MetricKind, Policy};
-use veil_store::{ReleaseRecord, Spend, Store, StoreError};
+use veil_store::{PeriodCharge, ReleaseRecord, ReleasedWindows, Spend, Store, StoreError};
 
-/// The release document (spec §6): what JSON, CSV, table and HTTP all show.
+/// The release document (spec §6): what JSON, CSV, table and HTTP all show. Stored once
+/// per release (its new windows); an answer is assembled from stored ones.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseDoc {
     pub release_id: String,
+    /// Every stored release the answer's windows come from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
     pub metric: String,
     pub kind: String,
     pub by: Vec<String>,
     pub from: String,
     pub to: String,
+    /// The measure's unit (values, intervals, bins and quantiles are in it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `declared_keys` or `free_form_keys` (spec §6).
+    pub rule: Rule,
+    /// The most one person active in every listed window loses through these numbers.
     pub epsilon: f64,
+    /// The most one person loses through one window.
+    pub epsilon_per_window: f64,
+    /// ε this answer charged (0 when every window was released before).
+    #[serde(default)]
+    pub charged: f64,
     pub delta: f64,
     pub mechanism: String,
+    /// ε left in the budget period of the newest listed window.
     pub budget_left: f64,
     pub min_group_size: u32,
+    /// The rule that decides what is shown, in one sentence.
+    pub threshold: String,
+    /// Coverage of every `interval`.
+    pub interval_level: f64,
     /// Half-width of the 95% interval of one noisy value (one bin for histograms).
     pub interval_half_width: f64,
     pub windows: Vec<String>,
-    /// True when groups outside a declared value list are omitted rather than listed as suppressed.
+    /// Windows in range not released yet (a reader who may not release sees the rest).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_released: Vec<String>,
+    /// True when groups that were not selected are omitted rather than listed.
     pub unlisted_groups_suppressed: bool,
     pub groups: Vec<ReleaseGroup>,
+}
+
+/// Why a group is not shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Suppressed {
+    /// The team's roster (a public size) is below `min_group_size`: never shown.
+    RosterBelowK,
+    /// The noisy count of active people is below `min_group_size`.
+    TooFewActive,
+    /// Too few rows for the mean or quantiles to mean anything.
+    TooFewValues,
+}
+
+impl Suppressed {
+    /// A human phrase, for tables.
+    pub fn phrase(self, k: u32) -> String {
+        match self {
+            Suppressed::RosterBelowK => format!("roster below {k}"),
+            Suppressed::TooFewActive => format!("fewer than {k} active"),
+            Suppressed::TooFewValues => "too few values".to_owned(),
+        }
+    }
 }
 
 /// One group of one window in a release.
@@ -41,7 +89,15 @@ pub struct ReleaseGroup {
     pub interval: Option<[serde_json::Number; 2]>,
     pub suppressed: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Suppressed>,
+    /// Noisy count of distinct active people (the count the threshold read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bins: Option<Vec<HistBin>>,
+    /// Quantiles read off the noisy bins (`p50`, `p90`, `p95`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantiles: Option<BTreeMap<String, serde_json::Number>>,
 }
 
 /// One noisy histogram bin: `[lo, hi)`.
@@ -52,46 +108,50 @@ pub struct HistBin {
     pub count: i64,
 }
 
-/// A release handed out: the stored record, whether it was served from storage, and the
-/// reader's own budget left (what the rendered document shows, spec §6). Only this crate
+/// An answer handed out: assembled only from stored, audited releases. Only this crate
 /// makes one, and renderers take nothing else: no number reaches an output that did not
-/// come from a stored, audited release.
+/// come from a stored release.
 #[derive(Debug, Clone)]
 pub struct Released {
-    record: ReleaseRecord,
+    doc: ReleaseDoc,
     cached: bool,
-    budget_left: f64,
 }
 
 impl Released {
-    /// The stored record (its document is what every format renders).
-    pub fn record(&self) -> &ReleaseRecord {
-        &self.record
+    /// The answer's document (what every format renders).
+    pub fn document(&self) -> &ReleaseDoc {
+        &self.doc
     }
 
-    /// Whether the same query was answered before (nothing was charged now).
+    /// Whether every window was released before (nothing was charged now).
     pub fn cached(&self) -> bool {
         self.cached
     }
 
-    /// The reader's budget left in the period, shown in the rendered document.
+    /// ε left in the budget period of the newest listed window.
     pub fn budget_left(&self) -> f64 {
-        self.budget_left
+        self.doc.budget_left
+    }
+
+    /// The document as JSON.
+    pub fn json(&self) -> String {
+        serde_json::to_string(&self.doc).expect("release documents serialize")
     }
 }
 
-/// The first phase of an answer: a stored release, or what a new one needs.
+/// The first phase of an answer: stored windows only, or what new ones need.
 pub enum Lookup {
     Stored(Released),
-    /// Nothing stored yet and the caller may release: the plan and its sealed rows.
+    /// Windows not released yet and the caller may release: the plan and sealed rows.
     Fresh(Box<Draft>),
 }
 
-/// A new release before its noise: the plan and the sealed aggregates it covers.
+/// A new release before its noise: the plan and the sealed aggregates of its new windows.
 pub struct Draft {
     plan: Plan,
     rows: Vec<veil_store::AggRow>,
     principal: String,
+    query: Query,
     now: i64,
 }
 
@@ -101,20 +161,15 @@ pub struct Drafted {
     doc: ReleaseDoc,
     record: ReleaseRecord,
     detail: serde_json::Value,
+    query: Query,
+    now: i64,
 }
 
-fn sample(
-    rng: &mut dyn RngCore,
-    gaussian: bool,
-    t: u128,
-    s: u128,
-    var_num: u128,
-    var_den: u128,
-) -> i128 {
-    if gaussian {
-        noise::discrete_gaussian(rng, var_num, var_den)
+fn sample_value(rng: &mut dyn RngCore, np: &NoiseParams) -> i128 {
+    if np.gaussian {
+        noise::discrete_gaussian(rng, np.var_num, np.var_den)
     } else {
-        noise::discrete_laplace(rng, t, s)
+        noise::discrete_laplace(rng, np.val_t, np.val_s)
     }
 }
 
@@ -135,7 +190,7 @@ pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
     let mut keys = vec![String::new()];
     for (i, &pos) in p.by_positions.iter().enumerate() {
         let values = coll.fields[m.by[pos]].values()?;
-        if keys.len() * values.len() > 10_000 {
+        if keys.len() * values.len() > crate::plan::MAX_GROUPS {
             return None;
         }
         keys = keys
@@ -154,29 +209,61 @@ pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
     Some(keys)
 }
 
-/// Suppression, selection and noise for sealed aggregate rows: the randomized core of a
-/// release, with no storage and no budget. Returns the groups and how many were
-/// released and suppressed. `domain` lists public group keys (declared values); without
-/// it only released groups are listed.
+/// Whether any team in `key` has a roster below `min_group_size` (a public fact: costs
+/// nothing and needs no data).
+fn roster_below(policy: &Policy, p: &Plan, key: &str) -> bool {
+    let Some((coll, m)) = policy.metric(&p.metric) else {
+        return false;
+    };
+    let k = m.min_group_size;
+    p.by_positions
+        .iter()
+        .zip(key.split(GROUP_SEP))
+        .any(|(&pos, value)| {
+            policy
+                .roster(&coll.fields[m.by[pos]], value)
+                .is_some_and(|r| r < k)
+        })
+}
+
+/// The randomized core of a release for `windows` (a subset of the plan's), with no
+/// storage and no budget: roster floor, noisy threshold (declared keys) or pre-threshold
+/// and selection (free-form keys), then value noise. Returns the groups and how many were
+/// shown and suppressed.
 pub fn noisy_groups(
     policy: &Policy,
     p: &Plan,
+    windows: &[i64],
     rows: &[veil_store::AggRow],
-    domain: Option<&[String]>,
     rng: &mut dyn RngCore,
 ) -> (Vec<ReleaseGroup>, usize, usize) {
-    let (_, m) = policy.metric(&p.metric).expect("planned metric exists");
+    let (coll, m) = policy.metric(&p.metric).expect("planned metric exists");
     let by_key: HashMap<(i64, &str), &veil_store::AggRow> = rows
         .iter()
         .map(|r| ((r.window_start, r.group.as_str()), r))
         .collect();
+    let domain = match p.rule {
+        Rule::DeclaredKeys => public_domain(policy, p),
+        Rule::FreeFormKeys => None,
+    };
     let np: NoiseParams = p.noise;
     let k = m.min_group_size as i64;
+    let field = m.field.map(|i| &coll.fields[i]);
+    let (fmin, fmax) = field
+        .map(|f| (f.min().unwrap_or(0), f.max().unwrap_or(0)))
+        .unwrap_or((0, 0));
+    let unit = np.unit as f64;
     let mut groups = Vec::new();
-    let (mut released, mut suppressed) = (0usize, 0usize);
-    for (wi, &w) in p.windows.iter().enumerate() {
-        let keys: Vec<String> = match domain {
-            Some(d) => d.to_vec(),
+    let (mut shown, mut suppressed) = (0usize, 0usize);
+    for &w in windows {
+        let label = p
+            .windows
+            .iter()
+            .position(|x| *x == w)
+            .map(|i| p.window_labels[i].clone())
+            .unwrap_or_default();
+        let keys: Vec<String> = match &domain {
+            Some(d) => d.clone(),
             None => {
                 let mut v: Vec<String> = rows
                     .iter()
@@ -188,89 +275,123 @@ pub fn noisy_groups(
             }
         };
         for key in keys {
-            let row = by_key.get(&(w, key.as_str()));
-            let n = row.map(|r| r.contributors).unwrap_or(0);
-            // 1. k pre-threshold; 2. DP selection on n − (k − 1).
-            let selected = n >= k && {
-                let z = noise::discrete_laplace(rng, np.sel_t, np.sel_s);
-                (n - (k - 1)) as i128 + z >= p.selection_threshold as i128
-            };
             let key_map: BTreeMap<String, String> =
                 p.by.iter()
                     .cloned()
                     .zip(key.split(GROUP_SEP).map(str::to_owned))
                     .collect();
-            let window = p.window_labels[wi].clone();
-            if !selected {
+            let hidden = |reason: Suppressed| ReleaseGroup {
+                key: key_map.clone(),
+                window: label.clone(),
+                value: None,
+                interval: None,
+                suppressed: true,
+                reason: Some(reason),
+                active: None,
+                bins: None,
+                quantiles: None,
+            };
+            // 1. The roster floor: public, so it decides before any data is read.
+            if roster_below(policy, p, &key) {
+                suppressed += 1;
+                groups.push(hidden(Suppressed::RosterBelowK));
+                continue;
+            }
+            let row = by_key.get(&(w, key.as_str())).copied();
+            let n = row.map(|r| r.contributors).unwrap_or(0);
+            // 2. One noisy count of active people decides and is released.
+            let z = noise::discrete_laplace(rng, np.cnt_t, np.cnt_s) as i64;
+            let pass = match (p.rule, p.selection_threshold) {
+                (Rule::FreeFormKeys, Some(t)) => n >= k && (n - (k - 1)) + z >= t,
+                _ => n + z >= k,
+            };
+            if !pass {
                 suppressed += 1;
                 if domain.is_some() {
-                    groups.push(ReleaseGroup {
-                        key: key_map,
-                        window,
-                        value: None,
-                        interval: None,
-                        suppressed: true,
-                        bins: None,
-                    });
+                    groups.push(hidden(Suppressed::TooFewActive));
                 }
                 continue;
             }
-            released += 1;
-            let r = row.expect("selected groups have data");
+            let active = n + z;
+            let (count, sum, bins) = row.map(|r| (r.count, r.sum, r.bins.clone())).unwrap_or((
+                0,
+                0,
+                vec![0; m.bins.len().saturating_sub(1)],
+            ));
             let hw = np.half_width as f64;
-            let val = |rng: &mut dyn RngCore| {
-                sample(rng, np.gaussian, np.val_t, np.val_s, np.var_num, np.var_den) as f64
-            };
-            let unit = np.unit as f64;
-            // Every kind by name: a new kind must say how it is released before this compiles.
-            let additive = |exact: i64, rng: &mut dyn RngCore| {
-                let v = exact as f64 + val(rng);
+            // 3. The value, kept inside what it can be.
+            let additive = |v: f64, lo: f64, hi: f64| {
+                let c = |x: f64| x.clamp(lo, hi) / unit;
                 (
-                    Some(num(v / unit, np.unit)),
-                    Some([num((v - hw) / unit, np.unit), num((v + hw) / unit, np.unit)]),
-                    None,
+                    Some(num(c(v), np.unit)),
+                    Some([num(c(v - hw), np.unit), num(c(v + hw), np.unit)]),
                 )
             };
-            let (value, interval, bins) = match p.metric_kind {
-                MetricKind::Count => additive(r.count, rng),
-                MetricKind::Distinct => additive(r.contributors, rng),
-                MetricKind::Sum => additive(r.sum, rng),
-                MetricKind::Mean => {
-                    let s = r.sum as f64 + val(rng);
-                    let c = r.count as f64
-                        + sample(
-                            rng,
-                            np.gaussian,
-                            np.count_t,
-                            np.count_s,
-                            np.count_var_num,
-                            np.var_den,
-                        ) as f64;
-                    let chw = if np.gaussian {
-                        noise::gaussian_half_width(
-                            ((np.count_var_num as f64) / np.var_den as f64).sqrt(),
-                            0.95,
-                        ) as f64
+            let nonneg = (0.0, f64::INFINITY);
+            let mut g = ReleaseGroup {
+                key: key_map.clone(),
+                window: label.clone(),
+                value: None,
+                interval: None,
+                suppressed: false,
+                reason: None,
+                active: Some(active),
+                bins: None,
+                quantiles: None,
+            };
+            match p.metric_kind {
+                MetricKind::Count | MetricKind::Distinct if np.value_is_count => {
+                    (g.value, g.interval) = additive(active as f64, nonneg.0, nonneg.1);
+                }
+                MetricKind::Count | MetricKind::Distinct => {
+                    let exact = if p.metric_kind == MetricKind::Count {
+                        count
                     } else {
-                        noise::laplace_half_width(np.count_t as f64 / np.count_s as f64, 0.95)
-                            as f64
+                        n
                     };
-                    let mean = s / c.max(1.0) / unit;
-                    let lo = (s - hw) / (c + chw).max(1.0) / unit;
-                    let hi = (s + hw) / (c - chw).max(1.0) / unit;
-                    (
-                        Some(num(mean, 1000)),
-                        Some([num(lo.min(mean), 1000), num(hi.max(mean), 1000)]),
-                        None,
-                    )
+                    let v = exact as f64 + sample_value(rng, &np) as f64;
+                    (g.value, g.interval) = additive(v, nonneg.0, nonneg.1);
+                }
+                MetricKind::Sum => {
+                    let v = sum as f64 + sample_value(rng, &np) as f64;
+                    let lo = if fmin >= 0 { 0.0 } else { f64::NEG_INFINITY };
+                    let hi = if fmax <= 0 { 0.0 } else { f64::INFINITY };
+                    (g.value, g.interval) = additive(v, lo, hi);
+                }
+                MetricKind::Mean => {
+                    // The doubled sum around the midpoint, and the row count, each noisy.
+                    let centred = 2 * sum as i128 - count as i128 * (fmin as i128 + fmax as i128);
+                    let s2 = (centred + sample_value(rng, &np)) as f64;
+                    let c =
+                        (count as i128 + noise::discrete_laplace(rng, np.rows_t, np.rows_s)) as f64;
+                    let (shw, chw) = (np.mean_sum_hw as f64, np.mean_rows_hw as f64);
+                    if c - chw < 1.0 {
+                        suppressed += 1;
+                        groups.push(ReleaseGroup {
+                            active: Some(active),
+                            ..hidden(Suppressed::TooFewValues)
+                        });
+                        continue;
+                    }
+                    let mid = (fmin + fmax) as f64 / 2.0;
+                    let (lo_b, hi_b) = (fmin as f64, fmax as f64);
+                    let at = |s: f64, n: f64| (mid + s / (2.0 * n)).clamp(lo_b, hi_b);
+                    let mean = at(s2, c);
+                    let corners = [
+                        at(s2 - shw, c - chw),
+                        at(s2 - shw, c + chw),
+                        at(s2 + shw, c - chw),
+                        at(s2 + shw, c + chw),
+                    ];
+                    let lo = corners.iter().copied().fold(mean, f64::min);
+                    let hi = corners.iter().copied().fold(mean, f64::max);
+                    g.value = Some(num(mean / unit, 1000));
+                    g.interval = Some([num(lo / unit, 1000), num(hi / unit, 1000)]);
                 }
                 MetricKind::Histogram => {
-                    // histogram: noisy bins (post-processed to ≥ 0), median read off them.
-                    let (_, m) = policy.metric(&p.metric).expect("exists");
-                    let counts: Vec<i64> = r
-                        .bins
+                    let counts: Vec<i64> = bins
                         .iter()
-                        .map(|&b| (b as f64 + val(rng)).max(0.0) as i64)
+                        .map(|&b| (b as f64 + sample_value(rng, &np) as f64).max(0.0) as i64)
                         .collect();
                     let hb: Vec<HistBin> = counts
                         .iter()
@@ -281,26 +402,40 @@ pub fn noisy_groups(
                             count: c,
                         })
                         .collect();
-                    let median = quantile(&hb, 0.5);
-                    (median.map(|x| num(x, 1000)), None, Some(hb))
+                    let (qlo, qhi) = (
+                        (m.bins[0].max(fmin)) as f64 / unit,
+                        (m.bins[m.bins.len() - 1].min(fmax)) as f64 / unit,
+                    );
+                    let qs: BTreeMap<String, serde_json::Number> =
+                        [("p50", 0.5), ("p90", 0.9), ("p95", 0.95)]
+                            .iter()
+                            .filter_map(|(name, q)| {
+                                quantile(&hb, *q)
+                                    .map(|x| (name.to_string(), num(x.clamp(qlo, qhi), 1000)))
+                            })
+                            .collect();
+                    if qs.is_empty() {
+                        suppressed += 1;
+                        groups.push(ReleaseGroup {
+                            active: Some(active),
+                            ..hidden(Suppressed::TooFewValues)
+                        });
+                        continue;
+                    }
+                    g.value = qs.get("p50").cloned();
+                    g.bins = Some(hb);
+                    g.quantiles = Some(qs);
                 }
-            };
-            groups.push(ReleaseGroup {
-                key: key_map,
-                window,
-                value,
-                interval,
-                suppressed: false,
-                bins,
-            });
+            }
+            shown += 1;
+            groups.push(g);
         }
     }
-
-    (groups, released, suppressed)
+    (groups, shown, suppressed)
 }
 
-/// Answers a query for a principal who may release: a stored release when the same query
-/// was answered before (nothing charged), otherwise a new one if the budget allows it.
+/// Answers a query for a principal who may release: windows released before are reused,
+/// new ones released if the budget allows it.
 pub fn release(
     store: &mut dyn Store,
     policy: &Policy,
@@ -312,9 +447,9 @@ pub fn release(
     answer(store, policy, principal, true, q, now, rng)
 }
 
-/// Answers a query: what is stored, else — only when `may_release` — a new release. A
-/// reader who may not release and asks for something not released gets
-/// [`ReleaseError::NotReleased`], audited.
+/// Answers a query: what is stored, else — only when `may_release` — a new release of the
+/// missing windows. A reader who may not release and asks for windows none of which were
+/// released gets [`ReleaseError::NotReleased`], audited.
 pub fn answer(
     store: &mut dyn Store,
     policy: &Policy,
@@ -345,9 +480,9 @@ pub fn answer(
     }
 }
 
-/// Phase one, on the store: plan (bounded; see [`plan`]), serve a stored answer, refuse a
-/// reader who may not release, or read the sealed rows a new release needs. Cheap: no
-/// noise is drawn here, so a store owned by one thread is not held for long.
+/// Phase one, on the store: plan (bounded; see [`plan`]), answer from stored windows,
+/// refuse a reader who may not release, or read the sealed rows new windows need. Cheap:
+/// no noise is drawn here, so a store owned by one thread is not held for long.
 pub fn lookup(
     store: &mut dyn Store,
     policy: &Policy,
@@ -356,85 +491,102 @@ pub fn lookup(
     q: &Query,
     now: i64,
 ) -> Result<Lookup, ReleaseError> {
-    let p = plan(&*store, policy, principal, q, now)?;
-    let budget_left = (p.budget - p.budget_spent).max(0.0);
-    if let Some(record) = store.release_by_key(&p.query_key)? {
-        store.audit(
-            principal,
-            "release_served",
-            &serde_json::json!({"release_id": record.release_id, "metric": p.metric}),
-            now,
-        )?;
-        return Ok(Lookup::Stored(Released {
-            record,
-            cached: true,
-            budget_left,
-        }));
-    }
-    if !may_release {
-        // The caller audits the refusal (the CLI at once, the gateway as a count per
-        // minute, so a reader cannot make the writer sync once per request).
-        return Err(ReleaseError::NotReleased);
-    }
+    let p = plan(&*store, policy, q, now)?;
     if p.windows.is_empty() {
         // Nothing to release: refuse before anything is charged.
         return Err(ReleaseError::NothingSealed { metric: p.metric });
     }
-    let rows = store.exact_aggregates(&p.metric, &p.by.join(","), p.from_ts, p.to_ts)?;
+    if p.new_windows.is_empty() || !may_release {
+        if p.reused.is_empty() {
+            // The caller audits the refusal (the CLI at once, the gateway as a count per
+            // minute, so a reader cannot make the writer sync once per request).
+            return Err(ReleaseError::NotReleased);
+        }
+        let left = left_now(&*store, policy, &p)?;
+        let r = assemble(&*store, &p, None, 0.0, left)?;
+        store.audit(
+            principal,
+            "release_served",
+            &serde_json::json!({"release_ids": r.doc.parts, "metric": p.metric, "by": p.by, "windows": r.doc.windows.len()}),
+            now,
+        )?;
+        return Ok(Lookup::Stored(r));
+    }
+    let lo = *p.new_windows.first().expect("non-empty");
+    let hi = *p.new_windows.last().expect("non-empty") + 1;
+    let rows = store
+        .exact_aggregates(&p.metric, &p.by.join(","), lo, hi)?
+        .into_iter()
+        .filter(|r| p.new_windows.contains(&r.window_start))
+        .collect();
     Ok(Lookup::Fresh(Box::new(Draft {
         plan: p,
         rows,
         principal: principal.to_owned(),
+        query: q.clone(),
         now,
     })))
 }
 
-/// Phase two, off the store: suppression, selection and noise. Pure CPU.
+/// Phase two, off the store: roster floor, threshold or selection, noise. Pure CPU.
 pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
     let Draft {
         plan: p,
         rows,
         principal,
+        query,
         now,
     } = *d;
-    let domain = public_domain(policy, &p);
-    let (groups, released, suppressed) = noisy_groups(policy, &p, &rows, domain.as_deref(), rng);
+    let (groups, released, suppressed) = noisy_groups(policy, &p, &p.new_windows, &rows, rng);
     let mut id = [0u8; 8];
     rng.fill_bytes(&mut id);
     let release_id = format!("r-{}", hex::encode(id));
+    let labels = p.new_window_labels.clone();
+    let epsilon = p.epsilon_per_window * labels.len() as f64;
     let doc = ReleaseDoc {
         release_id: release_id.clone(),
+        parts: Vec::new(),
         metric: p.metric.clone(),
         kind: p.kind.to_owned(),
         by: p.by.clone(),
-        from: p.from.clone(),
-        to: p.to.clone(),
-        epsilon: p.epsilon,
+        from: labels.first().cloned().unwrap_or_default(),
+        to: labels.last().cloned().unwrap_or_default(),
+        unit: p.unit.clone(),
+        rule: p.rule,
+        epsilon,
+        epsilon_per_window: p.epsilon_per_window,
+        charged: p.cost,
         delta: p.delta,
         mechanism: p.mechanism.to_owned(),
         budget_left: 0.0,
         min_group_size: p.min_group_size,
+        threshold: p.threshold_sentence(),
+        interval_level: 0.95,
         interval_half_width: p.interval_half_width,
-        windows: p.window_labels.clone(),
-        unlisted_groups_suppressed: domain.is_none(),
+        windows: labels.clone(),
+        not_released: Vec::new(),
+        unlisted_groups_suppressed: p.rule == Rule::FreeFormKeys,
         groups,
     };
+    let charged_micro: i64 = charges(&p).iter().map(|c| c.epsilon_micro).sum();
     let record = ReleaseRecord {
         release_id: release_id.clone(),
-        query_key: p.query_key.clone(),
+        query_key: hex::encode(Sha256::digest(
+            format!("v2\0{}\0{}\0{:?}", p.metric, p.by.join(","), p.new_windows).as_bytes(),
+        )),
         principal,
         collection: p.collection.clone(),
-        epsilon: p.epsilon,
+        epsilon: charged_micro as f64 / 1e6,
         created_at: now,
         document: String::new(),
     };
     let mut detail = serde_json::json!({
-        "release_id": release_id, "metric": p.metric, "by": p.by, "from": p.from, "to": p.to,
-        "epsilon": p.epsilon, "delta": p.delta, "groups_released": released,
+        "release_id": release_id, "metric": p.metric, "by": p.by, "windows": labels,
+        "rule": p.rule, "epsilon": epsilon, "delta": p.delta, "groups_released": released,
     });
     // With declared keys the suppressed count is public (keys × windows − released);
     // with free-form keys it would count every group in the data, singletons included.
-    if domain.is_some() {
+    if p.rule == Rule::DeclaredKeys {
         detail["groups_suppressed"] = serde_json::json!(suppressed);
     }
     Drafted {
@@ -442,11 +594,26 @@ pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
         doc,
         record,
         detail,
+        query,
+        now,
     }
 }
 
-/// Phase three, on the store: charge the budget and store the document in one
-/// transaction, or refuse and store nothing.
+/// The charges of a plan's new windows: ε per window to every period its data lies in.
+fn charges(p: &Plan) -> Vec<PeriodCharge> {
+    let per = (p.epsilon_per_window * 1e6).round() as i64;
+    p.charges
+        .iter()
+        .map(|c| PeriodCharge {
+            period_start: c.period_start,
+            epsilon_micro: per * (c.epsilon / p.epsilon_per_window).round() as i64,
+        })
+        .collect()
+}
+
+/// Phase three, on the store: charge the budget, index the windows and store the
+/// document in one transaction, or refuse and store nothing. Then answer with the stored
+/// windows and the new ones.
 pub fn commit(
     store: &mut dyn Store,
     policy: &Policy,
@@ -457,52 +624,142 @@ pub fn commit(
         doc,
         record,
         detail,
+        query,
+        now,
     } = d;
     let render = |left: f64| {
         let mut d = doc.clone();
         d.budget_left = (left * 1e6).round() / 1e6;
         serde_json::to_string(&d).expect("release documents serialize")
     };
-    let budget = policy
-        .metric(&p.metric)
-        .map(|(c, _)| c.budget.epsilon)
-        .expect("exists");
-    let left = match store.spend_and_store(&record, p.period_start, budget, &detail, &render) {
-        Ok(Spend::Spent { left }) => left,
-        Ok(Spend::Refused { left }) => {
+    let (coll, _) = policy.metric(&p.metric).expect("exists");
+    let budget_micro = (coll.budget.epsilon * 1e6).round() as i64;
+    let windows = ReleasedWindows {
+        metric: p.metric.clone(),
+        grouping: p.by.join(","),
+        starts: p.new_windows.clone(),
+    };
+    match store.spend_and_store(
+        &record,
+        &windows,
+        &charges(&p),
+        budget_micro,
+        &detail,
+        &render,
+    ) {
+        Ok(Spend::Spent { .. }) => {}
+        Ok(Spend::Refused { left, period_start }) => {
             return Err(ReleaseError::BudgetExhausted {
                 collection: p.collection,
-                cost: p.epsilon,
+                cost: p.cost,
                 left,
-                renews: p.budget_renews,
+                period: chrono::DateTime::from_timestamp(period_start, 0)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default(),
             });
         }
         Err(StoreError::Conflict) => {
-            // A concurrent identical query won the race: serve its answer.
-            let record = store
-                .release_by_key(&p.query_key)?
-                .ok_or(StoreError::Conflict)?;
-            let budget_left = (p.budget
-                - store.spent(&record.principal, &p.collection, p.period_start)?)
-            .max(0.0);
-            return Ok(Released {
-                record,
-                cached: true,
-                budget_left,
-            });
+            // A concurrent query released some of these windows first: answer with what
+            // is stored now (new windows left over are released by the next ask).
+            return match lookup(store, policy, &record.principal, false, &query, now)? {
+                Lookup::Stored(r) => Ok(r),
+                Lookup::Fresh(_) => Err(StoreError::Conflict.into()),
+            };
         }
         Err(e) => return Err(e.into()),
-    };
-    // The charge committed: answer with exactly what was stored (the same rendering), so
-    // nothing after the commit can turn a charged release into an error.
-    let record = ReleaseRecord {
-        document: render(left),
-        ..record
+    }
+    // The charge committed: answer with exactly what was stored, so nothing after the
+    // commit can turn a charged release into an error.
+    let left = left_now(&*store, policy, &p)?;
+    assemble(&*store, &p, Some(doc), p.cost, left)
+}
+
+/// ε left now in the budget period of the plan's newest window.
+fn left_now(store: &dyn Store, policy: &Policy, p: &Plan) -> Result<f64, ReleaseError> {
+    let (coll, _) = policy.metric(&p.metric).expect("planned metric exists");
+    let newest = p.windows.last().copied().unwrap_or_default();
+    let period = coll.budget.period;
+    let spent = store.spent(&p.collection, newest - newest.rem_euclid(period))?;
+    Ok((coll.budget.epsilon - spent).max(0.0))
+}
+
+/// An answer from stored windows (and a release just made): every group of every listed
+/// window comes from a stored, audit-checked release document.
+fn assemble(
+    store: &dyn Store,
+    p: &Plan,
+    fresh: Option<ReleaseDoc>,
+    charged: f64,
+    budget_left: f64,
+) -> Result<Released, ReleaseError> {
+    let mut parts: Vec<String> = Vec::new();
+    let mut by_window: HashMap<String, Vec<ReleaseGroup>> = HashMap::new();
+    let mut ids: Vec<&str> = p.reused.iter().map(|(_, id)| id.as_str()).collect();
+    ids.dedup();
+    for id in ids {
+        let record = store.release_by_id(id)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "release {id} is indexed but not stored; run `veil audit verify`"
+            ))
+        })?;
+        let doc: ReleaseDoc = serde_json::from_str(&record.document).map_err(|_| {
+            StoreError::Corrupt(format!("stored release {id} is not a release document"))
+        })?;
+        for g in doc.groups {
+            by_window.entry(g.window.clone()).or_default().push(g);
+        }
+        parts.push(record.release_id);
+    }
+    let mut release_id = parts.last().cloned().unwrap_or_default();
+    let mut listed = p.reused.iter().map(|(w, _)| *w).collect::<Vec<_>>();
+    if let Some(f) = fresh {
+        for g in f.groups {
+            by_window.entry(g.window.clone()).or_default().push(g);
+        }
+        release_id = f.release_id.clone();
+        parts.push(f.release_id);
+        listed.extend(p.new_windows.iter().copied());
+    }
+    let mut windows = Vec::new();
+    let mut not_released = Vec::new();
+    let mut groups = Vec::new();
+    for (w, label) in p.windows.iter().zip(&p.window_labels) {
+        if listed.contains(w) {
+            windows.push(label.clone());
+            groups.extend(by_window.remove(label).unwrap_or_default());
+        } else {
+            not_released.push(label.clone());
+        }
+    }
+    let budget_left = budget_left * 1e6;
+    let doc = ReleaseDoc {
+        release_id,
+        parts,
+        metric: p.metric.clone(),
+        kind: p.kind.to_owned(),
+        by: p.by.clone(),
+        from: p.from.clone(),
+        to: p.to.clone(),
+        unit: p.unit.clone(),
+        rule: p.rule,
+        epsilon: p.epsilon_per_window * windows.len() as f64,
+        epsilon_per_window: p.epsilon_per_window,
+        charged,
+        delta: p.delta,
+        mechanism: p.mechanism.to_owned(),
+        budget_left: budget_left.round() / 1e6,
+        min_group_size: p.min_group_size,
+        threshold: p.threshold_sentence(),
+        interval_level: 0.95,
+        interval_half_width: p.interval_half_width,
+        windows,
+        not_released,
+        unlisted_groups_suppressed: p.rule == Rule::FreeFormKeys,
+        groups,
     };
     Ok(Released {
-        record,
-        cached: false,
-        budget_left: left,
+        doc,
+        cached: charged == 0.0,
     })
 }
 

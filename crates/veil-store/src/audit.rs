@@ -114,12 +114,22 @@ pub struct ReleaseBinding {
 
 /// The binding a `release` entry's detail carries (absent fields: an entry written
 /// before releases were bound, covered by a `binding_baseline` entry).
+/// The windows a release entry records as released by it: each (metric, grouping,
+/// window) is released once, and the store's window index must say exactly this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowBinding {
+    pub metric: String,
+    pub grouping: String,
+    pub starts: Vec<i64>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct Binding {
     release_id: String,
     query_key: Option<String>,
     document_sha256: Option<String>,
     charges: Option<Vec<Charge>>,
+    released_windows: Option<WindowBinding>,
 }
 
 /// A `binding_baseline` entry: when a store made before releases were bound is opened,
@@ -175,7 +185,7 @@ pub fn chain_charges<'a>(
 }
 
 /// What one entry (intact: its hash matches its content) records of a stored release.
-fn recorded(e: &AuditEntry) -> Vec<(ReleaseBinding, Option<Charge>)> {
+fn recorded(e: &AuditEntry) -> Vec<(ReleaseBinding, Option<Vec<Charge>>)> {
     if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash {
         return Vec::new();
     }
@@ -185,14 +195,15 @@ fn recorded(e: &AuditEntry) -> Vec<(ReleaseBinding, Option<Charge>)> {
                 release_id,
                 query_key: Some(query_key),
                 document_sha256: Some(document_sha256),
-                charges: Some(mut charges),
-            }) if charges.len() == 1 => vec![(
+                charges: Some(charges),
+                ..
+            }) if !charges.is_empty() => vec![(
                 ReleaseBinding {
                     release_id,
                     query_key,
                     document_sha256,
                 },
-                charges.pop(),
+                Some(charges),
             )],
             _ => Vec::new(),
         },
@@ -222,12 +233,14 @@ pub fn check_release(entry: &AuditEntry, r: &ReleaseRecord) -> Result<(), String
             r.release_id, entry.seq
         ));
     }
-    if let Some(c) = charge {
-        if c.epsilon_micro <= 0
-            || c.principal != entry.actor
-            || c.principal != r.principal
-            || c.collection != r.collection
-            || c.epsilon_micro != micro(r.epsilon)
+    if let Some(charges) = charge {
+        let total: i64 = charges.iter().map(|c| c.epsilon_micro).sum();
+        if charges.iter().any(|c| {
+            c.epsilon_micro <= 0
+                || c.principal != entry.actor
+                || c.principal != r.principal
+                || c.collection != r.collection
+        }) || total != micro(r.epsilon)
         {
             return Err(format!(
                 "entry #{} charges release {} other than the stored release says",
@@ -243,6 +256,40 @@ pub struct Bound<'a> {
     pub releases: &'a [ReleaseRecord],
     /// ((principal, collection, period start), ε in millionths).
     pub ledger: BTreeMap<(String, String, i64), i64>,
+    /// The window index: (metric, grouping, window start) → release id.
+    pub windows: BTreeMap<(String, String, i64), String>,
+}
+
+/// The windows every intact release entry records, as (metric, grouping, start) → id;
+/// a window recorded twice is an error naming the entry.
+fn chain_windows(
+    rows: &[AuditEntry],
+) -> Result<BTreeMap<(String, String, i64), String>, (i64, String)> {
+    let mut out = BTreeMap::new();
+    for e in rows.iter().filter(|e| e.action == "release") {
+        if recorded(e).is_empty() {
+            continue;
+        }
+        let Ok(b) = serde_json::from_str::<Binding>(&e.detail) else {
+            continue;
+        };
+        let Some(w) = b.released_windows else {
+            continue;
+        };
+        for s in w.starts {
+            let key = (w.metric.clone(), w.grouping.clone(), s);
+            if out.insert(key, b.release_id.clone()).is_some() {
+                return Err((
+                    e.seq,
+                    format!(
+                        "entry #{} releases a window of {} that an earlier release already released",
+                        e.seq, w.metric
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Checks stored releases and the ledger against a verified chain: every `release` entry
@@ -270,7 +317,7 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
             ));
         }
         for (b, charge) in rec {
-            if let Some(c) = &charge {
+            for c in charge.iter().flatten() {
                 if c.epsilon_micro <= 0 || c.principal != e.actor {
                     return Err((
                         e.seq,
@@ -310,6 +357,26 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
                 format!("release {id} recorded by entry #{seq} is missing from the store"),
             ));
         }
+    }
+    let windows = chain_windows(rows)?;
+    if windows != bound.windows {
+        let (seq, what) = match windows
+            .iter()
+            .find(|(k, id)| bound.windows.get(*k) != Some(*id))
+        {
+            Some((k, id)) => (
+                by_id.get(id).copied().unwrap_or(last),
+                format!(
+                    "the release index lost or changed window {} of {} recorded by release {id}",
+                    k.2, k.0
+                ),
+            ),
+            None => (
+                last,
+                "the release index holds a window no release entry recorded".to_owned(),
+            ),
+        };
+        return Err((seq, what));
     }
     let charged = chain_charges(rows);
     for (key, micro) in charged.iter() {

@@ -118,13 +118,32 @@ pub struct ReleaseRecord {
     pub document: String,
 }
 
+/// The windows one release covers: each (metric, grouping, window) is released once,
+/// and later queries reuse it (spec §6).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReleasedWindows {
+    pub metric: String,
+    /// Comma-joined dimension names, `""` for the total.
+    pub grouping: String,
+    /// Window starts, ascending.
+    pub starts: Vec<i64>,
+}
+
+/// One budget charge of a release: ε in millionths against the collection's budget for
+/// the period starting at `period_start` (the period holding the released data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodCharge {
+    pub period_start: i64,
+    pub epsilon_micro: i64,
+}
+
 /// Outcome of trying to spend privacy budget.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Spend {
-    /// Spent; this much is left in the period.
+    /// Spent; this much is left in the last charged period.
     Spent { left: f64 },
-    /// Refused; nothing was spent.
-    Refused { left: f64 },
+    /// Refused; nothing was spent. `period_start` names the period without enough left.
+    Refused { left: f64, period_start: i64 },
 }
 
 /// Exact sealed aggregates: the numbers before noise. Only the release step reads them
@@ -140,6 +159,9 @@ pub trait SealedAggregates {
         from: i64,
         to: i64,
     ) -> Result<Vec<AggRow>>;
+    /// The first sealed window holding any data of a metric: windows before it are not
+    /// listed (spec §6).
+    fn first_window(&self, metric: &str) -> Result<Option<i64>>;
 }
 
 /// The storage boundary: the CLI, the release layer and the server talk only to this
@@ -205,21 +227,38 @@ pub trait Store: SealedAggregates {
     fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool>;
     /// Rejections held in quarantine, by reason code.
     fn quarantine_counts(&self) -> Result<BTreeMap<String, i64>>;
-    /// A stored release for an exact query key.
-    fn release_by_key(&self, query_key: &str) -> Result<Option<ReleaseRecord>>;
-    /// Atomically: spend `epsilon` of `(principal, collection, period_start)` out of
-    /// `budget` and store the release whose document `render` builds from the budget left,
-    /// or refuse and store nothing. A refusal is audited too.
+    /// A stored release by id, served only as its audit entry recorded it (an edited or
+    /// replaced row is an error, never an answer).
+    fn release_by_id(&self, release_id: &str) -> Result<Option<ReleaseRecord>>;
+    /// Which windows of `(metric, grouping)` with start in `[from, to)` were released, and
+    /// by which release: `(window_start, release_id)`, ascending.
+    fn released_windows(
+        &self,
+        metric: &str,
+        grouping: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>>;
+    /// Atomically: charge every `charges` period of the release's collection (each within
+    /// `budget_micro`, summed over every principal), record its windows as released, and
+    /// store the release whose document `render` builds from the budget left — or refuse
+    /// and store nothing. A refusal is audited too. A window already released is a
+    /// [`StoreError::Conflict`].
     fn spend_and_store(
         &mut self,
         release: &ReleaseRecord,
-        period_start: i64,
-        budget: f64,
+        windows: &ReleasedWindows,
+        charges: &[PeriodCharge],
+        budget_micro: i64,
         audit_detail: &serde_json::Value,
         render: &dyn Fn(f64) -> String,
     ) -> Result<Spend>;
-    /// ε already spent by a principal on a collection in a period.
-    fn spent(&self, principal: &str, collection: &str, period_start: i64) -> Result<f64>;
+    /// ε already spent on a collection's data of the period starting at `period_start`,
+    /// over every principal, metric and grouping: what the audit chain proves, or the
+    /// ledger when it says more.
+    fn spent(&self, collection: &str, period_start: i64) -> Result<f64>;
+    /// ε spent per (principal, collection), over all periods: who spent what.
+    fn spent_by_principal(&self) -> Result<BTreeMap<(String, String), f64>>;
     /// Every release record, oldest first.
     fn releases(&self) -> Result<Vec<ReleaseRecord>>;
 }

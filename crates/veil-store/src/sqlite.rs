@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS audit (
   detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_action ON audit (action, seq);
 CREATE TABLE IF NOT EXISTS release_index (release_id TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS release_windows (
+  metric TEXT NOT NULL, grouping TEXT NOT NULL, window_start INTEGER NOT NULL, release_id TEXT NOT NULL,
+  PRIMARY KEY (metric, grouping, window_start));
 "#;
 
 /// Largest staging arena kept for the next batch; a larger one (a huge group commit) is
@@ -385,6 +388,14 @@ impl SealedAggregates for SqliteStore {
             })
         })?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn first_window(&self, metric: &str) -> Result<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MIN(window_start) FROM aggregates WHERE metric = ?1",
+            [metric],
+            |r| r.get(0),
+        )?)
     }
 }
 
@@ -858,6 +869,7 @@ impl Store for SqliteStore {
         let bound = audit::Bound {
             releases: &releases,
             ledger: ledger_rows(&self.conn)?,
+            windows: window_rows(&self.conn)?,
         };
         let checked =
             audit::verify_bound(&rows, &bound).and_then(|()| audit::verify_anchors(&rows, anchors));
@@ -923,12 +935,12 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
-    fn release_by_key(&self, query_key: &str) -> Result<Option<ReleaseRecord>> {
+    fn release_by_id(&self, release_id: &str) -> Result<Option<ReleaseRecord>> {
         let Some(r) = self
             .conn
             .query_row(
-                "SELECT release_id, query_key, principal, collection, epsilon, created_at, document FROM releases WHERE query_key = ?1",
-                [query_key],
+                "SELECT release_id, query_key, principal, collection, epsilon, created_at, document FROM releases WHERE release_id = ?1",
+                [release_id],
                 release_row,
             )
             .optional()?
@@ -972,62 +984,114 @@ impl Store for SqliteStore {
         }
     }
 
+    fn released_windows(
+        &self,
+        metric: &str,
+        grouping: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, String)>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT window_start, release_id FROM release_windows
+             WHERE metric = ?1 AND grouping = ?2 AND window_start >= ?3 AND window_start < ?4 ORDER BY window_start",
+        )?;
+        let rows = st.query_map(params![metric, grouping, from, to], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     fn spend_and_store(
         &mut self,
         rel: &ReleaseRecord,
-        period_start: i64,
-        budget: f64,
+        windows: &ReleasedWindows,
+        charges: &[PeriodCharge],
+        budget_micro: i64,
         audit_detail: &serde_json::Value,
         render: &dyn Fn(f64) -> String,
     ) -> Result<Spend> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: Option<String> = tx
-            .query_row(
-                "SELECT release_id FROM releases WHERE query_key = ?1",
-                [&rel.query_key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if exists.is_some() {
-            return Err(StoreError::Conflict);
+        for &w in &windows.starts {
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT release_id FROM release_windows WHERE metric = ?1 AND grouping = ?2 AND window_start = ?3",
+                    params![windows.metric, windows.grouping, w],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError::Conflict);
+            }
         }
-        let spent = proven_spent(&tx, &rel.principal, &rel.collection, period_start)?;
-        let (cost, cap) = (micro(rel.epsilon), micro(budget));
-        if spent + cost > cap {
-            let left = (cap - spent).max(0) as f64 / 1e6;
-            let mut d = audit_detail.clone();
-            d["refused"] = serde_json::json!("budget_exhausted");
-            d["budget_left"] = serde_json::json!(left);
-            let e = append_audit(&tx, &rel.principal, "release_refused", &d, rel.created_at)?;
-            tx.commit()?;
-            self.write_head(&e)?;
-            return Ok(Spend::Refused { left });
+        let total: i64 = charges.iter().map(|c| c.epsilon_micro).sum();
+        if charges.is_empty()
+            || charges.iter().any(|c| c.epsilon_micro <= 0)
+            || total != micro(rel.epsilon)
+        {
+            return Err(StoreError::Corrupt(
+                "a release must carry positive charges that add up to its epsilon".into(),
+            ));
         }
-        tx.execute(
-            "INSERT INTO budget_ledger (principal, collection, period_start, spent_micro) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (principal, collection, period_start) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro",
-            params![rel.principal, rel.collection, period_start, cost],
-        )?;
-        let left = (cap - spent - cost) as f64 / 1e6;
+        let mut left_last = 0i64;
+        for c in charges {
+            let spent = proven_spent(&tx, &rel.collection, c.period_start)?;
+            if spent + c.epsilon_micro > budget_micro {
+                let left = (budget_micro - spent).max(0) as f64 / 1e6;
+                let mut d = audit_detail.clone();
+                d["refused"] = serde_json::json!("budget_exhausted");
+                d["period_start"] = serde_json::json!(rfc3339(c.period_start));
+                d["budget_left"] = serde_json::json!(left);
+                let e = append_audit(&tx, &rel.principal, "release_refused", &d, rel.created_at)?;
+                tx.commit()?;
+                self.write_head(&e)?;
+                return Ok(Spend::Refused {
+                    left,
+                    period_start: c.period_start,
+                });
+            }
+            left_last = budget_micro - spent - c.epsilon_micro;
+        }
+        for c in charges {
+            tx.execute(
+                "INSERT INTO budget_ledger (principal, collection, period_start, spent_micro) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (principal, collection, period_start) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro",
+                params![rel.principal, rel.collection, c.period_start, c.epsilon_micro],
+            )?;
+        }
+        let left = left_last as f64 / 1e6;
         let document = render(left);
         tx.execute(
             "INSERT INTO releases (release_id, query_key, principal, collection, epsilon, created_at, document) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![rel.release_id, rel.query_key, rel.principal, rel.collection, rel.epsilon, rel.created_at, document],
         )?;
-        // The entry binds the document and the charge: verify checks both against it, and
-        // the next release's budget is what these entries add up to.
+        for &w in &windows.starts {
+            tx.execute(
+                "INSERT INTO release_windows (metric, grouping, window_start, release_id) VALUES (?1, ?2, ?3, ?4)",
+                params![windows.metric, windows.grouping, w, rel.release_id],
+            )?;
+        }
+        // The entry binds the document, the charges and the windows: verify checks all
+        // three against it, and budgets are what these entries add up to.
         let mut detail = audit_detail.clone();
         detail["release_id"] = serde_json::json!(rel.release_id);
         detail["query_key"] = serde_json::json!(rel.query_key);
         detail["document_sha256"] = serde_json::json!(audit::document_hash(&document));
-        detail["charges"] = serde_json::json!([audit::Charge {
-            principal: rel.principal.clone(),
-            collection: rel.collection.clone(),
-            period_start,
-            epsilon_micro: cost,
-        }]);
+        detail["charges"] = serde_json::json!(charges
+            .iter()
+            .map(|c| audit::Charge {
+                principal: rel.principal.clone(),
+                collection: rel.collection.clone(),
+                period_start: c.period_start,
+                epsilon_micro: c.epsilon_micro,
+            })
+            .collect::<Vec<_>>());
+        detail["released_windows"] = serde_json::json!(audit::WindowBinding {
+            metric: windows.metric.clone(),
+            grouping: windows.grouping.clone(),
+            starts: windows.starts.clone(),
+        });
         let e = append_audit(&tx, &rel.principal, "release", &detail, rel.created_at)?;
         tx.execute(
             "INSERT INTO release_index (release_id, seq) VALUES (?1, ?2)",
@@ -1041,8 +1105,16 @@ impl Store for SqliteStore {
         Ok(Spend::Spent { left })
     }
 
-    fn spent(&self, principal: &str, collection: &str, period_start: i64) -> Result<f64> {
-        Ok(proven_spent(&self.conn, principal, collection, period_start)? as f64 / 1e6)
+    fn spent(&self, collection: &str, period_start: i64) -> Result<f64> {
+        Ok(proven_spent(&self.conn, collection, period_start)? as f64 / 1e6)
+    }
+
+    fn spent_by_principal(&self) -> Result<BTreeMap<(String, String), f64>> {
+        let mut out: BTreeMap<(String, String), f64> = BTreeMap::new();
+        for ((p, c, _), micro) in audit::chain_charges(&release_entries(&self.conn)?) {
+            *out.entry((p, c)).or_default() += micro as f64 / 1e6;
+        }
+        Ok(out)
     }
 
     fn releases(&self) -> Result<Vec<ReleaseRecord>> {
@@ -1069,30 +1141,30 @@ fn ledger_rows(conn: &Connection) -> Result<BTreeMap<(String, String, i64), i64>
     Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
-/// ε in millionths spent on `(principal, collection, period)`: what the audit chain's
-/// charges add up to, or the ledger row when it says more. A deleted or lowered ledger
-/// row therefore gives no budget back, and a ledger that disagrees costs budget, never
-/// availability (`veil audit verify` reports the disagreement).
-fn proven_spent(
-    conn: &Connection,
-    principal: &str,
-    collection: &str,
-    period_start: i64,
-) -> Result<i64> {
-    let key = (principal.to_owned(), collection.to_owned(), period_start);
-    let proven = audit::chain_charges(&release_entries(conn)?)
-        .get(&key)
-        .copied()
-        .unwrap_or(0);
-    let ledger: i64 = conn
-        .query_row(
-            "SELECT spent_micro FROM budget_ledger WHERE principal = ?1 AND collection = ?2 AND period_start = ?3",
-            params![principal, collection, period_start],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0);
+/// ε in millionths spent on a collection's data of one period, over every principal:
+/// what the audit chain's charges add up to, or the ledger when it says more. A deleted or
+/// lowered ledger row therefore gives no budget back, and a ledger that disagrees costs
+/// budget, never availability (`veil audit verify` reports the disagreement).
+fn proven_spent(conn: &Connection, collection: &str, period_start: i64) -> Result<i64> {
+    let proven: i64 = audit::chain_charges(&release_entries(conn)?)
+        .iter()
+        .filter(|((_, c, p), _)| c == collection && *p == period_start)
+        .map(|(_, m)| *m)
+        .sum();
+    let ledger: i64 = conn.query_row(
+        "SELECT COALESCE(SUM(spent_micro), 0) FROM budget_ledger WHERE collection = ?1 AND period_start = ?2",
+        params![collection, period_start],
+        |r| r.get(0),
+    )?;
     Ok(proven.max(ledger))
+}
+
+/// The release-window index as stored: (metric, grouping, window start) → release id.
+fn window_rows(conn: &Connection) -> Result<BTreeMap<(String, String, i64), String>> {
+    let mut st =
+        conn.prepare("SELECT metric, grouping, window_start, release_id FROM release_windows")?;
+    let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+    Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
 fn audit_row(r: &rusqlite::Row) -> rusqlite::Result<AuditEntry> {

@@ -49,31 +49,34 @@ pub fn posture(
         "collections": collections,
         "direct_identifiers": {"total": ids, "pseudonymized": pseudo, "dropped": ids - pseudo, "raw_kept": 0},
         "rejections_by_reason": store.quarantine_counts()?,
-        "budget_spent": spent.iter().map(|((p, c), e)| (format!("{p} / {c}"), *e)).collect::<BTreeMap<_, _>>(),
+        "budget": spent,
+        "budget_spent_by_principal": store.spent_by_principal()?.iter().map(|((p, c), e)| (format!("{p} / {c}"), *e)).collect::<BTreeMap<_, _>>(),
         "last_seal": last_seal,
         "last_purge": null,
         "audit": {"entries": v.entries, "head": v.head, "verified": v.ok, "problem": v.problem},
     }))
 }
 
-/// ε spent in each collection's current budget period, per (principal, collection).
+/// Per collection: its budget for the current period's data, what every principal has
+/// spent on that data, and what is left.
 fn budget_spent(
     store: &dyn Store,
     policy: &Policy,
     t: i64,
-) -> Result<BTreeMap<(String, String), f64>, veil_store::StoreError> {
-    let mut spent = BTreeMap::new();
-    for r in store.releases()? {
-        let Some(ci) = policy.collection_index(&r.collection) else {
-            continue;
-        };
-        let period = policy.collections()[ci].budget.period;
-        if r.created_at < t - t.rem_euclid(period) {
-            continue;
-        }
-        *spent.entry((r.principal, r.collection)).or_default() += r.epsilon;
+) -> Result<BTreeMap<String, serde_json::Value>, veil_store::StoreError> {
+    let mut out = BTreeMap::new();
+    for c in policy.collections() {
+        let period = t - t.rem_euclid(c.budget.period);
+        let spent = store.spent(&c.name, period)?;
+        let from = chrono::DateTime::from_timestamp(period, 0)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
+        out.insert(
+            c.name.clone(),
+            serde_json::json!({"period_from": from, "epsilon": c.budget.epsilon, "spent": spent, "left": (c.budget.epsilon - spent).max(0.0)}),
+        );
     }
-    Ok(spent)
+    Ok(out)
 }
 
 fn cert(c: Option<Extension<CertSlot>>) -> Option<super::ClientCert> {
@@ -384,11 +387,8 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     })
     .await
     {
-        let mut per_collection: BTreeMap<String, f64> = BTreeMap::new();
-        for ((_principal, c), eps) in spent {
-            *per_collection.entry(c).or_default() += eps;
-        }
-        for (c, eps) in per_collection {
+        for (c, b) in spent {
+            let eps = b["spent"].as_f64().unwrap_or_default();
             state
                 .metrics
                 .budget_spent
