@@ -251,9 +251,8 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
 /// same aggregates back from the store (the baseline).
 pub fn release(groups: usize) -> Result<u8> {
     let dir = tempfile_dir()?;
-    let yaml = crate::commands::EXAMPLE_POLICY
-        .replace("values: [payments, search, infra, web]", "max_length: 32");
-    let policy = veil_policy::load_str(&yaml, "policy.yaml", chrono::Utc::now().date_naive())?.0;
+    let yaml = crate::commands::EXAMPLE_POLICY.replace("values_from: team_map", "max_length: 32");
+    let policy = crate::commands::example_policy(&yaml)?;
     let now = chrono::Utc::now().timestamp();
     let mut store = SqliteStore::init(&dir, now, "bench")?;
     // Sealed aggregates for a year of weeks, written directly as a seal would.
@@ -409,12 +408,9 @@ fn bench_source() -> Source {
 }
 
 fn example_policy() -> Result<veil_policy::Policy> {
-    Ok(veil_policy::load_str(
+    Ok(crate::commands::example_policy(
         crate::commands::EXAMPLE_POLICY,
-        "policy.yaml",
-        chrono::Utc::now().date_naive(),
-    )?
-    .0)
+    )?)
 }
 
 /// `veil bench http`: a gateway on loopback with a fresh store per run, driven by N

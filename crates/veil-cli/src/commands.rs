@@ -16,6 +16,20 @@ use veil_store::{SqliteStore, Store, StoreError};
 /// The example policy `veil init` writes.
 pub const EXAMPLE_POLICY: &str = include_str!("../../../examples/policy.yaml");
 
+/// The example team map the example policy names (`team_map: teams.yaml`).
+pub const EXAMPLE_TEAMS: &str = include_str!("../../../examples/teams.yaml");
+
+/// The example policy with its team map, compiled (benchmarks and demos).
+pub fn example_policy(text: &str) -> std::result::Result<Policy, veil_policy::PolicyError> {
+    veil_policy::load_with_team_map(
+        text,
+        "policy.yaml",
+        chrono::Utc::now().date_naive(),
+        Some(EXAMPLE_TEAMS),
+    )
+    .map(|(p, _)| p)
+}
+
 /// Example principals `veil init` creates: name, roles, collections.
 const EXAMPLE_PRINCIPALS: &[(&str, &[&str], Option<&[&str]>)] = &[
     (
@@ -277,6 +291,10 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     let policy_path = dir.join("policy.yaml");
     if !policy_path.exists() {
         std::fs::write(&policy_path, EXAMPLE_POLICY)?;
+        let teams = dir.join("teams.yaml");
+        if !teams.exists() {
+            std::fs::write(&teams, EXAMPLE_TEAMS)?;
+        }
     }
     let mut toml = String::from(
         "# Veil configuration. Paths are relative to this file. VEIL_* variables override keys.\n\

@@ -8,14 +8,15 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use std::io::Write;
 
-/// Teams and their sizes: `infra` sits below the default k of 5, `data` above k but
-/// too small to pass DP selection at δ = 1e-7 most of the time.
+/// Teams and their sizes, as the example team map (`examples/teams.yaml`) lists them:
+/// realistic engineering teams of 6 to 15 people, and `infra`, whose roster of 3 sits
+/// below the default k of 5 and is never shown.
 pub const TEAMS: &[(&str, usize)] = &[
-    ("payments", 60),
-    ("web", 45),
-    ("search", 40),
-    ("data", 12),
+    ("data", 6),
     ("infra", 3),
+    ("payments", 12),
+    ("search", 8),
+    ("web", 15),
 ];
 
 const FIRST: &[&str] = &[
@@ -44,11 +45,18 @@ pub static PLANTED: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock
         .collect()
 });
 
-fn person(i: usize) -> (String, String) {
+/// The `i`-th developer: an email (the `web` team's at web.example.com, as the example
+/// team map's pattern says) and a name.
+fn person(i: usize, team: &str) -> (String, String) {
     let f = FIRST[i % FIRST.len()];
     let l = LAST[(i / FIRST.len() + i * 7) % LAST.len()];
     let name = format!("{} {}", capitalize(f), capitalize(l));
-    (format!("{f}.{l}{i}@example.com"), name)
+    let domain = if team == "web" {
+        "web.example.com"
+    } else {
+        "example.com"
+    };
+    (format!("{f}.{l}{i}@{domain}"), name)
 }
 
 fn capitalize(s: &str) -> String {
@@ -91,7 +99,7 @@ pub fn generate(g: &Gen, out: &mut dyn Write) -> std::io::Result<u64> {
     let mut pi = 0;
     for &(team, size) in TEAMS {
         for _ in 0..size {
-            devs.push((person(pi), team, rng.gen_range(0.5..3.0f64)));
+            devs.push((person(pi, team), team, rng.gen_range(0.5..3.0f64)));
             pi += 1;
         }
     }
@@ -178,7 +186,7 @@ pub fn generate(g: &Gen, out: &mut dyn Write) -> std::io::Result<u64> {
     }
     if g.bad {
         let t = ts(day0 - 86_400 + 3600);
-        let (email, name) = person(0);
+        let (email, name) = person(0, "data");
         let bad: Vec<String> = vec![
             // Undeclared fields carrying personal data: the whole event is rejected.
             json!({"event": "ci.build_finished", "time": t, "attrs": {"developer": email, "team": "web", "status": "success", "duration_ms": 1000, "author_name": name, "ssn": PLANTED[12]}}).to_string(),

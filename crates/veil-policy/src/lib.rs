@@ -191,6 +191,34 @@ fn read_team_map(file: &str, rel: &str) -> Result<TeamMap, PolicyError> {
     TeamMap::parse(&text, &path.display().to_string()).map_err(|e| fail(e.to_string()))
 }
 
+/// Parses, compiles and lints policy text with the team map's text supplied by the
+/// caller (for embedded examples and tests); `map_text` is used only when the policy
+/// names a team map.
+pub fn load_with_team_map(
+    text: &str,
+    file: &str,
+    today: chrono::NaiveDate,
+    map_text: Option<&str>,
+) -> Result<(Policy, Vec<Finding>), PolicyError> {
+    let raw = parse(text, file)?;
+    let team_map = match (&raw.team_map, map_text) {
+        (Some(rel), Some(t)) => Some(TeamMap::parse(t, rel).map_err(|e| PolicyError::TeamMap {
+            file: file.to_owned(),
+            map: rel.clone(),
+            message: e.to_string(),
+        })?),
+        (Some(rel), None) => Some(read_team_map(file, rel)?),
+        (None, _) => None,
+    };
+    match analyze(&raw, &hash_text(text), today, team_map) {
+        (Some(p), findings) => Ok((p, findings)),
+        (None, findings) => Err(PolicyError::Invalid {
+            file: file.to_owned(),
+            findings,
+        }),
+    }
+}
+
 /// Reads and loads a policy file, dated today (UTC) for exception expiry.
 pub fn load(path: &Path) -> Result<(Policy, Vec<Finding>), PolicyError> {
     let file = path.display().to_string();

@@ -1,15 +1,92 @@
 use veil_policy::*;
 
+const POLICY: &str = include_str!("../../../examples/policy.yaml");
+const TEAMS: &str = include_str!("../../../examples/teams.yaml");
+
+fn today() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap()
+}
+
 #[test]
 fn example_policy_compiles_without_errors() {
-    let text = include_str!("../../../examples/policy.yaml");
-    let (p, findings) = load_str(
-        text,
-        "policy.yaml",
-        chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap(),
-    )
-    .unwrap_or_else(|e| panic!("{e:?}"));
+    let (p, findings) = load_with_team_map(POLICY, "policy.yaml", today(), Some(TEAMS))
+        .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(findings.is_empty(), "{findings:#?}");
     assert_eq!(p.collections().len(), 4);
     assert!(p.metric("builds").is_some());
+}
+
+/// The example map: realistic teams of 6-15 people and one of 3, which is below k.
+#[test]
+fn example_team_map_has_real_team_sizes_and_one_below_k() {
+    let (p, _) = load_with_team_map(POLICY, "policy.yaml", today(), Some(TEAMS)).unwrap();
+    let m = p.team_map().expect("the example names a team map");
+    let sizes: Vec<(String, u32)> = m
+        .teams()
+        .iter()
+        .map(|t| (t.name().to_owned(), t.roster()))
+        .collect();
+    assert_eq!(
+        sizes,
+        [
+            ("data", 6),
+            ("infra", 3),
+            ("payments", 12),
+            ("search", 8),
+            ("web", 15)
+        ]
+        .map(|(n, s)| (n.to_owned(), s))
+    );
+    let (c, builds) = p.metric("builds").unwrap();
+    let team = &c.fields[builds.by[0]];
+    assert!(team.from_team_map());
+    assert_eq!(
+        team.values().unwrap(),
+        ["data", "infra", "payments", "search", "web", "unassigned"]
+    );
+    assert_eq!(p.roster(team, "infra"), Some(3));
+    assert_eq!(p.roster(team, UNASSIGNED), None);
+    assert_eq!(m.teams_of("someone@web.example.com"), vec!["web"]);
+}
+
+/// The team map is read relative to the policy file, and its problems name the map.
+#[test]
+fn team_map_is_read_beside_the_policy_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let err = load(&policy).unwrap_err().to_string();
+    assert!(
+        err.contains("teams.yaml") && err.contains("cannot read"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("teams.yaml"), TEAMS).unwrap();
+    let (p, _) = load(&policy).unwrap();
+    assert_eq!(p.team_map().unwrap().hash(), hash_text(TEAMS));
+    std::fs::write(
+        dir.path().join("teams.yaml"),
+        "teams:\n  web:\n    members: [\"*@web.example.com\"]\n",
+    )
+    .unwrap();
+    let err = load(&policy).unwrap_err().to_string();
+    assert!(err.contains("give `size:`"), "{err}");
+    // values_from without a team map, or with values, is a finding.
+    let text = POLICY.replace("team_map: teams.yaml", "");
+    let e = load_with_team_map(&text, "policy.yaml", today(), None).unwrap_err();
+    let PolicyError::Invalid { findings, .. } = e else {
+        panic!("{e:?}")
+    };
+    assert!(findings
+        .iter()
+        .any(|f| f.message.contains("values_from: team_map needs")));
+}
+
+/// A measure's unit is declared or implied by its name.
+#[test]
+fn measures_carry_their_unit() {
+    let (p, _) = load_with_team_map(POLICY, "policy.yaml", today(), Some(TEAMS)).unwrap();
+    let (c, m) = p.metric("build_duration").unwrap();
+    assert_eq!(c.fields[m.field.unwrap()].unit(), Some("ms"));
+    let (c, m) = p.metric("pr_cycle_time").unwrap();
+    assert_eq!(c.fields[m.field.unwrap()].unit(), Some("h"));
 }
