@@ -62,6 +62,11 @@ fn environment_overrides_single_keys() {
         elsewhere.path().join("p.yaml"),
     )
     .unwrap();
+    std::fs::copy(
+        v.path().join("teams.yaml"),
+        elsewhere.path().join("teams.yaml"),
+    )
+    .unwrap();
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_veil"));
     c.args(["policy", "explain", "builds"])
         .env("VEIL_CONFIG", v.path().join("veil.toml"))

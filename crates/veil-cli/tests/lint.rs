@@ -104,9 +104,12 @@ fn explain_prints_purpose_meaning_threshold_noise_and_cost() {
     for needle in [
         "does not mean",
         "misread when",
-        "fewer than 5",
+        "at least 5",
+        "roster is below 5",
+        "10 active 100%",
         "discrete_laplace",
-        "ε=1",
+        "ε=2 per window",
+        "δ=0",
         "budget",
     ] {
         assert!(r.stdout.contains(needle), "missing {needle}: {}", r.stdout);

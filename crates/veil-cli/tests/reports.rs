@@ -1,6 +1,7 @@
 //! Acceptance: sealed aggregates equal an independent computation over the generated
-//! events (plain iteration here, none of Veil's code), every group under k is suppressed,
-//! and released values sit within their noise intervals of the truth.
+//! events (plain iteration here, none of Veil's code), a team whose roster is under k is
+//! never shown, and released values sit within their noise intervals of the truth, inside
+//! what they can be.
 
 mod common;
 use chrono::{DateTime, Datelike, Duration, Utc};
@@ -112,12 +113,16 @@ fn reports_match_an_independent_computation_and_suppress_small_groups() {
             format!("{}-W{:02}", d.year(), d.week()) == label && *t == team
         });
         let (n, count) = truth.map(|(_, v)| *v).unwrap_or((0, 0));
-        if n < K {
-            assert_eq!(
-                g["suppressed"], true,
-                "{team} {label} has {n} < k contributors"
-            );
-            assert!(g["value"].is_null() && g["interval"].is_null());
+        if team == "infra" {
+            // The example map's infra roster is 3 < k: never shown, whatever the data.
+            assert_eq!(g["suppressed"], true, "{team} {label}");
+            assert_eq!(g["reason"], "roster_below_k");
+            assert!(g["value"].is_null() && g["interval"].is_null() && g["active"].is_null());
+        }
+        if n >= 10 {
+            // ε=2 per window: the noisy active count of 10 people misses k=5 with
+            // probability 0.2%; seeded data makes this deterministic anyway.
+            assert_eq!(g["suppressed"], false, "{team} {label}: {n} active");
         }
         if g["suppressed"] == false {
             released += 1;
@@ -127,7 +132,10 @@ fn reports_match_an_independent_computation_and_suppress_small_groups() {
                 "{team} {label}: {value} vs {count} (±{hw})"
             );
             let iv = g["interval"].as_array().unwrap();
-            assert_eq!(iv[1].as_f64().unwrap() - iv[0].as_f64().unwrap(), 2.0 * hw);
+            let (lo, hi) = (iv[0].as_f64().unwrap(), iv[1].as_f64().unwrap());
+            assert!(lo >= 0.0 && lo <= value && value <= hi, "{g}");
+            assert!(hi - lo <= 2.0 * hw + 1e-9, "{g}");
+            assert!(g["active"].as_i64().unwrap() >= K, "{g}");
         }
     }
     assert!(released >= 2, "the large teams are released: {}", r.stdout);

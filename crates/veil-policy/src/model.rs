@@ -47,6 +47,29 @@ pub struct Budget {
     pub period: Secs,
 }
 
+/// Monday 1970-01-05 00:00 UTC: budget periods are counted from a Monday, so periods
+/// of whole weeks (7d, 14d, 28d) hold whole ISO weeks and a weekly window is charged to
+/// one period only.
+const PERIOD_ORIGIN: Secs = 4 * 86_400;
+
+impl Budget {
+    /// Start of the budget period holding instant `t`.
+    pub fn period_start(&self, t: Secs) -> Secs {
+        t - (t - PERIOD_ORIGIN).rem_euclid(self.period)
+    }
+
+    /// Starts of the budget periods the data of `[start, end)` lies in (a window may
+    /// straddle two).
+    pub fn periods_of(&self, start: Secs, end: Secs) -> Vec<Secs> {
+        let first = self.period_start(start);
+        let last = self.period_start(end - 1);
+        (0..)
+            .map(|i| first + i * self.period)
+            .take_while(|p| *p <= last)
+            .collect()
+    }
+}
+
 /// Processing zone; decides retention ceilings and approval needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Zone {

@@ -67,7 +67,7 @@ fn the_full_error_reads_file_line_column_message() {
     let e = parse("version: 1\norganization: X\nbogus: 1\n", "policy.yaml").unwrap_err();
     assert_eq!(
         e.to_string(),
-        "policy.yaml:3:1: unknown field `bogus`, expected one of version, organization, defaults, collections"
+        "policy.yaml:3:1: unknown field `bogus`, expected one of version, organization, team_map, defaults, collections"
     );
 }
 

@@ -14,7 +14,7 @@ mod plan;
 mod render;
 mod step;
 
-pub use plan::{periods_of, plan, selection_threshold, NoiseParams, PeriodCost, Plan, Query, Rule};
+pub use plan::{plan, selection_threshold, NoiseParams, PeriodCost, Plan, Query, Rule};
 pub use render::{render, Format};
 pub use step::{
     answer, commit, draw, lookup, noisy_groups, public_domain, quantile, release, Draft, Drafted,

@@ -61,6 +61,8 @@ pub struct Plan {
     #[serde(skip)]
     pub by_positions: Vec<usize>,
     pub rule: Rule,
+    /// Whether a dimension is a team of the team map (its roster floor applies).
+    pub roster_floor: bool,
     pub from: String,
     pub to: String,
     #[serde(skip)]
@@ -191,12 +193,17 @@ impl Plan {
     /// The rule in one sentence, for headers and `policy explain`.
     pub fn threshold_sentence(&self) -> String {
         let k = self.min_group_size;
+        let roster = if self.roster_floor {
+            format!("; a team whose roster is below {k} is never shown")
+        } else {
+            String::new()
+        };
         match self.rule {
             Rule::DeclaredKeys => format!(
-                "a group is shown when its noisy count of active people is at least {k}; a team whose roster is below {k} is never shown"
+                "a group is shown when its noisy count of active people is at least {k}{roster}"
             ),
             Rule::FreeFormKeys => format!(
-                "a group is listed only with at least {k} active people and a noisy count past the selection threshold {}",
+                "a group is listed only with at least {k} active people and a noisy count past the selection threshold {}{roster}",
                 self.selection_threshold.unwrap_or_default() + k as i64 - 1
             ),
         }
@@ -218,16 +225,6 @@ fn midnight(d: NaiveDate) -> i64 {
         .expect("midnight exists")
         .and_utc()
         .timestamp()
-}
-
-/// The budget periods a window's data lies in (a window may straddle two).
-pub fn periods_of(window_start: i64, window_end: i64, period: i64) -> Vec<i64> {
-    let first = window_start - window_start.rem_euclid(period);
-    let last = (window_end - 1) - (window_end - 1).rem_euclid(period);
-    (0..)
-        .map(|i| first + i * period)
-        .take_while(|p| *p <= last)
-        .collect()
 }
 
 /// Plans a release at `now` without spending anything.
@@ -321,6 +318,9 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
             max: MAX_GROUPS,
         });
     }
+    let roster_floor = by_positions
+        .iter()
+        .any(|&p| coll.fields[m.by[p]].from_team_map());
     let rule = if declared {
         Rule::DeclaredKeys
     } else {
@@ -416,7 +416,7 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
     let budget = coll.budget;
     let mut per_period: std::collections::BTreeMap<i64, u32> = Default::default();
     for &w in &new_windows {
-        for p in periods_of(w, window::end(m.window, w), budget.period) {
+        for p in budget.periods_of(w, window::end(m.window, w)) {
             *per_period.entry(p).or_default() += 1;
         }
     }
@@ -433,7 +433,7 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
         });
     }
     let newest = windows.last().copied().unwrap_or(now);
-    let newest_period = newest - newest.rem_euclid(budget.period);
+    let newest_period = budget.period_start(newest);
     let budget_left = match charges.iter().find(|c| c.period_start == newest_period) {
         Some(c) => c.left_after,
         None => budget.epsilon - store.spent(&coll.name, newest_period)?,
@@ -455,6 +455,7 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
         by,
         by_positions,
         rule,
+        roster_floor,
         from: date(from_ts),
         to: date(to_ts),
         from_ts,

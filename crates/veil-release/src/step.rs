@@ -141,7 +141,7 @@ impl Released {
 
 /// The first phase of an answer: stored windows only, or what new ones need.
 pub enum Lookup {
-    Stored(Released),
+    Stored(Box<Released>),
     /// Windows not released yet and the caller may release: the plan and sealed rows.
     Fresh(Box<Draft>),
 }
@@ -472,7 +472,7 @@ pub fn answer(
         other => other?,
     };
     match looked {
-        Lookup::Stored(r) => Ok(r),
+        Lookup::Stored(r) => Ok(*r),
         Lookup::Fresh(d) => {
             let drafted = draw(policy, d, rng);
             commit(store, policy, drafted)
@@ -492,16 +492,16 @@ pub fn lookup(
     now: i64,
 ) -> Result<Lookup, ReleaseError> {
     let p = plan(&*store, policy, q, now)?;
+    if !may_release && p.reused.is_empty() {
+        // The caller audits the refusal (the CLI at once, the gateway as a count per
+        // minute, so a reader cannot make the writer sync once per request).
+        return Err(ReleaseError::NotReleased);
+    }
     if p.windows.is_empty() {
         // Nothing to release: refuse before anything is charged.
         return Err(ReleaseError::NothingSealed { metric: p.metric });
     }
     if p.new_windows.is_empty() || !may_release {
-        if p.reused.is_empty() {
-            // The caller audits the refusal (the CLI at once, the gateway as a count per
-            // minute, so a reader cannot make the writer sync once per request).
-            return Err(ReleaseError::NotReleased);
-        }
         let left = left_now(&*store, policy, &p)?;
         let r = assemble(&*store, &p, None, 0.0, left)?;
         store.audit(
@@ -510,7 +510,7 @@ pub fn lookup(
             &serde_json::json!({"release_ids": r.doc.parts, "metric": p.metric, "by": p.by, "windows": r.doc.windows.len()}),
             now,
         )?;
-        return Ok(Lookup::Stored(r));
+        return Ok(Lookup::Stored(Box::new(r)));
     }
     let lo = *p.new_windows.first().expect("non-empty");
     let hi = *p.new_windows.last().expect("non-empty") + 1;
@@ -572,7 +572,13 @@ pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
     let record = ReleaseRecord {
         release_id: release_id.clone(),
         query_key: hex::encode(Sha256::digest(
-            format!("v2\0{}\0{}\0{:?}", p.metric, p.by.join(","), p.new_windows).as_bytes(),
+            format!(
+                "v2\0{}\0{}\0{:?}\0{release_id}",
+                p.metric,
+                p.by.join(","),
+                p.new_windows
+            )
+            .as_bytes(),
         )),
         principal,
         collection: p.collection.clone(),
@@ -662,7 +668,7 @@ pub fn commit(
             // A concurrent query released some of these windows first: answer with what
             // is stored now (new windows left over are released by the next ask).
             return match lookup(store, policy, &record.principal, false, &query, now)? {
-                Lookup::Stored(r) => Ok(r),
+                Lookup::Stored(r) => Ok(*r),
                 Lookup::Fresh(_) => Err(StoreError::Conflict.into()),
             };
         }
@@ -678,8 +684,7 @@ pub fn commit(
 fn left_now(store: &dyn Store, policy: &Policy, p: &Plan) -> Result<f64, ReleaseError> {
     let (coll, _) = policy.metric(&p.metric).expect("planned metric exists");
     let newest = p.windows.last().copied().unwrap_or_default();
-    let period = coll.budget.period;
-    let spent = store.spent(&p.collection, newest - newest.rem_euclid(period))?;
+    let spent = store.spent(&p.collection, coll.budget.period_start(newest))?;
     Ok((coll.budget.epsilon - spent).max(0.0))
 }
 

@@ -66,7 +66,7 @@ fn budget_spent(
 ) -> Result<BTreeMap<String, serde_json::Value>, veil_store::StoreError> {
     let mut out = BTreeMap::new();
     for c in policy.collections() {
-        let period = t - t.rem_euclid(c.budget.period);
+        let period = c.budget.period_start(t);
         let spent = store.spent(&c.name, period)?;
         let from = chrono::DateTime::from_timestamp(period, 0)
             .map(|d| d.format("%Y-%m-%d").to_string())
