@@ -464,6 +464,14 @@ fn the_gateway_anchors_heads_outside_the_data_directory() {
     );
     std::fs::write(v.path().join("veil.toml"), cfg).unwrap();
     let mut gw = Gateway::start(&v);
+    // The start anchor is written off the request path: wait for it (under a loaded
+    // machine it may come after the first request otherwise, and then equal the last).
+    let waited = std::time::Instant::now();
+    while std::fs::read_to_string(&file).map_or(true, |a| a.is_empty())
+        && waited.elapsed() < std::time::Duration::from_secs(20)
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
     let body = format!(
         "{{\"event\":\"app.feature_used\",\"time\":\"{t}\",\"attrs\":{{\"user_id\":\"a@x.example\",\"feature\":\"search\",\"region\":\"eu\",\"app_version\":\"4.1\"}}}}\n"
