@@ -710,6 +710,17 @@ fn assemble(
         let doc: ReleaseDoc = serde_json::from_str(&record.document).map_err(|_| {
             StoreError::Corrupt(format!("stored release {id} is not a release document"))
         })?;
+        // The index must name a release that released the window: one that did not (an
+        // edited index row) would list the window with numbers missing or foreign.
+        for (w, _) in p.reused.iter().filter(|(_, r)| r == id) {
+            let label = &p.window_labels[p.windows.iter().position(|x| x == w).unwrap_or(0)];
+            if !doc.windows.contains(label) || doc.metric != p.metric || doc.by != p.by {
+                return Err(StoreError::Corrupt(format!(
+                    "the release index names release {id} for a window it did not release; run `veil audit verify`"
+                ))
+                .into());
+            }
+        }
         for g in doc.groups {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
