@@ -210,20 +210,12 @@ pub fn public_domain(policy: &Policy, p: &Plan) -> Option<Vec<String>> {
 }
 
 /// Whether any team in `key` has a roster below `min_group_size` (a public fact: costs
-/// nothing and needs no data).
-fn roster_below(policy: &Policy, p: &Plan, key: &str) -> bool {
-    let Some((coll, m)) = policy.metric(&p.metric) else {
-        return false;
-    };
-    let k = m.min_group_size;
-    p.by_positions
+/// nothing and needs no data). `fields` are the grouping's dimensions.
+fn roster_below(policy: &Policy, fields: &[&veil_policy::Field], k: u32, key: &str) -> bool {
+    fields
         .iter()
         .zip(key.split(GROUP_SEP))
-        .any(|(&pos, value)| {
-            policy
-                .roster(&coll.fields[m.by[pos]], value)
-                .is_some_and(|r| r < k)
-        })
+        .any(|(f, value)| policy.roster(f, value).is_some_and(|r| r < k))
 }
 
 /// The randomized core of a release for `windows` (a subset of the plan's), with no
@@ -253,6 +245,11 @@ pub fn noisy_groups(
         .map(|f| (f.min().unwrap_or(0), f.max().unwrap_or(0)))
         .unwrap_or((0, 0));
     let unit = np.unit as f64;
+    let dims: Vec<&veil_policy::Field> = p
+        .by_positions
+        .iter()
+        .map(|&pos| &coll.fields[m.by[pos]])
+        .collect();
     let mut groups = Vec::new();
     let (mut shown, mut suppressed) = (0usize, 0usize);
     for &w in windows {
@@ -292,7 +289,7 @@ pub fn noisy_groups(
                 quantiles: None,
             };
             // 1. The roster floor: public, so it decides before any data is read.
-            if roster_below(policy, p, &key) {
+            if p.roster_floor && roster_below(policy, &dims, m.min_group_size, &key) {
                 suppressed += 1;
                 groups.push(hidden(Suppressed::RosterBelowK));
                 continue;
