@@ -103,6 +103,37 @@ impl Admitted {
     }
 }
 
+/// Adds the events the commit found `late` to a request's rejections, by their index in
+/// the request. `late` holds positions among the request's accepted events (as the
+/// store reports them); `rejected` holds the door's rejections by index, in order, and
+/// stays in index order.
+pub fn merge_late(rejected: &mut Vec<(usize, Rejection)>, late: &[usize]) {
+    if late.is_empty() {
+        return;
+    }
+    let mut late = late.to_vec();
+    late.sort_unstable();
+    late.dedup();
+    let mut door = std::mem::take(rejected).into_iter().peekable();
+    let mut out = Vec::with_capacity(door.len() + late.len());
+    let (mut index, mut passed) = (0, 0); // the next event's index; accepted events before it
+    for at in late {
+        loop {
+            match door.peek() {
+                Some((i, _)) if *i == index => out.extend(door.next()),
+                _ if passed == at => break,
+                _ => passed += 1,
+            }
+            index += 1;
+        }
+        out.push((index, Rejection::late(None)));
+        index += 1;
+        passed += 1;
+    }
+    out.extend(door);
+    *rejected = out;
+}
+
 /// Runs each NDJSON line of `body` through the door. Blank lines are skipped and not
 /// counted; `id_prefix` (from an `Idempotency-Key`) names events that carry no id, so a
 /// retried request is deduplicated as a whole.
@@ -127,7 +158,8 @@ pub type Rejected = (u64, Rejection);
 
 /// Runs a whole NDJSON stream through the door into the store, batch by batch. The door
 /// admits the next batch while the previous one commits (see [`pipelined`]).
-/// `on_reject` sees each rejection (for printing); the outcome sums every batch.
+/// `on_reject` sees each rejection (for printing): the door's as they happen, then the
+/// events the commit found `late` (the first [`LATE_KEPT`]); the outcome sums every batch.
 #[allow(clippy::too_many_arguments)]
 pub fn ingest_stream(
     store: &mut (dyn Store + Send),
@@ -148,6 +180,8 @@ pub fn ingest_stream(
         let mut done = false;
         while !done {
             let mut batch = commit.batch(&source.name, now);
+            // Each accepted event's line, so one the commit finds late is reported there.
+            let mut accepted_lines = commit.positions();
             let mut lines = 0;
             while lines < BATCH {
                 if read_line_bounded(input, &mut buf, limits.max_event_bytes)
@@ -167,39 +201,75 @@ pub fn ingest_stream(
                 // ingesting the same file again counts nothing twice.
                 events += 1;
                 let missing = MissingId::Content { position: events };
-                if let Err(r) = door.admit_into(line, source, missing, &mut batch.accepted) {
-                    on_reject(&(line_no, r.clone()));
-                    batch.rejected.push(r);
+                match door.admit_into(line, source, missing, &mut batch.accepted) {
+                    Ok(()) => accepted_lines.push(line_no),
+                    Err(r) => {
+                        on_reject(&(line_no, r.clone()));
+                        batch.rejected.push(r);
+                    }
                 }
             }
             if lines == 0 {
                 break;
             }
-            if !commit.send(batch) {
+            if !commit.send_numbered(batch, accepted_lines) {
                 break; // the writer failed; its error is what the caller sees
             }
         }
         Ok(())
     })?;
+    // Events a seal overtook between the door and the commit, at their lines.
+    let late = Rejection::late(None);
+    for &line in &total.late {
+        on_reject(&(line as u64, late.clone()));
+    }
     Ok(total)
+}
+
+/// A batch on its way to the commit, with each accepted event's position in the
+/// caller's input (empty when the caller does not number them).
+struct Numbered<'s> {
+    batch: IngestBatch<'s>,
+    positions: Vec<u64>,
 }
 
 /// Hands batches to the committing thread of [`pipelined`] and takes them back empty.
 pub struct Committer<'s> {
-    tx: std::sync::mpsc::SyncSender<IngestBatch<'s>>,
-    back: std::sync::mpsc::Receiver<IngestBatch<'s>>,
+    tx: std::sync::mpsc::SyncSender<Numbered<'s>>,
+    back: std::sync::mpsc::Receiver<Numbered<'s>>,
     /// Batches made so far; past [`IN_FLIGHT`] the next one is a committed one.
     made: usize,
+    /// The position list of the batch [`Committer::batch`] last took back, kept for reuse.
+    spare: Vec<u64>,
 }
 
 /// Batches in circulation: one being filled, one queued, one being committed.
 const IN_FLIGHT: usize = 3;
 
+/// Positions of late events a [`pipelined`] total keeps: a long ingest that a seal
+/// overtook reports its first ones by line and counts all of them, in bounded memory.
+pub const LATE_KEPT: usize = 1_000;
+
 impl<'s> Committer<'s> {
     /// Queues a batch for commit, waiting while one is already queued. `false` means the
     /// committing thread has stopped on an error: stop producing, the error follows.
     pub fn send(&mut self, batch: IngestBatch<'s>) -> bool {
-        self.tx.send(batch).is_ok()
+        self.send_numbered(batch, Vec::new())
+    }
+
+    /// As [`Committer::send`], with each accepted event's position in the caller's input
+    /// (its line, say), in the order admitted: events the commit finds `late` are then
+    /// reported at these positions in the outcome's `late`.
+    pub fn send_numbered(&mut self, batch: IngestBatch<'s>, positions: Vec<u64>) -> bool {
+        self.tx.send(Numbered { batch, positions }).is_ok()
+    }
+
+    /// An empty position list for the next [`Committer::send_numbered`], reusing the
+    /// memory of a committed batch's list when one came back.
+    pub fn positions(&mut self) -> Vec<u64> {
+        let mut p = std::mem::take(&mut self.spare);
+        p.clear();
+        p
     }
 
     /// An empty batch to fill next: a committed one once [`IN_FLIGHT`] exist (waiting
@@ -213,9 +283,13 @@ impl<'s> Committer<'s> {
             self.back.recv().ok() // `None` only when the writer stopped; `send` then says so
         };
         let (accepted, rejected) = match back {
-            Some(mut b) => {
+            Some(Numbered {
+                batch: mut b,
+                positions,
+            }) => {
                 b.accepted.clear();
                 b.rejected.clear();
+                self.spare = positions;
                 (b.accepted, b.rejected)
             }
             None => {
@@ -241,29 +315,44 @@ impl<'s> Committer<'s> {
 /// A commit error stops the pipeline and is returned (batches committed before it stay
 /// committed, as with sequential commits); a produce error is returned after the batches
 /// already sent are committed.
+///
+/// The total's `late` holds the positions the producer gave with
+/// [`Committer::send_numbered`] (positions in its batch where it gave none), at most
+/// [`LATE_KEPT`] of them; `rejected` counts every one.
 pub fn pipelined<'s, T>(
     store: &mut (dyn Store + Send),
     policy: &Policy,
     keys: &KeyRing,
     produce: impl FnOnce(&mut Committer<'s>) -> Result<T, IngestError>,
 ) -> Result<(T, IngestOutcome), IngestError> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<IngestBatch<'s>>(1);
-    let (back_tx, back) = std::sync::mpsc::sync_channel::<IngestBatch<'s>>(IN_FLIGHT);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Numbered<'s>>(1);
+    let (back_tx, back) = std::sync::mpsc::sync_channel::<Numbered<'s>>(IN_FLIGHT);
     std::thread::scope(|scope| {
         let writer = std::thread::Builder::new()
             .name("veil-commit".into())
             .spawn_scoped(scope, move || {
                 let mut total = IngestOutcome::default();
-                for batch in rx {
-                    for o in store.ingest(policy, keys, std::slice::from_ref(&batch))? {
+                for sent in rx {
+                    let batch = std::slice::from_ref(&sent.batch);
+                    for mut o in store.ingest(policy, keys, batch)? {
+                        let room = LATE_KEPT.saturating_sub(total.late.len());
+                        o.late.truncate(room);
+                        for at in &mut o.late {
+                            *at = sent.positions.get(*at).map_or(*at, |&p| p as usize);
+                        }
                         total.add(&o);
                     }
-                    let _ = back_tx.try_send(batch); // when nobody takes it back, it is dropped here
+                    let _ = back_tx.try_send(sent); // when nobody takes it back, it is dropped here
                 }
                 Ok::<_, veil_store::StoreError>(total)
             })
             .map_err(IngestError::Spawn)?;
-        let produced = produce(&mut Committer { tx, back, made: 0 });
+        let produced = produce(&mut Committer {
+            tx,
+            back,
+            made: 0,
+            spare: Vec::new(),
+        });
         // `produce` consumed the sender: the writer ends once the queue is drained.
         let committed = writer
             .join()
@@ -453,6 +542,114 @@ collections:
         assert_eq!(pseudonym_of.len(), 7);
         let distinct: std::collections::HashSet<_> = pseudonym_of.values().collect();
         assert_eq!(distinct.len(), 7);
+    }
+
+    /// Input that runs a `veil seal` from another handle on the same data directory
+    /// when first read: after `ingest_stream` built its door, before anything commits.
+    struct SealFirst {
+        dir: std::path::PathBuf,
+        data: std::io::Cursor<Vec<u8>>,
+        sealed: bool,
+    }
+
+    impl std::io::Read for SealFirst {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if !std::mem::replace(&mut self.sealed, true) {
+                let policy =
+                    veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
+                        .unwrap()
+                        .0;
+                let mut other = SqliteStore::open(&self.dir).unwrap();
+                let keys = other.key_ring().unwrap();
+                let now = chrono::Utc::now().timestamp();
+                let o = other.seal(&policy, &keys, now, "other").unwrap();
+                assert!(!o.windows.is_empty(), "the old day had data to seal");
+            }
+            std::io::Read::read(&mut self.data, buf)
+        }
+    }
+
+    /// `veil ingest` racing a seal: the event the seal overtook is reported at its line
+    /// as `late` and counted under its reason, not as accepted.
+    #[test]
+    fn an_event_a_seal_overtook_is_reported_late_at_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let mut store = SqliteStore::init(dir.path(), now - 30 * 86_400, "test").unwrap();
+        let stamp = |t: i64| {
+            chrono::DateTime::from_timestamp(t, 0)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string()
+        };
+        let event = |id: &str, t: i64, region: &str| {
+            format!(
+                r#"{{"event":"t.event","time":"{}","id":"{id}","attrs":{{"user":"u-{id}","region":"{region}"}}}}"#,
+                stamp(t)
+            )
+        };
+        let old = now - 3 * 86_400;
+        // The old day holds an event, so the seal has a window to seal.
+        let first = Lines {
+            data: std::io::Cursor::new(format!("{}\n", event("a", old, "eu")).into_bytes()),
+            fail: false,
+        };
+        assert_eq!(run(&mut store, first).unwrap().accepted, 1);
+        let lines = [
+            event("b", now, "eu"),
+            String::new(),
+            event("c", old + 60, "eu"), // line 3: late once the seal ran
+            event("d", now, "asia"),    // line 4: refused by the door
+            event("e", now - 60, "us"),
+        ];
+        let input = SealFirst {
+            dir: dir.path().to_owned(),
+            data: std::io::Cursor::new(format!("{}\n", lines.join("\n")).into_bytes()),
+            sealed: false,
+        };
+        let policy = veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
+            .unwrap()
+            .0;
+        let keys = store.key_ring().unwrap();
+        let source = Source {
+            name: "test".into(),
+            collections: None,
+        };
+        let mut seen = Vec::new();
+        let o = ingest_stream(
+            &mut store,
+            &policy,
+            &keys,
+            Limits::default(),
+            &source,
+            &mut std::io::BufReader::new(input),
+            now,
+            &mut |(line, r)| seen.push((*line, r.reason().code())),
+        )
+        .unwrap();
+        assert_eq!(seen, vec![(4, "value_not_allowed"), (3, "late")]);
+        assert_eq!(o.accepted, 2, "{o:?}");
+        assert_eq!(o.rejected.get("late"), Some(&1), "{o:?}");
+        assert_eq!(o.late, vec![3]);
+        assert_eq!(staged(&store), 3, "a, b and e; not the late c");
+    }
+
+    /// Late positions among a request's accepted events become request indexes, merged
+    /// in order with the door's rejections.
+    #[test]
+    fn late_positions_become_request_indexes() {
+        let r = |i: usize| (i, Rejection::late(None));
+        let idx = |v: &[(usize, Rejection)]| v.iter().map(|(i, _)| *i).collect::<Vec<_>>();
+        // Events 0..6; the door refused 1 and 4; accepted are 0, 2, 3, 5.
+        let mut rejected = vec![r(1), r(4)];
+        merge_late(&mut rejected, &[3, 0]);
+        assert_eq!(idx(&rejected), vec![0, 1, 4, 5]);
+        let mut rejected = vec![r(0), r(1)];
+        merge_late(&mut rejected, &[1]);
+        assert_eq!(idx(&rejected), vec![0, 1, 3]);
+        let mut rejected = vec![r(2)];
+        merge_late(&mut rejected, &[]);
+        assert_eq!(idx(&rejected), vec![2]);
     }
 
     #[test]

@@ -222,6 +222,37 @@ pub enum MissingId<'a> {
     Content { position: u64 },
 }
 
+/// Per collection (policy order), the instant before which its events are `late`: an
+/// event earlier than it falls, for at least one of the collection's metrics, in a window
+/// that is already sealed. `sealed_before[g]` is metric `g`'s seal boundary (policy
+/// order; missing or `i64::MIN` = nothing sealed). The one rule for `late`, shared by the
+/// door and by the store's re-check at commit, so the two cannot disagree.
+pub fn late_before(policy: &Policy, sealed_before: &[i64]) -> Vec<i64> {
+    let mut g = 0;
+    let mut out = Vec::with_capacity(policy.collections().len());
+    for c in policy.collections() {
+        let mut cut = i64::MIN;
+        for m in &c.metrics {
+            let sealed = sealed_before.get(g).copied().unwrap_or(i64::MIN);
+            g += 1;
+            if sealed == i64::MIN {
+                continue;
+            }
+            // `window::start(w, t) < sealed` exactly when `t` is before the first window
+            // start at or after `sealed` (a boundary written by a seal is itself one).
+            let s = window::start(m.window, sealed);
+            let first = if s == sealed {
+                sealed
+            } else {
+                window::end(m.window, s)
+            };
+            cut = cut.max(first);
+        }
+        out.push(cut);
+    }
+    out
+}
+
 /// Group key separator; declared values may not contain it.
 pub const GROUP_SEP: char = '\u{1f}';
 
@@ -232,7 +263,8 @@ pub struct Door<'a> {
     limits: Limits,
     now: i64,
     metric_base: Vec<u32>,
-    sealed_before: Vec<i64>,
+    /// Per collection: events before this instant are `late` (see [`late_before`]).
+    late_before: Vec<i64>,
     /// Per metric (policy order), its contributor keys in every epoch a window of an
     /// acceptable event can start in.
     metric_keys: Vec<crate::keys::MetricKeys>,
@@ -248,8 +280,9 @@ enum V<'a> {
 }
 
 impl<'a> Door<'a> {
-    /// `sealed_before[g]`: for metric `g`, windows starting before this are sealed and
-    /// take no more contributions (late events still reach staging).
+    /// `sealed_before[g]`: for metric `g` (policy order), windows starting before this
+    /// are sealed; an event that falls in a sealed window of any of its collection's
+    /// metrics is rejected as `late`, since sealed numbers never change.
     pub fn new(
         policy: &'a Policy,
         keys: &'a KeyRing,
@@ -263,8 +296,7 @@ impl<'a> Door<'a> {
             metric_base.push(n);
             n += c.metrics.len() as u32;
         }
-        let mut sealed_before = sealed_before;
-        sealed_before.resize(n as usize, i64::MIN);
+        let late_before = late_before(policy, &sealed_before);
         // The oldest acceptable event is one staging retention back; its window can start
         // up to a month (the longest window) before it.
         let oldest = policy
@@ -284,7 +316,7 @@ impl<'a> Door<'a> {
             limits,
             now,
             metric_base,
-            sealed_before,
+            late_before,
             metric_keys,
         }
     }
@@ -447,6 +479,9 @@ impl<'a> Door<'a> {
                 ),
             ));
         }
+        if time < self.late_before[ci] {
+            return Err(fail(Reason::Late, crate::reject::LATE_MESSAGE.into()));
+        }
         if env.attrs.0.len() > self.limits.max_attributes {
             return Err(fail(
                 Reason::TooManyAttributes,
@@ -570,9 +605,6 @@ impl<'a> Door<'a> {
         for (mi, m) in coll.metrics.iter().enumerate() {
             let g = self.metric_base[ci] + mi as u32;
             let wstart = window::start(m.window, time);
-            if wstart < self.sealed_before[g as usize] {
-                continue; // late for a sealed window: staging keeps it, the sealed numbers do not change
-            }
             let Some(at) = idents.iter().position(|(fi, _)| *fi == m.contributor) else {
                 continue;
             };

@@ -19,8 +19,8 @@ pub mod varint;
 pub mod window;
 
 pub use door::{
-    Accepted, AcceptedBatch, AcceptedRef, Contribution, Door, Limits, MissingId, Source, GROUP_SEP,
-    REDACTED_GROUP,
+    late_before, Accepted, AcceptedBatch, AcceptedRef, Contribution, Door, Limits, MissingId,
+    Source, GROUP_SEP, REDACTED_GROUP,
 };
 pub use keys::{ContributorId, Epoch, EpochId, EpochKeys, Identifier, KeyRing, Pseudonym, Secret};
 pub use reject::{safe_name, Reason, Rejection};

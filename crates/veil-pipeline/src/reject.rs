@@ -28,6 +28,8 @@ pub enum Reason {
     TooLong,
     OutOfRange,
     PiiDetected,
+    /// The event's window is already sealed for at least one of its collection's metrics.
+    Late,
 }
 
 impl Reason {
@@ -54,6 +56,7 @@ impl Reason {
             Reason::TooLong => "too_long",
             Reason::OutOfRange => "out_of_range",
             Reason::PiiDetected => "pii_detected",
+            Reason::Late => "late",
         }
     }
 }
@@ -64,9 +67,13 @@ impl std::fmt::Display for Reason {
     }
 }
 
+/// The sentence of a `late` rejection.
+pub(crate) const LATE_MESSAGE: &str = "the event's time falls in a window that is already sealed; its numbers are final (see docs/backfill.md)";
+
 /// A refused event: what quarantine keeps of it. Holds a reason code, a fixed sentence,
 /// the collection and field *names* — never a value. Only the door makes one (the fields
-/// are private), so nothing else can put a value into a rejection by accident.
+/// are private; [`Rejection::late`] takes nothing but a declared collection), so nothing
+/// else can put a value into a rejection by accident.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rejection {
     reason: Reason,
@@ -83,6 +90,14 @@ impl Rejection {
             collection: None,
             field_names: Vec::new(),
         }
+    }
+
+    /// The rejection of an event whose window is already sealed (`late`). Public because
+    /// the store re-checks at commit (a seal may have run since the door looked); it takes
+    /// only a declared collection, so it can carry no value either.
+    pub fn late(collection: Option<&veil_policy::Collection>) -> Self {
+        Rejection::new(Reason::Late, LATE_MESSAGE)
+            .with_names(collection.map(|c| c.name.clone()), Vec::new())
     }
 
     pub(crate) fn with_names(

@@ -279,6 +279,126 @@ fn a_batch_holds_what_single_admits_give_and_nothing_of_rejects() {
     assert!(batch.is_empty() && batch.get(0).is_none());
 }
 
+/// Two metrics of one collection, a day and a week: an event is late when either of its
+/// windows is sealed.
+const TWO_WINDOWS: &str = r#"
+version: 1
+organization: Test
+collections:
+  - name: t.late
+    purpose: { what: test events, question: are late events refused, audience: tests }
+    lawful_basis: legitimate_interest
+    lawful_basis_ref: DPIA-T
+    owner: tests
+    zone: operational
+    fields:
+      user:   { type: string, class: direct_identifier, transform: pseudonymize }
+      region: { type: string, class: quasi_identifier, values: [eu, us] }
+    metrics:
+      - name: daily
+        kind: count
+        by: [region]
+        window: day
+        contributor: user
+        explain: { measures: a, does_not_mean: b, misread_when: c }
+      - name: weekly
+        kind: count
+        by: [region]
+        window: week
+        contributor: user
+        explain: { measures: a, does_not_mean: b, misread_when: c }
+"#;
+
+/// Unix seconds of a UTC time in November 2026 (the 16th is a Monday).
+fn nov(day: u32, hour: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, day)
+        .unwrap()
+        .and_hms_opt(hour, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp()
+}
+
+/// Spec §4: an event for a window already sealed is answered `late` — whole, with no
+/// value in the rejection and nothing written — for a seal of any of its metrics;
+/// before this, the door accepted it and silently dropped its contributions.
+#[test]
+fn an_event_in_a_sealed_window_of_any_metric_is_rejected_late_and_leaves_nothing() {
+    let p = veil_policy::load_str(TWO_WINDOWS, "p.yaml", chrono::Utc::now().date_naive())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .0;
+    let k = ring(1);
+    let now = nov(20, 12); // Friday
+    let line = |day: u32, hour: u32| {
+        let t = chrono::DateTime::from_timestamp(nov(day, hour), 0).unwrap();
+        format!(
+            r#"{{"event":"t.late","time":"{}","attrs":{{"user":"ann.marker@example.com","region":"eu"}}}}"#,
+            t.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+        .into_bytes()
+    };
+    let verdict = |sealed: Vec<i64>, day: u32, hour: u32| {
+        let door = Door::new(&p, &k, Limits::default(), now, sealed);
+        let mut batch = veil_pipeline::AcceptedBatch::default();
+        let unnamed = veil_pipeline::MissingId::Unidentified;
+        // An event of another day first (accepted unless its window is sealed too).
+        let _ = door.admit_into(&line(20, 9), &src(), unnamed, &mut batch);
+        let held = |b: &veil_pipeline::AcceptedBatch| {
+            b.iter()
+                .map(|a| (a.payload.to_vec(), a.contributions.to_vec()))
+                .collect::<Vec<_>>()
+        };
+        let before = held(&batch);
+        let r = door.admit_into(&line(day, hour), &src(), unnamed, &mut batch);
+        if r.is_err() {
+            assert_eq!(
+                held(&batch),
+                before,
+                "a rejected event leaves the batch as it was"
+            );
+        } else {
+            let a = batch.get(batch.len() - 1).unwrap();
+            assert_eq!(a.contributions.len(), 2, "both metrics count it");
+        }
+        r
+    };
+    let late = |r: Result<(), veil_pipeline::Rejection>| match r {
+        Err(r) if r.reason() == Reason::Late => {
+            assert_eq!(r.reason().code(), "late");
+            assert!(r.message().contains("already sealed"), "{}", r.message());
+            assert_eq!(r.collection(), Some("t.late"));
+            let shown = format!("{r:?}");
+            assert!(
+                !shown.contains("marker") && !shown.contains("eu\""),
+                "{shown}"
+            );
+            true
+        }
+        Err(r) => panic!("rejected for another reason: {r:?}"),
+        Ok(()) => false,
+    };
+    // The daily metric sealed before Wednesday: Tuesday is late, Wednesday is not.
+    let daily = vec![nov(18, 0), i64::MIN];
+    assert!(late(verdict(daily.clone(), 17, 23)));
+    assert!(!late(verdict(daily.clone(), 18, 0)));
+    // Only the weekly metric sealed (before this Monday): last Sunday is late although
+    // its day is open for the daily metric.
+    let weekly = vec![i64::MIN, nov(16, 0)];
+    assert!(late(verdict(weekly.clone(), 15, 23)));
+    assert!(!late(verdict(weekly, 16, 0)));
+    // A weekly boundary inside a week (a policy that once had a daily window): the week
+    // that starts before it is sealed as a whole, so Thursday of it is late.
+    let inside = vec![i64::MIN, nov(18, 0)];
+    assert!(late(verdict(inside.clone(), 17, 12)));
+    assert_eq!(
+        veil_pipeline::late_before(&p, &inside),
+        vec![nov(23, 0)],
+        "late until the next week starts"
+    );
+    // Nothing sealed: nothing is late.
+    assert!(!late(verdict(vec![], 13, 12)));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     /// A pseudonym is stable under one key and unlinkable across keys; it never contains the identifier.

@@ -67,11 +67,18 @@ pub struct IngestOutcome {
     pub redacted: usize,
     /// Events (accepted or duplicate) that carried no `id` of their own.
     pub without_id: usize,
+    /// Events the door passed but the commit found `late` (a seal ran in between), by
+    /// their position among the batch's accepted events, so a caller can say which of its
+    /// events they were. Each is also counted in `rejected` and kept in quarantine; none
+    /// is staged, counted or remembered as seen.
+    pub late: Vec<usize>,
 }
 
 impl IngestOutcome {
-    /// Adds another outcome's counts to this one.
+    /// Adds another outcome's counts to this one, and appends its `late` positions as
+    /// they are (positions index one batch: a caller summing batches renumbers them first).
     pub fn add(&mut self, o: &IngestOutcome) {
+        self.late.extend_from_slice(&o.late);
         self.accepted += o.accepted;
         self.duplicates += o.duplicates;
         self.clamped += o.clamped;

@@ -482,15 +482,23 @@ impl Store for SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // The door's `late` rule again, under the write lock a seal also takes: an event
+        // whose window was sealed since the door looked (a concurrent `veil seal`) is
+        // rejected as `late` — not staged, not counted, its id not claimed — and reported
+        // by position, because sealed numbers never change and an accepted event is never
+        // silently left out of them.
+        let late_before = veil_pipeline::late_before(policy, &sealed_before_in(&tx, policy)?);
+        let is_late = |a: &veil_pipeline::AcceptedRef<'_>| {
+            a.time < late_before.get(a.collection).copied().unwrap_or(i64::MIN)
+        };
         // Deduplicate on (source, id): within the transaction and against every committed one.
-        let ids = batches
-            .iter()
-            .flat_map(|b| b.accepted.iter().map(|a| a.dedupe.map(|k| (k, a.time))));
+        let ids = batches.iter().flat_map(|b| {
+            b.accepted
+                .iter()
+                .map(|a| a.dedupe.filter(|_| !is_late(&a)).map(|k| (k, a.time)))
+        });
         let (duplicate, claimed) = self.seen.claim(&tx, ids, now)?;
         let written = (|| -> Result<AuditEntry> {
-            // A window sealed since the door looked (a concurrent `veil seal`) takes no more
-            // contributions: the sealed numbers never change.
-            let sealed = sealed_before_in(&tx, policy)?;
             let events: usize = batches.iter().map(|b| b.accepted.len()).sum();
             // Every event as (batch index, event) with its duplicate flag, and the fresh ones.
             let all = || {
@@ -500,7 +508,7 @@ impl Store for SqliteStore {
                     .flat_map(|(bi, b)| b.accepted.iter().map(move |a| (bi, a)))
                     .zip(duplicate.iter().copied())
             };
-            let accepted = || all().filter_map(|(x, dup)| (!dup).then_some(x));
+            let accepted = || all().filter_map(|((bi, a), dup)| (!dup && !is_late(&a)).then_some((bi, a)));
             // Pass 1: outcomes, segment sizes, and in-batch aggregation of contributions.
             let mut seg_index: rustc_hash::FxHashMap<(usize, u32, i64), usize> =
                 Default::default();
@@ -526,9 +534,6 @@ impl Store for SqliteStore {
                 seg_sizes[si].2 += 1;
                 seg_of.push(si as u32);
                 for c in a.contributions {
-                    if c.window_start < sealed.get(c.metric as usize).copied().unwrap_or(i64::MIN) {
-                        continue;
-                    }
                     let group = *group_ids.entry(c.group.as_str()).or_insert_with(|| {
                         groups.push(c.group.as_str());
                         groups.len() as u32 - 1
@@ -547,6 +552,9 @@ impl Store for SqliteStore {
                 }
             }
             for ((bi, a), dup) in all() {
+                if is_late(&a) {
+                    continue; // a rejection, counted with the others below
+                }
                 outs[bi].duplicates += usize::from(dup);
                 outs[bi].without_id += usize::from(!a.had_id);
             }
@@ -626,7 +634,14 @@ impl Store for SqliteStore {
                 "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (batch, out) in batches.iter().zip(outs.iter_mut()) {
-                for r in &batch.rejected {
+                let mut late = Vec::new();
+                for (at, a) in batch.accepted.iter().enumerate() {
+                    if is_late(&a) {
+                        out.late.push(at);
+                        late.push(Rejection::late(policy.collections().get(a.collection)));
+                    }
+                }
+                for r in batch.rejected.iter().chain(&late) {
                     *out.rejected.entry(r.reason().code().to_owned()).or_default() += 1;
                     let names = serde_json::to_string(r.field_names()).expect("strings serialize");
                     q.execute(params![

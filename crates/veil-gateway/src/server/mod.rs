@@ -25,7 +25,7 @@ pub mod writer;
 
 pub use reads::posture;
 
-use crate::ingest::{admit_lines, Admitted};
+use crate::ingest::{admit_lines, merge_late, Admitted};
 use auth::{ClientCert, Denied, Principal};
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -790,6 +790,10 @@ async fn commit(
             for (reason, k) in &outcome.rejected {
                 state.metrics.reject(reason, *k as u64);
             }
+            // Events a seal overtook between the door and the commit join the door's
+            // rejections at their index in the request.
+            let mut rejected = rejected;
+            merge_late(&mut rejected, &outcome.late);
             Committed::Done {
                 admitted_rejected: rejected,
                 outcome,
@@ -1117,4 +1121,111 @@ async fn reencode(r: Response, enc: otlp::Encoding) -> Response {
         out.headers_mut().insert(header::RETRY_AFTER, v);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_store::SqliteStore;
+
+    const POLICY: &str = r#"
+version: 1
+organization: Test
+defaults: { seal_grace: 2d }
+collections:
+  - name: t.event
+    purpose: { what: test events, question: does maintenance seal on time, audience: tests }
+    lawful_basis: legitimate_interest
+    lawful_basis_ref: DPIA-T
+    owner: tests
+    zone: operational
+    fields:
+      user:   { type: string, class: direct_identifier, transform: pseudonymize }
+      region: { type: string, class: quasi_identifier, values: [eu, us] }
+    metrics:
+      - name: m
+        kind: count
+        by: [region]
+        window: day
+        contributor: user
+        explain: { measures: a, does_not_mean: b, misread_when: c }
+"#;
+
+    /// 09:00 UTC `d` days ago.
+    fn days_ago(d: i64) -> String {
+        let day = (chrono::Utc::now() - chrono::Duration::days(d)).date_naive();
+        let t = day.and_hms_opt(9, 0, 0).unwrap().and_utc();
+        t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+
+    fn line(d: i64) -> Vec<u8> {
+        format!(
+            r#"{{"event":"t.event","time":"{}","attrs":{{"user":"u{d}","region":"eu"}}}}"#,
+            days_ago(d)
+        )
+        .into_bytes()
+    }
+
+    /// The gateway seals nothing when it starts, and its scheduled seal takes only
+    /// windows that closed at least `seal_grace` (two days here) ago — then its door
+    /// answers events of those windows `late`.
+    #[test]
+    fn maintenance_seals_only_windows_closed_seal_grace_ago_and_the_door_learns_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SqliteStore::init(dir.path(), now(), "test").unwrap();
+        let policy = veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
+            .unwrap()
+            .0;
+        let shared: SharedEngine = Arc::new(RwLock::new(Arc::new(
+            engine(&store, Arc::new(policy)).unwrap(),
+        )));
+        let source = Source {
+            name: "test".into(),
+            collections: None,
+        };
+        // Admits the event of `d` days ago with the door the gateway would build now.
+        let admit = |d: i64, batch: &mut veil_pipeline::AcceptedBatch| {
+            let eng = shared.read().unwrap().clone();
+            let limits = Default::default();
+            let door = veil_pipeline::Door::new(
+                &eng.policy,
+                &eng.keys,
+                limits,
+                now(),
+                eng.sealed_before.clone(),
+            );
+            let missing = veil_pipeline::MissingId::Unidentified;
+            door.admit_into(&line(d), &source, missing, batch)
+                .err()
+                .map(|r| r.reason())
+        };
+        // Four days ago closed more than two days ago; two days ago (09:00) closed at the
+        // start of yesterday, less than two days ago.
+        let mut batch = veil_pipeline::AcceptedBatch::default();
+        assert_eq!((admit(4, &mut batch), admit(2, &mut batch)), (None, None));
+        let eng = shared.read().unwrap().clone();
+        let b = veil_store::IngestBatch {
+            source: "test",
+            received_at: now(),
+            accepted: batch,
+            rejected: Vec::new(),
+        };
+        assert_eq!(
+            store.ingest(&eng.policy, &eng.keys, &[b]).unwrap()[0].accepted,
+            2
+        );
+        // At startup (seal = false), nothing is sealed.
+        maintain(&mut store, &shared, false).unwrap();
+        assert!(store.last_audit("seal").unwrap().is_none());
+        let scratch = &mut Default::default();
+        assert_eq!(admit(4, scratch), None);
+        // The scheduled run seals the day four days ago, not the one two days ago.
+        maintain(&mut store, &shared, true).unwrap();
+        let seal = store.last_audit("seal").unwrap().unwrap();
+        let label = |d: i64| format!("m@{}", &days_ago(d)[..10]);
+        assert!(seal.detail.contains(&label(4)), "{}", seal.detail);
+        assert!(!seal.detail.contains(&label(2)), "{}", seal.detail);
+        assert_eq!(admit(4, scratch), Some(veil_pipeline::Reason::Late));
+        assert_eq!(admit(2, scratch), None);
+    }
 }
