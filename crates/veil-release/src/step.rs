@@ -696,8 +696,14 @@ fn assemble(
 ) -> Result<Released, ReleaseError> {
     let mut parts: Vec<String> = Vec::new();
     let mut by_window: HashMap<String, Vec<ReleaseGroup>> = HashMap::new();
-    let mut ids: Vec<&str> = p.reused.iter().map(|(_, id)| id.as_str()).collect();
-    ids.dedup();
+    // Each stored release once, in order of first use: one release's windows need not be
+    // adjacent (a release of weeks 1 and 3 around a week 2 released before).
+    let mut ids: Vec<&str> = Vec::new();
+    for (_, id) in &p.reused {
+        if !ids.contains(&id.as_str()) {
+            ids.push(id);
+        }
+    }
     for id in ids {
         let record = store.release_by_id(id)?.ok_or_else(|| {
             StoreError::Corrupt(format!(
