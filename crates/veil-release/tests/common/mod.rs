@@ -272,11 +272,11 @@ pub fn of_grouping(rows: &[AggRow], grouping: &str) -> Vec<AggRow> {
         .collect()
 }
 
-/// The first budget period (aligned to the Unix epoch) on or after `after` that holds
-/// `weeks` whole weeks; returns (period start, first Monday inside it).
+/// The first budget period (counted as the policy counts them) after the one holding
+/// `after` that holds `weeks` whole weeks; returns (period start, first Monday inside it).
 pub fn period_with_weeks(after: i64, period_days: i64, weeks: i64) -> (i64, i64) {
     let period = period_days * DAY;
-    let mut p = after - after.rem_euclid(period) + period;
+    let mut p = period_of(after, period_days) + period;
     loop {
         let monday = window::start(veil_policy::Window::Week, p + 6 * DAY);
         if monday >= p && monday + weeks * WEEK <= p + period {
@@ -286,9 +286,9 @@ pub fn period_with_weeks(after: i64, period_days: i64, weeks: i64) -> (i64, i64)
     }
 }
 
-/// The period start holding `t`.
+/// The period start holding `t`, as the policy's budget counts periods.
 pub fn period_of(t: i64, period_days: i64) -> i64 {
-    t - t.rem_euclid(period_days * DAY)
+    veil_policy::Budget { epsilon: 0.0, period: period_days * DAY }.period_start(t)
 }
 
 /// The group of `doc` with key `dim = value` in window `label`.
