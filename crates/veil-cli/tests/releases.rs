@@ -264,3 +264,57 @@ fn an_edited_or_deleted_window_index_row_is_caught_and_never_served() {
     assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(r.stdout.contains("already released"), "{}", r.stdout);
 }
+
+fn edit(v: &Veil, file: &str, from: &str, to: &str) {
+    let p = v.path().join(file);
+    let t = std::fs::read_to_string(&p).unwrap();
+    assert!(t.contains(from), "{file} lacks {from}");
+    std::fs::write(&p, t.replacen(from, to, 1)).unwrap();
+}
+
+/// A release the budget cannot pay is refused before any noise is drawn: its audit entry
+/// says what was asked and why it was refused, never a noisy outcome that no one paid for
+/// (each retry would be a fresh draw an audit reader could average).
+#[test]
+fn a_refused_release_draws_nothing_and_its_audit_entry_holds_no_outcome() {
+    let v = ready();
+    let (_w2, w1, now) = weeks();
+    edit(
+        &v,
+        "policy.yaml",
+        "budget: { epsilon: 20.0, period: 28d }",
+        "budget: { epsilon: 1.0, period: 28d }",
+    );
+    for _ in 0..5 {
+        let r = v.run(&["report", "builds", "--from", &w1, "--to", &now]);
+        assert_eq!(r.code, 1, "{}", r.stdout);
+        assert!(r.stderr.contains("budget exhausted"), "{}", r.stderr);
+    }
+    let log = v.run(&["audit", "log", "--format", "json"]);
+    assert_eq!(log.code, 0);
+    let refused: Vec<serde_json::Value> = log
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["action"] == "release_refused")
+        .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(refused.len(), 5);
+    for d in &refused {
+        assert_eq!(d["refused"], "budget_exhausted", "{d}");
+        assert_eq!(d["metric"], "builds");
+        for noisy in ["outcome", "groups_released", "groups_suppressed", "groups"] {
+            assert!(d.get(noisy).is_none(), "{noisy} in a refusal: {d}");
+        }
+    }
+    let spent: i64 = v
+        .sqlite()
+        .query_row(
+            "SELECT COALESCE(SUM(spent_micro), 0) FROM budget_ledger",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(spent, 0);
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+}

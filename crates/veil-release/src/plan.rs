@@ -35,10 +35,12 @@ pub enum Rule {
 /// One budget period a release charges: the collection's data of that period.
 #[derive(Debug, Clone, Serialize)]
 pub struct PeriodCost {
-    /// First day of the period (budget periods are aligned to the Unix epoch).
+    /// First day of the period (budget periods are counted from Monday 1970-01-05).
     pub period: String,
     #[serde(skip)]
     pub period_start: i64,
+    #[serde(skip)]
+    pub period_end: i64,
     /// ε this release charges to the period.
     pub epsilon: f64,
     /// ε already spent on the period, by every principal.
@@ -422,11 +424,12 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
     }
     let mut charges = Vec::new();
     for (&p, &n) in &per_period {
-        let spent = store.spent(&coll.name, p)?;
+        let spent = store.spent(&coll.name, p, p + budget.period)?;
         let eps = epsilon * n as f64;
         charges.push(PeriodCost {
             period: date(p),
             period_start: p,
+            period_end: p + budget.period,
             epsilon: eps,
             spent,
             left_after: budget.epsilon - spent - eps,
@@ -436,7 +439,10 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
     let newest_period = budget.period_start(newest);
     let budget_left = match charges.iter().find(|c| c.period_start == newest_period) {
         Some(c) => c.left_after,
-        None => budget.epsilon - store.spent(&coll.name, newest_period)?,
+        None => {
+            budget.epsilon
+                - store.spent(&coll.name, newest_period, newest_period + budget.period)?
+        }
     };
     // δ: free-form selection spends the policy's δ once, Gaussian values once more;
     // declared keys with Laplace noise are pure ε-DP.

@@ -509,6 +509,21 @@ pub fn lookup(
         )?;
         return Ok(Lookup::Stored(Box::new(r)));
     }
+    // Refuse before any sealed row is read or any noise drawn when the budget cannot pay
+    // (the store checks again, atomically, at commit).
+    if let Some((c, left)) = short_period(policy, &p) {
+        store.audit(
+            principal,
+            "release_refused",
+            &serde_json::json!({
+                "metric": p.metric, "by": p.by, "windows": p.new_window_labels,
+                "cost": p.cost, "refused": "budget_exhausted",
+                "period": c.period, "budget_left": left,
+            }),
+            now,
+        )?;
+        return Err(budget_exhausted(&p, left, c.period_start));
+    }
     let lo = *p.new_windows.first().expect("non-empty");
     let hi = *p.new_windows.last().expect("non-empty") + 1;
     let rows = store
@@ -583,15 +598,18 @@ pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
         created_at: now,
         document: String::new(),
     };
-    let mut detail = serde_json::json!({
-        "release_id": release_id, "metric": p.metric, "by": p.by, "windows": labels,
-        "rule": p.rule, "epsilon": epsilon, "delta": p.delta, "groups_released": released,
-    });
-    // With declared keys the suppressed count is public (keys × windows − released);
-    // with free-form keys it would count every group in the data, singletons included.
+    // The noisy outcome sits under `outcome`, which the store records only with a stored
+    // release (a refused draw was paid by no one). With declared keys the suppressed count
+    // is public (keys × windows − released); with free-form keys it would count every
+    // group in the data, singletons included.
+    let mut outcome = serde_json::json!({ "groups_released": released });
     if p.rule == Rule::DeclaredKeys {
-        detail["groups_suppressed"] = serde_json::json!(suppressed);
+        outcome["groups_suppressed"] = serde_json::json!(suppressed);
     }
+    let detail = serde_json::json!({
+        "release_id": release_id, "metric": p.metric, "by": p.by, "windows": labels,
+        "rule": p.rule, "epsilon": epsilon, "delta": p.delta, "outcome": outcome,
+    });
     Drafted {
         plan: p,
         doc,
@@ -602,13 +620,38 @@ pub fn draw(policy: &Policy, d: Box<Draft>, rng: &mut dyn RngCore) -> Drafted {
     }
 }
 
+/// The first budget period the plan's new windows cannot be paid from, with the ε left
+/// in it, counted in micro-ε exactly as the store counts.
+fn short_period<'p>(policy: &Policy, p: &'p Plan) -> Option<(&'p crate::PeriodCost, f64)> {
+    let (coll, _) = policy.metric(&p.metric)?;
+    let budget = (coll.budget.epsilon * 1e6).round() as i64;
+    p.charges.iter().zip(charges(p)).find_map(|(c, charge)| {
+        let spent = (c.spent * 1e6).round() as i64;
+        (spent + charge.epsilon_micro > budget).then(|| (c, (budget - spent).max(0) as f64 / 1e6))
+    })
+}
+
+/// The refusal a user reads: what the release costs, what is left, in which period.
+fn budget_exhausted(p: &Plan, left: f64, period_start: i64) -> ReleaseError {
+    ReleaseError::BudgetExhausted {
+        collection: p.collection.clone(),
+        cost: p.cost,
+        left,
+        period: chrono::DateTime::from_timestamp(period_start, 0)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default(),
+    }
+}
+
 /// The charges of a plan's new windows: ε per window to every period its data lies in.
 fn charges(p: &Plan) -> Vec<PeriodCharge> {
-    let per = (p.epsilon_per_window * 1e6).round() as i64;
+    // Rounded up to a whole micro-ε: the ledger never holds less than the loss.
+    let per = (p.epsilon_per_window * 1e6 - 1e-6).ceil() as i64;
     p.charges
         .iter()
         .map(|c| PeriodCharge {
             period_start: c.period_start,
+            period_end: c.period_end,
             epsilon_micro: per * (c.epsilon / p.epsilon_per_window).round() as i64,
         })
         .collect()
@@ -652,14 +695,7 @@ pub fn commit(
     ) {
         Ok(Spend::Spent { .. }) => {}
         Ok(Spend::Refused { left, period_start }) => {
-            return Err(ReleaseError::BudgetExhausted {
-                collection: p.collection,
-                cost: p.cost,
-                left,
-                period: chrono::DateTime::from_timestamp(period_start, 0)
-                    .map(|d| d.format("%Y-%m-%d").to_string())
-                    .unwrap_or_default(),
-            });
+            return Err(budget_exhausted(&p, left, period_start));
         }
         Err(StoreError::Conflict) => {
             // A concurrent query released some of these windows first: answer with what
@@ -681,7 +717,8 @@ pub fn commit(
 fn left_now(store: &dyn Store, policy: &Policy, p: &Plan) -> Result<f64, ReleaseError> {
     let (coll, _) = policy.metric(&p.metric).expect("planned metric exists");
     let newest = p.windows.last().copied().unwrap_or_default();
-    let spent = store.spent(&p.collection, coll.budget.period_start(newest))?;
+    let start = coll.budget.period_start(newest);
+    let spent = store.spent(&p.collection, start, start + coll.budget.period)?;
     Ok((coll.budget.epsilon - spent).max(0.0))
 }
 

@@ -10,7 +10,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeMap;
 fn periods_of(start: i64, end: i64) -> Vec<i64> {
-    veil_policy::Budget { epsilon: 0.0, period: 30 * DAY }.periods_of(start, end)
+    veil_policy::Budget {
+        epsilon: 0.0,
+        period: 30 * DAY,
+    }
+    .periods_of(start, end)
 }
 
 use veil_release::{noisy_groups, plan, release, Plan, Query, Rule, Suppressed};
@@ -129,7 +133,10 @@ fn team_dashboard_over_200_weeks_shows_big_teams_hides_small_ones_and_covers_the
     // The ledger: ε = 1 for each window to each period it touches, never past the budget
     // (a 30-day period holds parts of at most 6 weeks).
     for (period, expected) in &charged_periods {
-        let spent = e.store.spent(COLLECTION, *period).unwrap();
+        let spent = e
+            .store
+            .spent(COLLECTION, *period, *period + 30 * DAY)
+            .unwrap();
         assert!(
             (spent - expected).abs() < 1e-9,
             "{period}: {spent} vs {expected}"

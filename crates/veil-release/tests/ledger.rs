@@ -10,7 +10,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeMap;
 fn periods_of(start: i64, end: i64) -> Vec<i64> {
-    veil_policy::Budget { epsilon: 0.0, period: 30 * DAY }.periods_of(start, end)
+    veil_policy::Budget {
+        epsilon: 0.0,
+        period: 30 * DAY,
+    }
+    .periods_of(start, end)
 }
 
 use veil_release::{
@@ -22,7 +26,7 @@ use veil_store::{SqliteStore, Store};
 fn spent(store: &SqliteStore, periods: impl IntoIterator<Item = i64>) -> BTreeMap<i64, f64> {
     periods
         .into_iter()
-        .map(|p| (p, store.spent(COLLECTION, p).unwrap()))
+        .map(|p| (p, store.spent(COLLECTION, p, p + 30 * DAY).unwrap()))
         .collect()
 }
 
@@ -140,7 +144,12 @@ fn the_ledger_charges_at_least_what_a_person_active_in_every_window_loses() {
     assert_eq!(again.document().groups, doc.groups);
     assert_eq!(again.document().release_id, doc.release_id);
     assert_eq!(spent(&e.store, expected.keys().copied()), ledger);
-    assert_eq!(e.store.spent(COLLECTION, later_period).unwrap(), 0.0);
+    assert_eq!(
+        e.store
+            .spent(COLLECTION, later_period, later_period + 30 * DAY)
+            .unwrap(),
+        0.0
+    );
 
     // A new grouping of the old windows (the total) is charged to the old windows'
     // periods, by whoever asks it; the period it is asked in is untouched.
@@ -162,7 +171,12 @@ fn the_ledger_charges_at_least_what_a_person_active_in_every_window_loses() {
             "{period}"
         );
     }
-    assert_eq!(e.store.spent(COLLECTION, later_period).unwrap(), 0.0);
+    assert_eq!(
+        e.store
+            .spent(COLLECTION, later_period, later_period + 30 * DAY)
+            .unwrap(),
+        0.0
+    );
     assert!(e.store.audit_verify(&[]).unwrap().ok);
 }
 
@@ -187,7 +201,7 @@ fn budget_exhaustion_refuses_and_charges_nothing() {
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 0.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 0.0);
     assert!(e.store.releases().unwrap().is_empty());
     assert!(e.store.last_audit("release_refused").unwrap().is_some());
     // Three single weeks fit; the fourth is refused, whoever asks and for whichever metric
@@ -223,7 +237,7 @@ fn budget_exhaustion_refuses_and_charges_nothing() {
     )
     .unwrap_err();
     assert!(matches!(err, ReleaseError::BudgetExhausted { .. }), "{err}");
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 3.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 3.0);
     assert_eq!(e.store.releases().unwrap().len(), 3);
     // Released windows stay readable.
     let first = by_team(monday, monday + WEEK);
@@ -235,7 +249,7 @@ fn budget_exhaustion_refuses_and_charges_nothing() {
         now,
         &mut rng,
     ));
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 3.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 3.0);
 }
 
 #[test]
@@ -267,7 +281,11 @@ fn the_same_query_a_thousand_times_is_one_answer_and_one_charge() {
         assert_eq!(r.document().release_id, first.document().release_id);
     }
     assert_eq!(e.store.releases().unwrap().len(), 1);
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 1.0, "one charge");
+    assert_eq!(
+        e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(),
+        1.0,
+        "one charge"
+    );
 }
 
 /// A store with 1 of 3 left in the period of four sealed weeks (weeks 0 and 1 released).
@@ -281,7 +299,7 @@ fn one_left(seed: u64) -> (Env, i64, i64, i64) {
         let q = by_team(monday + wk * WEEK, monday + (wk + 1) * WEEK);
         release(&mut e.store, &e.policy, "racer", &q, now, &mut rng).unwrap();
     }
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 2.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 2.0);
     (e, p0, monday, now)
 }
 
@@ -311,7 +329,7 @@ fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
         .filter(|r| matches!(r, Err(ReleaseError::BudgetExhausted { .. })))
         .count();
     assert_eq!((ok, refused), (1, 1), "{results:?}");
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 3.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 3.0);
     assert_eq!(e.store.releases().unwrap().len(), 3);
 
     // The same race phased by hand, so the interleaving is certain: both plan while 1 is
@@ -333,8 +351,16 @@ fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
         matches!(err, ReleaseError::BudgetExhausted { left, .. } if left == 0.0),
         "{err}"
     );
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 3.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 3.0);
     assert_eq!(e.store.releases().unwrap().len(), 3);
+    // The loser drew noise no one paid for: its refusal entry must not carry the outcome.
+    let refusal = e.store.last_audit("release_refused").unwrap().unwrap();
+    let d: serde_json::Value = serde_json::from_str(&refusal.detail).unwrap();
+    assert_eq!(d["refused"], "budget_exhausted", "{d}");
+    assert!(
+        d.get("outcome").is_none() && d.get("groups_released").is_none(),
+        "{d}"
+    );
     let p = plan(&e.store, &e.policy, &qb, now).unwrap();
     assert_eq!(
         p.new_window_labels.len(),
@@ -371,7 +397,7 @@ fn two_releases_of_the_same_window_store_and_charge_it_once() {
     );
     assert_eq!(ra.document().groups, rb.document().groups);
     assert_eq!(e.store.releases().unwrap().len(), 1);
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 1.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 1.0);
     // And with threads: the window is already taken, both get the stored numbers.
     let handles: Vec<_> = (0..2)
         .map(|i| {
@@ -393,7 +419,7 @@ fn two_releases_of_the_same_window_store_and_charge_it_once() {
     for h in handles {
         assert_eq!(h.join().unwrap().document().groups, ra.document().groups);
     }
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 1.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 1.0);
 }
 
 #[test]
@@ -409,7 +435,7 @@ fn a_range_without_sealed_windows_is_refused_and_charges_nothing() {
     let open = by_team(now, now + DAY);
     let err = release(&mut e.store, &e.policy, "analyst", &open, now, &mut rng).unwrap_err();
     assert!(matches!(err, ReleaseError::NothingSealed { .. }), "{err}");
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 0.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 0.0);
     assert!(e.store.releases().unwrap().is_empty());
 }
 
@@ -520,7 +546,7 @@ fn the_dry_run_plan_reports_reused_and_new_windows_and_their_cost() {
     assert_eq!((c.epsilon, c.spent, c.left_after), (2.0, 2.0, 6.0));
     assert_eq!(p.budget_left, 6.0);
     assert_eq!(
-        e.store.spent(COLLECTION, p0).unwrap(),
+        e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(),
         2.0,
         "a plan spends nothing"
     );
@@ -542,7 +568,7 @@ fn the_dry_run_plan_reports_reused_and_new_windows_and_their_cost() {
         first.document().groups,
         "reused windows keep their numbers"
     );
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 4.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 4.0);
 }
 
 #[test]
@@ -613,9 +639,74 @@ fn a_reader_who_may_not_release_sees_released_windows_only() {
     assert_eq!(r.budget_left(), doc.budget_left);
     let parsed: veil_release::ReleaseDoc = serde_json::from_str(&r.json()).unwrap();
     assert_eq!(&parsed, doc);
-    assert_eq!(e.store.spent(COLLECTION, p0).unwrap(), 1.0);
+    assert_eq!(e.store.spent(COLLECTION, p0, p0 + 30 * DAY).unwrap(), 1.0);
     assert_eq!(
         e.store.last_audit("release_served").unwrap().unwrap().actor,
         "viewer"
     );
+}
+
+/// Charges remember the data time they cover: a new `budget.period` (shorter, longer or
+/// shifted) sums every charge whose period overlaps its own, so editing the policy never
+/// gives data it has already lost its budget back, and the chain still verifies.
+#[test]
+fn changing_the_budget_period_gives_old_data_no_budget_back() {
+    let (_, monday) = period_with_weeks(ts(2021, 1, 1), 28, 2);
+    let mut e = Env::new(3.0, 28, "discrete_laplace", monday);
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    seal_weeks(&e, monday, 2, &mut rng);
+    e.seal("builds_by_branch", monday, &org_week(&mut rng), &mut rng);
+    let now = monday + 2 * WEEK + 2 * DAY;
+    let week = by_team(monday, monday + WEEK);
+    release(&mut e.store, &e.policy, "analyst", &week, now, &mut rng).unwrap();
+    release(
+        &mut e.store,
+        &e.policy,
+        "analyst",
+        &Query {
+            by: Some(vec![]),
+            ..week.clone()
+        },
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    // 2 of 3 spent on the first week's data. Under any other period length, the period
+    // holding that week still has 2 spent; one more window fits, a second does not.
+    for days in [7u32, 30, 29, 365] {
+        e.policy = load_policy(e.dir.path(), &policy_text(3.0, days, "discrete_laplace"));
+        let budget = e.policy.metric("builds").unwrap().0.budget;
+        let p = budget.period_start(monday);
+        let spent = e.store.spent(COLLECTION, p, p + budget.period).unwrap();
+        assert!(spent >= 2.0, "{days}d: {spent}");
+    }
+    e.policy = load_policy(e.dir.path(), &policy_text(3.0, 7, "discrete_laplace"));
+    let by_branch = Query {
+        metric: "builds_by_branch".into(),
+        by: Some(vec!["branch".into()]),
+        ..week.clone()
+    };
+    release(
+        &mut e.store,
+        &e.policy,
+        "analyst",
+        &by_branch,
+        now,
+        &mut rng,
+    )
+    .unwrap();
+    e.policy = load_policy(e.dir.path(), &policy_text(3.0, 29, "discrete_laplace"));
+    let again = Query {
+        by: Some(vec![]),
+        metric: "builds_by_branch".into(),
+        ..week.clone()
+    };
+    let err = release(&mut e.store, &e.policy, "analyst", &again, now, &mut rng).unwrap_err();
+    assert!(matches!(err, ReleaseError::BudgetExhausted { .. }), "{err}");
+    // The second week's data was never charged: it keeps its whole budget.
+    let next = by_team(monday + WEEK, monday + 2 * WEEK);
+    e.policy = load_policy(e.dir.path(), &policy_text(3.0, 7, "discrete_laplace"));
+    release(&mut e.store, &e.policy, "analyst", &next, now, &mut rng).unwrap();
+    let v = e.store.audit_verify(&[]).unwrap();
+    assert!(v.ok, "{:?}", v.problem);
 }

@@ -99,8 +99,35 @@ pub struct Charge {
     pub principal: String,
     pub collection: String,
     pub period_start: i64,
+    /// End of the charged period (exclusive). Absent in charges recorded before periods
+    /// were bound to the data: such a charge may cover any data older than its entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_end: Option<i64>,
     /// ε in millionths, as the ledger keeps it.
     pub epsilon_micro: i64,
+}
+
+/// Key of a charge and of a ledger row: (principal, collection, period start, period end),
+/// with end 0 for a charge recorded before periods had an end.
+pub type ChargeKey = (String, String, i64, i64);
+
+/// Data time a charge covers, `[from, to)`, as budgets sum it: a period's charge covers
+/// the period; a charge recorded before periods had an end covers everything before its
+/// entry (the data it released was sealed by then), so changing the period length or
+/// upgrading never gives old data its budget back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub collection: String,
+    pub from: i64,
+    pub to: i64,
+    pub epsilon_micro: i64,
+}
+
+impl Span {
+    /// Whether this charge touches data of `[from, to)`.
+    pub fn overlaps(&self, from: i64, to: i64) -> bool {
+        self.from < to && from < self.to
+    }
 }
 
 /// What the chain records of one stored release: enough to check the stored row field
@@ -158,30 +185,64 @@ fn micro(eps: f64) -> i64 {
 /// charges count — a negative one can never give budget back, whatever wrote it.
 pub fn chain_charges<'a>(
     entries: impl IntoIterator<Item = &'a AuditEntry>,
-) -> BTreeMap<(String, String, i64), i64> {
+) -> BTreeMap<ChargeKey, i64> {
     let mut out = BTreeMap::new();
-    let mut add = |c: Charge| {
-        if c.epsilon_micro > 0 {
-            *out.entry((c.principal, c.collection, c.period_start))
-                .or_default() += c.epsilon_micro;
-        }
-    };
-    for e in entries {
-        match e.action.as_str() {
-            "release" => {
-                if let Ok(b) = serde_json::from_str::<Binding>(&e.detail) {
-                    b.charges.into_iter().flatten().for_each(&mut add);
-                }
-            }
-            BASELINE => {
-                if let Ok(b) = serde_json::from_str::<Baseline>(&e.detail) {
-                    b.charges.into_iter().for_each(&mut add);
-                }
-            }
-            _ => {}
-        }
+    for (c, _) in charges_of(entries) {
+        *out.entry((
+            c.principal,
+            c.collection,
+            c.period_start,
+            c.period_end.unwrap_or(0),
+        ))
+        .or_default() += c.epsilon_micro;
     }
     out
+}
+
+/// Every positive charge the chain records, with the entry's time.
+fn charges_of<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<(Charge, i64)> {
+    let mut out = Vec::new();
+    for e in entries {
+        let at = chrono::DateTime::parse_from_rfc3339(&e.at)
+            .map(|t| t.timestamp())
+            .unwrap_or(i64::MAX - 1);
+        let charges = match e.action.as_str() {
+            "release" => serde_json::from_str::<Binding>(&e.detail)
+                .ok()
+                .and_then(|b| b.charges)
+                .unwrap_or_default(),
+            BASELINE => serde_json::from_str::<Baseline>(&e.detail)
+                .map(|b| b.charges)
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        out.extend(
+            charges
+                .into_iter()
+                .filter(|c| c.epsilon_micro > 0)
+                .map(|c| (c, at)),
+        );
+    }
+    out
+}
+
+/// Every positive charge the chain records, as the data time it covers (see [`Span`]).
+pub fn chain_spans<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Vec<Span> {
+    charges_of(entries)
+        .into_iter()
+        .map(|(c, at)| {
+            let (from, to) = match c.period_end {
+                Some(end) => (c.period_start, end),
+                None => (i64::MIN, at.saturating_add(1)),
+            };
+            Span {
+                collection: c.collection,
+                from,
+                to,
+                epsilon_micro: c.epsilon_micro,
+            }
+        })
+        .collect()
 }
 
 /// What one entry (intact: its hash matches its content) records of a stored release.
@@ -255,7 +316,7 @@ pub fn check_release(entry: &AuditEntry, r: &ReleaseRecord) -> Result<(), String
 pub struct Bound<'a> {
     pub releases: &'a [ReleaseRecord],
     /// ((principal, collection, period start), ε in millionths).
-    pub ledger: BTreeMap<(String, String, i64), i64>,
+    pub ledger: BTreeMap<ChargeKey, i64>,
     /// The window index: (metric, grouping, window start) → release id.
     pub windows: BTreeMap<(String, String, i64), String>,
 }

@@ -137,10 +137,11 @@ pub struct ReleasedWindows {
 }
 
 /// One budget charge of a release: ε in millionths against the collection's budget for
-/// the period starting at `period_start` (the period holding the released data).
+/// the period `[period_start, period_end)` (the period holding the released data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeriodCharge {
     pub period_start: i64,
+    pub period_end: i64,
     pub epsilon_micro: i64,
 }
 
@@ -249,8 +250,9 @@ pub trait Store: SealedAggregates {
     /// Atomically: charge every `charges` period of the release's collection (each within
     /// `budget_micro`, summed over every principal), record its windows as released, and
     /// store the release whose document `render` builds from the budget left — or refuse
-    /// and store nothing. A refusal is audited too. A window already released is a
-    /// [`StoreError::Conflict`].
+    /// and store nothing. A refusal is audited too, without `audit_detail["outcome"]`:
+    /// the noisy result of a draw nobody paid for must not leave through the audit log.
+    /// A window already released is a [`StoreError::Conflict`].
     fn spend_and_store(
         &mut self,
         release: &ReleaseRecord,
@@ -260,10 +262,10 @@ pub trait Store: SealedAggregates {
         audit_detail: &serde_json::Value,
         render: &dyn Fn(f64) -> String,
     ) -> Result<Spend>;
-    /// ε already spent on a collection's data of the period starting at `period_start`,
-    /// over every principal, metric and grouping: what the audit chain proves, or the
-    /// ledger when it says more.
-    fn spent(&self, collection: &str, period_start: i64) -> Result<f64>;
+    /// ε already spent on a collection's data of `[from, to)` (a budget period), over
+    /// every principal, metric and grouping and whatever period length it was charged
+    /// under: what the audit chain proves, or the ledger when it says more.
+    fn spent(&self, collection: &str, from: i64, to: i64) -> Result<f64>;
     /// ε spent per (principal, collection), over all periods: who spent what.
     fn spent_by_principal(&self) -> Result<BTreeMap<(String, String), f64>>;
     /// Every release record, oldest first.

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS releases (
   collection TEXT NOT NULL, epsilon REAL NOT NULL, created_at INTEGER NOT NULL, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS budget_ledger (
   principal TEXT NOT NULL, collection TEXT NOT NULL, period_start INTEGER NOT NULL,
-  spent_micro INTEGER NOT NULL, PRIMARY KEY (principal, collection, period_start));
+  period_end INTEGER NOT NULL, spent_micro INTEGER NOT NULL,
+  PRIMARY KEY (principal, collection, period_start, period_end));
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   detail TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL);
@@ -138,7 +139,27 @@ impl SqliteStore {
             "PRAGMA wal_autocheckpoint={};",
             (64 << 20) / page.max(512)
         ))?;
+        // A ledger made before charged periods had an end: its rows keep end 0 (a charge
+        // of unknown extent; budgets count the audit chain's bound for those).
+        let old_ledger: bool = conn.query_row(
+            "SELECT COUNT(*) = 1 FROM sqlite_master WHERE type = 'table' AND name = 'budget_ledger'
+             AND sql NOT LIKE '%period_end%'",
+            [],
+            |r| r.get(0),
+        )?;
+        if old_ledger {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE; ALTER TABLE budget_ledger RENAME TO budget_ledger_v1;",
+            )?;
+        }
         conn.execute_batch(SCHEMA)?;
+        if old_ledger {
+            conn.execute_batch(
+                "INSERT INTO budget_ledger (principal, collection, period_start, period_end, spent_micro)
+                   SELECT principal, collection, period_start, 0, spent_micro FROM budget_ledger_v1;
+                 DROP TABLE budget_ledger_v1; COMMIT;",
+            )?;
+        }
         // The idempotency secret, created once per store (also for stores made before it
         // existed); OR IGNORE keeps the first when two processes open a new store at once.
         let has: i64 = conn.query_row("SELECT COUNT(*) FROM vault_dedupe", [], |r| r.get(0))?;
@@ -201,10 +222,11 @@ impl SqliteStore {
             charges: ledger_rows(&tx)?
                 .into_iter()
                 .map(
-                    |((principal, collection, period_start), epsilon_micro)| audit::Charge {
+                    |((principal, collection, period_start, end), epsilon_micro)| audit::Charge {
                         principal,
                         collection,
                         period_start,
+                        period_end: (end != 0).then_some(end),
                         epsilon_micro,
                     },
                 )
@@ -1042,7 +1064,9 @@ impl Store for SqliteStore {
         }
         let total: i64 = charges.iter().map(|c| c.epsilon_micro).sum();
         if charges.is_empty()
-            || charges.iter().any(|c| c.epsilon_micro <= 0)
+            || charges
+                .iter()
+                .any(|c| c.epsilon_micro <= 0 || c.period_end <= c.period_start)
             || total != micro(rel.epsilon)
         {
             return Err(StoreError::Corrupt(
@@ -1051,10 +1075,13 @@ impl Store for SqliteStore {
         }
         let mut left_last = 0i64;
         for c in charges {
-            let spent = proven_spent(&tx, &rel.collection, c.period_start)?;
+            let spent = proven_spent(&tx, &rel.collection, c.period_start, c.period_end)?;
             if spent + c.epsilon_micro > budget_micro {
                 let left = (budget_micro - spent).max(0) as f64 / 1e6;
                 let mut d = audit_detail.clone();
+                if let Some(d) = d.as_object_mut() {
+                    d.remove("outcome");
+                }
                 d["refused"] = serde_json::json!("budget_exhausted");
                 d["period_start"] = serde_json::json!(rfc3339(c.period_start));
                 d["budget_left"] = serde_json::json!(left);
@@ -1070,9 +1097,9 @@ impl Store for SqliteStore {
         }
         for c in charges {
             tx.execute(
-                "INSERT INTO budget_ledger (principal, collection, period_start, spent_micro) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (principal, collection, period_start) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro",
-                params![rel.principal, rel.collection, c.period_start, c.epsilon_micro],
+                "INSERT INTO budget_ledger (principal, collection, period_start, period_end, spent_micro) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (principal, collection, period_start, period_end) DO UPDATE SET spent_micro = spent_micro + excluded.spent_micro",
+                params![rel.principal, rel.collection, c.period_start, c.period_end, c.epsilon_micro],
             )?;
         }
         let left = left_last as f64 / 1e6;
@@ -1099,6 +1126,7 @@ impl Store for SqliteStore {
                 principal: rel.principal.clone(),
                 collection: rel.collection.clone(),
                 period_start: c.period_start,
+                period_end: Some(c.period_end),
                 epsilon_micro: c.epsilon_micro,
             })
             .collect::<Vec<_>>());
@@ -1120,13 +1148,13 @@ impl Store for SqliteStore {
         Ok(Spend::Spent { left })
     }
 
-    fn spent(&self, collection: &str, period_start: i64) -> Result<f64> {
-        Ok(proven_spent(&self.conn, collection, period_start)? as f64 / 1e6)
+    fn spent(&self, collection: &str, from: i64, to: i64) -> Result<f64> {
+        Ok(proven_spent(&self.conn, collection, from, to)? as f64 / 1e6)
     }
 
     fn spent_by_principal(&self) -> Result<BTreeMap<(String, String), f64>> {
         let mut out: BTreeMap<(String, String), f64> = BTreeMap::new();
-        for ((p, c, _), micro) in audit::chain_charges(&release_entries(&self.conn)?) {
+        for ((p, c, _, _), micro) in audit::chain_charges(&release_entries(&self.conn)?) {
             *out.entry((p, c)).or_default() += micro as f64 / 1e6;
         }
         Ok(out)
@@ -1149,26 +1177,33 @@ fn release_entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
 }
 
 /// The budget ledger as stored.
-fn ledger_rows(conn: &Connection) -> Result<BTreeMap<(String, String, i64), i64>> {
-    let mut st =
-        conn.prepare("SELECT principal, collection, period_start, spent_micro FROM budget_ledger")?;
-    let rows = st.query_map([], |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)))?;
+fn ledger_rows(conn: &Connection) -> Result<BTreeMap<audit::ChargeKey, i64>> {
+    let mut st = conn.prepare(
+        "SELECT principal, collection, period_start, period_end, spent_micro FROM budget_ledger",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok(((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?), r.get(4)?))
+    })?;
     Ok(rows.collect::<std::result::Result<_, _>>()?)
 }
 
-/// ε in millionths spent on a collection's data of one period, over every principal:
-/// what the audit chain's charges add up to, or the ledger when it says more. A deleted or
-/// lowered ledger row therefore gives no budget back, and a ledger that disagrees costs
-/// budget, never availability (`veil audit verify` reports the disagreement).
-fn proven_spent(conn: &Connection, collection: &str, period_start: i64) -> Result<i64> {
-    let proven: i64 = audit::chain_charges(&release_entries(conn)?)
+/// ε in millionths spent on a collection's data of `[from, to)`, over every principal:
+/// every charge whose data time overlaps it, whatever period length it was charged under
+/// (so shortening or lengthening `budget.period` gives nothing back), as the audit chain
+/// proves it, or the ledger when it says more. A deleted or lowered ledger row therefore
+/// gives no budget back, and a ledger that disagrees costs budget, never availability
+/// (`veil audit verify` reports the disagreement).
+fn proven_spent(conn: &Connection, collection: &str, from: i64, to: i64) -> Result<i64> {
+    let proven: i64 = audit::chain_spans(&release_entries(conn)?)
         .iter()
-        .filter(|((_, c, p), _)| c == collection && *p == period_start)
-        .map(|(_, m)| *m)
+        .filter(|s| s.collection == collection && s.overlaps(from, to))
+        .map(|s| s.epsilon_micro)
         .sum();
+    // A ledger row of unknown end (end 0) counts in the period it names.
     let ledger: i64 = conn.query_row(
-        "SELECT COALESCE(SUM(spent_micro), 0) FROM budget_ledger WHERE collection = ?1 AND period_start = ?2",
-        params![collection, period_start],
+        "SELECT COALESCE(SUM(spent_micro), 0) FROM budget_ledger WHERE collection = ?1
+           AND period_start < ?3 AND (CASE period_end WHEN 0 THEN period_start + 1 ELSE period_end END) > ?2",
+        params![collection, from, to],
         |r| r.get(0),
     )?;
     Ok(proven.max(ledger))

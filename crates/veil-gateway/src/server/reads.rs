@@ -67,7 +67,7 @@ fn budget_spent(
     let mut out = BTreeMap::new();
     for c in policy.collections() {
         let period = c.budget.period_start(t);
-        let spent = store.spent(&c.name, period)?;
+        let spent = store.spent(&c.name, period, period + c.budget.period)?;
         let from = chrono::DateTime::from_timestamp(period, 0)
             .map(|d| d.format("%Y-%m-%d").to_string())
             .unwrap_or_default();

@@ -288,7 +288,11 @@ pub fn period_with_weeks(after: i64, period_days: i64, weeks: i64) -> (i64, i64)
 
 /// The period start holding `t`, as the policy's budget counts periods.
 pub fn period_of(t: i64, period_days: i64) -> i64 {
-    veil_policy::Budget { epsilon: 0.0, period: period_days * DAY }.period_start(t)
+    veil_policy::Budget {
+        epsilon: 0.0,
+        period: period_days * DAY,
+    }
+    .period_start(t)
 }
 
 /// The group of `doc` with key `dim = value` in window `label`.
