@@ -318,3 +318,62 @@ fn a_refused_release_draws_nothing_and_its_audit_entry_holds_no_outcome() {
     assert_eq!(spent, 0);
     assert_eq!(v.run(&["audit", "verify"]).code, 0);
 }
+
+/// Stored windows are served as stored, under the floors of today's policy: a team whose
+/// roster fell below k is not shown, a raised k hides stored groups with fewer active,
+/// and the document states the ε the numbers were released with, not today's.
+#[test]
+fn stored_windows_keep_their_epsilon_and_obey_todays_floors() {
+    let v = ready();
+    let first = json(&v.run(&["report", "builds", "--format", "json"]));
+    let shown = |d: &serde_json::Value, team: &str| {
+        d["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| g["key"]["team"] == team && g["suppressed"] == false)
+            .count()
+    };
+    assert!(shown(&first, "payments") > 0, "{first}");
+    // payments shrinks to 3 members; then k rises to 20 and ε of builds drops to 0.5.
+    let teams = std::fs::read_to_string(v.path().join("teams.yaml")).unwrap();
+    let (mut out, mut in_payments, mut kept) = (String::new(), false, 0);
+    for l in teams.lines() {
+        if l.starts_with("  ") && !l.starts_with("    ") {
+            in_payments = l.starts_with("  payments:");
+        }
+        if in_payments && l.trim_start().starts_with("- ") {
+            kept += 1;
+            if kept > 3 {
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    std::fs::write(v.path().join("teams.yaml"), out).unwrap();
+    let again = json(&v.run(&["report", "builds", "--format", "json"]));
+    assert_eq!(again["charged"], 0.0);
+    assert_eq!(shown(&again, "payments"), 0, "{again}");
+    assert!(again["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["key"]["team"] == "payments")
+        .all(|g| g["reason"] == "roster_below_k" && g.get("value").is_none_or(|v| v.is_null())));
+    edit(&v, "policy.yaml", "min_group_size: 5", "min_group_size: 20");
+    edit(&v, "policy.yaml", "epsilon: 2.0", "epsilon: 0.5");
+    let raised = json(&v.run(&["report", "builds", "--format", "json"]));
+    assert_eq!(raised["charged"], 0.0);
+    assert_eq!(raised["min_group_size"], 20);
+    assert_eq!(
+        raised["epsilon_per_window"], first["epsilon_per_window"],
+        "released at ε = 2 per window: {raised}"
+    );
+    assert_eq!(raised["epsilon"], first["epsilon"]);
+    for g in raised["groups"].as_array().unwrap() {
+        if g["suppressed"] == false {
+            assert!(g["active"].as_i64().unwrap() >= 20, "{g}");
+        }
+    }
+}

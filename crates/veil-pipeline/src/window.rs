@@ -58,9 +58,37 @@ pub fn label(w: Window, s: i64) -> String {
     }
 }
 
+/// The start of the window a [`label`] names, whatever its kind (the shapes differ:
+/// `2026-03-02`, `2026-W10`, `2026-03`); `None` for anything else.
+pub fn parse_label(label: &str) -> Option<i64> {
+    if let Ok(d) = NaiveDate::parse_from_str(label, "%Y-%m-%d") {
+        return Some(ts(d));
+    }
+    if let Some((y, w)) = label.split_once("-W") {
+        let d = NaiveDate::from_isoywd_opt(y.parse().ok()?, w.parse().ok()?, chrono::Weekday::Mon)?;
+        return Some(ts(d));
+    }
+    NaiveDate::parse_from_str(&format!("{label}-01"), "%Y-%m-%d")
+        .ok()
+        .map(ts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_parse_back_to_their_window_start() {
+        for w in [Window::Day, Window::Week, Window::Month] {
+            for t in (-40 * 86_400..900 * 86_400i64).step_by(86_399) {
+                let s = start(w, t);
+                assert_eq!(parse_label(&label(w, s)), Some(s), "{w:?} {t}");
+            }
+        }
+        for bad in ["", "2026", "2026-W99", "2026-13", "x-W01", "2026-02-30"] {
+            assert_eq!(parse_label(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn arithmetic_starts_agree_with_the_calendar() {

@@ -28,11 +28,15 @@ pub struct ReleaseDoc {
     /// The measure's unit (values, intervals, bins and quantiles are in it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
-    /// `declared_keys` or `free_form_keys` (spec §6).
+    /// `declared_keys` or `free_form_keys` (spec §6). Documents stored before rules
+    /// existed used partition selection.
+    #[serde(default = "legacy_rule")]
     pub rule: Rule,
     /// The most one person active in every listed window loses through these numbers.
     pub epsilon: f64,
-    /// The most one person loses through one window.
+    /// The most one person loses through one window (0 in documents stored before
+    /// windows were charged one by one: each of their windows cost their `epsilon`).
+    #[serde(default)]
     pub epsilon_per_window: f64,
     /// ε this answer charged (0 when every window was released before).
     #[serde(default)]
@@ -43,8 +47,10 @@ pub struct ReleaseDoc {
     pub budget_left: f64,
     pub min_group_size: u32,
     /// The rule that decides what is shown, in one sentence.
+    #[serde(default)]
     pub threshold: String,
     /// Coverage of every `interval`.
+    #[serde(default = "interval_level")]
     pub interval_level: f64,
     /// Half-width of the 95% interval of one noisy value (one bin for histograms).
     pub interval_half_width: f64,
@@ -55,6 +61,25 @@ pub struct ReleaseDoc {
     /// True when groups that were not selected are omitted rather than listed.
     pub unlisted_groups_suppressed: bool,
     pub groups: Vec<ReleaseGroup>,
+}
+
+fn legacy_rule() -> Rule {
+    Rule::FreeFormKeys
+}
+
+fn interval_level() -> f64 {
+    0.95
+}
+
+impl ReleaseDoc {
+    /// What one person active in one window of this stored release loses.
+    fn window_epsilon(&self) -> f64 {
+        if self.epsilon_per_window > 0.0 {
+            self.epsilon_per_window
+        } else {
+            self.epsilon
+        }
+    }
 }
 
 /// Why a group is not shown.
@@ -500,7 +525,7 @@ pub fn lookup(
     }
     if p.new_windows.is_empty() || !may_release {
         let left = left_now(&*store, policy, &p)?;
-        let r = assemble(&*store, &p, None, 0.0, left)?;
+        let r = assemble(&*store, policy, &p, None, 0.0, left)?;
         store.audit(
             principal,
             "release_served",
@@ -710,7 +735,7 @@ pub fn commit(
     // The charge committed: answer with exactly what was stored, so nothing after the
     // commit can turn a charged release into an error.
     let left = left_now(&*store, policy, &p)?;
-    assemble(&*store, &p, Some(doc), p.cost, left)
+    assemble(&*store, policy, &p, Some(doc), p.cost, left)
 }
 
 /// ε left now in the budget period of the plan's newest window.
@@ -726,6 +751,7 @@ fn left_now(store: &dyn Store, policy: &Policy, p: &Plan) -> Result<f64, Release
 /// window comes from a stored, audit-checked release document.
 fn assemble(
     store: &dyn Store,
+    policy: &Policy,
     p: &Plan,
     fresh: Option<ReleaseDoc>,
     charged: f64,
@@ -733,6 +759,10 @@ fn assemble(
 ) -> Result<Released, ReleaseError> {
     let mut parts: Vec<String> = Vec::new();
     let mut by_window: HashMap<String, Vec<ReleaseGroup>> = HashMap::new();
+    // What each listed window cost and the largest k it was released under: the answer
+    // states what its stored numbers were released with, not today's policy.
+    let mut window_eps: HashMap<String, f64> = HashMap::new();
+    let mut k = p.min_group_size;
     // Each stored release once, in order of first use: one release's windows need not be
     // adjacent (a release of weeks 1 and 3 around a week 2 released before).
     let mut ids: Vec<&str> = Vec::new();
@@ -761,6 +791,10 @@ fn assemble(
                 .into());
             }
         }
+        for w in &doc.windows {
+            window_eps.insert(w.clone(), doc.window_epsilon());
+        }
+        k = k.max(doc.min_group_size);
         for g in doc.groups {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
@@ -769,6 +803,9 @@ fn assemble(
     let mut release_id = parts.last().cloned().unwrap_or_default();
     let mut listed = p.reused.iter().map(|(w, _)| *w).collect::<Vec<_>>();
     if let Some(f) = fresh {
+        for w in &f.windows {
+            window_eps.insert(w.clone(), f.window_epsilon());
+        }
         for g in f.groups {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
@@ -779,14 +816,28 @@ fn assemble(
     let mut windows = Vec::new();
     let mut not_released = Vec::new();
     let mut groups = Vec::new();
+    let (mut epsilon, mut epsilon_per_window) = (0.0f64, 0.0f64);
     for (w, label) in p.windows.iter().zip(&p.window_labels) {
         if listed.contains(w) {
             windows.push(label.clone());
             groups.extend(by_window.remove(label).unwrap_or_default());
+            epsilon += window_eps
+                .get(label)
+                .copied()
+                .unwrap_or(p.epsilon_per_window);
+            epsilon_per_window = epsilon_per_window.max(
+                window_eps
+                    .get(label)
+                    .copied()
+                    .unwrap_or(p.epsilon_per_window),
+            );
         } else {
             not_released.push(label.clone());
         }
     }
+    // Floors are free post-processing: a team whose roster is below k today (or below
+    // the k a window was released with) is not shown, whatever was stored.
+    apply_floors(policy, p, k, &mut groups);
     let budget_left = budget_left * 1e6;
     let doc = ReleaseDoc {
         release_id,
@@ -798,13 +849,13 @@ fn assemble(
         to: p.to.clone(),
         unit: p.unit.clone(),
         rule: p.rule,
-        epsilon: p.epsilon_per_window * windows.len() as f64,
-        epsilon_per_window: p.epsilon_per_window,
+        epsilon: (epsilon * 1e6).round() / 1e6,
+        epsilon_per_window,
         charged,
         delta: p.delta,
         mechanism: p.mechanism.to_owned(),
         budget_left: budget_left.round() / 1e6,
-        min_group_size: p.min_group_size,
+        min_group_size: k,
         threshold: p.threshold_sentence(),
         interval_level: 0.95,
         interval_half_width: p.interval_half_width,
@@ -817,6 +868,49 @@ fn assemble(
         doc,
         cached: charged == 0.0,
     })
+}
+
+/// Suppresses every shown group with a team whose roster is below `k` (a public size)
+/// as `roster_below_k`, or whose stored noisy active count is below `k` as
+/// `too_few_active`: post-processing of what was released, so it costs nothing.
+fn apply_floors(policy: &Policy, p: &Plan, k: u32, groups: &mut [ReleaseGroup]) {
+    let Some((coll, m)) = policy.metric(&p.metric) else {
+        return;
+    };
+    let teams: Vec<&veil_policy::Field> = p
+        .by_positions
+        .iter()
+        .map(|&pos| &coll.fields[m.by[pos]])
+        .filter(|f| f.from_team_map())
+        .collect();
+    for g in groups.iter_mut().filter(|g| !g.suppressed) {
+        let roster_below = teams.iter().any(|f| {
+            g.key
+                .get(f.name())
+                .and_then(|v| policy.roster(f, v))
+                .is_some_and(|r| r < k)
+        });
+        let reason = if roster_below {
+            Some(Suppressed::RosterBelowK)
+        } else if g.active.is_some_and(|a| a < i64::from(k)) {
+            Some(Suppressed::TooFewActive)
+        } else {
+            None
+        };
+        if reason.is_some() {
+            *g = ReleaseGroup {
+                key: std::mem::take(&mut g.key),
+                window: std::mem::take(&mut g.window),
+                value: None,
+                interval: None,
+                suppressed: true,
+                reason,
+                active: None,
+                bins: None,
+                quantiles: None,
+            };
+        }
+    }
 }
 
 /// The `p`-quantile read off noisy bins by linear interpolation (post-processing).

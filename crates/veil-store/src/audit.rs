@@ -150,6 +150,16 @@ pub struct WindowBinding {
     pub starts: Vec<i64>,
 }
 
+/// The action of the entry that indexes, once, the windows of releases stored before
+/// windows were indexed (so they are served as stored, never drawn again).
+pub const WINDOW_BASELINE: &str = "window_baseline";
+
+/// What a [`WINDOW_BASELINE`] entry records: each old release and the windows it released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowBaseline {
+    pub releases: Vec<(String, WindowBinding)>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct Binding {
     release_id: String,
@@ -327,26 +337,34 @@ fn chain_windows(
     rows: &[AuditEntry],
 ) -> Result<BTreeMap<(String, String, i64), String>, (i64, String)> {
     let mut out = BTreeMap::new();
-    for e in rows.iter().filter(|e| e.action == "release") {
-        if recorded(e).is_empty() {
-            continue;
-        }
-        let Ok(b) = serde_json::from_str::<Binding>(&e.detail) else {
-            continue;
+    for e in rows {
+        let bound: Vec<(String, WindowBinding)> = match e.action.as_str() {
+            "release" if !recorded(e).is_empty() => serde_json::from_str::<Binding>(&e.detail)
+                .ok()
+                .and_then(|b| Some((b.release_id, b.released_windows?)))
+                .into_iter()
+                .collect(),
+            WINDOW_BASELINE
+                if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) == e.hash =>
+            {
+                serde_json::from_str::<WindowBaseline>(&e.detail)
+                    .map(|b| b.releases)
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
         };
-        let Some(w) = b.released_windows else {
-            continue;
-        };
-        for s in w.starts {
-            let key = (w.metric.clone(), w.grouping.clone(), s);
-            if out.insert(key, b.release_id.clone()).is_some() {
-                return Err((
-                    e.seq,
-                    format!(
-                        "entry #{} releases a window of {} that an earlier release already released",
-                        e.seq, w.metric
-                    ),
-                ));
+        for (release_id, w) in bound {
+            for s in w.starts {
+                let key = (w.metric.clone(), w.grouping.clone(), s);
+                if out.insert(key, release_id.clone()).is_some() {
+                    return Err((
+                        e.seq,
+                        format!(
+                            "entry #{} releases a window of {} that an earlier release already released",
+                            e.seq, w.metric
+                        ),
+                    ));
+                }
             }
         }
     }

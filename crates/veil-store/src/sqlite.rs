@@ -180,6 +180,7 @@ impl SqliteStore {
             arena: Vec::new(),
         };
         s.bind_legacy_releases()?;
+        s.index_legacy_windows()?;
         Ok(s)
     }
 
@@ -237,6 +238,92 @@ impl SqliteStore {
             &tx,
             "veil:upgrade",
             audit::BASELINE,
+            &detail,
+            chrono::Utc::now().timestamp(),
+        )?;
+        tx.commit()?;
+        self.write_head(&e)
+    }
+
+    /// A store made before windows were indexed holds releases whose windows a new
+    /// release would draw again (a fresh independent draw of the same data, charged as if
+    /// new). Once, on the first open by this version, every such release's windows are
+    /// indexed under it and recorded in one `window_baseline` entry: they are served as
+    /// stored from then on, and `veil audit verify` binds them like any other.
+    fn index_legacy_windows(&mut self) -> Result<()> {
+        let done: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM audit WHERE action = ?1",
+            [audit::WINDOW_BASELINE],
+            |r| r.get(0),
+        )?;
+        // Every release made since is indexed: only an old store has unindexed releases.
+        let unindexed: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM releases WHERE release_id NOT IN (SELECT release_id FROM release_windows)",
+            [],
+            |r| r.get(0),
+        )?;
+        if done > 0 || unindexed == 0 {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let legacy: Vec<(String, String)> = {
+            let mut st = tx.prepare(
+                "SELECT release_id, document FROM releases WHERE release_id NOT IN (SELECT release_id FROM release_windows)
+                 ORDER BY created_at, release_id",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<std::result::Result<_, _>>()?
+        };
+        let mut baseline = audit::WindowBaseline {
+            releases: Vec::new(),
+        };
+        for (id, document) in legacy {
+            #[derive(serde::Deserialize)]
+            struct Old {
+                metric: String,
+                by: Vec<String>,
+                windows: Vec<String>,
+                #[serde(default)]
+                epsilon_per_window: Option<f64>,
+            }
+            let Ok(old) = serde_json::from_str::<Old>(&document) else {
+                continue;
+            };
+            if old.epsilon_per_window.is_some() {
+                continue;
+            }
+            let grouping = old.by.join(",");
+            let mut starts = Vec::new();
+            for start in old.windows.iter().filter_map(|l| window::parse_label(l)) {
+                let n = tx.execute(
+                    "INSERT OR IGNORE INTO release_windows (metric, grouping, window_start, release_id) VALUES (?1, ?2, ?3, ?4)",
+                    params![old.metric, grouping, start, id],
+                )?;
+                if n == 1 {
+                    starts.push(start);
+                }
+            }
+            if !starts.is_empty() {
+                baseline.releases.push((
+                    id,
+                    audit::WindowBinding {
+                        metric: old.metric,
+                        grouping,
+                        starts,
+                    },
+                ));
+            }
+        }
+        if baseline.releases.is_empty() {
+            return Ok(());
+        }
+        let detail = serde_json::to_value(&baseline).expect("baselines serialize");
+        let e = append_audit(
+            &tx,
+            "veil:upgrade",
+            audit::WINDOW_BASELINE,
             &detail,
             chrono::Utc::now().timestamp(),
         )?;
