@@ -436,8 +436,14 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
             veil_release::Rule::FreeFormKeys => "free-form keys (pre-threshold and DP selection)",
         };
         println!("by [{}]: {rule}; {}", by.join(", "), p.threshold_sentence());
+        let (_, m) = ctx.policy.metric(metric).expect("planned metric exists");
+        let window = match m.window {
+            veil_policy::Window::Day => "day",
+            veil_policy::Window::Week => "week",
+            veil_policy::Window::Month => "month",
+        };
         println!(
-            "  chance a group is shown in a week: 3 active {:.0}% · 5 active {:.0}% · 10 active {:.0}% · 15 active {:.0}%",
+            "  chance a group is shown in a {window}: 3 active {:.0}% · 5 active {:.0}% · 10 active {:.0}% · 15 active {:.0}%",
             100.0 * p.shown_probability(3),
             100.0 * p.shown_probability(5),
             100.0 * p.shown_probability(10),

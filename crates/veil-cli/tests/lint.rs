@@ -114,4 +114,13 @@ fn explain_prints_purpose_meaning_threshold_noise_and_cost() {
     ] {
         assert!(r.stdout.contains(needle), "missing {needle}: {}", r.stdout);
     }
+    assert!(r.stdout.contains("shown in a week"), "{}", r.stdout);
+    // A daily metric's chances are per day.
+    let daily = v.run(&["policy", "explain", "active_users"]);
+    assert_eq!(daily.code, 0, "{}", daily.stderr);
+    assert!(
+        daily.stdout.contains("shown in a day") && !daily.stdout.contains("shown in a week"),
+        "{}",
+        daily.stdout
+    );
 }

@@ -338,8 +338,13 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
     let linf = m.max_contributions_per_group as u128;
     let value_is_count =
         m.kind == MetricKind::Distinct || (m.kind == MetricKind::Count && linf == 1);
+    // A mean's error is dominated by its sum's noise, so the sum gets half of ε and the
+    // active count and the row count a quarter each; other kinds split ε evenly between
+    // the active count and the value.
     let (eps_cnt, eps_val) = if value_is_count {
         (epsilon, 0.0)
+    } else if m.kind == MetricKind::Mean {
+        (epsilon / 4.0, epsilon * 0.75)
     } else {
         (epsilon / 2.0, epsilon / 2.0)
     };
@@ -361,11 +366,10 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
         // The doubled sum around the midpoint: each row moves it by at most max − min.
         MetricKind::Mean => linf * (fmax - fmin).unsigned_abs().max(1) as u128,
     };
-    // A mean spends its value half on the centred sum and the row count, equally.
-    let eps_each = if m.kind == MetricKind::Mean {
-        eps_val / 2.0
+    let (eps_each, eps_rows) = if m.kind == MetricKind::Mean {
+        (epsilon / 2.0, epsilon / 4.0)
     } else {
-        eps_val
+        (eps_val, 0.0)
     };
     let gaussian = m.mechanism == Mechanism::DiscreteGaussian && !value_is_count;
     let mut np = NoiseParams {
@@ -399,7 +403,7 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
     }
     if m.kind == MetricKind::Mean {
         np.rows_t = l0 * linf * 1_000_000;
-        np.rows_s = micro(eps_each.max(1e-6));
+        np.rows_s = micro(eps_rows.max(1e-6));
         np.mean_rows_hw = noise::laplace_half_width(np.rows_t as f64 / np.rows_s as f64, 0.975);
     }
 
@@ -492,7 +496,12 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
         count_scale: b_cnt,
         selection_threshold: selection,
         value_scale: value_scale_scaled / unit as f64,
-        interval_half_width: np.half_width as f64 / unit as f64,
+        // A histogram's bins are counts, not measures: no unit scaling.
+        interval_half_width: if m.kind == MetricKind::Histogram {
+            np.half_width as f64
+        } else {
+            np.half_width as f64 / unit as f64
+        },
         unit: field.and_then(|f| f.unit()).map(str::to_owned),
         cost: charges.iter().map(|c| c.epsilon).sum(),
         budget: budget.epsilon,

@@ -33,22 +33,19 @@ pub fn human(x: f64, unit: Option<&str>) -> String {
     };
     let s = secs.abs();
     let sign = if secs < 0.0 { "-" } else { "" };
-    if s < 1.0 {
+    // Round the whole first, then split: 119.7 s is 2m 00s, never 1m 60s or 1m 00s.
+    if s == 0.0 {
+        "0".to_owned()
+    } else if s < 1.0 {
         format!("{sign}{} ms", (s * 1000.0).round())
-    } else if s < 60.0 {
+    } else if s < 59.95 {
         format!("{sign}{:.1} s", s)
-    } else if s < 3600.0 {
-        format!(
-            "{sign}{}m {:02}s",
-            (s / 60.0).floor(),
-            (s % 60.0).round() as u64 % 60
-        )
-    } else if s < 86_400.0 * 2.0 {
-        format!(
-            "{sign}{}h {:02}m",
-            (s / 3600.0).floor(),
-            ((s % 3600.0) / 60.0).round() as u64 % 60
-        )
+    } else if s < 3599.5 {
+        let total = s.round() as u64;
+        format!("{sign}{}m {:02}s", total / 60, total % 60)
+    } else if s < 86_400.0 * 2.0 - 30.0 {
+        let total = (s / 60.0).round() as u64;
+        format!("{sign}{}h {:02}m", total / 60, total % 60)
     } else {
         format!("{sign}{:.1} d", s / 86_400.0)
     }
@@ -150,10 +147,19 @@ pub fn render(released: &Released, format: Format) -> String {
                 doc.charged,
                 doc.budget_left
             ));
-            out.push_str(&format!(
-                "interval: 95% — the noise-free value lies within low..high 95 times in 100 (±{} per value before clamping to the possible range)\n",
-                human(doc.interval_half_width, unit)
-            ));
+            out.push_str(&match doc.kind.as_str() {
+                // A bin holds a count of values, not a value: its noise is in counts.
+                "histogram" => format!(
+                    "interval: each bin's count is within ±{} of its noise-free count 95 times in 100; median, p90 and p95 are read from the noisy bins\n",
+                    doc.interval_half_width.round()
+                ),
+                // A mean divides a noisy sum by a noisy count: its interval is its own.
+                "mean" => "interval: 95% — each mean's low..high holds the noise-free mean at least 95 times in 100 (its noisy sum and its noisy count both counted), within the possible range\n".to_owned(),
+                _ => format!(
+                    "interval: 95% — the noise-free value lies within low..high 95 times in 100 (±{} per value before clamping to the possible range)\n",
+                    human(doc.interval_half_width, unit)
+                ),
+            });
             let mut header: Vec<String> = vec!["window".into()];
             header.extend(doc.by.iter().cloned());
             if quantiles {
@@ -240,5 +246,12 @@ mod tests {
         assert_eq!(human(12.5, Some("h")), "12h 30m");
         assert_eq!(human(3.0, Some("bytes")), "3 bytes");
         assert_eq!(human(7.0, None), "7");
+        // Rounding carries into the next unit instead of printing 60.
+        assert_eq!(human(119.7, Some("s")), "2m 00s");
+        assert_eq!(human(59.97, Some("s")), "1m 00s");
+        assert_eq!(human(3599.7, Some("s")), "1h 00m");
+        assert_eq!(human(7199.0 * 60.0, Some("s")), "5.0 d");
+        assert_eq!(human(2.0 * 86_400.0 - 10.0, Some("s")), "2.0 d");
+        assert_eq!(human(0.0, Some("h")), "0");
     }
 }

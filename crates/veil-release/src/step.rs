@@ -52,7 +52,8 @@ pub struct ReleaseDoc {
     /// Coverage of every `interval`.
     #[serde(default = "interval_level")]
     pub interval_level: f64,
-    /// Half-width of the 95% interval of one noisy value (one bin for histograms).
+    /// Half-width of the 95% interval of one noisy value: of one bin's count for a
+    /// histogram, of the noisy sum for a mean (each mean's own interval is in its group).
     pub interval_half_width: f64,
     pub windows: Vec<String>,
     /// Windows in range not released yet (a reader who may not release sees the rest).
@@ -387,7 +388,9 @@ pub fn noisy_groups(
                     let c =
                         (count as i128 + noise::discrete_laplace(rng, np.rows_t, np.rows_s)) as f64;
                     let (shw, chw) = (np.mean_sum_hw as f64, np.mean_rows_hw as f64);
-                    if c - chw < 1.0 {
+                    // Fewer than k noisy values: a mean of so few says little and moves
+                    // with each one (post-processing of the noisy count: free).
+                    if c < k as f64 {
                         suppressed += 1;
                         groups.push(ReleaseGroup {
                             active: Some(active),
@@ -399,10 +402,13 @@ pub fn noisy_groups(
                     let (lo_b, hi_b) = (fmin as f64, fmax as f64);
                     let at = |s: f64, n: f64| (mid + s / (2.0 * n)).clamp(lo_b, hi_b);
                     let mean = at(s2, c);
+                    // The box of both noisy parts at 97.5% each; a shown group has at
+                    // least one row, so the count's lower corner is never below 1.
+                    let c_lo = (c - chw).max(1.0);
                     let corners = [
-                        at(s2 - shw, c - chw),
+                        at(s2 - shw, c_lo),
                         at(s2 - shw, c + chw),
-                        at(s2 + shw, c - chw),
+                        at(s2 + shw, c_lo),
                         at(s2 + shw, c + chw),
                     ];
                     let lo = corners.iter().copied().fold(mean, f64::min);
