@@ -71,7 +71,12 @@ fn raw(n: Option<&serde_json::Number>) -> String {
 }
 
 fn why(g: &ReleaseGroup, k: u32) -> String {
-    g.reason.map(|r| r.phrase(k)).unwrap_or_default()
+    match (g.reason, g.suppressed) {
+        (Some(r), _) => r.phrase(k),
+        // Released before reasons were recorded: below the threshold of its day.
+        (None, true) => "below the threshold".to_owned(),
+        (None, false) => String::new(),
+    }
 }
 
 /// Renders an answer. JSON is the document itself.

@@ -769,6 +769,15 @@ fn assemble(
     // states what its stored numbers were released with, not today's policy.
     let mut window_eps: HashMap<String, f64> = HashMap::new();
     let mut k = p.min_group_size;
+    // Likewise the widest noise, the largest δ and selection if any part used it.
+    let (mut half_width, mut delta, mut rule) = (0.0f64, 0.0f64, Rule::DeclaredKeys);
+    let mut widen = |d: &ReleaseDoc| {
+        half_width = half_width.max(d.interval_half_width);
+        delta = delta.max(d.delta);
+        if d.rule == Rule::FreeFormKeys {
+            rule = Rule::FreeFormKeys;
+        }
+    };
     // Each stored release once, in order of first use: one release's windows need not be
     // adjacent (a release of weeks 1 and 3 around a week 2 released before).
     let mut ids: Vec<&str> = Vec::new();
@@ -801,6 +810,7 @@ fn assemble(
             window_eps.insert(w.clone(), doc.window_epsilon());
         }
         k = k.max(doc.min_group_size);
+        widen(&doc);
         for g in doc.groups {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
@@ -812,6 +822,7 @@ fn assemble(
         for w in &f.windows {
             window_eps.insert(w.clone(), f.window_epsilon());
         }
+        widen(&f);
         for g in f.groups {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
@@ -843,6 +854,8 @@ fn assemble(
     }
     // Floors are free post-processing: a team whose roster is below k today (or below
     // the k a window was released with) is not shown, whatever was stored.
+    // Every listed window comes from a part; with none, the plan describes the answer.
+    let parts_seen = !parts.is_empty();
     apply_floors(policy, p, k, &mut groups);
     let budget_left = budget_left * 1e6;
     let doc = ReleaseDoc {
@@ -854,20 +867,28 @@ fn assemble(
         from: p.from.clone(),
         to: p.to.clone(),
         unit: p.unit.clone(),
-        rule: p.rule,
+        rule: if parts_seen { rule } else { p.rule },
         epsilon: (epsilon * 1e6).round() / 1e6,
         epsilon_per_window,
         charged,
-        delta: p.delta,
+        delta: if parts_seen { delta } else { p.delta },
         mechanism: p.mechanism.to_owned(),
         budget_left: budget_left.round() / 1e6,
         min_group_size: k,
         threshold: p.threshold_sentence(),
         interval_level: 0.95,
-        interval_half_width: p.interval_half_width,
+        interval_half_width: if parts_seen {
+            half_width
+        } else {
+            p.interval_half_width
+        },
         windows,
         not_released,
-        unlisted_groups_suppressed: p.rule == Rule::FreeFormKeys,
+        unlisted_groups_suppressed: if parts_seen {
+            rule == Rule::FreeFormKeys
+        } else {
+            p.rule == Rule::FreeFormKeys
+        },
         groups,
     };
     Ok(Released {
