@@ -377,3 +377,39 @@ fn stored_windows_keep_their_epsilon_and_obey_todays_floors() {
         }
     }
 }
+
+/// A forged old-format release row is indexed by the upgrade on the next open (the store
+/// cannot tell it from a real one before verification), then deleted: its windows are
+/// blocked, and `veil audit verify` must say why.
+#[test]
+fn a_forged_old_release_indexed_by_the_upgrade_is_caught_by_verify() {
+    let v = ready();
+    let (_w2, w1, now) = weeks();
+    let doc = serde_json::json!({
+        "release_id": "r-forged", "metric": "builds", "kind": "count", "by": ["team"],
+        "from": w1, "to": now, "epsilon": 2.0, "delta": 0.0, "mechanism": "discrete_laplace",
+        "budget_left": 0.0, "min_group_size": 5, "interval_half_width": 1.0,
+        "windows": [veil_week_label(&w1)], "unlisted_groups_suppressed": false, "groups": []
+    });
+    v.sqlite()
+        .execute(
+            "INSERT INTO releases (release_id, query_key, principal, collection, epsilon, created_at, document)
+             VALUES ('r-forged', 'k-forged', 'local', 'ci.build_finished', 2.0, 0, ?1)",
+            [doc.to_string()],
+        )
+        .unwrap();
+    assert_eq!(v.run(&["status"]).code, 0, "the next open indexes it");
+    v.sqlite()
+        .execute("DELETE FROM releases WHERE release_id = 'r-forged'", [])
+        .unwrap();
+    let r = v.run(&["audit", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("never recorded"), "{}", r.stdout);
+}
+
+/// The ISO week label (`2026-W47`) of a date.
+fn veil_week_label(date: &str) -> String {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
+    let w = d.iso_week();
+    format!("{}-W{:02}", w.year(), w.week())
+}

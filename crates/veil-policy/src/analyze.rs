@@ -1262,8 +1262,9 @@ fn metric(
         },
     };
     let epsilon = rm.epsilon.unwrap_or(0.5);
-    if !(epsilon.is_finite() && epsilon > 0.0 && epsilon <= 10.0) {
-        ctx.err("schema", c, None, m, "epsilon must lie in (0, 10]");
+    if !(epsilon.is_finite() && epsilon >= 0.001 && epsilon <= 10.0) {
+        // Below 0.001 the noise drowns any count and its parts round to nothing.
+        ctx.err("schema", c, None, m, "epsilon must lie in [0.001, 10]");
     }
     let delta = rm.delta.unwrap_or(d.delta);
     if !(delta > 0.0 && delta < 1e-3) {

@@ -806,12 +806,21 @@ fn assemble(
                 .into());
             }
         }
-        for w in &doc.windows {
-            window_eps.insert(w.clone(), doc.window_epsilon());
+        // Only the windows the index gives this release: two old releases may both hold
+        // a window, and only the one the index names is served (never two draws).
+        let mine: Vec<&String> = p
+            .reused
+            .iter()
+            .filter(|(_, r)| r == id)
+            .filter_map(|(w, _)| p.windows.iter().position(|x| x == w))
+            .map(|i| &p.window_labels[i])
+            .collect();
+        for w in &mine {
+            window_eps.insert((*w).clone(), doc.window_epsilon());
         }
         k = k.max(doc.min_group_size);
         widen(&doc);
-        for g in doc.groups {
+        for g in doc.groups.into_iter().filter(|g| mine.contains(&&g.window)) {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
         parts.push(record.release_id);

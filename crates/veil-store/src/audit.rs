@@ -437,6 +437,32 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
             ));
         }
     }
+    // A window baseline may only index releases the chain recorded and the store holds,
+    // written once, by the upgrade: a forged release row indexed on open and then deleted
+    // would otherwise block its windows with verify green.
+    let mut baselines = rows.iter().filter(|e| e.action == WINDOW_BASELINE);
+    if let Some(e) = baselines.next() {
+        let b: WindowBaseline = serde_json::from_str(&e.detail)
+            .map_err(|_| (e.seq, format!("entry #{} is not a window baseline", e.seq)))?;
+        for (id, _) in &b.releases {
+            if e.actor != "veil:upgrade" || !by_id.contains_key(id) || !stored.contains(id.as_str())
+            {
+                return Err((
+                    e.seq,
+                    format!(
+                        "entry #{} indexes windows of release {id}, which the audit log never recorded or the store lost",
+                        e.seq
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(e) = baselines.next() {
+        return Err((
+            e.seq,
+            format!("entry #{} is a second window baseline", e.seq),
+        ));
+    }
     let windows = chain_windows(rows)?;
     if windows != bound.windows {
         let (seq, what) = match windows

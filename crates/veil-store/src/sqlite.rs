@@ -141,25 +141,26 @@ impl SqliteStore {
         ))?;
         // A ledger made before charged periods had an end: its rows keep end 0 (a charge
         // of unknown extent; budgets count the audit chain's bound for those).
-        let old_ledger: bool = conn.query_row(
+        // Checked under the write lock: a second process opening the same old store at
+        // once must see the rebuilt table, not rebuild it again.
+        let old_ledger =
             "SELECT COUNT(*) = 1 FROM sqlite_master WHERE type = 'table' AND name = 'budget_ledger'
-             AND sql NOT LIKE '%period_end%'",
-            [],
-            |r| r.get(0),
-        )?;
-        if old_ledger {
-            conn.execute_batch(
-                "BEGIN IMMEDIATE; ALTER TABLE budget_ledger RENAME TO budget_ledger_v1;",
-            )?;
+             AND sql NOT LIKE '%period_end%'";
+        if conn.query_row(old_ledger, [], |r| r.get::<_, bool>(0))? {
+            conn.execute_batch("BEGIN IMMEDIATE;")?;
+            let still: bool = conn.query_row(old_ledger, [], |r| r.get(0))?;
+            if still {
+                conn.execute_batch("ALTER TABLE budget_ledger RENAME TO budget_ledger_v1;")?;
+                conn.execute_batch(SCHEMA)?;
+                conn.execute_batch(
+                    "INSERT INTO budget_ledger (principal, collection, period_start, period_end, spent_micro)
+                       SELECT principal, collection, period_start, 0, spent_micro FROM budget_ledger_v1;
+                     DROP TABLE budget_ledger_v1;",
+                )?;
+            }
+            conn.execute_batch("COMMIT;")?;
         }
         conn.execute_batch(SCHEMA)?;
-        if old_ledger {
-            conn.execute_batch(
-                "INSERT INTO budget_ledger (principal, collection, period_start, period_end, spent_micro)
-                   SELECT principal, collection, period_start, 0, spent_micro FROM budget_ledger_v1;
-                 DROP TABLE budget_ledger_v1; COMMIT;",
-            )?;
-        }
         // The idempotency secret, created once per store (also for stores made before it
         // existed); OR IGNORE keeps the first when two processes open a new store at once.
         let has: i64 = conn.query_row("SELECT COUNT(*) FROM vault_dedupe", [], |r| r.get(0))?;
@@ -268,6 +269,14 @@ impl SqliteStore {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM audit WHERE action = ?1",
+            [audit::WINDOW_BASELINE],
+            |r| r.get(0),
+        )?;
+        if done > 0 {
+            return Ok(());
+        }
         let legacy: Vec<(String, String)> = {
             let mut st = tx.prepare(
                 "SELECT release_id, document FROM releases WHERE release_id NOT IN (SELECT release_id FROM release_windows)
@@ -316,9 +325,7 @@ impl SqliteStore {
                 ));
             }
         }
-        if baseline.releases.is_empty() {
-            return Ok(());
-        }
+        // Recorded even when empty, so the next open does not look (and lock) again.
         let detail = serde_json::to_value(&baseline).expect("baselines serialize");
         let e = append_audit(
             &tx,
