@@ -1262,7 +1262,7 @@ fn metric(
         },
     };
     let epsilon = rm.epsilon.unwrap_or(0.5);
-    if !(epsilon.is_finite() && epsilon >= 0.001 && epsilon <= 10.0) {
+    if !(epsilon.is_finite() && (0.001..=10.0).contains(&epsilon)) {
         // Below 0.001 the noise drowns any count and its parts round to nothing.
         ctx.err("schema", c, None, m, "epsilon must lie in [0.001, 10]");
     }
