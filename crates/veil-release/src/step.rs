@@ -808,19 +808,23 @@ fn assemble(
         }
         // Only the windows the index gives this release: two old releases may both hold
         // a window, and only the one the index names is served (never two draws).
-        let mine: Vec<&String> = p
+        let mine: std::collections::HashSet<&str> = p
             .reused
             .iter()
             .filter(|(_, r)| r == id)
             .filter_map(|(w, _)| p.windows.iter().position(|x| x == w))
-            .map(|i| &p.window_labels[i])
+            .map(|i| p.window_labels[i].as_str())
             .collect();
         for w in &mine {
-            window_eps.insert((*w).clone(), doc.window_epsilon());
+            window_eps.insert((*w).to_owned(), doc.window_epsilon());
         }
         k = k.max(doc.min_group_size);
         widen(&doc);
-        for g in doc.groups.into_iter().filter(|g| mine.contains(&&g.window)) {
+        for g in doc
+            .groups
+            .into_iter()
+            .filter(|g| mine.contains(g.window.as_str()))
+        {
             by_window.entry(g.window.clone()).or_default().push(g);
         }
         parts.push(record.release_id);
