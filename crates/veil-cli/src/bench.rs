@@ -89,7 +89,7 @@ pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
     );
     // The store alone: the same events, admitted beforehand, committed into a fresh store.
     let admitted: Vec<veil_pipeline::AcceptedBatch> = lines
-        .chunks(veil_gateway::ingest::BATCH)
+        .chunks(veil_ingest::BATCH)
         .map(|c| {
             let mut b = veil_pipeline::AcceptedBatch::default();
             for l in c {
@@ -138,7 +138,7 @@ pub fn pipeline(n: usize, no_ids: bool, rounds: usize) -> Result<u8> {
         let t = Instant::now();
         let mut acc = 0usize;
         let mut batch = veil_pipeline::AcceptedBatch::default();
-        for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
+        for chunk in lines.chunks(veil_ingest::BATCH) {
             batch.clear();
             for l in chunk {
                 let _ = door.admit_into(
@@ -342,8 +342,8 @@ fn in_process(lines: &[Vec<u8>]) -> Result<(f64, usize, f64)> {
         store.sealed_before(&policy)?,
     );
     let (t, cpu0) = (Instant::now(), cpu_secs());
-    let ((), total) = veil_gateway::ingest::pipelined(&mut store, &policy, &keys, |commit| {
-        for chunk in lines.chunks(veil_gateway::ingest::BATCH) {
+    let ((), total) = veil_ingest::pipelined(&mut store, &policy, &keys, |commit| {
+        for chunk in lines.chunks(veil_ingest::BATCH) {
             let mut batch = commit.batch("bench", now);
             for l in chunk {
                 if let Err(r) = door.admit_into(

@@ -487,7 +487,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
     let mut shown = 0;
-    let mut on_reject = |(line, r): &veil_gateway::ingest::Rejected| {
+    let mut on_reject = |(line, r): &veil_ingest::Rejected| {
         if shown < 20 {
             eprintln!("line {line}: {}: {}", r.reason(), r.message());
         } else if shown == 20 {
@@ -495,7 +495,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         }
         shown += 1;
     };
-    let o = veil_gateway::ingest::ingest_stream(
+    let o = veil_ingest::ingest_stream(
         &mut ctx.store,
         &ctx.policy,
         &ctx.keys,

@@ -67,3 +67,31 @@ fn raw_store_access_is_for_tests_only() {
         }
     }
 }
+
+/// The ingest path (and every collector built on it) carries no server stack: a collector
+/// run on a laptop or in CI links the door and the store, not an HTTP server.
+#[test]
+fn the_ingest_path_and_collectors_need_no_server_stack() {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut checked = 0;
+    for name in ["veil-ingest", "veil-collect"] {
+        let Ok(manifest) = std::fs::read_to_string(crates.join(name).join("Cargo.toml")) else {
+            continue;
+        };
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .unwrap_or_default()
+            .split("\n[")
+            .next()
+            .unwrap_or_default();
+        for server in ["axum", "hyper", "tower", "veil-gateway", "tokio-rustls"] {
+            assert!(
+                !deps.lines().any(|l| l.trim_start().starts_with(server)),
+                "{name} depends on {server}"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 1, "veil-ingest exists");
+}

@@ -1,7 +1,8 @@
 //! Ingest: bounded line reading, the door, batched atomic commits. The one code path every
-//! ingest takes: `veil ingest`, the benchmarks and the gateway's handlers all admit events
-//! with [`admit_lines`] (or the door directly for OTLP records) and commit with
-//! [`Store::ingest`].
+//! ingest takes: `veil ingest`, the collectors, the benchmarks and the gateway's handlers
+//! all admit events with [`admit_lines`] (or the door directly for OTLP records and
+//! collected events) and commit with [`Store::ingest`]. It depends on the door and the
+//! store only, so a collector needs no server stack.
 
 use std::io::BufRead;
 use veil_pipeline::{AcceptedBatch, Door, KeyRing, Limits, MissingId, Rejection, Source};
