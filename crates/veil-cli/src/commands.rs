@@ -1,7 +1,7 @@
 //! One function per command. Each loads what it needs, calls the libraries, prints.
 
 use crate::config::{token_hash, Config};
-use crate::{exit, AuditCmd, BenchCmd, Cli, Cmd, KeysCmd, OutFormat, PolicyCmd};
+use crate::{exit, AuditCmd, BenchCmd, Cli, Cmd, CollectCmd, KeysCmd, OutFormat, PolicyCmd};
 use anyhow::{Context, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -76,7 +76,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// Refuses (audited, exit 1) unless the caller may take `action`.
-    fn allow(&mut self, action: Action) -> Result<()> {
+    pub(crate) fn allow(&mut self, action: Action) -> Result<()> {
         allow(&self.who, &mut self.store, action)
     }
 }
@@ -141,7 +141,7 @@ fn allow(who: &Who, store: &mut dyn Store, action: Action) -> Result<()> {
     })
 }
 
-fn open(cli: &Cli) -> Result<Ctx> {
+pub(crate) fn open(cli: &Cli) -> Result<Ctx> {
     let file = Config::locate(cli.config.as_deref());
     let cfg = Config::load(&file).map_err(|e| exit(2, format!("{e:#}")))?;
     if cfg.store != "sqlite" {
@@ -194,6 +194,27 @@ pub fn run(cli: Cli) -> Result<u8> {
             cmd: PolicyCmd::Explain { metric },
         } => explain(&cli, metric),
         Cmd::Ingest { file, strict } => ingest(&cli, file, *strict),
+        Cmd::Collect {
+            cmd:
+                CollectCmd::Git {
+                    repos,
+                    since,
+                    until,
+                    branch,
+                    first_parent,
+                    dry_run,
+                },
+        } => crate::collect::git(
+            &cli,
+            repos,
+            &crate::collect::GitArgs {
+                since: since.clone(),
+                until: until.clone(),
+                branch: branch.clone(),
+                first_parent: *first_parent,
+                dry_run: *dry_run,
+            },
+        ),
         Cmd::Seal => seal(&cli),
         Cmd::Serve => serve(&cli),
         Cmd::Report {
@@ -505,17 +526,24 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         now(),
         &mut on_reject,
     )?;
-    let rejected: usize = o.rejected.values().sum();
-    println!(
-        "accepted {}, duplicates {} (already ingested, not counted again), rejected {}",
-        o.accepted, o.duplicates, rejected
-    );
+    let rejected = print_outcome(&o);
     if o.without_id > 0 {
         println!(
             "{} events had no id: each is identified by its content and line number, so ingesting this file again counts nothing twice",
             o.without_id
         );
     }
+    Ok(if strict && rejected > 0 { 1 } else { 0 })
+}
+
+/// Prints what an ingest did (counts and reasons, never a value); returns how many
+/// events were rejected.
+pub(crate) fn print_outcome(o: &veil_store::IngestOutcome) -> usize {
+    let rejected: usize = o.rejected.values().sum();
+    println!(
+        "accepted {}, duplicates {} (already ingested, not counted again), rejected {}",
+        o.accepted, o.duplicates, rejected
+    );
     for (reason, n) in &o.rejected {
         println!("  {reason:<24} {n}");
     }
@@ -525,7 +553,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
             o.clamped, o.redacted
         );
     }
-    Ok(if strict && rejected > 0 { 1 } else { 0 })
+    rejected
 }
 
 fn seal(cli: &Cli) -> Result<u8> {

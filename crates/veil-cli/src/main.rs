@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod collect;
 mod commands;
 mod config;
 mod generate;
@@ -73,6 +74,11 @@ pub enum Cmd {
         /// Exit 1 if any event was rejected.
         #[arg(long)]
         strict: bool,
+    },
+    /// Collect developer activity at its source (git history) through the same door.
+    Collect {
+        #[command(subcommand)]
+        cmd: CollectCmd,
     },
     /// Seal closed windows into aggregates.
     Seal,
@@ -146,6 +152,33 @@ pub enum PolicyCmd {
     },
     /// Explain a metric: purpose, meaning, threshold, noise and cost.
     Explain { metric: String },
+}
+
+#[derive(Subcommand)]
+pub enum CollectCmd {
+    /// One `dev.commit` event per commit of each repository (author pseudonymized by the
+    /// door, time generalized to the day, team from the team map; never a message, a path
+    /// or a name). Incremental: a second run collects only new commits.
+    Git {
+        /// Repositories (work trees or bare git directories).
+        #[arg(required = true)]
+        repos: Vec<PathBuf>,
+        /// Only commits authored on or after this date (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only commits authored before this date (YYYY-MM-DD).
+        #[arg(long)]
+        until: Option<String>,
+        /// Where to start walking (a branch, tag or commit); default HEAD.
+        #[arg(long)]
+        branch: Option<String>,
+        /// Follow first parents only (the default walks merged history too).
+        #[arg(long)]
+        first_parent: bool,
+        /// Walk and build every event, store and send nothing; print what would be sent.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]

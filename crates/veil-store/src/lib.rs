@@ -233,6 +233,10 @@ pub trait Store: SealedAggregates {
     fn audit_head(&self) -> Result<Option<AuditEntry>>;
     /// Records a policy load in the audit log when its hash differs from the last one.
     fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool>;
+    /// A collector's cursor (where its last complete run stopped), by the collector's key.
+    fn collector_cursor(&self, key: &str) -> Result<Option<String>>;
+    /// Moves a collector's cursor, after the events up to it were committed.
+    fn set_collector_cursor(&mut self, key: &str, value: &str) -> Result<()>;
     /// Rejections held in quarantine, by reason code.
     fn quarantine_counts(&self) -> Result<BTreeMap<String, i64>>;
     /// A stored release by id, served only as its audit entry recorded it (an edited or

@@ -1024,6 +1024,65 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
+    fn collector_cursor(&self, key: &str) -> Result<Option<String>> {
+        let stored: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("cursor:{key}")],
+                |r| r.get(0),
+            )
+            .optional()?;
+        // `epoch:nonce:ciphertext`; a cursor whose epoch was shredded is simply gone.
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let mut parts = stored.splitn(3, ':');
+        let (Some(epoch), Some(nonce), Some(ct)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(None);
+        };
+        let (Ok(epoch), Ok(nonce), Ok(ct)) =
+            (epoch.parse::<u32>(), hex::decode(nonce), hex::decode(ct))
+        else {
+            return Ok(None);
+        };
+        let epochs = self.epochs()?;
+        let Some(keys) = epochs
+            .iter()
+            .find(|e| e.id.0 == epoch)
+            .and_then(|e| e.keys.as_ref())
+        else {
+            return Ok(None);
+        };
+        Ok(crate::crypto::open(&keys.data, key.as_bytes(), &nonce, &ct)
+            .and_then(|p| String::from_utf8(p).ok()))
+    }
+
+    fn set_collector_cursor(&mut self, key: &str, value: &str) -> Result<()> {
+        // A cursor names a commit, which the repository links to its author: it is kept
+        // encrypted under the newest epoch's data key, so it is shredded with the epoch.
+        let epochs = self.epochs()?;
+        let Some((id, keys)) = epochs
+            .iter()
+            .rev()
+            .find_map(|e| e.keys.as_ref().map(|k| (e.id.0, k)))
+        else {
+            return Err(StoreError::Corrupt(
+                "the vault has no live epoch key".into(),
+            ));
+        };
+        let (nonce, ct) = crate::crypto::seal(&keys.data, key.as_bytes(), value.as_bytes());
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            params![
+                format!("cursor:{key}"),
+                format!("{id}:{}:{}", hex::encode(nonce), hex::encode(ct))
+            ],
+        )?;
+        Ok(())
+    }
+
     fn note_policy(&mut self, policy: &Policy, actor: &str, now: i64) -> Result<bool> {
         let last: Option<String> = self
             .conn

@@ -1,0 +1,159 @@
+//! `veil collect git`: walk each repository (gitoxide, both cores), build one `dev.commit`
+//! envelope per commit and team, and hand them to the one ingest path. Prints counts per
+//! repository, never an author, a message or a path.
+
+use crate::commands::{open, print_outcome};
+use crate::{exit, Cli};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use veil_access::Action;
+use veil_collect::git::{self, WalkOptions};
+use veil_collect::{commit_envelopes, generalized_time, COMMIT_EVENT};
+use veil_pipeline::{Limits, Source};
+use veil_store::Store;
+
+/// The options of `veil collect git`, as given.
+pub struct GitArgs {
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub branch: Option<String>,
+    pub first_parent: bool,
+    pub dry_run: bool,
+}
+
+fn day(s: &str, flag: &str) -> Result<i64> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp()
+        })
+        .map_err(|_| exit(2, format!("{flag} takes a date as YYYY-MM-DD")))
+}
+
+/// A repository's name as events carry it: its directory, without `.git`.
+fn repository_name(path: &Path) -> String {
+    let canon = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    let mut name = canon
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if name == ".git" {
+        name = canon
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
+    name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
+}
+
+/// Runs `veil collect git`.
+pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
+    let mut ctx = open(cli)?;
+    ctx.allow(Action::Ingest)?;
+    let Some(coll) = ctx
+        .policy
+        .collections()
+        .iter()
+        .find(|c| c.name == COMMIT_EVENT)
+    else {
+        return Err(exit(
+            2,
+            format!("the policy has no `{COMMIT_EVENT}` collection: add it (examples/policy.yaml has one) to say what of a commit is kept"),
+        ));
+    };
+    let now = chrono::Utc::now().timestamp();
+    // History older than the staging retention is out of scope: counted, never an error.
+    // The door checks the generalized (day) time, so the cutoff is on that.
+    let cutoff = now - coll.staging_retention;
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| day(s, "--since"))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|s| day(s, "--until"))
+        .transpose()?;
+    let branch = args.branch.clone().unwrap_or_else(|| "HEAD".into());
+    let source = Source {
+        name: ctx.actor.clone(),
+        collections: ctx.collections.clone(),
+    };
+    let mut failed = false;
+    for path in repos {
+        let name = repository_name(path);
+        let cursor_key = format!("git:{name}:{branch}");
+        let hidden = ctx
+            .store
+            .collector_cursor(&cursor_key)?
+            .and_then(|c| git::ObjectId::from_hex(c.as_bytes()).ok());
+        let opts = WalkOptions {
+            start: branch.clone(),
+            first_parent_only: args.first_parent,
+            since,
+            until: until.map(|u| u - 1),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            hidden: hidden.into_iter().collect(),
+            ..WalkOptions::default()
+        };
+        let walked = match git::walk(path, &opts) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        let (recent, old): (Vec<_>, Vec<_>) = walked
+            .commits
+            .iter()
+            .partition(|c| generalized_time(c.author_time) >= cutoff);
+        let mut lines = String::new();
+        let mut events = 0usize;
+        for c in &recent {
+            for l in commit_envelopes(c, &name, ctx.policy.team_map()) {
+                lines.push_str(&l);
+                lines.push('\n');
+                events += 1;
+            }
+        }
+        println!(
+            "{name}: {} commits walked, {events} events built, {} skipped (older than the {}-day staging retention)",
+            walked.commits.len(),
+            old.len(),
+            coll.staging_retention / 86_400
+        );
+        if args.dry_run {
+            continue;
+        }
+        let mut shown = 0;
+        let mut on_reject = |(line, r): &veil_ingest::Rejected| {
+            if shown < 5 {
+                eprintln!("{name}: event {line}: {}: {}", r.reason(), r.message());
+            }
+            shown += 1;
+        };
+        let o = veil_ingest::ingest_stream(
+            &mut ctx.store,
+            &ctx.policy,
+            &ctx.keys,
+            Limits::default(),
+            &source,
+            &mut lines.as_bytes(),
+            now,
+            &mut on_reject,
+        )?;
+        print_outcome(&o);
+        // Every event up to the tip is committed (or answered): the next run starts here.
+        ctx.store
+            .set_collector_cursor(&cursor_key, &walked.tip.to_string())?;
+    }
+    if args.dry_run {
+        println!("dry run: nothing was stored or sent");
+    }
+    Ok(u8::from(failed))
+}
