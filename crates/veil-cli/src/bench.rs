@@ -1,7 +1,7 @@
 //! `veil bench`: hot paths measured in one process against a baseline measured in the
 //! same run, so the ratios hold on a noisy shared machine.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rand::SeedableRng;
 use std::time::Instant;
 use veil_pipeline::envelope::Envelope;
@@ -686,6 +686,76 @@ pub fn pii(rounds: usize) -> Result<u8> {
             red,
             red / base,
             avg
+        );
+    }
+    Ok(0)
+}
+
+/// `veil bench collect`: the collector's walk and diff (no door, no store: what
+/// `collect git --dry-run` does) against `git log --numstat` on the same history, timed in
+/// the same run; totals are compared so the two did the same work.
+pub fn collect(repo: &std::path::Path, threads: Option<usize>) -> Result<u8> {
+    use veil_collect::git::{walk, WalkOptions};
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let t = Instant::now();
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args([
+            "log",
+            "--numstat",
+            "--no-renames",
+            "--diff-merges=first-parent",
+            "--format=%x01",
+            "HEAD",
+        ])
+        .output()
+        .context("running git")?;
+    let git_secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(out.status.success(), "git log failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut commits, mut files, mut added) = (0u64, 0u64, 0u64);
+    for l in text.lines() {
+        if l == "\u{1}" {
+            commits += 1;
+        } else if !l.is_empty() {
+            files += 1;
+            added += l
+                .split('\t')
+                .next()
+                .and_then(|a| a.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    let mut ratios = Vec::new();
+    for n in [1, threads] {
+        let opts = WalkOptions {
+            threads: n,
+            ..WalkOptions::default()
+        };
+        let t = Instant::now();
+        let w = walk(repo, &opts)?;
+        let secs = t.elapsed().as_secs_f64();
+        let our_files: u64 = w.commits.iter().map(|c| u64::from(c.files_changed)).sum();
+        let our_added: u64 = w.commits.iter().map(|c| c.lines_added).sum();
+        anyhow::ensure!(
+            (w.commits.len() as u64, our_files, our_added) == (commits, files, added),
+            "the walker and git disagree: {} commits, {our_files} files, {our_added} lines vs {commits}, {files}, {added}",
+            w.commits.len()
+        );
+        ratios.push((n, secs));
+    }
+    println!(
+        "bench collect: {} ({commits} commits, {files} files changed, {added} lines added)",
+        repo.display()
+    );
+    println!("  git log --numstat --no-renames --diff-merges=first-parent  {git_secs:>8.2} s  {:>8.0} commits/s  1.00", commits as f64 / git_secs);
+    for (n, secs) in ratios {
+        println!(
+            "  veil collect walk, {n} thread(s)                              {secs:>8.2} s  {:>8.0} commits/s  {:.2}× git's speed",
+            commits as f64 / secs,
+            git_secs / secs
         );
     }
     Ok(0)

@@ -274,6 +274,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                 },
         } => crate::bench::pipeline(*events, *no_ids, *rounds),
         Cmd::Bench {
+            cmd: BenchCmd::Collect { repo, threads },
+        } => crate::bench::collect(repo, *threads),
+        Cmd::Bench {
             cmd: BenchCmd::Release { groups },
         } => crate::bench::release(*groups),
         Cmd::Bench {

@@ -233,6 +233,16 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 300)]
         rounds: usize,
     },
+    /// `veil collect git`'s walk and diff on a repository against
+    /// `git log --numstat --no-renames --diff-merges=first-parent` on the same history, in
+    /// the same run: commits per second and the ratio.
+    Collect {
+        /// A git repository (a large one: tens of thousands of commits).
+        repo: PathBuf,
+        /// Threads for the walker (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// A release over a year of weekly windows for many groups.
     Release {
         #[arg(long, default_value_t = 1000)]
