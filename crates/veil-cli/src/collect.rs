@@ -49,6 +49,47 @@ fn repository_name(path: &Path) -> String {
     name.strip_suffix(".git").map(str::to_owned).unwrap_or(name)
 }
 
+/// A progress bar on a terminal's stderr; nothing otherwise (logs and pipes stay clean).
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Bar {
+    fn new(name: &str) -> Bar {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Bar(None);
+        }
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} {bar:40} {pos}/{len} commits ({per_sec}, {eta} left)",
+            )
+            .expect("a valid template"),
+        );
+        b.set_prefix(name.to_owned());
+        Bar(Some(b))
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl git::Progress for Bar {
+    fn start(&self, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+        }
+    }
+
+    fn inc(&self, n: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(n);
+        }
+    }
+}
+
 /// Runs `veil collect git`.
 pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
     let mut ctx = open(cli)?;
@@ -98,9 +139,15 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
             until: until.map(|u| u - 1),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
             hidden: hidden.into_iter().collect(),
+            // A commit is kept when its day is within the retention: from the first whole
+            // day at or after the cutoff.
+            skip_before: Some((cutoff + 86_399).div_euclid(86_400) * 86_400),
             ..WalkOptions::default()
         };
-        let walked = match git::walk(path, &opts) {
+        let bar = Bar::new(&name);
+        let walked = git::walk_with(path, &opts, &bar);
+        bar.finish();
+        let walked = match walked {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("{name}: {e}");
@@ -108,10 +155,12 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
                 continue;
             }
         };
+        // The walker skipped by author time; the door checks the day: one more guard.
         let (recent, old): (Vec<_>, Vec<_>) = walked
             .commits
             .iter()
             .partition(|c| generalized_time(c.author_time) >= cutoff);
+        let skipped = walked.skipped + old.len();
         let mut lines = String::new();
         let mut events = 0usize;
         for c in &recent {
@@ -123,8 +172,8 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         }
         println!(
             "{name}: {} commits walked, {events} events built, {} skipped (older than the {}-day staging retention)",
-            walked.commits.len(),
-            old.len(),
+            walked.commits.len() + walked.skipped,
+            skipped,
             coll.staging_retention / 86_400
         );
         if args.dry_run {

@@ -89,6 +89,12 @@ const SECRET_PATH: &str = "src/payroll_adjustments_confidential.rs";
 const SECRET_MESSAGE: &str = "Fix the overtime bug Quentin reported in ticket";
 
 fn build(repo: &mut Repo) {
+    // Older than the 14-day staging retention: walked, counted as skipped, never sent.
+    let recent = repo.clock;
+    repo.clock -= 30 * 86_400;
+    repo.write("OLD.md", b"history\n");
+    repo.commit(JUDY.0, JUDY.1, "Ancient history");
+    repo.clock = recent;
     repo.write(
         ".mailmap",
         format!("{} <{}> <{}>\n", ALICE.0, ALICE.1, ALICE_ALIAS.1).as_bytes(),
@@ -122,7 +128,7 @@ fn collected_commits_carry_no_identity_and_count_once() {
     assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
     assert!(
         dry.stdout
-            .contains("shop: 5 commits walked, 5 events built, 0 skipped"),
+            .contains("shop: 6 commits walked, 5 events built, 1 skipped"),
         "{}",
         dry.stdout
     );
@@ -172,7 +178,7 @@ fn collected_commits_carry_no_identity_and_count_once() {
         .unwrap();
     let rerun = collect(&v, repo.path(), &[]);
     assert!(
-        rerun.stdout.contains("shop: 7 commits walked"),
+        rerun.stdout.contains("shop: 8 commits walked"),
         "{}",
         rerun.stdout
     );
@@ -199,6 +205,8 @@ fn collected_commits_carry_no_identity_and_count_once() {
             "overtime",
             "Committer Person",
             "logo.bin",
+            "Ancient history",
+            "OLD.md",
         ]
         .map(String::from),
     );

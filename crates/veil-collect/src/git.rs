@@ -90,6 +90,9 @@ pub struct WalkOptions {
     pub pack_cache_bytes: usize,
     /// Size of the decoded-object cache per thread (0 = off).
     pub object_cache_bytes: usize,
+    /// Commits authored before this (Unix seconds) are counted as skipped, not diffed
+    /// (history older than the collection's staging retention is out of scope).
+    pub skip_before: Option<i64>,
     /// Commits already collected: they and their ancestors are not walked again (the
     /// cursor of an incremental run). Ids the repository no longer has are ignored.
     pub hidden: Vec<ObjectId>,
@@ -107,6 +110,7 @@ impl Default for WalkOptions {
             threads: 1,
             pack_cache_bytes: 100 * 1024 * 1024,
             object_cache_bytes: 0,
+            skip_before: None,
             hidden: Vec::new(),
         }
     }
@@ -130,7 +134,9 @@ fn open(path: &std::path::Path, opts: &WalkOptions) -> Result<gix::ThreadSafeRep
 
 /// All commits reachable from `opts.start` (all parents, or first parents only), filtered by author time.
 /// Order: gix's default breadth-first from the tip, which for linear stretches is newest-first.
-fn list_commits(repo: &gix::Repository, opts: &WalkOptions) -> Result<Vec<ObjectId>> {
+/// The commits to diff, and how many more in range were authored before
+/// `opts.skip_before` (listed, not diffed).
+fn list_commits(repo: &gix::Repository, opts: &WalkOptions) -> Result<(Vec<ObjectId>, usize)> {
     // PITFALL: `rev_parse_single` returns whatever the spec names (an annotated tag is a tag
     // object); peel to the commit explicitly.
     let tip = repo
@@ -153,8 +159,8 @@ fn list_commits(repo: &gix::Repository, opts: &WalkOptions) -> Result<Vec<Object
     }
     // Sorting: the default `BreadthFirst` visits every reachable commit exactly once and is the
     // cheapest. `ByCommitTime*` would mimic git's output order but we key results by id anyway.
-    let filter = opts.since.is_some() || opts.until.is_some();
-    let mut out = Vec::new();
+    let filter = opts.since.is_some() || opts.until.is_some() || opts.skip_before.is_some();
+    let (mut out, mut skipped) = (Vec::new(), 0);
     for info in walk.all()? {
         let info = info?;
         if filter {
@@ -163,10 +169,14 @@ fn list_commits(repo: &gix::Repository, opts: &WalkOptions) -> Result<Vec<Object
             if opts.since.is_some_and(|s| t < s) || opts.until.is_some_and(|u| t > u) {
                 continue;
             }
+            if opts.skip_before.is_some_and(|s| t < s) {
+                skipped += 1;
+                continue;
+            }
         }
         out.push(info.id);
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Per-thread diff state. Build ONE per thread and reuse it for every commit.
@@ -308,10 +318,35 @@ impl<'repo> Differ<'repo> {
 pub struct Walked {
     pub tip: ObjectId,
     pub commits: Vec<CommitStat>,
+    /// Commits in range authored before `skip_before`: counted, not diffed.
+    pub skipped: usize,
+}
+
+/// Told how far a walk is: the number of commits to diff, then each one diffed (from
+/// any thread). The CLI shows a progress bar on a terminal; `()` shows nothing.
+pub trait Progress: Sync {
+    /// The walk found `total` commits to diff.
+    fn start(&self, total: u64);
+    /// `n` more commits were diffed.
+    fn inc(&self, n: u64);
+}
+
+impl Progress for () {
+    fn start(&self, _: u64) {}
+    fn inc(&self, _: u64) {}
 }
 
 /// Opens, walks and diffs one repository (see [`WalkOptions`]): the collector's one call.
 pub fn walk(path: &std::path::Path, opts: &WalkOptions) -> std::result::Result<Walked, GitError> {
+    walk_with(path, opts, &())
+}
+
+/// [`walk`], telling `progress` how far it is.
+pub fn walk_with(
+    path: &std::path::Path,
+    opts: &WalkOptions,
+    progress: &dyn Progress,
+) -> std::result::Result<Walked, GitError> {
     let repo = open(path, opts).map_err(|e| GitError::Open(e.to_string()))?;
     let local = prepare(&repo, opts);
     let tip = local
@@ -324,14 +359,18 @@ pub fn walk(path: &std::path::Path, opts: &WalkOptions) -> std::result::Result<W
             reason,
         })?
         .id;
-    let ids = list_commits(&local, opts).map_err(|e| GitError::Walk(e.to_string()))?;
+    let (ids, skipped) = list_commits(&local, opts).map_err(|e| GitError::Walk(e.to_string()))?;
     // PITFALL: `open_mailmap()` swallows errors and returns an empty map when there is
     // none. It reads `.mailmap` from the work tree, or `HEAD:.mailmap` in a bare repo
     // (same as git), plus `mailmap.blob` / `mailmap.file`. Plain data: load once, share.
     let mailmap = local.open_mailmap();
-    let commits =
-        collect_ids(&repo, &ids, &mailmap, opts).map_err(|e| GitError::Walk(e.to_string()))?;
-    Ok(Walked { tip, commits })
+    let commits = collect_ids(&repo, &ids, &mailmap, opts, progress)
+        .map_err(|e| GitError::Walk(e.to_string()))?;
+    Ok(Walked {
+        tip,
+        commits,
+        skipped,
+    })
 }
 
 /// Diff the given commits, in parallel if `opts.threads > 1`. Result order = `ids` order.
@@ -340,12 +379,21 @@ fn collect_ids(
     ids: &[ObjectId],
     mailmap: &gix::mailmap::Snapshot,
     opts: &WalkOptions,
+    progress: &dyn Progress,
 ) -> Result<Vec<CommitStat>> {
+    progress.start(ids.len() as u64);
     let threads = opts.threads.max(1).min(ids.len().max(1));
     if threads == 1 {
         let local = prepare(repo, opts);
         let mut differ = Differ::new(&local, opts)?;
-        return ids.iter().map(|id| differ.stat(*id, mailmap)).collect();
+        return ids
+            .iter()
+            .map(|id| {
+                let s = differ.stat(*id, mailmap);
+                progress.inc(1);
+                s
+            })
+            .collect();
     }
 
     // Work is handed out in small contiguous batches from a shared counter: contiguous keeps
@@ -372,6 +420,7 @@ fn collect_ids(
                         }
                         for (i, id) in ids.iter().enumerate().skip(start).take(BATCH) {
                             out.push((i, differ.stat(*id, mailmap)?));
+                            progress.inc(1);
                         }
                     }
                     Ok(out)
