@@ -12,8 +12,13 @@ fn example_policy_compiles_without_errors() {
     let (p, findings) = load_with_team_map(POLICY, "policy.yaml", today(), Some(TEAMS))
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(findings.is_empty(), "{findings:#?}");
-    assert_eq!(p.collections().len(), 4);
+    assert_eq!(p.collections().len(), 5);
     assert!(p.metric("builds").is_some());
+    // The git collector's collection keeps the pseudonymized author, the team and the
+    // lines added; what no metric needs is declared and dropped at the door.
+    let (c, m) = p.metric("commit_activity").unwrap();
+    assert_eq!(c.name, "dev.commit");
+    assert_eq!(m.max_groups_per_contributor, 2, "a person in two teams counts in both");
 }
 
 /// The example map: realistic teams of 6-15 people and one of 3, which is below k.
