@@ -5,6 +5,7 @@
 use crate::commands::{open, print_outcome};
 use crate::{exit, Cli};
 use anyhow::Result;
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use veil_access::Action;
 use veil_collect::git::{self, WalkOptions};
@@ -120,14 +121,34 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         .map(|s| day(s, "--until"))
         .transpose()?;
     let branch = args.branch.clone().unwrap_or_else(|| "HEAD".into());
+    // One source name for every run, whoever runs it: a commit re-collected by another
+    // user or principal is the same event (the store counts (source, id) once).
     let source = Source {
-        name: ctx.actor.clone(),
+        name: "collector:git".to_owned(),
         collections: ctx.collections.clone(),
     };
+    if source
+        .collections
+        .as_ref()
+        .is_some_and(|c| !c.iter().any(|c| c == COMMIT_EVENT))
+    {
+        return Err(exit(
+            1,
+            format!("principal {} may not send `{COMMIT_EVENT}` events: add it to the principal's collections", ctx.actor),
+        ));
+    }
+    // A filtered run (a window, first parents only) leaves commits outside it uncollected:
+    // it must not move the cursor past them.
+    let filtered = args.since.is_some() || args.until.is_some() || args.first_parent;
     let mut failed = false;
     for path in repos {
         let name = repository_name(path);
-        let cursor_key = format!("git:{name}:{branch}");
+        // The key names no branch or repository in the clear (a branch may be named after
+        // a person or a ticket).
+        let cursor_key = format!(
+            "git:{}",
+            hex::encode(&sha2::Sha256::digest(format!("{name}\0{branch}").as_bytes())[..16])
+        );
         let hidden = ctx
             .store
             .collector_cursor(&cursor_key)?
@@ -197,9 +218,25 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
             &mut on_reject,
         )?;
         print_outcome(&o);
-        // Every event up to the tip is committed (or answered): the next run starts here.
-        ctx.store
-            .set_collector_cursor(&cursor_key, &walked.tip.to_string())?;
+        // Move the cursor only when every event was counted (or is out of scope: too old
+        // or for a sealed window). A rejection — a principal that may not send commits, a
+        // commit dated in the future — leaves it where it was, so fixing the cause and
+        // running again collects those commits; ids keep the rest counted once.
+        let blocking: usize = o
+            .rejected
+            .iter()
+            .filter(|(reason, _)| !matches!(reason.as_str(), "late" | "time_too_old"))
+            .map(|(_, n)| n)
+            .sum();
+        if blocking > 0 {
+            eprintln!(
+                "{name}: {blocking} events were rejected; the next run walks these commits again"
+            );
+            failed = true;
+        } else if !filtered {
+            ctx.store
+                .set_collector_cursor(&cursor_key, &walked.tip.to_string())?;
+        }
     }
     if args.dry_run {
         println!("dry run: nothing was stored or sent");

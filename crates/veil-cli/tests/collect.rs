@@ -120,7 +120,7 @@ fn collect(v: &Veil, repo: &Path, extra: &[&str]) -> Run {
 #[test]
 fn collected_commits_carry_no_identity_and_count_once() {
     let v = Veil::init();
-    let mut repo = Repo::new("shop");
+    let mut repo = Repo::new("quentin-outsider-tools");
     build(&mut repo);
 
     // The dry run walks and builds, and stores nothing.
@@ -128,7 +128,7 @@ fn collected_commits_carry_no_identity_and_count_once() {
     assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
     assert!(
         dry.stdout
-            .contains("shop: 6 commits walked, 5 events built, 1 skipped"),
+            .contains("quentin-outsider-tools: 6 commits walked, 5 events built, 1 skipped"),
         "{}",
         dry.stdout
     );
@@ -152,7 +152,9 @@ fn collected_commits_carry_no_identity_and_count_once() {
     // Nothing new: nothing walked, nothing counted.
     let again = collect(&v, repo.path(), &[]);
     assert!(
-        again.stdout.contains("shop: 0 commits walked"),
+        again
+            .stdout
+            .contains("quentin-outsider-tools: 0 commits walked"),
         "{}",
         again.stdout
     );
@@ -165,7 +167,9 @@ fn collected_commits_carry_no_identity_and_count_once() {
     repo.commit(JUDY.0, JUDY.1, "Notes");
     let third = collect(&v, repo.path(), &[]);
     assert!(
-        third.stdout.contains("shop: 2 commits walked"),
+        third
+            .stdout
+            .contains("quentin-outsider-tools: 2 commits walked"),
         "{}",
         third.stdout
     );
@@ -178,7 +182,9 @@ fn collected_commits_carry_no_identity_and_count_once() {
         .unwrap();
     let rerun = collect(&v, repo.path(), &[]);
     assert!(
-        rerun.stdout.contains("shop: 8 commits walked"),
+        rerun
+            .stdout
+            .contains("quentin-outsider-tools: 8 commits walked"),
         "{}",
         rerun.stdout
     );
@@ -217,6 +223,15 @@ fn collected_commits_carry_no_identity_and_count_once() {
         .iter()
         .map(|r| format!("{}{}", r.stdout, r.stderr))
         .collect::<String>();
+    // The repository's name is printed back to the user who gave it, never stored (the
+    // example policy drops `repository`, and the cursor key is a hash).
+    for (path, bytes) in all_files(&v.data_dir()) {
+        assert!(
+            !contains(&bytes, b"quentin-outsider-tools"),
+            "{} holds the repository name",
+            path.display()
+        );
+    }
     for n in &needles {
         assert!(!outputs.contains(n.as_str()), "output holds {n:?}");
         for (path, bytes) in all_files(&v.data_dir()) {
@@ -226,5 +241,60 @@ fn collected_commits_carry_no_identity_and_count_once() {
                 path.display()
             );
         }
+    }
+}
+
+/// A rejected commit (here: dated in the future) keeps the cursor where it was, and a
+/// filtered run never moves it: the next full run walks those commits again, and the ids
+/// keep everything else counted once.
+#[test]
+fn rejected_or_filtered_runs_do_not_move_the_cursor() {
+    let v = Veil::init();
+    let mut repo = Repo::new("tools");
+    repo.write("a.txt", b"a\n");
+    repo.commit(BOB.0, BOB.1, "One");
+    // A window: collected, but the cursor stays.
+    let since = (chrono::Utc::now() - chrono::Duration::days(3))
+        .format("%Y-%m-%d")
+        .to_string();
+    let windowed = collect(&v, repo.path(), &["--since", &since]);
+    assert!(
+        windowed.stdout.contains("tools: 0 commits walked"),
+        "{}",
+        windowed.stdout
+    );
+    let full = collect(&v, repo.path(), &[]);
+    assert!(
+        full.stdout.contains("tools: 1 commits walked"),
+        "{}",
+        full.stdout
+    );
+    assert!(full.stdout.contains("accepted 1,"), "{}", full.stdout);
+    // A commit from three days ahead is refused by the door: counted, reported, exit 1.
+    let saved = repo.clock;
+    repo.clock = chrono::Utc::now().timestamp() + 3 * 86_400;
+    repo.write("b.txt", b"b\n");
+    repo.commit(JUDY.0, JUDY.1, "From the future");
+    repo.clock = saved;
+    let refused = collect(&v, repo.path(), &[]);
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stdout.contains("time_in_future"),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains("walks these commits again"),
+        "{}",
+        refused.stderr
+    );
+    let again = collect(&v, repo.path(), &[]);
+    assert!(
+        again.stdout.contains("tools: 1 commits walked"),
+        "{}",
+        again.stdout
+    );
+    for r in [&windowed, &full, &refused, &again] {
+        assert!(!format!("{}{}", r.stdout, r.stderr).contains("From the future"));
     }
 }

@@ -4,7 +4,7 @@
 //! Prototype for `veil collect git`. Everything gix-specific that bit us is marked
 //! with `PITFALL:` so it can be carried over when this is adapted.
 //!
-//! Equivalence with git (verified by `tests/compare.rs`):
+//! Equivalence with git (verified by `tests/git.rs`):
 //! * `MergeDiff::Skip`        == `git log --numstat --no-renames`
 //!   (git's default for `log` is `--diff-merges=off`: merge commits print NO stats at all)
 //! * `MergeDiff::FirstParent` == `git log --numstat --no-renames --diff-merges=first-parent`
@@ -27,12 +27,15 @@ pub use gix::ObjectId;
 /// never an author or a path.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error("cannot open the repository: {0}")]
-    Open(String),
-    #[error("cannot resolve {start:?} to a commit: {reason}")]
-    Start { start: String, reason: String },
-    #[error("cannot read the history: {0}")]
-    Walk(String),
+    /// gix's own message is not shown: it can quote commit ids, subjects or paths.
+    #[error("cannot open the repository (is it a git work tree or a bare repository?)")]
+    Open,
+    #[error(
+        "cannot resolve {start:?} to one commit (an unborn branch, a missing or ambiguous name)"
+    )]
+    Start { start: String },
+    #[error("cannot read the history (a shallow clone, or missing or corrupt objects)")]
+    Walk,
 }
 
 /// Internal steps keep gix's own errors; the public functions turn them into a
@@ -134,16 +137,20 @@ fn open(path: &std::path::Path, opts: &WalkOptions) -> Result<gix::ThreadSafeRep
 
 /// All commits reachable from `opts.start` (all parents, or first parents only), filtered by author time.
 /// Order: gix's default breadth-first from the tip, which for linear stretches is newest-first.
+/// The commit `start` names, resolved once: the walk starts there and the cursor is
+/// set to it. PITFALL: `rev_parse_single` returns whatever the spec names (an annotated
+/// tag is a tag object); peel to the commit explicitly.
+fn resolve_start(repo: &gix::Repository, start: &str) -> Result<ObjectId> {
+    Ok(repo.rev_parse_single(start)?.object()?.peel_to_commit()?.id)
+}
+
 /// The commits to diff, and how many more in range were authored before
 /// `opts.skip_before` (listed, not diffed).
-fn list_commits(repo: &gix::Repository, opts: &WalkOptions) -> Result<(Vec<ObjectId>, usize)> {
-    // PITFALL: `rev_parse_single` returns whatever the spec names (an annotated tag is a tag
-    // object); peel to the commit explicitly.
-    let tip = repo
-        .rev_parse_single(opts.start.as_str())?
-        .object()?
-        .peel_to_commit()?
-        .id;
+fn list_commits(
+    repo: &gix::Repository,
+    tip: ObjectId,
+    opts: &WalkOptions,
+) -> Result<(Vec<ObjectId>, usize)> {
     // Commits of an earlier run are hidden with their ancestry (git's `^old`); a cursor
     // the repository no longer has (history rewritten) hides nothing: the event ids make
     // re-collected commits count once.
@@ -347,25 +354,17 @@ pub fn walk_with(
     opts: &WalkOptions,
     progress: &dyn Progress,
 ) -> std::result::Result<Walked, GitError> {
-    let repo = open(path, opts).map_err(|e| GitError::Open(e.to_string()))?;
+    let repo = open(path, opts).map_err(|_| GitError::Open)?;
     let local = prepare(&repo, opts);
-    let tip = local
-        .rev_parse_single(opts.start.as_str())
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.object().map_err(|e| e.to_string()))
-        .and_then(|o| o.peel_to_commit().map_err(|e| e.to_string()))
-        .map_err(|reason| GitError::Start {
-            start: opts.start.clone(),
-            reason,
-        })?
-        .id;
-    let (ids, skipped) = list_commits(&local, opts).map_err(|e| GitError::Walk(e.to_string()))?;
+    let tip = resolve_start(&local, &opts.start).map_err(|_| GitError::Start {
+        start: opts.start.clone(),
+    })?;
+    let (ids, skipped) = list_commits(&local, tip, opts).map_err(|_| GitError::Walk)?;
     // PITFALL: `open_mailmap()` swallows errors and returns an empty map when there is
     // none. It reads `.mailmap` from the work tree, or `HEAD:.mailmap` in a bare repo
     // (same as git), plus `mailmap.blob` / `mailmap.file`. Plain data: load once, share.
     let mailmap = local.open_mailmap();
-    let commits = collect_ids(&repo, &ids, &mailmap, opts, progress)
-        .map_err(|e| GitError::Walk(e.to_string()))?;
+    let commits = collect_ids(&repo, &ids, &mailmap, opts, progress).map_err(|_| GitError::Walk)?;
     Ok(Walked {
         tip,
         commits,

@@ -18,7 +18,10 @@ fn example_policy_compiles_without_errors() {
     // lines added; what no metric needs is declared and dropped at the door.
     let (c, m) = p.metric("commit_activity").unwrap();
     assert_eq!(c.name, "dev.commit");
-    assert_eq!(m.max_groups_per_contributor, 2, "a person in two teams counts in both");
+    assert_eq!(
+        m.max_groups_per_contributor, 2,
+        "a person in two teams counts in both"
+    );
 }
 
 /// The example map: realistic teams of 6-15 people and one of 3, which is below k.
