@@ -450,3 +450,37 @@ fn matches_git_log_numstat() {
     let s = &git_default[&id("bump submodule")];
     assert_eq!((s.files_changed, s.lines_added, s.lines_deleted), (1, 1, 1));
 }
+
+/// An incremental walk: commits reachable from the previous tip are hidden, a tip the
+/// repository no longer has hides nothing, and commits authored before `skip_before` are
+/// counted, not diffed.
+#[test]
+fn hidden_tips_and_skipped_history() {
+    let mut r = Repo::new();
+    let alice = "Alice <alice@example.com>";
+    r.write("a.txt", "one\n");
+    r.commit(alice, "first", &[]);
+    r.write("a.txt", "one\ntwo\n");
+    r.commit(alice, "second", &[]);
+    let first = walk::walk(&r.dir, &WalkOptions::default()).unwrap();
+    assert_eq!(first.commits.len(), 2);
+    r.write("a.txt", "one\ntwo\nthree\n");
+    let third = r.commit(alice, "third", &[]);
+    let next = walk::walk(&r.dir, &opts(|o| o.hidden = vec![first.tip])).unwrap();
+    assert_eq!(next.commits.len(), 1, "only the new commit");
+    assert_eq!(next.commits[0].id, third);
+    assert_eq!(
+        (next.commits[0].lines_added, next.commits[0].lines_deleted),
+        (1, 0)
+    );
+    assert_eq!(next.tip.to_string(), third);
+    // A cursor from a rewritten history hides nothing.
+    let gone = walk::ObjectId::from_hex(b"1234567890123456789012345678901234567890").unwrap();
+    let all = walk::walk(&r.dir, &opts(|o| o.hidden = vec![gone])).unwrap();
+    assert_eq!(all.commits.len(), 3);
+    // The first two commits are older than the cut: listed and counted, never diffed.
+    let cut = T0 + 2500;
+    let recent = walk::walk(&r.dir, &opts(|o| o.skip_before = Some(cut))).unwrap();
+    assert_eq!((recent.commits.len(), recent.skipped), (1, 2));
+    assert!(recent.commits.iter().all(|c| c.author_time >= cut));
+}
