@@ -358,6 +358,29 @@ pub fn analyze(
             );
         }
     }
+    // A person in more teams than a by-team metric lets one person count in is bounded
+    // to some of them at seal: said here, not discovered in the numbers.
+    if let Some(most) = ctx.team_map.as_ref().map(TeamMap::most_teams_of_one_member) {
+        let mut short = Vec::new();
+        for c in &collections {
+            for m in &c.metrics {
+                let by_team = m.by.iter().any(|&i| c.fields[i].from_team_map);
+                if by_team && (m.max_groups_per_contributor as usize) < most {
+                    short.push((c.name.clone(), m.name.clone(), m.max_groups_per_contributor));
+                }
+            }
+        }
+        for (c, m, l0) in short {
+            ctx.push(
+                "Q4",
+                Severity::Warning,
+                Some(&c),
+                None,
+                Some(&m),
+                format!("a member of the team map belongs to {most} teams but max_groups_per_contributor is {l0}: such a person counts in only {l0} of their teams each window; raise it to {most}"),
+            );
+        }
+    }
     let ok = !ctx.findings.iter().any(|f| f.severity == Severity::Error);
     let team_map = ctx.team_map.take();
     let policy = ok.then(|| {

@@ -215,6 +215,17 @@ impl TeamMap {
         self.teams.iter().find(|t| t.name == team).map(|t| t.roster)
     }
 
+    /// The most teams any member listed by name belongs to (patterns included): a metric
+    /// by team must let a person count in that many groups, or seal drops the rest.
+    pub fn most_teams_of_one_member(&self) -> usize {
+        self.teams
+            .iter()
+            .flat_map(|t| t.exact.iter())
+            .map(|m| self.teams_of(m).len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Every team an identity belongs to (a person in two teams counts in both), or
     /// `[unassigned]`. Matching is on the trimmed, case-folded identity.
     pub fn teams_of(&self, identity: &str) -> Vec<&str> {

@@ -98,3 +98,20 @@ fn measures_carry_their_unit() {
     let (c, m) = p.metric("pr_cycle_time").unwrap();
     assert_eq!(c.fields[m.field.unwrap()].unit(), Some("h"));
 }
+
+/// A person the map puts in more teams than a by-team metric lets one person count in is
+/// flagged at lint time (seal would bound them to fewer teams, silently).
+#[test]
+fn a_member_in_more_teams_than_a_metric_allows_is_a_warning() {
+    let teams = format!("{TEAMS}  platform:\n    members: [alice.johnson0@example.com]\n");
+    let (_, findings) = load_with_team_map(POLICY, "policy.yaml", today(), Some(&teams)).unwrap();
+    let warned: Vec<&str> = findings
+        .iter()
+        .filter(|f| f.message.contains("belongs to 2 teams"))
+        .filter_map(|f| f.metric.as_deref())
+        .collect();
+    // builds (l0 = 1) is warned; commit_activity (l0 = 2) is not.
+    assert!(warned.contains(&"builds"), "{findings:#?}");
+    assert!(!warned.contains(&"commit_activity"), "{findings:#?}");
+    assert!(findings.iter().all(|f| f.severity == Severity::Warning));
+}
