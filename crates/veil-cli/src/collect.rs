@@ -2,7 +2,7 @@
 //! envelope per commit and team, and hand them to the one ingest path. Prints counts per
 //! repository, never an author, a message or a path.
 
-use crate::commands::{open, print_outcome};
+use crate::commands::{ingest_reporting, open, print_outcome};
 use crate::{exit, Cli};
 use anyhow::Result;
 use sha2::Digest;
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use veil_access::Action;
 use veil_collect::git::{self, WalkOptions};
 use veil_collect::{commit_envelopes, generalized_time, COMMIT_EVENT};
-use veil_pipeline::{Limits, Source};
+use veil_pipeline::Source;
 use veil_store::Store;
 
 /// The options of `veil collect git`, as given.
@@ -109,7 +109,8 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
     let now = chrono::Utc::now().timestamp();
     // History older than the staging retention is out of scope: counted, never an error.
     // The door checks the generalized (day) time, so the cutoff is on that.
-    let cutoff = now - coll.staging_retention;
+    let retention = coll.staging_retention;
+    let cutoff = now - retention;
     let since = args
         .since
         .as_deref()
@@ -195,28 +196,14 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
             "{name}: {} commits walked, {events} events built, {} skipped (older than the {}-day staging retention)",
             walked.commits.len() + walked.skipped,
             skipped,
-            coll.staging_retention / 86_400
+            retention / 86_400
         );
         if args.dry_run {
             continue;
         }
-        let mut shown = 0;
-        let mut on_reject = |(line, r): &veil_ingest::Rejected| {
-            if shown < 5 {
-                eprintln!("{name}: event {line}: {}: {}", r.reason(), r.message());
-            }
-            shown += 1;
-        };
-        let o = veil_ingest::ingest_stream(
-            &mut ctx.store,
-            &ctx.policy,
-            &ctx.keys,
-            Limits::default(),
-            &source,
-            &mut lines.as_bytes(),
-            now,
-            &mut on_reject,
-        )?;
+        let o = ingest_reporting(&mut ctx, &source, &mut lines.as_bytes(), now, &|n| {
+            format!("{name}: event {n}")
+        })?;
         print_outcome(&o);
         // Move the cursor only when every event was counted (or is out of scope: too old
         // or for a sealed window). A rejection — a principal that may not send commits, a

@@ -510,25 +510,9 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
             std::fs::File::open(file).map_err(|e| exit(2, format!("cannot read {file}: {e}")))?;
         Box::new(std::io::BufReader::with_capacity(1 << 16, f))
     };
-    let mut shown = 0;
-    let mut on_reject = |(line, r): &veil_ingest::Rejected| {
-        if shown < 20 {
-            eprintln!("line {line}: {}: {}", r.reason(), r.message());
-        } else if shown == 20 {
-            eprintln!("(more rejections not shown; all are counted below and kept in quarantine with values redacted)");
-        }
-        shown += 1;
-    };
-    let o = veil_ingest::ingest_stream(
-        &mut ctx.store,
-        &ctx.policy,
-        &ctx.keys,
-        Limits::default(),
-        &source,
-        &mut input,
-        now(),
-        &mut on_reject,
-    )?;
+    let o = ingest_reporting(&mut ctx, &source, &mut input, now(), &|line| {
+        format!("line {line}")
+    })?;
     let rejected = print_outcome(&o);
     if o.without_id > 0 {
         println!(
@@ -537,6 +521,36 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
         );
     }
     Ok(if strict && rejected > 0 { 1 } else { 0 })
+}
+
+/// Runs NDJSON through the one ingest path, printing the first 20 rejections (reason and
+/// sentence, never a value) at `place(line)`; the caller prints the outcome.
+pub(crate) fn ingest_reporting(
+    ctx: &mut Ctx,
+    source: &Source,
+    input: &mut dyn std::io::BufRead,
+    now: i64,
+    place: &dyn Fn(u64) -> String,
+) -> Result<veil_store::IngestOutcome> {
+    let mut shown = 0;
+    let mut on_reject = |(line, r): &veil_ingest::Rejected| {
+        if shown < 20 {
+            eprintln!("{}: {}: {}", place(*line), r.reason(), r.message());
+        } else if shown == 20 {
+            eprintln!("(more rejections not shown; all are counted below and kept in quarantine with values redacted)");
+        }
+        shown += 1;
+    };
+    Ok(veil_ingest::ingest_stream(
+        &mut ctx.store,
+        &ctx.policy,
+        &ctx.keys,
+        Limits::default(),
+        source,
+        input,
+        now,
+        &mut on_reject,
+    )?)
 }
 
 /// Prints what an ingest did (counts and reasons, never a value); returns how many
