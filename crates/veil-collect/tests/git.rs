@@ -79,41 +79,33 @@ impl Repo {
     }
 
     fn commit_index(&mut self, author: &str, msg: &str, extra: &[&str]) -> String {
-        self.clock += 1000;
-        let (name, email) = author.split_once(" <").unwrap();
-        let email = email.trim_end_matches('>');
-        let env = [
-            ("GIT_AUTHOR_NAME", name.to_string()),
-            ("GIT_AUTHOR_EMAIL", email.to_string()),
-            ("GIT_AUTHOR_DATE", format!("@{} +0200", self.clock)),
-            (
-                "GIT_COMMITTER_DATE",
-                format!("@{} +0000", self.clock + 3600),
-            ),
-        ];
         let mut args = vec!["commit", "-q", "-m", msg];
         args.extend_from_slice(extra);
-        self.git_env(&args, &env);
-        self.git(&["rev-parse", "HEAD"]).trim().to_string()
+        self.as_author(author, &args)
     }
 
     fn merge(&mut self, author: &str, branches: &[&str], extra: &[&str]) -> String {
+        let mut args = vec!["merge", "-q", "--no-ff", "--no-edit"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(branches);
+        self.as_author(author, &args)
+    }
+
+    /// Runs a committing git command as `author` ("Name <email>"), one clock step later
+    /// (author time = clock, committer time an hour after); returns the new HEAD.
+    fn as_author(&mut self, author: &str, args: &[&str]) -> String {
         self.clock += 1000;
         let (name, email) = author.split_once(" <").unwrap();
-        let email = email.trim_end_matches('>');
         let env = [
             ("GIT_AUTHOR_NAME", name.to_string()),
-            ("GIT_AUTHOR_EMAIL", email.to_string()),
+            ("GIT_AUTHOR_EMAIL", email.trim_end_matches('>').to_string()),
             ("GIT_AUTHOR_DATE", format!("@{} +0200", self.clock)),
             (
                 "GIT_COMMITTER_DATE",
                 format!("@{} +0000", self.clock + 3600),
             ),
         ];
-        let mut args = vec!["merge", "-q", "--no-ff", "--no-edit"];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(branches);
-        self.git_env(&args, &env);
+        self.git_env(args, &env);
         self.git(&["rev-parse", "HEAD"]).trim().to_string()
     }
 }
