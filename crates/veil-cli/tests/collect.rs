@@ -294,6 +294,28 @@ fn rejected_or_filtered_runs_do_not_move_the_cursor() {
         "{}",
         again.stdout
     );
+    // A cursor overwritten in the database (garbage, or another repository's) is no
+    // cursor: everything is walked again and counted once, nothing panics.
+    for forged in ["not-a-cursor", "1:00:00", "999:0011:2233"] {
+        v.sqlite()
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key LIKE 'cursor:%'",
+                [forged],
+            )
+            .unwrap();
+        let r = collect(&v, repo.path(), &[]);
+        assert!(
+            r.stdout.contains("tools: 2 commits walked"),
+            "{forged}: {}{}",
+            r.stdout,
+            r.stderr
+        );
+        assert!(
+            r.stdout.contains("accepted 0, duplicates 1"),
+            "{forged}: {}",
+            r.stdout
+        );
+    }
     for r in [&windowed, &full, &refused, &again] {
         assert!(!format!("{}{}", r.stdout, r.stderr).contains("From the future"));
     }
