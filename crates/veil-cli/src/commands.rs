@@ -215,6 +215,14 @@ pub fn run(cli: Cli) -> Result<u8> {
                 dry_run: *dry_run,
             },
         ),
+        Cmd::Collect {
+            cmd:
+                CollectCmd::Github {
+                    dir,
+                    environments,
+                    dry_run,
+                },
+        } => crate::collect::github(&cli, dir, environments, *dry_run),
         Cmd::Seal => seal(&cli),
         Cmd::Serve => serve(&cli),
         Cmd::Report {
@@ -474,16 +482,32 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
             100.0 * p.shown_probability(15)
         );
         if mask == (1u32 << dims.len()) - 1 {
+            let unit = p
+                .unit
+                .as_deref()
+                .map(|u| format!(" {u}"))
+                .unwrap_or_default();
+            let what = match m.kind {
+                veil_policy::MetricKind::Histogram => format!(
+                    "each bin's count gets noise of scale {:.2} (95% interval ±{}); the median and quantiles are read from the noisy bins",
+                    p.value_scale, p.interval_half_width
+                ),
+                veil_policy::MetricKind::Mean => format!(
+                    "the sum gets noise of scale {:.2}{unit} (95% interval ±{}{unit}) and the row count its own; a mean over n rows is off by about ±{}{unit} ÷ n",
+                    p.value_scale, p.interval_half_width, p.interval_half_width
+                ),
+                veil_policy::MetricKind::Sum => format!(
+                    "the sum gets noise of scale {:.2}{unit} (95% interval ±{}{unit})",
+                    p.value_scale, p.interval_half_width
+                ),
+                veil_policy::MetricKind::Count | veil_policy::MetricKind::Distinct => format!(
+                    "the count gets noise of scale {:.2} (95% interval ±{})",
+                    p.value_scale, p.interval_half_width
+                ),
+            };
             println!(
-                "noise: {} · ε={} per window ({} for the noisy active count, {} for the value), δ={}; value noise scale {:.2}{}, 95% interval ±{}",
-                p.mechanism,
-                p.epsilon_per_window,
-                p.epsilon_count,
-                p.epsilon_value,
-                p.delta,
-                p.value_scale,
-                p.unit.as_deref().map(|u| format!(" {u}")).unwrap_or_default(),
-                p.interval_half_width
+                "noise: {} · ε={} per window ({} for the noisy active count, {} for the value), δ={}; {what}",
+                p.mechanism, p.epsilon_per_window, p.epsilon_count, p.epsilon_value, p.delta,
             );
         }
     }

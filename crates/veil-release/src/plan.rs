@@ -495,8 +495,12 @@ pub fn plan(store: &dyn Store, policy: &Policy, q: &Query, now: i64) -> Result<P
         min_group_size: m.min_group_size,
         count_scale: b_cnt,
         selection_threshold: selection,
-        value_scale: value_scale_scaled / unit as f64,
         // A histogram's bins are counts, not measures: no unit scaling.
+        value_scale: if m.kind == MetricKind::Histogram {
+            value_scale_scaled
+        } else {
+            value_scale_scaled / unit as f64
+        },
         interval_half_width: if m.kind == MetricKind::Histogram {
             np.half_width as f64
         } else {
