@@ -2,13 +2,14 @@
 //! envelope per commit and team, and hand them to the one ingest path. Prints counts per
 //! repository, never an author, a message or a path.
 
-use crate::commands::{ingest_reporting, open, print_outcome};
+use crate::commands::{ingest_reporting, open, print_outcome, Ctx};
 use crate::{exit, Cli};
 use anyhow::Result;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 use veil_access::Action;
 use veil_collect::git::{self, WalkOptions};
+use veil_collect::github;
 use veil_collect::{commit_envelopes, generalized_time, COMMIT_EVENT};
 use veil_pipeline::Source;
 use veil_store::Store;
@@ -91,6 +92,55 @@ impl git::Progress for Bar {
     }
 }
 
+/// The source a collector sends as: one name for every run, whoever runs it, so a fact
+/// re-collected by another user or principal is the same event (the store counts
+/// (source, id) once). Refuses a principal that may not send one of `collections`.
+fn collector_source(ctx: &Ctx, name: &str, collections: &[&str]) -> Result<Source> {
+    let source = Source {
+        name: name.to_owned(),
+        collections: ctx.collections.clone(),
+    };
+    if let Some(allowed) = &source.collections {
+        if let Some(missing) = collections
+            .iter()
+            .find(|c| !allowed.iter().any(|a| a == *c))
+        {
+            return Err(exit(
+                1,
+                format!("principal {} may not send `{missing}` events: add it to the principal's collections", ctx.actor),
+            ));
+        }
+    }
+    Ok(source)
+}
+
+/// Hands one repository's events to the ingest path and prints what the door did.
+/// False when an event was rejected for a reason a rerun can fix (anything but too old
+/// or late): the caller keeps its cursor, and says the next run `again` covers them.
+fn send(
+    ctx: &mut Ctx,
+    source: &Source,
+    name: &str,
+    lines: &str,
+    now: i64,
+    again: &str,
+) -> Result<bool> {
+    let o = ingest_reporting(ctx, source, &mut lines.as_bytes(), now, &|n| {
+        format!("{name}: event {n}")
+    })?;
+    print_outcome(&o);
+    let blocking: usize = o
+        .rejected
+        .iter()
+        .filter(|(reason, _)| !matches!(reason.as_str(), "late" | "time_too_old"))
+        .map(|(_, n)| n)
+        .sum();
+    if blocking > 0 {
+        eprintln!("{name}: {blocking} events were rejected; the next run {again} again");
+    }
+    Ok(blocking == 0)
+}
+
 /// Runs `veil collect git`.
 pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
     let mut ctx = open(cli)?;
@@ -122,22 +172,7 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         .map(|s| day(s, "--until"))
         .transpose()?;
     let branch = args.branch.clone().unwrap_or_else(|| "HEAD".into());
-    // One source name for every run, whoever runs it: a commit re-collected by another
-    // user or principal is the same event (the store counts (source, id) once).
-    let source = Source {
-        name: "collector:git".to_owned(),
-        collections: ctx.collections.clone(),
-    };
-    if source
-        .collections
-        .as_ref()
-        .is_some_and(|c| !c.iter().any(|c| c == COMMIT_EVENT))
-    {
-        return Err(exit(
-            1,
-            format!("principal {} may not send `{COMMIT_EVENT}` events: add it to the principal's collections", ctx.actor),
-        ));
-    }
+    let source = collector_source(&ctx, "collector:git", &[COMMIT_EVENT])?;
     // A filtered run (a window, first parents only) leaves commits outside it uncollected:
     // it must not move the cursor past them.
     let filtered = args.since.is_some() || args.until.is_some() || args.first_parent;
@@ -201,24 +236,11 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         if args.dry_run {
             continue;
         }
-        let o = ingest_reporting(&mut ctx, &source, &mut lines.as_bytes(), now, &|n| {
-            format!("{name}: event {n}")
-        })?;
-        print_outcome(&o);
         // Move the cursor only when every event was counted (or is out of scope: too old
         // or for a sealed window). A rejection — a principal that may not send commits, a
         // commit dated in the future — leaves it where it was, so fixing the cause and
         // running again collects those commits; ids keep the rest counted once.
-        let blocking: usize = o
-            .rejected
-            .iter()
-            .filter(|(reason, _)| !matches!(reason.as_str(), "late" | "time_too_old"))
-            .map(|(_, n)| n)
-            .sum();
-        if blocking > 0 {
-            eprintln!(
-                "{name}: {blocking} events were rejected; the next run walks these commits again"
-            );
+        if !send(&mut ctx, &source, &name, &lines, now, "walks these commits")? {
             failed = true;
         } else if !filtered {
             ctx.store
@@ -226,6 +248,95 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         }
     }
     if args.dry_run {
+        println!("dry run: nothing was stored or sent");
+    }
+    Ok(u8::from(failed))
+}
+
+/// Runs `veil collect github`: every saved repository under `dir`, in name order.
+pub fn github(cli: &Cli, dir: &Path, environments: &[String], dry_run: bool) -> Result<u8> {
+    let mut ctx = open(cli)?;
+    ctx.allow(Action::Ingest)?;
+    // Facts for a collection the policy does not declare are not built: the policy says
+    // what is collected, the collector only reads.
+    let declared: Vec<&'static str> = github::GITHUB_EVENTS
+        .into_iter()
+        .filter(|e| ctx.policy.collections().iter().any(|c| c.name == *e))
+        .collect();
+    if declared.is_empty() {
+        return Err(exit(
+            2,
+            format!(
+                "the policy declares none of {}: add them (examples/policy.yaml has each) to say what of GitHub's data is kept",
+                github::GITHUB_EVENTS.join(", ")
+            ),
+        ));
+    }
+    for e in github::GITHUB_EVENTS {
+        if !declared.contains(&e) {
+            println!("{e}: not in the policy, not collected");
+        }
+    }
+    let source = collector_source(&ctx, "collector:github", &declared)?;
+    let exports = github::read_dir(dir, environments).map_err(|e| exit(2, e.to_string()))?;
+    let now = chrono::Utc::now().timestamp();
+    let cutoffs: std::collections::HashMap<&str, i64> = declared
+        .iter()
+        .filter_map(|e| {
+            let c = ctx.policy.collections().iter().find(|c| c.name == *e)?;
+            Some((*e, now - c.staging_retention))
+        })
+        .collect();
+    let mut failed = false;
+    for ex in &exports {
+        let d = github::derive(ex, ctx.policy.team_map());
+        let mut lines = String::new();
+        let mut built: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut skipped = 0usize;
+        for f in &d.facts {
+            if !cutoffs.contains_key(f.collection) {
+                continue;
+            }
+            // History older than the staging retention is out of scope: counted, never
+            // an error (the door would refuse it as too old).
+            if f.time < cutoffs[f.collection] {
+                skipped += 1;
+                continue;
+            }
+            *built.entry(f.collection).or_default() += 1;
+            lines.push_str(&f.line);
+            lines.push('\n');
+        }
+        let name = &ex.repository;
+        let per: Vec<String> = built.iter().map(|(c, n)| format!("{n} {c}")).collect();
+        println!(
+            "{name}: {} pull requests, {} workflow runs, {} production deployments read; {} events built ({}), {skipped} skipped (older than the staging retention)",
+            ex.pulls.len(),
+            ex.runs.len(),
+            ex.deployments.len(),
+            built.values().sum::<usize>(),
+            if per.is_empty() { "none".to_owned() } else { per.join(", ") },
+        );
+        if d.pending_deployments > 0 {
+            println!(
+                "{name}: {} deployments have no final status yet; a later run collects them",
+                d.pending_deployments
+            );
+        }
+        if d.unknown_ancestry > 0 {
+            println!(
+                "{name}: {} deployments ran a commit that commits.json does not hold, so their changes (and lead times) are unknown: save the history of the branch they deployed from",
+                d.unknown_ancestry
+            );
+        }
+        if dry_run {
+            continue;
+        }
+        if !send(&mut ctx, &source, name, &lines, now, "sends these facts")? {
+            failed = true;
+        }
+    }
+    if dry_run {
         println!("dry run: nothing was stored or sent");
     }
     Ok(u8::from(failed))

@@ -75,7 +75,7 @@ pub enum Cmd {
         #[arg(long)]
         strict: bool,
     },
-    /// Collect developer activity at its source (git history) through the same door.
+    /// Collect developer activity at its source (git history, GitHub exports) through the same door.
     Collect {
         #[command(subcommand)]
         cmd: CollectCmd,
@@ -176,6 +176,22 @@ pub enum CollectCmd {
         #[arg(long)]
         first_parent: bool,
         /// Walk and build every event, store and send nothing; print what would be sent.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Delivery facts from GitHub REST API JSON saved by `gh api --paginate` under
+    /// DIR/OWNER/REPO/ (docs/collect.md gives the layout): `dev.pull_request`,
+    /// `dev.review`, `dev.ci_run`, `dev.deployment` and `dev.change` events, one per team of
+    /// the person each belongs to; titles, bodies, comments and branch names are never
+    /// sent. Re-running over newer files counts nothing twice.
+    Github {
+        /// The directory holding OWNER/REPO/ exports.
+        dir: PathBuf,
+        /// Environments whose deployments count as production (repeatable); deployments
+        /// GitHub marks `production_environment` count too.
+        #[arg(long = "environment", default_value = "production")]
+        environments: Vec<String>,
+        /// Read and build every event, store and send nothing; print what would be sent.
         #[arg(long)]
         dry_run: bool,
     },

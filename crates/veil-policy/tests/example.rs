@@ -12,8 +12,43 @@ fn example_policy_compiles_without_errors() {
     let (p, findings) = load_with_team_map(POLICY, "policy.yaml", today(), Some(TEAMS))
         .unwrap_or_else(|e| panic!("{e:?}"));
     assert!(findings.is_empty(), "{findings:#?}");
-    assert_eq!(p.collections().len(), 5);
+    assert_eq!(p.collections().len(), 10);
     assert!(p.metric("builds").is_some());
+    // Every delivery metric the collectors feed, by team and week, two teams per person,
+    // each explained for the people it measures.
+    for name in [
+        "deployment_frequency",
+        "lead_time_for_changes",
+        "change_failure_rate",
+        "failed_deployment_recovery_time",
+        "deployment_rework_rate",
+        "pull_request_cycle_time",
+        "time_to_first_review",
+        "build_success_rate",
+        "commit_activity",
+    ] {
+        let (c, m) = p
+            .metric(name)
+            .unwrap_or_else(|| panic!("{name} is missing"));
+        assert!(c.name.starts_with("dev."), "{name} in {}", c.name);
+        assert_eq!(m.window, Window::Week, "{name}");
+        assert_eq!(m.by.len(), 1, "{name}");
+        assert_eq!(c.fields[m.by[0]].name(), "team", "{name}");
+        assert_eq!(
+            m.max_groups_per_contributor, 2,
+            "{name}: a person in two teams counts in both"
+        );
+        assert!(
+            m.explain.does_not_mean.contains("must not be used"),
+            "{name}: the explain tells the people measured what it must not be used for"
+        );
+        if m.kind == MetricKind::Histogram {
+            assert!(
+                m.explain.measures.contains("median"),
+                "{name}: durations are histograms with a median"
+            );
+        }
+    }
     // The git collector's collection keeps the pseudonymized author, the team and the
     // lines added; what no metric needs is declared and dropped at the door.
     let (c, m) = p.metric("commit_activity").unwrap();

@@ -1,0 +1,815 @@
+//! GitHub REST API JSON, as saved to files by `gh api --paginate`, turned into delivery
+//! facts: merged pull requests, reviews, workflow runs, production deployments and the
+//! changes each deployment shipped. Titles, bodies, comments and branch names are never
+//! kept: the typed records below have no field for them, except the two a revert is
+//! recognized by, which are read into one boolean and dropped.
+//!
+//! The layout of a saved repository (`DIR/OWNER/REPO/`), every file optional:
+//!
+//! | file | from |
+//! |---|---|
+//! | `pulls.json` | `gh api --paginate 'repos/O/R/pulls?state=closed&per_page=100'` |
+//! | `pulls/N/commits.json` | `gh api --paginate repos/O/R/pulls/N/commits` |
+//! | `pulls/N/reviews.json` | `gh api --paginate repos/O/R/pulls/N/reviews` |
+//! | `runs.json` | `gh api --paginate 'repos/O/R/actions/runs?per_page=100'` |
+//! | `deployments.json` | `gh api --paginate 'repos/O/R/deployments?per_page=100'` |
+//! | `deployments/ID/statuses.json` | `gh api --paginate repos/O/R/deployments/ID/statuses` |
+//! | `commits.json` | `gh api --paginate 'repos/O/R/commits?sha=BRANCH&per_page=100'`, once per branch deployed from |
+//!
+//! How each delivery metric is derived is documented in `docs/dora.md`; the rules live
+//! in [`derive`] and are tested by hand computation in `tests/dora.rs`.
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use veil_policy::TeamMap;
+
+use crate::events::{event_id, generalized_time, teams_of};
+
+/// The collections the GitHub collector writes to.
+pub const PULL_REQUEST_EVENT: &str = "dev.pull_request";
+pub const REVIEW_EVENT: &str = "dev.review";
+pub const CI_RUN_EVENT: &str = "dev.ci_run";
+pub const DEPLOYMENT_EVENT: &str = "dev.deployment";
+pub const CHANGE_EVENT: &str = "dev.change";
+/// Every collection the GitHub collector may write to, in the order it builds them.
+pub const GITHUB_EVENTS: [&str; 5] = [
+    PULL_REQUEST_EVENT,
+    REVIEW_EVENT,
+    CI_RUN_EVENT,
+    DEPLOYMENT_EVENT,
+    CHANGE_EVENT,
+];
+
+/// Why a saved export could not be read. Messages name the file and the item, never a
+/// value from it (serde's own messages quote values, so they are not shown).
+#[derive(Debug, thiserror::Error)]
+pub enum GithubError {
+    #[error("{dir}: no OWNER/REPO directories with GitHub JSON in it (see docs/collect.md for the layout)")]
+    Empty { dir: PathBuf },
+    #[error("{file}: cannot read the file")]
+    Read { file: PathBuf },
+    #[error("{file}: not JSON as `gh api` writes it (line {line}, column {column})")]
+    Json {
+        file: PathBuf,
+        line: usize,
+        column: usize,
+    },
+    #[error("{file}: item {item} is not a {what} as the GitHub REST API returns it (a field is missing or has the wrong type)")]
+    Shape {
+        file: PathBuf,
+        item: usize,
+        what: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct User {
+    login: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PullJson {
+    number: u64,
+    user: Option<User>,
+    created_at: String,
+    merged_at: Option<String>,
+    merge_commit_sha: Option<String>,
+    // Read only to recognize a revert; never kept.
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ReviewJson {
+    id: u64,
+    user: Option<User>,
+    state: String,
+    submitted_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PrCommitJson {
+    commit: GitCommitJson,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct GitCommitJson {
+    author: Option<GitActorJson>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct GitActorJson {
+    date: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct ShaJson {
+    sha: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct CommitJson {
+    sha: String,
+    #[serde(default)]
+    parents: Vec<ShaJson>,
+    author: Option<User>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RunJson {
+    id: u64,
+    #[serde(default = "one")]
+    run_attempt: u64,
+    actor: Option<User>,
+    triggering_actor: Option<User>,
+    status: Option<String>,
+    conclusion: Option<String>,
+    run_started_at: Option<String>,
+    created_at: String,
+    updated_at: Option<String>,
+}
+
+fn one() -> u64 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct DeploymentJson {
+    id: u64,
+    sha: String,
+    environment: String,
+    created_at: String,
+    creator: Option<User>,
+    #[serde(default)]
+    production_environment: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct StatusJson {
+    state: String,
+    created_at: String,
+}
+
+/// A merged pull request as the rules need it.
+#[derive(Debug, Clone)]
+pub struct Pull {
+    pub number: u64,
+    pub author: String,
+    pub created: i64,
+    pub merged: i64,
+    pub merge_sha: Option<String>,
+    /// Author time of the pull request's first commit (not a squash commit's time).
+    pub first_commit: Option<i64>,
+    /// Whether it reverts an earlier pull request (GitHub's "Revert" button).
+    pub revert: bool,
+    /// Submitted reviews: (id, reviewer, state, time).
+    pub reviews: Vec<Review>,
+}
+
+/// One submitted review.
+#[derive(Debug, Clone)]
+pub struct Review {
+    pub id: u64,
+    pub reviewer: String,
+    /// `approved`, `changes_requested`, `commented` or `dismissed`.
+    pub state: &'static str,
+    pub submitted: i64,
+}
+
+/// One completed workflow run attempt.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub id: u64,
+    pub attempt: u64,
+    pub actor: String,
+    /// `success`, `failure`, `cancelled`, `skipped` or `other`.
+    pub conclusion: &'static str,
+    pub finished: i64,
+    pub duration_s: Option<i64>,
+}
+
+/// A deployment to a production environment and its final state.
+#[derive(Debug, Clone)]
+pub struct Deployment {
+    pub id: u64,
+    pub sha: String,
+    pub environment: String,
+    pub creator: Option<String>,
+    pub created: i64,
+    /// Final state and when it was reached; `None` while still pending.
+    pub outcome: Option<(Outcome, i64)>,
+}
+
+/// The final state of a deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    /// GitHub's `failure` or `error`.
+    Failure,
+}
+
+/// Everything read from one `OWNER/REPO` directory.
+#[derive(Debug, Clone, Default)]
+pub struct Export {
+    /// `OWNER/REPO`.
+    pub repository: String,
+    /// Merged pull requests only.
+    pub pulls: Vec<Pull>,
+    pub runs: Vec<Run>,
+    /// Deployments to production environments.
+    pub deployments: Vec<Deployment>,
+    /// Commit graph: sha → parents, from `commits.json`.
+    pub parents: HashMap<String, Vec<String>>,
+    /// Commit author logins from `commits.json` (for a deployment of a direct push).
+    pub commit_authors: HashMap<String, String>,
+    /// Pull requests closed without merging, open ones, in-progress runs: read, not facts.
+    pub not_final: usize,
+}
+
+fn time(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.timestamp())
+}
+
+/// Reads every item of a `gh api --paginate` file: pages of arrays written one after
+/// another, one `--slurp` array of pages, or pages of objects holding the list under
+/// `key` (workflow runs). A missing file is an empty list.
+fn items<T: DeserializeOwned>(
+    file: &Path,
+    key: Option<&str>,
+    what: &'static str,
+) -> Result<Vec<T>, GithubError> {
+    let text = match std::fs::read(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(_) => {
+            return Err(GithubError::Read {
+                file: file.to_owned(),
+            })
+        }
+    };
+    let mut raw = Vec::new();
+    for page in serde_json::Deserializer::from_slice(&text).into_iter::<serde_json::Value>() {
+        let page = page.map_err(|e| GithubError::Json {
+            file: file.to_owned(),
+            line: e.line(),
+            column: e.column(),
+        })?;
+        flatten(page, key, &mut raw);
+    }
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            serde_json::from_value(v).map_err(|_| GithubError::Shape {
+                file: file.to_owned(),
+                item: i + 1,
+                what,
+            })
+        })
+        .collect()
+}
+
+fn flatten(v: serde_json::Value, key: Option<&str>, out: &mut Vec<serde_json::Value>) {
+    match v {
+        serde_json::Value::Array(a) => {
+            for x in a {
+                // A `--slurp` array of pages holds arrays or list objects.
+                let is_page = x.is_array() || key.is_some_and(|k| x.get(k).is_some());
+                if is_page {
+                    flatten(x, key, out);
+                } else {
+                    out.push(x);
+                }
+            }
+        }
+        serde_json::Value::Object(mut o) => match key.and_then(|k| o.remove(k)) {
+            Some(list) => flatten(list, None, out),
+            None => out.push(serde_json::Value::Object(o)),
+        },
+        other => out.push(other),
+    }
+}
+
+fn shape(file: &Path, item: usize, what: &'static str) -> GithubError {
+    GithubError::Shape {
+        file: file.to_owned(),
+        item,
+        what,
+    }
+}
+
+/// Whether a pull request reverts another: GitHub's revert button writes the title
+/// `Revert "…"` and the body `Reverts OWNER/REPO#N`.
+fn is_revert(title: Option<&str>, body: Option<&str>) -> bool {
+    title.is_some_and(|t| t.starts_with("Revert \""))
+        || body.is_some_and(|b| {
+            b.trim_start()
+                .strip_prefix("Reverts ")
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|r| r.contains('#'))
+        })
+}
+
+fn review_state(s: &str) -> Option<&'static str> {
+    Some(match s {
+        "APPROVED" => "approved",
+        "CHANGES_REQUESTED" => "changes_requested",
+        "COMMENTED" => "commented",
+        "DISMISSED" => "dismissed",
+        _ => return None, // PENDING: not submitted
+    })
+}
+
+fn conclusion(s: Option<&str>) -> &'static str {
+    match s {
+        Some("success") => "success",
+        Some("failure" | "timed_out" | "startup_failure") => "failure",
+        Some("cancelled") => "cancelled",
+        Some("skipped") => "skipped",
+        _ => "other",
+    }
+}
+
+/// Reads one saved repository (`DIR/OWNER/REPO`). `production` names the environments
+/// whose deployments count (GitHub's `production_environment` flag counts too).
+pub fn read_repository(
+    dir: &Path,
+    repository: &str,
+    production: &[String],
+) -> Result<Export, GithubError> {
+    let mut ex = Export {
+        repository: repository.to_owned(),
+        ..Export::default()
+    };
+    let pulls_file = dir.join("pulls.json");
+    let pulls: Vec<PullJson> = items(&pulls_file, None, "pull request")?;
+    for (i, p) in pulls.into_iter().enumerate() {
+        let Some(merged_at) = p.merged_at.as_deref() else {
+            ex.not_final += 1;
+            continue;
+        };
+        let (Some(created), Some(merged)) = (time(&p.created_at), time(merged_at)) else {
+            return Err(shape(&pulls_file, i + 1, "pull request"));
+        };
+        let Some(author) = p.user.map(|u| u.login) else {
+            ex.not_final += 1; // a deleted account ("ghost" has a login; none is nobody)
+            continue;
+        };
+        let pdir = dir.join("pulls").join(p.number.to_string());
+        let cfile = pdir.join("commits.json");
+        let commits: Vec<PrCommitJson> = items(&cfile, None, "pull request commit")?;
+        let mut first_commit = None::<i64>;
+        for (j, c) in commits.iter().enumerate() {
+            let t = c
+                .commit
+                .author
+                .as_ref()
+                .and_then(|a| a.date.as_deref())
+                .map(|d| time(d).ok_or_else(|| shape(&cfile, j + 1, "pull request commit")))
+                .transpose()?;
+            if let Some(t) = t {
+                first_commit = Some(first_commit.map_or(t, |f: i64| f.min(t)));
+            }
+        }
+        let rfile = pdir.join("reviews.json");
+        let mut reviews = Vec::new();
+        for (j, r) in items::<ReviewJson>(&rfile, None, "review")?
+            .into_iter()
+            .enumerate()
+        {
+            let (Some(state), Some(user)) = (review_state(&r.state), r.user) else {
+                continue;
+            };
+            let Some(submitted) = r.submitted_at.as_deref() else {
+                continue;
+            };
+            let submitted = time(submitted).ok_or_else(|| shape(&rfile, j + 1, "review"))?;
+            reviews.push(Review {
+                id: r.id,
+                reviewer: user.login,
+                state,
+                submitted,
+            });
+        }
+        ex.pulls.push(Pull {
+            number: p.number,
+            revert: is_revert(p.title.as_deref(), p.body.as_deref()),
+            author,
+            created,
+            merged,
+            merge_sha: p.merge_commit_sha,
+            first_commit,
+            reviews,
+        });
+    }
+
+    let runs_file = dir.join("runs.json");
+    for (i, r) in items::<RunJson>(&runs_file, Some("workflow_runs"), "workflow run")?
+        .into_iter()
+        .enumerate()
+    {
+        if r.status.as_deref() != Some("completed") {
+            ex.not_final += 1;
+            continue;
+        }
+        let Some(actor) = r.triggering_actor.or(r.actor).map(|u| u.login) else {
+            ex.not_final += 1;
+            continue;
+        };
+        let bad = || shape(&runs_file, i + 1, "workflow run");
+        let created = time(&r.created_at).ok_or_else(bad)?;
+        let finished = match r.updated_at.as_deref() {
+            Some(u) => time(u).ok_or_else(bad)?,
+            None => created,
+        };
+        let started = match r.run_started_at.as_deref() {
+            Some(s) => Some(time(s).ok_or_else(bad)?),
+            None => None,
+        };
+        ex.runs.push(Run {
+            id: r.id,
+            attempt: r.run_attempt,
+            actor,
+            conclusion: conclusion(r.conclusion.as_deref()),
+            finished,
+            duration_s: started.map(|s| (finished - s).max(0)),
+        });
+    }
+
+    let dfile = dir.join("deployments.json");
+    for (i, d) in items::<DeploymentJson>(&dfile, None, "deployment")?
+        .into_iter()
+        .enumerate()
+    {
+        let is_production = d.production_environment == Some(true)
+            || production
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(&d.environment));
+        if !is_production {
+            continue;
+        }
+        let created = time(&d.created_at).ok_or_else(|| shape(&dfile, i + 1, "deployment"))?;
+        let sfile = dir
+            .join("deployments")
+            .join(d.id.to_string())
+            .join("statuses.json");
+        let mut outcome: Option<(Outcome, i64)> = None;
+        for (j, s) in items::<StatusJson>(&sfile, None, "deployment status")?
+            .into_iter()
+            .enumerate()
+        {
+            let o = match s.state.as_str() {
+                "success" => Outcome::Success,
+                "failure" | "error" => Outcome::Failure,
+                _ => continue, // queued, pending, in_progress, inactive (superseded later)
+            };
+            let t = time(&s.created_at).ok_or_else(|| shape(&sfile, j + 1, "deployment status"))?;
+            // The latest final status is the deployment's outcome.
+            if outcome.is_none_or(|(_, at)| t >= at) {
+                outcome = Some((o, t));
+            }
+        }
+        if outcome.is_none() {
+            ex.not_final += 1;
+        }
+        ex.deployments.push(Deployment {
+            id: d.id,
+            sha: d.sha,
+            environment: d.environment,
+            creator: d.creator.map(|u| u.login),
+            created,
+            outcome,
+        });
+    }
+
+    for c in items::<CommitJson>(&dir.join("commits.json"), None, "commit")? {
+        if let Some(a) = c.author {
+            ex.commit_authors.insert(c.sha.clone(), a.login);
+        }
+        ex.parents
+            .insert(c.sha, c.parents.into_iter().map(|p| p.sha).collect());
+    }
+    Ok(ex)
+}
+
+/// Every saved repository under `dir`: each `OWNER/REPO` directory holding at least one of
+/// the layout's files, in name order.
+pub fn read_dir(dir: &Path, production: &[String]) -> Result<Vec<Export>, GithubError> {
+    let list = |d: &Path| -> Result<Vec<PathBuf>, GithubError> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .map_err(|_| GithubError::Read { file: d.to_owned() })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        Ok(v)
+    };
+    let mut out = Vec::new();
+    for owner in list(dir)? {
+        for repo in list(&owner)? {
+            let has_data = [
+                "pulls.json",
+                "runs.json",
+                "deployments.json",
+                "commits.json",
+            ]
+            .iter()
+            .any(|f| repo.join(f).is_file());
+            if !has_data {
+                continue;
+            }
+            let name = format!(
+                "{}/{}",
+                owner.file_name().unwrap_or_default().to_string_lossy(),
+                repo.file_name().unwrap_or_default().to_string_lossy()
+            );
+            out.push(read_repository(&repo, &name, production)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(GithubError::Empty {
+            dir: dir.to_owned(),
+        });
+    }
+    Ok(out)
+}
+
+/// One event ready for the door, with its (generalized) time for the retention check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fact {
+    pub collection: &'static str,
+    /// Start of the UTC day the fact happened on.
+    pub time: i64,
+    pub line: String,
+}
+
+/// What the rules made of one export, besides the events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Derived {
+    pub facts: Vec<Fact>,
+    /// Deployments still pending (no final status): collected by a later run.
+    pub pending_deployments: usize,
+    /// Deployments whose commit is not in `commits.json`: counted, but the changes they
+    /// shipped are unknown (no lead times from them).
+    pub unknown_ancestry: usize,
+}
+
+fn hours(from: i64, to: i64) -> f64 {
+    // Durations are released in hours with one decimal; round here, once.
+    ((to - from).max(0) as f64 / 360.0).round() / 10.0
+}
+
+fn day_string(t: i64) -> String {
+    chrono::DateTime::from_timestamp(generalized_time(t), 0)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+struct Emit<'a> {
+    map: Option<&'a TeamMap>,
+    repository: &'a str,
+    facts: Vec<Fact>,
+}
+
+impl Emit<'_> {
+    /// One event per team of `person` (a person in two teams counts in both).
+    fn per_team(
+        &mut self,
+        collection: &'static str,
+        fact: &str,
+        person: &str,
+        at: i64,
+        attrs: impl Fn(&str) -> serde_json::Value,
+    ) {
+        for team in teams_of(self.map, person) {
+            self.team(collection, fact, person, team, at, attrs(team));
+        }
+    }
+
+    fn team(
+        &mut self,
+        collection: &'static str,
+        fact: &str,
+        person: &str,
+        team: &str,
+        at: i64,
+        mut attrs: serde_json::Value,
+    ) {
+        attrs["author"] = person.into();
+        attrs["team"] = team.into();
+        let line = serde_json::json!({
+            "event": collection,
+            "time": day_string(at),
+            "id": event_id("github", self.repository, fact, team),
+            "attrs": attrs,
+        })
+        .to_string();
+        self.facts.push(Fact {
+            collection,
+            time: generalized_time(at),
+            line,
+        });
+    }
+}
+
+/// Commits reachable from `sha` (itself included) in the export's graph; `None` when
+/// the graph does not hold `sha`.
+fn ancestry<'g>(graph: &'g HashMap<String, Vec<String>>, sha: &str) -> Option<HashSet<&'g str>> {
+    let (start, _) = graph.get_key_value(sha)?;
+    let mut seen: HashSet<&str> = HashSet::from([start.as_str()]);
+    let mut stack = vec![start.as_str()];
+    while let Some(c) = stack.pop() {
+        for p in graph.get(c).into_iter().flatten() {
+            // Parents outside the saved history end the walk there.
+            let p = graph
+                .get_key_value(p.as_str())
+                .map_or(p.as_str(), |(k, _)| k);
+            if seen.insert(p) {
+                stack.push(p);
+            }
+        }
+    }
+    Some(seen)
+}
+
+/// The delivery rules (`docs/dora.md`), applied to one export: every fact it holds, as
+/// envelopes, one per team of the person each fact belongs to.
+pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
+    let mut e = Emit {
+        map,
+        repository: &ex.repository,
+        facts: Vec::new(),
+    };
+    let mut out = Derived::default();
+
+    // Pull requests: cycle time and the wait for a first review by someone else.
+    for p in &ex.pulls {
+        let first_review = p
+            .reviews
+            .iter()
+            .filter(|r| !r.reviewer.eq_ignore_ascii_case(&p.author) && r.submitted >= p.created)
+            .map(|r| r.submitted)
+            .min();
+        e.per_team(
+            PULL_REQUEST_EVENT,
+            &format!("pull/{}", p.number),
+            &p.author,
+            p.merged,
+            |_| {
+                let mut a = serde_json::json!({
+                    "cycle_hours": hours(p.created, p.merged),
+                    "revert": p.revert,
+                });
+                if let Some(r) = first_review {
+                    a["first_review_hours"] = hours(p.created, r).into();
+                }
+                a
+            },
+        );
+        for r in &p.reviews {
+            if r.reviewer.eq_ignore_ascii_case(&p.author) {
+                continue; // answering one's own pull request is not a review
+            }
+            e.per_team(
+                REVIEW_EVENT,
+                &format!("review/{}", r.id),
+                &r.reviewer,
+                r.submitted,
+                |_| serde_json::json!({ "state": r.state }),
+            );
+        }
+    }
+
+    // Workflow runs: one event per completed attempt.
+    for r in &ex.runs {
+        e.per_team(
+            CI_RUN_EVENT,
+            &format!("run/{}/{}", r.id, r.attempt),
+            &r.actor,
+            r.finished,
+            |_| {
+                let mut a = serde_json::json!({ "conclusion": r.conclusion });
+                // Cancelled and skipped runs say nothing about whether the build works.
+                match r.conclusion {
+                    "success" => a["succeeded"] = 1.into(),
+                    "failure" => a["succeeded"] = 0.into(),
+                    _ => {}
+                }
+                if let Some(d) = r.duration_s {
+                    a["duration_minutes"] = (((d as f64) / 6.0).round() / 10.0).into();
+                }
+                a
+            },
+        );
+    }
+
+    // Deployments, per environment in the order they finished.
+    let by_merge: HashMap<&str, &Pull> = ex
+        .pulls
+        .iter()
+        .filter_map(|p| p.merge_sha.as_deref().map(|s| (s, p)))
+        .collect();
+    let mut finished: Vec<&Deployment> = ex
+        .deployments
+        .iter()
+        .filter(|d| d.outcome.is_some())
+        .collect();
+    out.pending_deployments = ex.deployments.len() - finished.len();
+    finished.sort_by_key(|d| (d.outcome.map(|(_, t)| t), d.id));
+    let mut shipped: HashSet<u64> = HashSet::new(); // pull requests already in production
+    let mut last_failed: BTreeMap<&str, bool> = BTreeMap::new(); // per environment
+    let mut failing_since: BTreeMap<&str, i64> = BTreeMap::new();
+    for d in finished {
+        let (outcome, at) = d.outcome.expect("filtered");
+        let env = d.environment.as_str();
+        // The changes this deployment ships: merged pull requests in its own commit's
+        // ancestry that no earlier successful deployment shipped.
+        let anc = ancestry(&ex.parents, &d.sha);
+        if anc.is_none() {
+            out.unknown_ancestry += 1;
+        }
+        let mut changes: Vec<&Pull> = match &anc {
+            Some(a) => ex
+                .pulls
+                .iter()
+                .filter(|p| !shipped.contains(&p.number))
+                .filter(|p| p.merge_sha.as_deref().is_some_and(|s| a.contains(s)))
+                .collect(),
+            None => Vec::new(),
+        };
+        changes.sort_by_key(|p| (p.merged, p.number));
+        let previous_failed = last_failed.insert(env, outcome == Outcome::Failure) == Some(true);
+        let rework = previous_failed || changes.iter().any(|p| p.revert);
+        let recovery = match outcome {
+            Outcome::Failure => {
+                failing_since.entry(env).or_insert(at);
+                None
+            }
+            Outcome::Success => failing_since.remove(env).map(|since| hours(since, at)),
+        };
+        // Whose deployment it is: the authors of the changes it ships; a re-deploy ships
+        // none, and counts for the author of the change its commit is.
+        let people: Vec<&str> = if changes.is_empty() {
+            by_merge
+                .get(d.sha.as_str())
+                .map(|p| p.author.as_str())
+                .or_else(|| ex.commit_authors.get(&d.sha).map(String::as_str))
+                .or(d.creator.as_deref())
+                .into_iter()
+                .collect()
+        } else {
+            changes.iter().map(|p| p.author.as_str()).collect()
+        };
+        // One event per team among those people; its contributor is the team's author of
+        // the newest change.
+        let mut teams: BTreeMap<&str, &str> = BTreeMap::new();
+        for person in &people {
+            for t in teams_of(map, person) {
+                teams.insert(t, person);
+            }
+        }
+        for (team, person) in teams {
+            let mut a = serde_json::json!({
+                "outcome": match outcome { Outcome::Success => "success", Outcome::Failure => "failure" },
+                "failed": u8::from(outcome == Outcome::Failure),
+                "rework": u8::from(rework),
+            });
+            if let Some(h) = recovery {
+                a["recovery_hours"] = h.into();
+            }
+            e.team(
+                DEPLOYMENT_EVENT,
+                &format!("deployment/{}", d.id),
+                person,
+                team,
+                at,
+                a,
+            );
+        }
+        if outcome == Outcome::Success {
+            for p in changes {
+                shipped.insert(p.number);
+                let start = p.first_commit.unwrap_or(p.created).min(p.merged);
+                e.per_team(
+                    CHANGE_EVENT,
+                    &format!("change/{}", p.number),
+                    &p.author,
+                    at,
+                    |_| {
+                        serde_json::json!({
+                            "lead_time_hours": hours(start, at),
+                            "revert": p.revert,
+                        })
+                    },
+                );
+            }
+        }
+    }
+    out.facts = e.facts;
+    out
+}
