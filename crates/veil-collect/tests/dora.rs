@@ -257,41 +257,27 @@ fn each_delivery_metric_aggregates_to_the_hand_computation() {
     assert_eq!(f[&key(w46, "unassigned")].1, 1); // 108
     assert_eq!(f.len(), 4);
 
-    // Change failure rate = sum / count of `failed`.
+    // (rows, sum) of a mean's group; sums in hundredths (the fields have two decimals, so
+    // a bounded person's share of failures is kept, not rounded away).
+    let rows_sum = |m: &BTreeMap<(i64, String), (i64, i64, i64, Vec<i64>)>, w: i64, t: &str| {
+        let g = &m[&key(w, t)];
+        (g.1, g.2)
+    };
+    // Change failure rate = sum / rows of `failed`, at most one deployment per person and
+    // week (the example's l∞ = 1, so the rate is over the team's people): carol's two in
+    // W45 are one row; bob's [1, 1, 0] in W46 one row worth 2/3.
     let cfr = agg("change_failure_rate");
-    assert_eq!(
-        (cfr[&key(w45, "payments")].1, cfr[&key(w45, "payments")].2),
-        (2, 0)
-    );
-    assert_eq!((cfr[&key(w45, "web")].1, cfr[&key(w45, "web")].2), (4, 1)); // 1/4
-                                                                            // bob: [1, 1, 0] bounded to 2 rows with 2 × 2/3 → 1; alice 0 → 1/3.
-    assert_eq!(
-        (cfr[&key(w46, "payments")].1, cfr[&key(w46, "payments")].2),
-        (3, 1)
-    );
-    assert_eq!(
-        (
-            cfr[&key(w46, "unassigned")].1,
-            cfr[&key(w46, "unassigned")].2
-        ),
-        (1, 0)
-    );
+    assert_eq!(rows_sum(&cfr, w45, "payments"), (1, 0));
+    assert_eq!(rows_sum(&cfr, w45, "web"), (3, 100)); // carol 0, dave 1, erin 0
+    assert_eq!(rows_sum(&cfr, w46, "payments"), (2, 66)); // bob 2/3, alice 0
+    assert_eq!(rows_sum(&cfr, w46, "unassigned"), (1, 0));
 
-    // Rework rate = sum / count of `rework`.
+    // Rework rate = sum / rows of `rework`, bounded the same way.
     let rw = agg("deployment_rework_rate");
-    assert_eq!(
-        (rw[&key(w45, "payments")].1, rw[&key(w45, "payments")].2),
-        (2, 0)
-    );
-    assert_eq!((rw[&key(w45, "web")].1, rw[&key(w45, "web")].2), (4, 1)); // 104
-    assert_eq!(
-        (rw[&key(w46, "payments")].1, rw[&key(w46, "payments")].2),
-        (3, 1)
-    ); // bob [0,1,1] → 1
-    assert_eq!(
-        (rw[&key(w46, "unassigned")].1, rw[&key(w46, "unassigned")].2),
-        (1, 0)
-    );
+    assert_eq!(rows_sum(&rw, w45, "payments"), (1, 0));
+    assert_eq!(rows_sum(&rw, w45, "web"), (3, 100)); // erin's 104
+    assert_eq!(rows_sum(&rw, w46, "payments"), (2, 66)); // bob [0, 1, 1] → one row of 2/3
+    assert_eq!(rows_sum(&rw, w46, "unassigned"), (1, 0));
 
     // Recovery time: one value per failure streak; bins [0,1,4,24,72,168,720] h.
     let rec = agg("failed_deployment_recovery_time");
@@ -333,20 +319,11 @@ fn each_delivery_metric_aggregates_to_the_hand_computation() {
 
     // Build success rate = sum / count of `succeeded`; cancelled runs are left out.
     let bs = agg("build_success_rate");
-    assert_eq!(
-        (bs[&key(w45, "payments")].1, bs[&key(w45, "payments")].2),
-        (3, 2)
-    ); // alice s f, carol s
-    assert_eq!((bs[&key(w45, "web")].1, bs[&key(w45, "web")].2), (2, 2)); // carol s, dave s; erin cancelled
-    assert_eq!(
-        (bs[&key(w46, "payments")].1, bs[&key(w46, "payments")].2),
-        (2, 1)
-    ); // bob's two attempts
-    assert_eq!((bs[&key(w46, "web")].1, bs[&key(w46, "web")].2), (1, 0)); // run 9, triggered by dave
-    assert_eq!(
-        (bs[&key(w46, "unassigned")].1, bs[&key(w46, "unassigned")].2),
-        (1, 1)
-    );
+    assert_eq!(rows_sum(&bs, w45, "payments"), (3, 200)); // alice s f, carol s
+    assert_eq!(rows_sum(&bs, w45, "web"), (2, 200)); // carol s, dave s; erin's cancelled: none
+    assert_eq!(rows_sum(&bs, w46, "payments"), (2, 100)); // bob's two attempts
+    assert_eq!(rows_sum(&bs, w46, "web"), (1, 0)); // run 9, triggered by dave
+    assert_eq!(rows_sum(&bs, w46, "unassigned"), (1, 100));
 
     // Nothing of the export's text, and no login, reached the data directory.
     for entry in walk(dir.path()) {
