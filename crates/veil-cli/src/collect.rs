@@ -2,7 +2,7 @@
 //! envelope per commit and team, and hand them to the one ingest path. Prints counts per
 //! repository, never an author, a message or a path.
 
-use crate::commands::{ingest_reporting, open, print_outcome, Ctx};
+use crate::commands::{config_and_policy, ingest_reporting, open, print_outcome, Ctx};
 use crate::{exit, Cli};
 use anyhow::Result;
 use sha2::Digest;
@@ -12,6 +12,7 @@ use veil_collect::git::{self, WalkOptions};
 use veil_collect::github;
 use veil_collect::{commit_envelopes, generalized_time, COMMIT_EVENT};
 use veil_pipeline::Source;
+use veil_policy::Policy;
 use veil_store::Store;
 
 /// The options of `veil collect git`, as given.
@@ -21,6 +22,8 @@ pub struct GitArgs {
     pub branch: Option<String>,
     pub first_parent: bool,
     pub dry_run: bool,
+    /// A running gateway to send to instead of the local store.
+    pub to: Option<String>,
 }
 
 fn day(s: &str, flag: &str) -> Result<i64> {
@@ -92,64 +95,102 @@ impl git::Progress for Bar {
     }
 }
 
-/// The source a collector sends as: one name for every run, whoever runs it, so a fact
-/// re-collected by another user or principal is the same event (the store counts
-/// (source, id) once). Refuses a principal that may not send one of `collections`.
-fn collector_source(ctx: &Ctx, name: &str, collections: &[&str]) -> Result<Source> {
-    let source = Source {
-        name: name.to_owned(),
-        collections: ctx.collections.clone(),
-    };
-    if let Some(allowed) = &source.collections {
-        if let Some(missing) = collections
-            .iter()
-            .find(|c| !allowed.iter().any(|a| a == *c))
-        {
-            return Err(exit(
-                1,
-                format!("principal {} may not send `{missing}` events: add it to the principal's collections", ctx.actor),
-            ));
-        }
-    }
-    Ok(source)
+/// Where collected events go: the local store (through the one ingest path), or a
+/// running gateway's `/v1/events` with a source token.
+enum Sink {
+    Local(Box<Ctx>, Source),
+    Remote(crate::remote::Gateway, Policy),
 }
 
-/// Hands one repository's events to the ingest path and prints what the door did.
-/// False when an event was rejected for a reason a rerun can fix (anything but too old
-/// or late): the caller keeps its cursor, and says the next run `again` covers them.
-fn send(
-    ctx: &mut Ctx,
-    source: &Source,
-    name: &str,
-    lines: &str,
-    now: i64,
-    again: &str,
-) -> Result<bool> {
-    let o = ingest_reporting(ctx, source, &mut lines.as_bytes(), now, &|n| {
-        format!("{name}: event {n}")
-    })?;
-    print_outcome(&o);
-    let blocking: usize = o
-        .rejected
-        .iter()
-        .filter(|(reason, _)| !matches!(reason.as_str(), "late" | "time_too_old"))
-        .map(|(_, n)| n)
-        .sum();
-    if blocking > 0 {
-        eprintln!("{name}: {blocking} events were rejected; the next run {again} again");
+impl Sink {
+    /// The local store as `name` (one source name for every run, whoever runs it: a fact
+    /// re-collected by another user or principal is the same event, counted once), or the
+    /// gateway at `to` as the principal whose token is in `VEIL_TOKEN` (the gateway's own
+    /// source name and permissions apply).
+    fn open(cli: &Cli, to: Option<&str>, name: &str) -> Result<Sink> {
+        if let Some(url) = to {
+            let (_, policy) = config_and_policy(cli)?;
+            return Ok(Sink::Remote(crate::remote::Gateway::new(url)?, policy));
+        }
+        let mut ctx = open(cli)?;
+        ctx.allow(Action::Ingest)?;
+        let source = Source {
+            name: name.to_owned(),
+            collections: ctx.collections.clone(),
+        };
+        Ok(Sink::Local(Box::new(ctx), source))
     }
-    Ok(blocking == 0)
+
+    fn policy(&self) -> &Policy {
+        match self {
+            Sink::Local(ctx, _) => &ctx.policy,
+            Sink::Remote(_, p) => p,
+        }
+    }
+
+    /// Refuses a local principal that may not send one of `collections` (a gateway
+    /// refuses for itself, with 403).
+    fn check(&self, collections: &[&str]) -> Result<()> {
+        let Sink::Local(ctx, source) = self else {
+            return Ok(());
+        };
+        if let Some(allowed) = &source.collections {
+            if let Some(missing) = collections
+                .iter()
+                .find(|c| !allowed.iter().any(|a| a == *c))
+            {
+                return Err(exit(
+                    1,
+                    format!("principal {} may not send `{missing}` events: add it to the principal's collections", ctx.actor),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The local store, for a cursor; none when sending to a gateway.
+    fn store(&mut self) -> Option<&mut veil_store::SqliteStore> {
+        match self {
+            Sink::Local(ctx, _) => Some(&mut ctx.store),
+            Sink::Remote(..) => None,
+        }
+    }
+
+    /// Sends one repository's events and prints what the door did. False when an event
+    /// was rejected for a reason a rerun can fix (anything but too old or late): the
+    /// caller keeps its cursor, and says the next run `again` covers them.
+    fn send(&mut self, name: &str, lines: &str, now: i64, again: &str) -> Result<bool> {
+        let o = match self {
+            Sink::Local(ctx, source) => {
+                ingest_reporting(ctx, source, &mut lines.as_bytes(), now, &|n| {
+                    format!("{name}: event {n}")
+                })?
+            }
+            Sink::Remote(gw, _) => gw.send(name, lines)?,
+        };
+        print_outcome(&o);
+        let blocking: usize = o
+            .rejected
+            .iter()
+            .filter(|(reason, _)| !matches!(reason.as_str(), "late" | "time_too_old"))
+            .map(|(_, n)| n)
+            .sum();
+        if blocking > 0 {
+            eprintln!("{name}: {blocking} events were rejected; the next run {again} again");
+        }
+        Ok(blocking == 0)
+    }
 }
 
 /// Runs `veil collect git`.
 pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
-    let mut ctx = open(cli)?;
-    ctx.allow(Action::Ingest)?;
-    let Some(coll) = ctx
-        .policy
+    let mut sink = Sink::open(cli, args.to.as_deref(), "collector:git")?;
+    let Some(coll) = sink
+        .policy()
         .collections()
         .iter()
         .find(|c| c.name == COMMIT_EVENT)
+        .cloned()
     else {
         return Err(exit(
             2,
@@ -172,7 +213,7 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         .map(|s| day(s, "--until"))
         .transpose()?;
     let branch = args.branch.clone().unwrap_or_else(|| "HEAD".into());
-    let source = collector_source(&ctx, "collector:git", &[COMMIT_EVENT])?;
+    sink.check(&[COMMIT_EVENT])?;
     // A filtered run (a window, first parents only) leaves commits outside it uncollected:
     // it must not move the cursor past them.
     let filtered = args.since.is_some() || args.until.is_some() || args.first_parent;
@@ -185,10 +226,14 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
             "git:{}",
             hex::encode(&sha2::Sha256::digest(format!("{name}\0{branch}").as_bytes())[..16])
         );
-        let hidden = ctx
-            .store
-            .collector_cursor(&cursor_key)?
-            .and_then(|c| git::ObjectId::from_hex(c.as_bytes()).ok());
+        // Sending to a gateway keeps no cursor: every run sends the retention's commits
+        // and the gateway counts each once (a walk without diffs of older history is cheap).
+        let hidden = match sink.store() {
+            Some(store) => store
+                .collector_cursor(&cursor_key)?
+                .and_then(|c| git::ObjectId::from_hex(c.as_bytes()).ok()),
+            None => None,
+        };
         let opts = WalkOptions {
             start: branch.clone(),
             first_parent_only: args.first_parent,
@@ -221,7 +266,7 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         let mut lines = String::new();
         let mut events = 0usize;
         for c in &recent {
-            for l in commit_envelopes(c, &name, ctx.policy.team_map()) {
+            for l in commit_envelopes(c, &name, sink.policy().team_map()) {
                 lines.push_str(&l);
                 lines.push('\n');
                 events += 1;
@@ -240,11 +285,10 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
         // or for a sealed window). A rejection — a principal that may not send commits, a
         // commit dated in the future — leaves it where it was, so fixing the cause and
         // running again collects those commits; ids keep the rest counted once.
-        if !send(&mut ctx, &source, &name, &lines, now, "walks these commits")? {
+        if !sink.send(&name, &lines, now, "walks these commits")? {
             failed = true;
-        } else if !filtered {
-            ctx.store
-                .set_collector_cursor(&cursor_key, &walked.tip.to_string())?;
+        } else if let Some(store) = sink.store().filter(|_| !filtered) {
+            store.set_collector_cursor(&cursor_key, &walked.tip.to_string())?;
         }
     }
     if args.dry_run {
@@ -254,14 +298,19 @@ pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
 }
 
 /// Runs `veil collect github`: every saved repository under `dir`, in name order.
-pub fn github(cli: &Cli, dir: &Path, environments: &[String], dry_run: bool) -> Result<u8> {
-    let mut ctx = open(cli)?;
-    ctx.allow(Action::Ingest)?;
+pub fn github(
+    cli: &Cli,
+    dir: &Path,
+    environments: &[String],
+    dry_run: bool,
+    to: Option<&str>,
+) -> Result<u8> {
+    let mut sink = Sink::open(cli, to, "collector:github")?;
     // Facts for a collection the policy does not declare are not built: the policy says
     // what is collected, the collector only reads.
     let declared: Vec<&'static str> = github::GITHUB_EVENTS
         .into_iter()
-        .filter(|e| ctx.policy.collections().iter().any(|c| c.name == *e))
+        .filter(|e| sink.policy().collections().iter().any(|c| c.name == *e))
         .collect();
     if declared.is_empty() {
         return Err(exit(
@@ -277,19 +326,19 @@ pub fn github(cli: &Cli, dir: &Path, environments: &[String], dry_run: bool) -> 
             println!("{e}: not in the policy, not collected");
         }
     }
-    let source = collector_source(&ctx, "collector:github", &declared)?;
+    sink.check(&declared)?;
     let exports = github::read_dir(dir, environments).map_err(|e| exit(2, e.to_string()))?;
     let now = chrono::Utc::now().timestamp();
     let cutoffs: std::collections::HashMap<&str, i64> = declared
         .iter()
         .filter_map(|e| {
-            let c = ctx.policy.collections().iter().find(|c| c.name == *e)?;
+            let c = sink.policy().collections().iter().find(|c| c.name == *e)?;
             Some((*e, now - c.staging_retention))
         })
         .collect();
     let mut failed = false;
     for ex in &exports {
-        let d = github::derive(ex, ctx.policy.team_map());
+        let d = github::derive(ex, sink.policy().team_map());
         let mut lines = String::new();
         let mut built: std::collections::BTreeMap<&str, usize> = Default::default();
         let mut skipped = 0usize;
@@ -332,7 +381,7 @@ pub fn github(cli: &Cli, dir: &Path, environments: &[String], dry_run: bool) -> 
         if dry_run {
             continue;
         }
-        if !send(&mut ctx, &source, name, &lines, now, "sends these facts")? {
+        if !sink.send(name, &lines, now, "sends these facts")? {
             failed = true;
         }
     }

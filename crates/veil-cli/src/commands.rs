@@ -42,6 +42,18 @@ const EXAMPLE_PRINCIPALS: &[(&str, &[&str], Option<&[&str]>)] = &[
             "app.error",
         ]),
     ),
+    (
+        "collector",
+        &["source"],
+        Some(&[
+            "dev.commit",
+            "dev.pull_request",
+            "dev.review",
+            "dev.ci_run",
+            "dev.deployment",
+            "dev.change",
+        ]),
+    ),
     ("analyst", &["analyst"], None),
     ("viewer", &["viewer"], None),
     ("eng-lead", &["engineering"], None),
@@ -81,7 +93,7 @@ impl Ctx {
     }
 }
 
-fn load_policy(path: &Path) -> Result<Policy> {
+pub(crate) fn load_policy(path: &Path) -> Result<Policy> {
     match veil_policy::load(path) {
         Ok((p, _warnings)) => Ok(p),
         Err(e @ PolicyError::Invalid { .. }) => Err(exit(2, e.to_string())),
@@ -139,6 +151,15 @@ fn allow(who: &Who, store: &mut dyn Store, action: Action) -> Result<()> {
         let _ = store.audit(&who.name, "denied", &detail, now());
         exit(1, format!("principal {} may not do this: {f}", who.name))
     })
+}
+
+/// The configuration and its policy, without opening the store (a collector sending to
+/// a gateway needs the policy's team map and retention, not a data directory).
+pub(crate) fn config_and_policy(cli: &Cli) -> Result<(Config, Policy)> {
+    let file = Config::locate(cli.config.as_deref());
+    let cfg = Config::load(&file).map_err(|e| exit(2, format!("{e:#}")))?;
+    let policy = load_policy(&cfg.policy)?;
+    Ok((cfg, policy))
 }
 
 pub(crate) fn open(cli: &Cli) -> Result<Ctx> {
@@ -203,6 +224,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     branch,
                     first_parent,
                     dry_run,
+                    to,
                 },
         } => crate::collect::git(
             &cli,
@@ -213,6 +235,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 branch: branch.clone(),
                 first_parent: *first_parent,
                 dry_run: *dry_run,
+                to: to.clone(),
             },
         ),
         Cmd::Collect {
@@ -221,8 +244,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                     dir,
                     environments,
                     dry_run,
+                    to,
                 },
-        } => crate::collect::github(&cli, dir, environments, *dry_run),
+        } => crate::collect::github(&cli, dir, environments, *dry_run, to.as_deref()),
         Cmd::Seal => seal(&cli),
         Cmd::Serve => serve(&cli),
         Cmd::Report {

@@ -9,6 +9,7 @@ mod collect;
 mod commands;
 mod config;
 mod generate;
+mod remote;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -178,6 +179,10 @@ pub enum CollectCmd {
         /// Walk and build every event, store and send nothing; print what would be sent.
         #[arg(long)]
         dry_run: bool,
+        /// Send to a running gateway (its base URL) instead of the local store, as the
+        /// source principal whose token is in VEIL_TOKEN; no cursor is kept.
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
     },
     /// Delivery facts from GitHub REST API JSON saved by `gh api --paginate` under
     /// DIR/OWNER/REPO/ (docs/collect.md gives the layout): `dev.pull_request`,
@@ -194,6 +199,10 @@ pub enum CollectCmd {
         /// Read and build every event, store and send nothing; print what would be sent.
         #[arg(long)]
         dry_run: bool,
+        /// Send to a running gateway (its base URL) instead of the local store, as the
+        /// source principal whose token is in VEIL_TOKEN.
+        #[arg(long, value_name = "URL")]
+        to: Option<String>,
     },
 }
 

@@ -320,3 +320,62 @@ fn rejected_or_filtered_runs_do_not_move_the_cursor() {
         assert!(!format!("{}{}", r.stdout, r.stderr).contains("From the future"));
     }
 }
+
+/// `--to URL`: the same events go to a running gateway as the `collector` source
+/// principal; a second run sends them again (no cursor is kept) and the gateway counts
+/// each once; a principal that may not send `dev.commit` is refused by the gateway.
+#[test]
+fn to_a_gateway_counts_each_commit_once() {
+    let v = Veil::init();
+    let mut repo = Repo::new("tools");
+    build(&mut repo);
+    let gw = Gateway::start(&v);
+    let token = v.token("collector");
+    let to = |token: &str| {
+        v.run_env(
+            &[
+                "collect",
+                "git",
+                repo.path().to_str().unwrap(),
+                "--to",
+                &gw.base,
+            ],
+            None,
+            &[("VEIL_TOKEN", token)],
+        )
+    };
+    let first = to(&token);
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(first.stdout.contains("accepted 5,"), "{}", first.stdout);
+    let again = to(&token);
+    assert_eq!(again.code, 0, "{}{}", again.stdout, again.stderr);
+    assert!(
+        again.stdout.contains("accepted 0, duplicates 5"),
+        "{}",
+        again.stdout
+    );
+    let refused = to(&v.token("ingest"));
+    assert_eq!(refused.code, 1, "{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused
+            .stderr
+            .contains("the gateway refused the events (403"),
+        "{}",
+        refused.stderr
+    );
+    let missing = v.run(&[
+        "collect",
+        "git",
+        repo.path().to_str().unwrap(),
+        "--to",
+        &gw.base,
+    ]);
+    assert_eq!(missing.code, 2);
+    assert!(missing.stderr.contains("VEIL_TOKEN"), "{}", missing.stderr);
+    for r in [&first, &again, &refused] {
+        let out = format!("{}{}", r.stdout, r.stderr);
+        for (name, email) in [ALICE, ALICE_ALIAS, BOB, JUDY, STRANGER] {
+            assert!(!out.contains(name) && !out.contains(email), "{out}");
+        }
+    }
+}

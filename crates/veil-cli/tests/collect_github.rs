@@ -204,3 +204,34 @@ fn refuses_a_principal_without_the_collections_and_explains_a_broken_file() {
     assert!(!broken.stderr.contains("12345") && !broken.stderr.contains("SECRET"));
     assert_eq!(staged(&v), 0, "nothing half-written");
 }
+
+/// `--to URL`: the export goes to a running gateway as the `collector` source principal,
+/// and a second run counts nothing twice.
+#[test]
+fn to_a_gateway_counts_each_fact_once() {
+    let (v, export) = setup();
+    let gw = Gateway::start(&v);
+    let token = v.token("collector");
+    let run = || {
+        v.run_env(
+            &[
+                "collect",
+                "github",
+                export.to_str().unwrap(),
+                "--to",
+                &gw.base,
+            ],
+            None,
+            &[("VEIL_TOKEN", &token)],
+        )
+    };
+    let first = run();
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    assert!(first.stdout.contains("accepted 47,"), "{}", first.stdout);
+    let again = run();
+    assert!(
+        again.stdout.contains("accepted 0, duplicates 47"),
+        "{}",
+        again.stdout
+    );
+}
