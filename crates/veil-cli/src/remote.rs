@@ -126,6 +126,12 @@ impl Gateway {
                 .send();
             let resp = match sent {
                 Ok(r) => r,
+                Err(e) if tls_failure(&e) => {
+                    return Err(exit(
+                        1,
+                        format!("cannot reach the gateway at {}: its TLS certificate is not trusted (a private authority: put its PEM in VEIL_CA_FILE)", self.url),
+                    ))
+                }
                 Err(e) if attempt < ATTEMPTS && (e.is_connect() || e.is_timeout()) => {
                     std::thread::sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(30));
@@ -172,6 +178,25 @@ impl Gateway {
         }
         Err(exit(1, format!("the gateway at {} stayed busy", self.url)))
     }
+}
+
+/// Whether a request failed in the TLS handshake (retrying cannot help). The rustls
+/// error sits inside nested `io::Error`s, whose `source()` skips the wrapped error itself,
+/// so those are opened with `get_ref`.
+fn tls_failure(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<tokio_rustls::rustls::Error>() {
+            return true;
+        }
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
 }
 
 /// Splits NDJSON into request bodies of at most [`BATCH_EVENTS`] lines and about

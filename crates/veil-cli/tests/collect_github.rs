@@ -235,3 +235,63 @@ fn to_a_gateway_counts_each_fact_once() {
         again.stdout
     );
 }
+
+/// `--to https://…`: a gateway with its own certificate authority is trusted through
+/// `VEIL_CA_FILE`, and refused without it (nothing sent).
+#[test]
+fn to_a_tls_gateway_trusts_its_authority_only_when_told() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let (v, export) = setup();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    std::fs::write(v.path().join("server.pem"), server.pem()).unwrap();
+    std::fs::write(v.path().join("server.key"), server_key.serialize_pem()).unwrap();
+    std::fs::write(v.path().join("ca.pem"), ca.pem()).unwrap();
+    v.append_config("[tls]\ncert = \"server.pem\"\nkey = \"server.key\"");
+    let gw = Gateway::start(&v);
+    assert!(gw.base.starts_with("https://"), "{}", gw.base);
+    let token = v.token("collector");
+    let ca_file = v.path().join("ca.pem");
+    let run = |env: &[(&str, &str)]| {
+        v.run_env(
+            &[
+                "collect",
+                "github",
+                export.to_str().unwrap(),
+                "--to",
+                &gw.base,
+            ],
+            None,
+            env,
+        )
+    };
+    let untrusted = run(&[("VEIL_TOKEN", &token)]);
+    assert_eq!(
+        untrusted.code, 1,
+        "{}{}",
+        untrusted.stdout, untrusted.stderr
+    );
+    assert!(
+        untrusted.stderr.contains("TLS certificate is not trusted"),
+        "{}",
+        untrusted.stderr
+    );
+    let trusted = run(&[
+        ("VEIL_TOKEN", &token),
+        ("VEIL_CA_FILE", ca_file.to_str().unwrap()),
+    ]);
+    assert_eq!(trusted.code, 0, "{}{}", trusted.stdout, trusted.stderr);
+    assert!(
+        trusted.stdout.contains("accepted 47,"),
+        "{}",
+        trusted.stdout
+    );
+}
