@@ -99,7 +99,7 @@ impl git::Progress for Bar {
 /// running gateway's `/v1/events` with a source token.
 enum Sink {
     Local(Box<Ctx>, Source),
-    Remote(crate::remote::Gateway, Policy),
+    Remote(crate::remote::Gateway, Box<Policy>),
 }
 
 impl Sink {
@@ -110,7 +110,10 @@ impl Sink {
     fn open(cli: &Cli, to: Option<&str>, name: &str) -> Result<Sink> {
         if let Some(url) = to {
             let (_, policy) = config_and_policy(cli)?;
-            return Ok(Sink::Remote(crate::remote::Gateway::new(url)?, policy));
+            return Ok(Sink::Remote(
+                crate::remote::Gateway::new(url)?,
+                Box::new(policy),
+            ));
         }
         let mut ctx = open(cli)?;
         ctx.allow(Action::Ingest)?;
