@@ -21,6 +21,7 @@ pub struct Run {
 impl Veil {
     /// `veil init` in a fresh temporary directory.
     pub fn init() -> Veil {
+        tls_provider();
         let mut v = Veil {
             dir: tempfile::tempdir().unwrap(),
             printed: Default::default(),
@@ -183,6 +184,7 @@ pub struct Gateway {
 impl Gateway {
     /// Starts `veil serve` for `v` and waits until it listens.
     pub fn start(v: &Veil) -> Gateway {
+        tls_provider();
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_veil"))
             .arg("serve")
@@ -275,4 +277,11 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The TLS crypto provider for test HTTP clients: the binary's `collect --to` builds
+/// reqwest with rustls and ring but no bundled provider (no aws-lc build), and feature
+/// unification gives the tests' reqwest the same, so each test process installs ring once.
+pub fn tls_provider() {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
 }
