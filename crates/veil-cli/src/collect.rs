@@ -377,8 +377,20 @@ pub fn github(
         }
         if d.unknown_ancestry > 0 {
             println!(
-                "{name}: {} deployments ran a commit that commits.json does not hold, so their changes (and lead times) are unknown: save the history of the branch they deployed from",
+                "{name}: {} deployments ran a commit that commits.json does not hold, so whose changes they shipped is unknown; they are held back until an export holds the history of the branch they deployed from",
                 d.unknown_ancestry
+            );
+        }
+        if ex.no_person + d.uncredited > 0 {
+            println!(
+                "{name}: {} facts name no person (a deleted account) and were not sent",
+                ex.no_person + d.uncredited
+            );
+        }
+        if ex.repeated > 0 {
+            println!(
+                "{name}: {} items were listed twice (a page shifted while gh paginated) and read once",
+                ex.repeated
             );
         }
         if dry_run {

@@ -192,9 +192,9 @@ pub enum CollectCmd {
     Github {
         /// The directory holding OWNER/REPO/ exports.
         dir: PathBuf,
-        /// Environments whose deployments count as production (repeatable); deployments
-        /// GitHub marks `production_environment` count too.
-        #[arg(long = "environment", default_value = "production")]
+        /// More environments whose deployments count as production (repeatable), besides
+        /// `production` and any GitHub marks `production_environment`.
+        #[arg(long = "environment", value_name = "NAME")]
         environments: Vec<String>,
         /// Read and build every event, store and send nothing; print what would be sent.
         #[arg(long)]

@@ -150,6 +150,8 @@ struct DeploymentJson {
 
 #[derive(Debug, Clone, Deserialize)]
 struct StatusJson {
+    #[serde(default)]
+    id: u64,
     state: String,
     created_at: String,
 }
@@ -226,14 +228,33 @@ pub struct Export {
     pub parents: HashMap<String, Vec<String>>,
     /// Commit author logins from `commits.json` (for a deployment of a direct push).
     pub commit_authors: HashMap<String, String>,
-    /// Pull requests closed without merging, open ones, in-progress runs: read, not facts.
+    /// Submitted reviews of every pull request in the export, merged or not (a review
+    /// happened whether or not its pull request was merged).
+    pub reviews: Vec<ReviewOf>,
+    /// Open or unmerged pull requests, runs in progress: read, not facts (yet).
     pub not_final: usize,
+    /// Pull requests, reviews and runs with no person (a deleted account): not sent.
+    pub no_person: usize,
+    /// Items listed twice (a page shifted while `gh` paginated): read once.
+    pub repeated: usize,
 }
+
+/// A submitted review and the author of the pull request it reviews.
+#[derive(Debug, Clone)]
+pub struct ReviewOf {
+    pub pull_author: String,
+    pub review: Review,
+}
+
+/// Earliest and latest instants a GitHub time may name (2000-01-01, 2100-01-01): an
+/// absurd date is a malformed item, not a fact the door refuses on every run.
+const TIME_RANGE: std::ops::Range<i64> = 946_684_800..4_102_444_800;
 
 fn time(s: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|d| d.timestamp())
+        .filter(|t| TIME_RANGE.contains(t))
 }
 
 /// Reads every item of a `gh api --paginate` file: pages of arrays written one after
@@ -335,8 +356,9 @@ fn conclusion(s: Option<&str>) -> &'static str {
     }
 }
 
-/// Reads one saved repository (`DIR/OWNER/REPO`). `production` names the environments
-/// whose deployments count (GitHub's `production_environment` flag counts too).
+/// Reads one saved repository (`DIR/OWNER/REPO`). Deployments count when their
+/// environment is `production`, one of `production` (other names), or GitHub marks it
+/// `production_environment`.
 pub fn read_repository(
     dir: &Path,
     repository: &str,
@@ -348,19 +370,62 @@ pub fn read_repository(
     };
     let pulls_file = dir.join("pulls.json");
     let pulls: Vec<PullJson> = items(&pulls_file, None, "pull request")?;
+    let mut seen_pulls = HashSet::new();
+    let mut seen_reviews = HashSet::new();
     for (i, p) in pulls.into_iter().enumerate() {
-        let Some(merged_at) = p.merged_at.as_deref() else {
-            ex.not_final += 1;
+        if !seen_pulls.insert(p.number) {
+            ex.repeated += 1;
             continue;
-        };
-        let (Some(created), Some(merged)) = (time(&p.created_at), time(merged_at)) else {
+        }
+        let Some(created) = time(&p.created_at) else {
             return Err(shape(&pulls_file, i + 1, "pull request"));
         };
+        let merged = match p.merged_at.as_deref() {
+            Some(m) => Some(time(m).ok_or_else(|| shape(&pulls_file, i + 1, "pull request"))?),
+            None => None,
+        };
         let Some(author) = p.user.map(|u| u.login) else {
-            ex.not_final += 1; // a deleted account ("ghost" has a login; none is nobody)
+            ex.no_person += 1; // a deleted account ("ghost" has a login; none is nobody)
             continue;
         };
         let pdir = dir.join("pulls").join(p.number.to_string());
+        let rfile = pdir.join("reviews.json");
+        let mut reviews = Vec::new();
+        for (j, r) in items::<ReviewJson>(&rfile, None, "review")?
+            .into_iter()
+            .enumerate()
+        {
+            let Some(state) = review_state(&r.state) else {
+                continue; // pending: not submitted
+            };
+            let Some(submitted) = r.submitted_at.as_deref() else {
+                continue;
+            };
+            let submitted = time(submitted).ok_or_else(|| shape(&rfile, j + 1, "review"))?;
+            let Some(user) = r.user else {
+                ex.no_person += 1;
+                continue;
+            };
+            if !seen_reviews.insert(r.id) {
+                ex.repeated += 1;
+                continue;
+            }
+            let review = Review {
+                id: r.id,
+                reviewer: user.login,
+                state,
+                submitted,
+            };
+            ex.reviews.push(ReviewOf {
+                pull_author: author.clone(),
+                review: review.clone(),
+            });
+            reviews.push(review);
+        }
+        let Some(merged) = merged else {
+            ex.not_final += 1;
+            continue;
+        };
         let cfile = pdir.join("commits.json");
         let commits: Vec<PrCommitJson> = items(&cfile, None, "pull request commit")?;
         let mut first_commit = None::<i64>;
@@ -376,26 +441,6 @@ pub fn read_repository(
                 first_commit = Some(first_commit.map_or(t, |f: i64| f.min(t)));
             }
         }
-        let rfile = pdir.join("reviews.json");
-        let mut reviews = Vec::new();
-        for (j, r) in items::<ReviewJson>(&rfile, None, "review")?
-            .into_iter()
-            .enumerate()
-        {
-            let (Some(state), Some(user)) = (review_state(&r.state), r.user) else {
-                continue;
-            };
-            let Some(submitted) = r.submitted_at.as_deref() else {
-                continue;
-            };
-            let submitted = time(submitted).ok_or_else(|| shape(&rfile, j + 1, "review"))?;
-            reviews.push(Review {
-                id: r.id,
-                reviewer: user.login,
-                state,
-                submitted,
-            });
-        }
         ex.pulls.push(Pull {
             number: p.number,
             revert: is_revert(p.title.as_deref(), p.body.as_deref()),
@@ -409,16 +454,21 @@ pub fn read_repository(
     }
 
     let runs_file = dir.join("runs.json");
+    let mut seen_runs = HashSet::new();
     for (i, r) in items::<RunJson>(&runs_file, Some("workflow_runs"), "workflow run")?
         .into_iter()
         .enumerate()
     {
+        if !seen_runs.insert((r.id, r.run_attempt)) {
+            ex.repeated += 1;
+            continue;
+        }
         if r.status.as_deref() != Some("completed") {
             ex.not_final += 1;
             continue;
         }
         let Some(actor) = r.triggering_actor.or(r.actor).map(|u| u.login) else {
-            ex.not_final += 1;
+            ex.no_person += 1;
             continue;
         };
         let bad = || shape(&runs_file, i + 1, "workflow run");
@@ -442,14 +492,20 @@ pub fn read_repository(
     }
 
     let dfile = dir.join("deployments.json");
+    let mut seen_deployments = HashSet::new();
     for (i, d) in items::<DeploymentJson>(&dfile, None, "deployment")?
         .into_iter()
         .enumerate()
     {
+        if !seen_deployments.insert(d.id) {
+            ex.repeated += 1;
+            continue;
+        }
+        // Environments compare case-insensitively (GitHub's do); `production` always counts.
+        let environment = d.environment.to_lowercase();
         let is_production = d.production_environment == Some(true)
-            || production
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(&d.environment));
+            || environment == "production"
+            || production.iter().any(|p| p.to_lowercase() == environment);
         if !is_production {
             continue;
         }
@@ -458,7 +514,7 @@ pub fn read_repository(
             .join("deployments")
             .join(d.id.to_string())
             .join("statuses.json");
-        let mut outcome: Option<(Outcome, i64)> = None;
+        let mut outcome: Option<(Outcome, (i64, u64))> = None;
         for (j, s) in items::<StatusJson>(&sfile, None, "deployment status")?
             .into_iter()
             .enumerate()
@@ -469,21 +525,19 @@ pub fn read_repository(
                 _ => continue, // queued, pending, in_progress, inactive (superseded later)
             };
             let t = time(&s.created_at).ok_or_else(|| shape(&sfile, j + 1, "deployment status"))?;
-            // The latest final status is the deployment's outcome.
-            if outcome.is_none_or(|(_, at)| t >= at) {
-                outcome = Some((o, t));
+            // The latest final status is the deployment's outcome; statuses of the same
+            // second are ordered by their id (GitHub lists newest first).
+            if outcome.is_none_or(|(_, at)| (t, s.id) > at) {
+                outcome = Some((o, (t, s.id)));
             }
-        }
-        if outcome.is_none() {
-            ex.not_final += 1;
         }
         ex.deployments.push(Deployment {
             id: d.id,
             sha: d.sha,
-            environment: d.environment,
+            environment,
             creator: d.creator.map(|u| u.login),
             created,
-            outcome,
+            outcome: outcome.map(|(o, (t, _))| (o, t)),
         });
     }
 
@@ -523,11 +577,14 @@ pub fn read_dir(dir: &Path, production: &[String]) -> Result<Vec<Export>, Github
             if !has_data {
                 continue;
             }
+            // GitHub's names are case-insensitive: `Acme/Shop` and `acme/shop` are one
+            // repository, and its facts must keep their ids.
             let name = format!(
                 "{}/{}",
                 owner.file_name().unwrap_or_default().to_string_lossy(),
                 repo.file_name().unwrap_or_default().to_string_lossy()
-            );
+            )
+            .to_lowercase();
             out.push(read_repository(&repo, &name, production)?);
         }
     }
@@ -554,9 +611,12 @@ pub struct Derived {
     pub facts: Vec<Fact>,
     /// Deployments still pending (no final status): collected by a later run.
     pub pending_deployments: usize,
-    /// Deployments whose commit is not in `commits.json`: counted, but the changes they
-    /// shipped are unknown (no lead times from them).
+    /// Deployments whose commit is not in `commits.json`: held back (like a pending one)
+    /// until an export holds that history, because whose changes they shipped, and so
+    /// which teams they count for, is unknown.
     pub unknown_ancestry: usize,
+    /// Deployments with nobody to credit (no change, no commit author, no creator).
+    pub uncredited: usize,
 }
 
 fn hours(from: i64, to: i64) -> f64 {
@@ -617,26 +677,6 @@ impl Emit<'_> {
     }
 }
 
-/// Commits reachable from `sha` (itself included) in the export's graph; `None` when
-/// the graph does not hold `sha`.
-fn ancestry<'g>(graph: &'g HashMap<String, Vec<String>>, sha: &str) -> Option<HashSet<&'g str>> {
-    let (start, _) = graph.get_key_value(sha)?;
-    let mut seen: HashSet<&str> = HashSet::from([start.as_str()]);
-    let mut stack = vec![start.as_str()];
-    while let Some(c) = stack.pop() {
-        for p in graph.get(c).into_iter().flatten() {
-            // Parents outside the saved history end the walk there.
-            let p = graph
-                .get_key_value(p.as_str())
-                .map_or(p.as_str(), |(k, _)| k);
-            if seen.insert(p) {
-                stack.push(p);
-            }
-        }
-    }
-    Some(seen)
-}
-
 /// The delivery rules (`docs/dora.md`), applied to one export: every fact it holds, as
 /// envelopes, one per team of the person each fact belongs to.
 pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
@@ -652,7 +692,8 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
         let first_review = p
             .reviews
             .iter()
-            .filter(|r| !r.reviewer.eq_ignore_ascii_case(&p.author) && r.submitted >= p.created)
+            .filter(|r| !r.reviewer.eq_ignore_ascii_case(&p.author))
+            .filter(|r| r.submitted >= p.created && r.submitted <= p.merged)
             .map(|r| r.submitted)
             .min();
         e.per_team(
@@ -671,18 +712,23 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
                 a
             },
         );
-        for r in &p.reviews {
-            if r.reviewer.eq_ignore_ascii_case(&p.author) {
-                continue; // answering one's own pull request is not a review
-            }
-            e.per_team(
-                REVIEW_EVENT,
-                &format!("review/{}", r.id),
-                &r.reviewer,
-                r.submitted,
-                |_| serde_json::json!({ "state": r.state }),
-            );
+    }
+    // Reviews of every pull request, merged or not.
+    for ReviewOf {
+        pull_author,
+        review: r,
+    } in &ex.reviews
+    {
+        if r.reviewer.eq_ignore_ascii_case(pull_author) {
+            continue; // answering one's own pull request is not a review
         }
+        e.per_team(
+            REVIEW_EVENT,
+            &format!("review/{}", r.id),
+            &r.reviewer,
+            r.submitted,
+            |_| serde_json::json!({ "state": r.state }),
+        );
     }
 
     // Workflow runs: one event per completed attempt.
@@ -709,11 +755,12 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
     }
 
     // Deployments, per environment in the order they finished.
-    let by_merge: HashMap<&str, &Pull> = ex
-        .pulls
-        .iter()
-        .filter_map(|p| p.merge_sha.as_deref().map(|s| (s, p)))
-        .collect();
+    let mut by_merge: HashMap<&str, Vec<&Pull>> = HashMap::new();
+    for p in &ex.pulls {
+        if let Some(sha) = p.merge_sha.as_deref() {
+            by_merge.entry(sha).or_default().push(p);
+        }
+    }
     let mut finished: Vec<&Deployment> = ex
         .deployments
         .iter()
@@ -722,6 +769,9 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
     out.pending_deployments = ex.deployments.len() - finished.len();
     finished.sort_by_key(|d| (d.outcome.map(|(_, t)| t), d.id));
     let mut shipped: HashSet<u64> = HashSet::new(); // pull requests already in production
+                                                    // Commits in the ancestry of a successful deployment so far: a walk stops there, so
+                                                    // each commit is walked about once however many deployments there are.
+    let mut covered: HashSet<&str> = HashSet::new();
     let mut last_failed: BTreeMap<&str, bool> = BTreeMap::new(); // per environment
     let mut failing_since: BTreeMap<&str, i64> = BTreeMap::new();
     for d in finished {
@@ -729,20 +779,33 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
         let env = d.environment.as_str();
         // The changes this deployment ships: merged pull requests in its own commit's
         // ancestry that no earlier successful deployment shipped.
-        let anc = ancestry(&ex.parents, &d.sha);
-        if anc.is_none() {
+        let Some((start, _)) = ex.parents.get_key_value(&d.sha) else {
             out.unknown_ancestry += 1;
-        }
-        let mut changes: Vec<&Pull> = match &anc {
-            Some(a) => ex
-                .pulls
-                .iter()
-                .filter(|p| !shipped.contains(&p.number))
-                .filter(|p| p.merge_sha.as_deref().is_some_and(|s| a.contains(s)))
-                .collect(),
-            None => Vec::new(),
+            continue;
         };
+        let mut new_commits: Vec<&str> = Vec::new();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut stack = vec![start.as_str()];
+        while let Some(c) = stack.pop() {
+            if covered.contains(c) || !seen.insert(c) {
+                continue;
+            }
+            new_commits.push(c);
+            // Parents outside the saved history end the walk there.
+            stack.extend(ex.parents.get(c).into_iter().flatten().map(String::as_str));
+        }
+        let mut changes: Vec<&Pull> = new_commits
+            .iter()
+            .filter_map(|c| by_merge.get(c))
+            .flatten()
+            .copied()
+            .filter(|p| !shipped.contains(&p.number))
+            .collect();
         changes.sort_by_key(|p| (p.merged, p.number));
+        changes.dedup_by_key(|p| p.number);
+        if outcome == Outcome::Success {
+            covered.extend(new_commits);
+        }
         let previous_failed = last_failed.insert(env, outcome == Outcome::Failure) == Some(true);
         let rework = previous_failed || changes.iter().any(|p| p.revert);
         let recovery = match outcome {
@@ -757,6 +820,7 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
         let people: Vec<&str> = if changes.is_empty() {
             by_merge
                 .get(d.sha.as_str())
+                .and_then(|p| p.first())
                 .map(|p| p.author.as_str())
                 .or_else(|| ex.commit_authors.get(&d.sha).map(String::as_str))
                 .or(d.creator.as_deref())
@@ -765,6 +829,9 @@ pub fn derive(ex: &Export, map: Option<&TeamMap>) -> Derived {
         } else {
             changes.iter().map(|p| p.author.as_str()).collect()
         };
+        if people.is_empty() {
+            out.uncredited += 1;
+        }
         // One event per team among those people; its contributor is the team's author of
         // the newest change.
         let mut teams: BTreeMap<&str, &str> = BTreeMap::new();
