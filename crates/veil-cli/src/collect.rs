@@ -100,6 +100,8 @@ impl git::Progress for Bar {
 enum Sink {
     Local(Box<Ctx>, Source),
     Remote(crate::remote::Gateway, Box<Policy>),
+    /// `--dry-run --to URL`: the policy only; nothing is sent, no token needed.
+    Nowhere(Box<Policy>),
 }
 
 impl Sink {
@@ -107,9 +109,12 @@ impl Sink {
     /// re-collected by another user or principal is the same event, counted once), or the
     /// gateway at `to` as the principal whose token is in `VEIL_TOKEN` (the gateway's own
     /// source name and permissions apply).
-    fn open(cli: &Cli, to: Option<&str>, name: &str) -> Result<Sink> {
+    fn open(cli: &Cli, to: Option<&str>, name: &str, dry_run: bool) -> Result<Sink> {
         if let Some(url) = to {
             let (_, policy) = config_and_policy(cli)?;
+            if dry_run {
+                return Ok(Sink::Nowhere(Box::new(policy)));
+            }
             return Ok(Sink::Remote(
                 crate::remote::Gateway::new(url)?,
                 Box::new(policy),
@@ -127,7 +132,7 @@ impl Sink {
     fn policy(&self) -> &Policy {
         match self {
             Sink::Local(ctx, _) => &ctx.policy,
-            Sink::Remote(_, p) => p,
+            Sink::Remote(_, p) | Sink::Nowhere(p) => p,
         }
     }
 
@@ -155,7 +160,7 @@ impl Sink {
     fn store(&mut self) -> Option<&mut veil_store::SqliteStore> {
         match self {
             Sink::Local(ctx, _) => Some(&mut ctx.store),
-            Sink::Remote(..) => None,
+            Sink::Remote(..) | Sink::Nowhere(_) => None,
         }
     }
 
@@ -170,6 +175,7 @@ impl Sink {
                 })?
             }
             Sink::Remote(gw, _) => gw.send(name, lines)?,
+            Sink::Nowhere(_) => return Ok(true),
         };
         print_outcome(&o);
         let blocking: usize = o
@@ -187,7 +193,7 @@ impl Sink {
 
 /// Runs `veil collect git`.
 pub fn git(cli: &Cli, repos: &[PathBuf], args: &GitArgs) -> Result<u8> {
-    let mut sink = Sink::open(cli, args.to.as_deref(), "collector:git")?;
+    let mut sink = Sink::open(cli, args.to.as_deref(), "collector:git", args.dry_run)?;
     let Some(coll) = sink
         .policy()
         .collections()
@@ -308,7 +314,7 @@ pub fn github(
     dry_run: bool,
     to: Option<&str>,
 ) -> Result<u8> {
-    let mut sink = Sink::open(cli, to, "collector:github")?;
+    let mut sink = Sink::open(cli, to, "collector:github", dry_run)?;
     // Facts for a collection the policy does not declare are not built: the policy says
     // what is collected, the collector only reads.
     let declared: Vec<&'static str> = github::GITHUB_EVENTS

@@ -225,6 +225,17 @@ fn to_a_gateway_counts_each_fact_once() {
             &[("VEIL_TOKEN", &token)],
         )
     };
+    // A first look needs no token and sends nothing.
+    let dry = v.run(&[
+        "collect",
+        "github",
+        export.to_str().unwrap(),
+        "--to",
+        &gw.base,
+        "--dry-run",
+    ]);
+    assert_eq!(dry.code, 0, "{}{}", dry.stdout, dry.stderr);
+    assert!(dry.stdout.contains("47 events built"), "{}", dry.stdout);
     let first = run();
     assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
     assert!(first.stdout.contains("accepted 47,"), "{}", first.stdout);
