@@ -359,3 +359,76 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Commit activity and change size (from `veil collect git`'s envelopes) aggregate to the
+/// hand count: one commit per team of its author, bounded per person and week.
+#[test]
+fn commit_activity_aggregates_to_the_hand_count() {
+    let p = policy();
+    let now = at("2026-11-16T12:00:00Z");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::init(dir.path(), at("2026-10-01T00:00:00Z"), "test").unwrap();
+    let keys = store.key_ring().unwrap();
+    // (author, day of November, lines added)
+    let commits = [
+        ("alice", 3, 5),
+        ("alice", 4, 120),
+        ("carol", 4, 30), // payments and web
+        ("dave", 5, 2000),
+        ("frank", 5, 0), // unassigned
+    ];
+    let mut lines = String::new();
+    for (i, (who, day, added)) in commits.iter().enumerate() {
+        let c = veil_collect::Commit {
+            id: format!("{i:040x}"),
+            author_email: who.to_string(),
+            author_time: at(&format!("2026-11-{day:02}T10:00:00Z")),
+            parents: 1,
+            files_changed: 1,
+            lines_added: *added,
+            lines_deleted: 0,
+        };
+        for l in veil_collect::commit_envelopes(&c, "shop", p.team_map()) {
+            lines.push_str(&l);
+            lines.push('\n');
+        }
+    }
+    let source = Source {
+        name: "collector:git".into(),
+        collections: None,
+    };
+    let o = veil_ingest::ingest_stream(
+        &mut store,
+        &p,
+        &keys,
+        Limits::default(),
+        &source,
+        &mut lines.as_bytes(),
+        now,
+        &mut |r| panic!("rejected: {}", r.1.reason()),
+    )
+    .unwrap();
+    assert_eq!(o.accepted, 6);
+    store
+        .seal(&p, &keys, at("2026-11-18T00:00:00Z"), "test")
+        .unwrap();
+    let w45 = at("2026-11-02T00:00:00Z");
+    let agg = |metric: &str| -> BTreeMap<String, (i64, i64, Vec<i64>)> {
+        store
+            .exact_aggregates(metric, "team", w45, w45 + 7 * 86_400)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.group, (r.contributors, r.count, r.bins)))
+            .collect()
+    };
+    let ca = agg("commit_activity");
+    assert_eq!(ca["payments"].1, 3); // alice 2, carol 1
+    assert_eq!(ca["payments"].0, 2);
+    assert_eq!(ca["web"].1, 2); // carol, dave
+    assert_eq!(ca["unassigned"].1, 1);
+    // bins [0, 10, 50, 200, 1000, 1000000): l∞ = 2 per person and week.
+    let cs = agg("change_size");
+    assert_eq!(cs["payments"].2, [1, 1, 1, 0, 0]); // alice 5, 120; carol 30
+    assert_eq!(cs["web"].2, [0, 1, 0, 0, 1]); // carol 30, dave 2000
+    assert_eq!(cs["unassigned"].2, [1, 0, 0, 0, 0]);
+}
