@@ -254,11 +254,11 @@ pub fn release(groups: usize) -> Result<u8> {
     let yaml = crate::commands::EXAMPLE_POLICY.replace("values_from: team_map", "max_length: 32");
     let policy = crate::commands::example_policy(&yaml)?;
     let now = chrono::Utc::now().timestamp();
-    let mut store = SqliteStore::init(&dir, now, "bench")?;
+    let mut store = SqliteStore::init(&dir.join("data"), &dir.join("vault"), now, "bench")?;
     // Sealed aggregates for a year of weeks, written directly as a seal would.
     {
         // Written with a connection of its own: the store offers no raw access.
-        let c = rusqlite::Connection::open(SqliteStore::db_path(&dir))?;
+        let c = rusqlite::Connection::open(SqliteStore::db_path(&dir.join("data")))?;
         c.execute_batch("BEGIN")?;
         let week = 7 * 86_400;
         let start = veil_pipeline::window::start(veil_policy::Window::Week, now - 53 * week);
@@ -394,7 +394,7 @@ fn rig() -> Result<(
 )> {
     let dir = tempfile_dir()?;
     let now = chrono::Utc::now().timestamp();
-    let store = SqliteStore::init(&dir, now, "bench")?;
+    let store = SqliteStore::init(&dir.join("data"), &dir.join("vault"), now, "bench")?;
     let keys = store.key_ring()?;
     Ok((dir, example_policy()?, store, keys, now))
 }
@@ -445,7 +445,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
     for &conns in connections {
         let dir = tempfile_dir()?;
         let now = chrono::Utc::now().timestamp();
-        let store = SqliteStore::init(&dir, now, "bench")?;
+        let store = SqliteStore::init(&dir.join("data"), &dir.join("vault"), now, "bench")?;
         let cfg = ServeConfig {
             listen: "127.0.0.1:0".into(),
             otlp_listen: None,

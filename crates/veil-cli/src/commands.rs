@@ -169,7 +169,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Ctx> {
         return Err(exit(2, "this build of Veil stores data in SQLite only; set store = \"sqlite\" (PostgreSQL support is planned)"));
     }
     let policy = load_policy(&cfg.policy)?;
-    let mut store = SqliteStore::open(&cfg.data_dir).map_err(|e| match e {
+    let mut store = SqliteStore::open(&cfg.data_dir, &cfg.vault).map_err(|e| match e {
         StoreError::NotInitialized => exit(
             2,
             format!(
@@ -354,7 +354,7 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     }
     let mut toml = String::from(
         "# Veil configuration. Paths are relative to this file. VEIL_* variables override keys.\n\
-         data_dir = \"data\"\npolicy = \"policy.yaml\"\nstore = \"sqlite\"\nlisten = \"127.0.0.1:8700\"\notlp_listen = \"127.0.0.1:4318\"\n",
+         data_dir = \"data\"\nvault = \"vault\"                    # the key vault: outside data_dir, backed up apart from it\npolicy = \"policy.yaml\"\nstore = \"sqlite\"\nlisten = \"127.0.0.1:8700\"\notlp_listen = \"127.0.0.1:4318\"\n",
     );
     let mut tokens = Vec::new();
     for (name, roles, colls) in EXAMPLE_PRINCIPALS {
@@ -374,15 +374,16 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     let policy = load_policy(&cfg.policy)?;
     let user = os_user();
     let actor = format!("local:{user}");
-    let mut store = SqliteStore::init(&cfg.data_dir, now(), &actor)?;
+    let mut store = SqliteStore::init(&cfg.data_dir, &cfg.vault, now(), &actor)?;
     store.note_policy(&policy, &actor, now())?;
     writeln!(out, "initialized Veil in {}", dir.display())?;
     writeln!(
         out,
-        "  config  {}\n  policy  {}\n  data    {}",
+        "  config  {}\n  policy  {}\n  data    {}\n  vault   {}",
         cfg_path.display(),
         policy_path.display(),
-        cfg.data_dir.display()
+        cfg.data_dir.display(),
+        cfg.vault.display()
     )?;
     writeln!(
         out,
@@ -768,7 +769,8 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
     let cfg = Config::load(&file).map_err(|e| exit(2, format!("{e:#}")))?;
     // Verification must not append to the log it verifies: open the store directly
     // (a refusal is the one thing appended).
-    let mut store = SqliteStore::open(&cfg.data_dir).map_err(|e| exit(2, e.to_string()))?;
+    let mut store =
+        SqliteStore::open(&cfg.data_dir, &cfg.vault).map_err(|e| exit(2, e.to_string()))?;
     let who = actor(cli, &cfg)?;
     allow(&who, &mut store, Action::ReadAudit)?;
     match cmd {
@@ -836,7 +838,7 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     let mut ctx = open(cli)?;
     ctx.allow(Action::ReadStatus)?;
     let mut doc = veil_gateway::server::posture(&ctx.store, &ctx.policy, now())?;
-    doc["config"] = serde_json::json!({"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen});
+    doc["config"] = serde_json::json!({"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "vault": ctx.store.vault_location(), "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen});
     let ids = doc["direct_identifiers"]["total"].as_i64().unwrap_or(0);
     let pseudo = doc["direct_identifiers"]["pseudonymized"]
         .as_i64()

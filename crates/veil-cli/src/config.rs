@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 pub struct RawConfig {
     pub data_dir: String,
     pub policy: String,
+    /// The key vault's directory: outside `data_dir`, backed up apart from it.
+    #[serde(default = "default_vault")]
+    pub vault: String,
     #[serde(default = "default_store")]
     pub store: String,
     #[serde(default = "default_listen")]
@@ -92,6 +95,9 @@ pub struct TlsConfig {
     pub client_cert_required: bool,
 }
 
+fn default_vault() -> String {
+    "vault".into()
+}
 fn default_store() -> String {
     "sqlite".into()
 }
@@ -119,6 +125,8 @@ pub struct Principal {
 pub struct Config {
     pub file: PathBuf,
     pub data_dir: PathBuf,
+    /// The key vault's directory (spec §2 Zones): never inside `data_dir`.
+    pub vault: PathBuf,
     pub policy: PathBuf,
     pub store: String,
     pub listen: String,
@@ -199,6 +207,7 @@ impl Config {
         const TOP: &[&str] = &[
             "data_dir",
             "policy",
+            "vault",
             "store",
             "listen",
             "otlp_listen",
@@ -272,6 +281,7 @@ impl Config {
         for (var, slot) in [
             ("VEIL_DATA_DIR", &mut raw.data_dir),
             ("VEIL_POLICY", &mut raw.policy),
+            ("VEIL_VAULT", &mut raw.vault),
             ("VEIL_STORE", &mut raw.store),
             ("VEIL_LISTEN", &mut raw.listen),
             ("VEIL_OTLP_LISTEN", &mut raw.otlp_listen),
@@ -326,6 +336,14 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let data_dir = base.join(&raw.data_dir);
+        let vault = base.join(&raw.vault);
+        if inside(&vault, &data_dir) || inside(&data_dir, &vault) {
+            errors.push(format!(
+                "{}:{}: vault must lie outside data_dir (and data_dir outside it): a backup of the data must never hold the keys that shred it",
+                file.display(),
+                line_of(&text, "vault")
+            ));
+        }
         if let Some(a) = &raw.audit.anchor_file {
             if inside(&base.join(a), &data_dir) {
                 errors.push(format!(
@@ -363,6 +381,7 @@ impl Config {
             file: file.to_path_buf(),
             audit,
             data_dir,
+            vault,
             policy: base.join(&raw.policy),
             store: raw.store,
             listen: raw.listen,

@@ -154,38 +154,12 @@ fn a_flagged_value_never_becomes_a_group_key() {
     }
 }
 
-/// Reads the live epochs' keys straight from the database, as someone holding a copy of
-/// the data directory could.
+/// Reads the live epochs' keys straight from the vault file, as someone holding a copy
+/// of both the data directory and the vault could.
 fn live_keys(v: &Veil) -> veil_pipeline::KeyRing {
-    let c = v.sqlite();
-    let mut st = c
-        .prepare("SELECT id, start_ts, end_ts, hmac_key, data_key, created_at FROM vault_epochs")
-        .unwrap();
-    let epochs = st
-        .query_map([], |r| {
-            let h: Vec<u8> = r.get(3)?;
-            let d: Vec<u8> = r.get(4)?;
-            Ok(veil_pipeline::Epoch {
-                id: veil_pipeline::EpochId(r.get(0)?),
-                start: r.get(1)?,
-                end: r.get(2)?,
-                created_at: r.get(5)?,
-                keys: Some(veil_pipeline::EpochKeys {
-                    hmac: veil_pipeline::Secret::from_bytes(h.try_into().unwrap()),
-                    data: veil_pipeline::Secret::from_bytes(d.try_into().unwrap()),
-                }),
-            })
-        })
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let dedupe: Vec<u8> = c
-        .query_row("SELECT secret FROM vault_dedupe", [], |r| r.get(0))
-        .unwrap();
-    veil_pipeline::KeyRing::new(
-        epochs,
-        &veil_pipeline::Secret::from_bytes(dedupe.try_into().unwrap()),
-    )
+    use veil_store::Vault;
+    let vault = veil_store::FileVault::open(&v.vault_dir()).unwrap();
+    veil_pipeline::KeyRing::new(vault.epochs().unwrap(), &vault.dedupe_secret().unwrap())
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn ndjson(lines: &[String]) -> String {
 
 /// `app_version` markers of every event in staging, decrypted with the vault's keys.
 fn staged_markers(v: &Veil) -> HashMap<String, usize> {
-    let store = veil_store::SqliteStore::open(&v.data_dir()).unwrap();
+    let store = v.store();
     use veil_store::Store;
     let keys = store.key_ring().unwrap();
     let mut out = HashMap::new();

@@ -123,7 +123,7 @@ fn report(
                 .unwrap()
                 .timestamp();
             let (policy, _) = veil_policy::load(&v.path().join("policy.yaml")).unwrap();
-            let mut store = veil_store::SqliteStore::open(&v.data_dir()).unwrap();
+            let mut store = v.store();
             let q = veil_release::Query {
                 metric: metric.to_owned(),
                 by: by.map(|b| b.split(',').map(str::to_owned).collect()),
@@ -503,4 +503,67 @@ fn old_releases_are_served_under_todays_example_policy() {
     }
     verify(&v);
     assert_eq!(entries(&v, "window_baseline").len(), 1);
+}
+
+/// A store made when the epoch keys lived in its database: the first open moves them to
+/// the vault beside it (no other setup needed), wipes them from every file of the data
+/// directory, and everything staged under them still decrypts.
+#[test]
+fn the_keys_move_out_of_the_data_directory_on_first_open() {
+    let v = legacy();
+    let (old_keys, staged): (Vec<Vec<u8>>, i64) = {
+        let c = v.sqlite();
+        let mut st = c
+            .prepare("SELECT hmac_key FROM vault_epochs UNION ALL SELECT data_key FROM vault_epochs UNION ALL SELECT secret FROM vault_dedupe")
+            .unwrap();
+        let keys = st
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let staged = c
+            .query_row("SELECT SUM(events) FROM staging_segments", [], |r| r.get(0))
+            .unwrap();
+        (keys, staged)
+    };
+    assert_eq!(old_keys.len(), 3);
+    assert!(!v.vault_dir().exists());
+    let r = v.run(&["keys", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("active"), "{}", r.stdout);
+    let vault = std::fs::read_to_string(v.vault_dir().join("keys.json")).unwrap();
+    for k in &old_keys {
+        assert!(
+            vault.contains(&hex::encode(k)),
+            "a key was lost in the move"
+        );
+        for (p, bytes) in all_files(&v.data_dir()) {
+            assert!(!contains(&bytes, k), "a key is still in {}", p.display());
+        }
+    }
+    let tables: i64 = v
+        .sqlite()
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name LIKE 'vault%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+    // Everything staged under the moved keys still opens.
+    use veil_store::Store;
+    let store = v.store();
+    let keys = store.key_ring().unwrap();
+    let opened = ["ci.build_finished", "pr.merged"]
+        .iter()
+        .map(|c| store.staging_payloads(c, &keys).unwrap().len() as i64)
+        .sum::<i64>();
+    assert_eq!(opened, staged);
+    // A second open finds the vault and does not move anything again.
+    let r = v.run(&["keys", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(v.vault_dir().join("keys.json")).unwrap(),
+        vault
+    );
 }

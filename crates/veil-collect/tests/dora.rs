@@ -199,7 +199,13 @@ fn each_delivery_metric_aggregates_to_the_hand_computation() {
     let d = derived(&p);
     let now = at("2026-11-16T12:00:00Z");
     let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::init(dir.path(), at("2026-10-01T00:00:00Z"), "test").unwrap();
+    let mut store = SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        at("2026-10-01T00:00:00Z"),
+        "test",
+    )
+    .unwrap();
     let keys = store.key_ring().unwrap();
     // As `veil collect github` does: facts older than the staging retention are skipped.
     let cutoff = now - 14 * 86_400;
@@ -367,7 +373,13 @@ fn commit_activity_aggregates_to_the_hand_count() {
     let p = policy();
     let now = at("2026-11-16T12:00:00Z");
     let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::init(dir.path(), at("2026-10-01T00:00:00Z"), "test").unwrap();
+    let mut store = SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        at("2026-10-01T00:00:00Z"),
+        "test",
+    )
+    .unwrap();
     let keys = store.key_ring().unwrap();
     // (author, day of November, lines added)
     let commits = [

@@ -465,7 +465,13 @@ collections:
     fn pipelined_ingest_commits_every_batch_in_order_and_stops_cleanly_on_errors() {
         let dir = tempfile::tempdir().unwrap();
         let now = chrono::Utc::now().timestamp();
-        let mut store = SqliteStore::init(dir.path(), now, "test").unwrap();
+        let mut store = SqliteStore::init(
+            &dir.path().join("data"),
+            &dir.path().join("vault"),
+            now,
+            "test",
+        )
+        .unwrap();
         // Five batches, the last one short: more than circulate at once, so committed
         // batches come back and are refilled. All committed, each event once.
         let n = 4 * BATCH + 7;
@@ -475,7 +481,13 @@ collections:
         // A read error after one full batch: the batch sent before it is committed, the
         // partial one is not, and the error is the read's.
         let dir2 = tempfile::tempdir().unwrap();
-        let mut store2 = SqliteStore::init(dir2.path(), now, "test").unwrap();
+        let mut store2 = SqliteStore::init(
+            &dir2.path().join("data"),
+            &dir2.path().join("vault"),
+            now,
+            "test",
+        )
+        .unwrap();
         let e = run(&mut store2, Lines::new(BATCH + 5, true)).unwrap_err();
         assert!(matches!(e, IngestError::Read(_)), "{e}");
         assert_eq!(staged(&store2), BATCH as i64);
@@ -499,7 +511,13 @@ collections:
     fn staging_reads_back_every_event_of_every_segment() {
         let dir = tempfile::tempdir().unwrap();
         let now = chrono::Utc::now().timestamp();
-        let mut store = SqliteStore::init(dir.path(), now, "test").unwrap();
+        let mut store = SqliteStore::init(
+            &dir.path().join("data"),
+            &dir.path().join("vault"),
+            now,
+            "test",
+        )
+        .unwrap();
         let mut want = Vec::new();
         let mut data = Vec::new();
         for i in 0..300i64 {
@@ -560,7 +578,8 @@ collections:
                     veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
                         .unwrap()
                         .0;
-                let mut other = SqliteStore::open(&self.dir).unwrap();
+                let mut other =
+                    SqliteStore::open(&self.dir, &self.dir.with_file_name("vault")).unwrap();
                 let keys = other.key_ring().unwrap();
                 let now = chrono::Utc::now().timestamp();
                 let o = other.seal(&policy, &keys, now, "other").unwrap();
@@ -576,7 +595,13 @@ collections:
     fn an_event_a_seal_overtook_is_reported_late_at_its_line() {
         let dir = tempfile::tempdir().unwrap();
         let now = chrono::Utc::now().timestamp();
-        let mut store = SqliteStore::init(dir.path(), now - 30 * 86_400, "test").unwrap();
+        let mut store = SqliteStore::init(
+            &dir.path().join("data"),
+            &dir.path().join("vault"),
+            now - 30 * 86_400,
+            "test",
+        )
+        .unwrap();
         let stamp = |t: i64| {
             chrono::DateTime::from_timestamp(t, 0)
                 .unwrap()
@@ -604,7 +629,7 @@ collections:
             event("e", now - 60, "us"),
         ];
         let input = SealFirst {
-            dir: dir.path().to_owned(),
+            dir: dir.path().join("data"),
             data: std::io::Cursor::new(format!("{}\n", lines.join("\n")).into_bytes()),
             sealed: false,
         };

@@ -51,6 +51,8 @@ pub struct Epoch {
     pub end: i64,
     /// When the keys were generated: automatic rotation counts from here.
     pub created_at: i64,
+    /// When the keys were destroyed (crypto-shredding); `None` while they exist.
+    pub shredded_at: Option<i64>,
     pub keys: Option<EpochKeys>,
 }
 
@@ -311,6 +313,7 @@ mod tests {
             start,
             end,
             created_at: start,
+            shredded_at: None,
             keys: Some(EpochKeys {
                 hmac: Secret([k; 32]),
                 data: Secret([k ^ 0x55; 32]),

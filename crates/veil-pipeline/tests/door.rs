@@ -48,6 +48,7 @@ fn ring(seed: u8) -> KeyRing {
             start: i64::MIN,
             end: i64::MAX,
             created_at: 0,
+            shredded_at: None,
             keys: Some(EpochKeys {
                 hmac: Secret::from_bytes([seed; 32]),
                 data: Secret::from_bytes([seed ^ 1; 32]),

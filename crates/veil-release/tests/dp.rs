@@ -440,7 +440,13 @@ fn released_means_quantiles_and_intervals_lie_within_the_fields_range() {
     let policy = example_policy();
     let w = ts(2026, 3, 2); // a Monday
     let dir = tempfile::tempdir().unwrap();
-    let store = veil_store::SqliteStore::init(dir.path(), w, "test").unwrap();
+    let store = veil_store::SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        w,
+        "test",
+    )
+    .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(4);
     let (prs, builds, durations) = example_week(&mut rng, 2, true);
     let metrics = [
@@ -704,7 +710,13 @@ fn a_value_that_is_the_active_count_gets_the_whole_epsilon_and_loses_no_more() {
     let policy = example_policy();
     let day = ts(2026, 3, 2);
     let dir = tempfile::tempdir().unwrap();
-    let store = veil_store::SqliteStore::init(dir.path(), day, "test").unwrap();
+    let store = veil_store::SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        day,
+        "test",
+    )
+    .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(11);
     let people = |n: u32| -> Vec<veil_store::seal::ContribRow> {
         (0..n).map(|i| row("eu", person(0, i), 3, 0)).collect()

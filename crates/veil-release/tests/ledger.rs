@@ -314,7 +314,7 @@ fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
         .map(|wk| {
             let (dir, barrier, policy) = (dir.clone(), barrier.clone(), e.policy.clone());
             std::thread::spawn(move || {
-                let mut store = SqliteStore::open(&dir).unwrap();
+                let mut store = SqliteStore::open(&dir, &dir.with_file_name("vault")).unwrap();
                 let mut rng = ChaCha20Rng::seed_from_u64(wk as u64);
                 let q = by_team(monday + wk * WEEK, monday + (wk + 1) * WEEK);
                 barrier.wait();
@@ -336,8 +336,8 @@ fn two_concurrent_releases_cannot_both_spend_the_last_of_a_budget() {
     // left and draw their noise, then one commits before the other.
     let (e, p0, monday, now) = one_left(6);
     let (mut a, mut b) = (
-        SqliteStore::open(&e.data_dir()).unwrap(),
-        SqliteStore::open(&e.data_dir()).unwrap(),
+        SqliteStore::open(&e.data_dir(), &e.vault_dir()).unwrap(),
+        SqliteStore::open(&e.data_dir(), &e.vault_dir()).unwrap(),
     );
     let qa = by_team(monday + 2 * WEEK, monday + 3 * WEEK);
     let qb = by_team(monday + 3 * WEEK, monday + 4 * WEEK);
@@ -379,8 +379,8 @@ fn two_releases_of_the_same_window_store_and_charge_it_once() {
     let q = by_team(monday, monday + WEEK);
     let dir = e.data_dir();
     let (mut a, mut b) = (
-        SqliteStore::open(&dir).unwrap(),
-        SqliteStore::open(&dir).unwrap(),
+        SqliteStore::open(&dir, &dir.with_file_name("vault")).unwrap(),
+        SqliteStore::open(&dir, &dir.with_file_name("vault")).unwrap(),
     );
     // Both look the window up before either stores it, then both draw their own noise.
     let da = fresh(lookup(&mut a, &e.policy, "one", true, &q, now));
@@ -403,7 +403,7 @@ fn two_releases_of_the_same_window_store_and_charge_it_once() {
         .map(|i| {
             let (dir, policy, q) = (dir.clone(), e.policy.clone(), q.clone());
             std::thread::spawn(move || {
-                let mut s = SqliteStore::open(&dir).unwrap();
+                let mut s = SqliteStore::open(&dir, &dir.with_file_name("vault")).unwrap();
                 release(
                     &mut s,
                     &policy,

@@ -17,9 +17,11 @@ pub mod crypto;
 pub mod seal;
 mod seen;
 mod sqlite;
+pub mod vault;
 
 pub use audit::{Anchor, AuditEntry, Verification};
 pub use sqlite::SqliteStore;
+pub use vault::{FileVault, Vault};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,6 +45,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a release with this query key already exists")]
     Conflict,
+    #[error("the key vault is missing at {0}: restore it from its own backup (it is kept apart from the data directory), or point `vault` in veil.toml at it")]
+    VaultMissing(String),
+    #[error("the key vault at {0} belongs to another data directory: point `vault` in veil.toml at this store's vault")]
+    VaultMismatch(String),
 }
 
 /// Result alias for store operations.
@@ -179,6 +185,8 @@ pub trait Store: SealedAggregates {
     fn epochs(&self) -> Result<Vec<Epoch>>;
     /// The vault's idempotency secret (one per store, created with it).
     fn dedupe_secret(&self) -> Result<Secret>;
+    /// Where the vault is (no secret): what `veil status` shows.
+    fn vault_location(&self) -> String;
     /// The key ring the door needs: every epoch's keys and the idempotency key.
     fn key_ring(&self) -> Result<KeyRing> {
         Ok(KeyRing::new(self.epochs()?, &self.dedupe_secret()?))

@@ -14,11 +14,6 @@ use veil_policy::MetricKind;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS vault_epochs (
-  id INTEGER PRIMARY KEY, start_ts INTEGER NOT NULL, end_ts INTEGER NOT NULL,
-  hmac_key BLOB, data_key BLOB, created_at INTEGER NOT NULL, shredded_at INTEGER);
-CREATE TABLE IF NOT EXISTS vault_dedupe (
-  id INTEGER PRIMARY KEY CHECK (id = 1), secret BLOB NOT NULL, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS staging_segments (
   id INTEGER PRIMARY KEY, collection TEXT NOT NULL, epoch INTEGER NOT NULL, day INTEGER NOT NULL,
   events INTEGER NOT NULL, nonce BLOB NOT NULL, ciphertext BLOB NOT NULL, created_at INTEGER NOT NULL);
@@ -59,12 +54,11 @@ CREATE TABLE IF NOT EXISTS release_windows (
 /// given back.
 const ARENA_KEPT: usize = 64 << 20;
 
-/// Sentinel end of the newest epoch.
-const OPEN_END: i64 = i64::MAX;
-
 /// The embedded SQLite store.
 pub struct SqliteStore {
     conn: Connection,
+    /// The epoch keys, kept apart from this database (see [`crate::vault`]).
+    vault: Box<dyn Vault>,
     head_path: PathBuf,
     seen: crate::seen::SeenIndex,
     /// In-batch aggregation, kept between batches (see [`crate::cells`]).
@@ -91,38 +85,97 @@ impl SqliteStore {
         data_dir.join("veil.db")
     }
 
-    /// Opens an initialized data directory.
-    pub fn open(data_dir: &Path) -> Result<Self> {
+    /// Opens an initialized data directory with its vault (a directory outside it). A
+    /// store made when keys still lived in the database moves them to a new vault at
+    /// `vault_dir` on this first open, and wipes them from the database.
+    pub fn open(data_dir: &Path, vault_dir: &Path) -> Result<Self> {
         let db = Self::db_path(data_dir);
         if !db.exists() {
             return Err(StoreError::NotInitialized);
         }
-        Self::connect(data_dir)
+        Self::connect(data_dir, vault_dir, false)
     }
 
-    /// Creates the data directory, schema, the first epoch's keys and the genesis audit entry.
-    pub fn init(data_dir: &Path, now: i64, actor: &str) -> Result<Self> {
+    /// Creates the data directory, schema, the vault with its first epoch (unless it
+    /// exists) and the genesis audit entry.
+    pub fn init(data_dir: &Path, vault_dir: &Path, now: i64, actor: &str) -> Result<Self> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let mut s = Self::connect(data_dir)?;
+        let mut s = Self::connect(data_dir, vault_dir, true)?;
         let has: i64 = s
             .conn
-            .query_row("SELECT COUNT(*) FROM vault_epochs", [], |r| r.get(0))?;
+            .query_row("SELECT COUNT(*) FROM audit", [], |r| r.get(0))?;
         if has == 0 {
+            let epoch = s.vault.epochs()?.last().map(|e| e.id.0).unwrap_or_default();
             let tx = s
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            insert_epoch(&tx, i64::MIN, now)?;
-            let e = append_audit(&tx, actor, "init", &serde_json::json!({"epoch": 1}), now)?;
+            let e = append_audit(
+                &tx,
+                actor,
+                "init",
+                &serde_json::json!({"epoch": epoch}),
+                now,
+            )?;
             tx.commit()?;
             s.write_head(&e)?;
         }
         Ok(s)
     }
 
-    fn connect(data_dir: &Path) -> Result<Self> {
+    /// The vault this store's keys are in: the key ring of a store made before the
+    /// vault moved out of the database is moved to a new vault, and a vault made for
+    /// another data directory is refused.
+    fn attach_vault(conn: &Connection, vault_dir: &Path, create: bool) -> Result<FileVault> {
+        let now = chrono::Utc::now().timestamp();
+        let legacy: bool = conn.query_row(
+            "SELECT COUNT(*) = 2 FROM sqlite_master WHERE type = 'table' AND name IN ('vault_epochs', 'vault_dedupe')",
+            [],
+            |r| r.get(0),
+        )?;
+        let bound: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'vault_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let vault = if legacy && !FileVault::exists(vault_dir) {
+            let keys = legacy_keys(conn)?;
+            FileVault::adopt(vault_dir, &keys, now)?
+        } else if FileVault::exists(vault_dir) {
+            FileVault::open(vault_dir)?
+        } else if create && bound.is_none() {
+            FileVault::create(vault_dir, now)?
+        } else {
+            return Err(StoreError::VaultMissing(vault_dir.display().to_string()));
+        };
+        let id = vault.id()?;
+        match bound {
+            Some(b) if b != id => {
+                return Err(StoreError::VaultMismatch(vault_dir.display().to_string()))
+            }
+            Some(_) => {}
+            None => {
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('vault_id', ?1)",
+                    [&id],
+                )?;
+            }
+        }
+        if legacy {
+            // The keys are in the vault now: drop them from the database, with secure
+            // delete zeroing their pages, then fold the WAL back and truncate it so no
+            // copy of them stays in any file of the data directory.
+            conn.execute_batch(
+                "BEGIN IMMEDIATE; DROP TABLE IF EXISTS vault_epochs; DROP TABLE IF EXISTS vault_dedupe; COMMIT;",
+            )?;
+            conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+        }
+        Ok(vault)
+    }
+
+    fn connect(data_dir: &Path, vault_dir: &Path, create: bool) -> Result<Self> {
         let conn = Connection::open(Self::db_path(data_dir))?;
         // 16 KiB pages for a new store (an existing one keeps the size it was made with): an
         // ingest commit writes megabytes of segment and run blobs, each page costs SQLite two
@@ -161,20 +214,10 @@ impl SqliteStore {
             conn.execute_batch("COMMIT;")?;
         }
         conn.execute_batch(SCHEMA)?;
-        // The idempotency secret, created once per store (also for stores made before it
-        // existed); OR IGNORE keeps the first when two processes open a new store at once.
-        let has: i64 = conn.query_row("SELECT COUNT(*) FROM vault_dedupe", [], |r| r.get(0))?;
-        if has == 0 {
-            conn.execute(
-                "INSERT OR IGNORE INTO vault_dedupe (id, secret, created_at) VALUES (1, ?1, ?2)",
-                params![
-                    &Secret::generate().expose()[..],
-                    chrono::Utc::now().timestamp()
-                ],
-            )?;
-        }
+        let vault = Box::new(Self::attach_vault(&conn, vault_dir, create)?);
         let mut s = SqliteStore {
             conn,
+            vault,
             head_path: data_dir.join("audit.head"),
             seen: Default::default(),
             cells: Default::default(),
@@ -421,15 +464,6 @@ fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
     format!("veil-staging\0{collection}\0{epoch}\0{day}").into_bytes()
 }
 
-fn insert_epoch(tx: &Transaction, start: i64, now: i64) -> Result<EpochId> {
-    let (h, d) = (Secret::generate(), Secret::generate());
-    tx.execute(
-        "INSERT INTO vault_epochs (start_ts, end_ts, hmac_key, data_key, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![start, OPEN_END, &h.expose()[..], &d.expose()[..], now],
-    )?;
-    Ok(EpochId(tx.last_insert_rowid() as u32))
-}
-
 fn append_audit(
     tx: &Transaction,
     actor: &str,
@@ -478,6 +512,51 @@ fn key32(v: Option<Vec<u8>>) -> Result<Option<Secret>> {
     }
 }
 
+/// The keys a store made before the vault moved out kept in its own tables.
+fn legacy_keys(conn: &Connection) -> Result<crate::vault::LegacyKeys> {
+    let mut st = conn.prepare(
+        "SELECT id, start_ts, end_ts, hmac_key, data_key, created_at, shredded_at FROM vault_epochs ORDER BY start_ts",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, u32>(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get::<_, Option<Vec<u8>>>(3)?,
+            r.get::<_, Option<Vec<u8>>>(4)?,
+            r.get(5)?,
+            r.get::<_, Option<i64>>(6)?,
+        ))
+    })?;
+    let mut epochs = Vec::new();
+    for row in rows {
+        let (id, start, end, h, d, created_at, shredded_at) = row?;
+        let keys = match (key32(h)?, key32(d)?) {
+            (Some(hmac), Some(data)) => Some(EpochKeys { hmac, data }),
+            _ => None,
+        };
+        epochs.push(Epoch {
+            id: EpochId(id),
+            start,
+            end,
+            created_at,
+            shredded_at,
+            keys,
+        });
+    }
+    let dedupe: Option<Vec<u8>> = conn
+        .query_row("SELECT secret FROM vault_dedupe WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let dedupe = match key32(dedupe)? {
+        Some(d) => d,
+        // A store older than the idempotency secret never had one.
+        None => Secret::generate(),
+    };
+    Ok(crate::vault::LegacyKeys { epochs, dedupe })
+}
+
 impl SealedAggregates for SqliteStore {
     fn exact_aggregates(
         &self,
@@ -517,64 +596,29 @@ impl SealedAggregates for SqliteStore {
 
 impl Store for SqliteStore {
     fn dedupe_secret(&self) -> Result<Secret> {
-        let k: Option<Vec<u8>> = self
-            .conn
-            .query_row("SELECT secret FROM vault_dedupe WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        key32(k)?.ok_or_else(|| StoreError::Corrupt("the vault has no idempotency secret".into()))
+        self.vault.dedupe_secret()
     }
 
     fn epochs(&self) -> Result<Vec<Epoch>> {
-        let mut st = self.conn.prepare("SELECT id, start_ts, end_ts, hmac_key, data_key, created_at FROM vault_epochs ORDER BY start_ts")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-                r.get::<_, Option<Vec<u8>>>(4)?,
-                r.get(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, start, end, h, d, created_at) = row?;
-            let keys = match (key32(h)?, key32(d)?) {
-                (Some(hmac), Some(data)) => Some(EpochKeys { hmac, data }),
-                _ => None,
-            };
-            out.push(Epoch {
-                id: EpochId(id),
-                start,
-                end,
-                created_at,
-                keys,
-            });
-        }
-        Ok(out)
+        self.vault.epochs()
+    }
+
+    fn vault_location(&self) -> String {
+        self.vault.location()
     }
 
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId> {
+        // The vault first: a crash before the audit entry leaves a new epoch that was not
+        // logged, never a logged epoch without keys.
+        let (ended, id) = self.vault.rotate(now)?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let current: i64 = tx.query_row(
-            "SELECT id FROM vault_epochs WHERE end_ts = ?1",
-            [OPEN_END],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "UPDATE vault_epochs SET end_ts = ?1 WHERE id = ?2",
-            params![now, current],
-        )?;
-        let id = insert_epoch(&tx, now, now)?;
         let e = append_audit(
             &tx,
             actor,
             "key_rotate",
-            &serde_json::json!({"ended_epoch": current, "new_epoch": id.0}),
+            &serde_json::json!({"ended_epoch": ended.0, "new_epoch": id.0}),
             now,
         )?;
         tx.commit()?;

@@ -105,7 +105,13 @@ fn an_event_a_seal_overtook_is_reported_late_at_commit_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let p = policy();
     let now = nov(20, 12, 0, 0);
-    let mut store = SqliteStore::init(dir.path(), now - 10 * 86_400, "test").unwrap();
+    let mut store = SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        now - 10 * 86_400,
+        "test",
+    )
+    .unwrap();
     let keys = store.key_ring().unwrap();
     let fresh_door = |store: &SqliteStore| {
         Door::new(
@@ -152,7 +158,11 @@ fn an_event_a_seal_overtook_is_reported_late_at_commit_and_changes_nothing() {
         before,
         "sealed numbers never change"
     );
-    assert_eq!(staged(dir.path()), 3, "the late event was not staged");
+    assert_eq!(
+        staged(&dir.path().join("data")),
+        3,
+        "the late event was not staged"
+    );
     assert_eq!(store.quarantine_counts().unwrap().get("late"), Some(&1));
     let audit = store.last_audit("ingest").unwrap().unwrap();
     assert!(audit.detail.contains(r#""late":1"#), "{}", audit.detail);
@@ -171,7 +181,13 @@ fn a_window_seals_only_once_it_closed_seal_grace_ago() {
     let dir = tempfile::tempdir().unwrap();
     let p = policy();
     let t0 = nov(19, 0, 0, 0); // the 18th closes
-    let mut store = SqliteStore::init(dir.path(), t0 - 10 * 86_400, "test").unwrap();
+    let mut store = SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        t0 - 10 * 86_400,
+        "test",
+    )
+    .unwrap();
     let keys = store.key_ring().unwrap();
     let door = |store: &SqliteStore, now: i64| {
         Door::new(

@@ -63,6 +63,16 @@ impl Veil {
         self.path().join("data")
     }
 
+    /// The key vault `veil init` made beside the data directory.
+    pub fn vault_dir(&self) -> PathBuf {
+        self.path().join("vault")
+    }
+
+    /// The store, opened directly as the binary opens it.
+    pub fn store(&self) -> veil_store::SqliteStore {
+        veil_store::SqliteStore::open(&self.data_dir(), &self.vault_dir()).unwrap()
+    }
+
     pub fn db(&self) -> PathBuf {
         self.data_dir().join("veil.db")
     }

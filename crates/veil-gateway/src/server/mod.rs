@@ -1172,7 +1172,13 @@ collections:
     #[test]
     fn maintenance_seals_only_windows_closed_seal_grace_ago_and_the_door_learns_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = SqliteStore::init(dir.path(), now(), "test").unwrap();
+        let mut store = SqliteStore::init(
+            &dir.path().join("data"),
+            &dir.path().join("vault"),
+            now(),
+            "test",
+        )
+        .unwrap();
         let policy = veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
             .unwrap()
             .0;

@@ -122,12 +122,23 @@ impl Env {
     pub fn new(budget: f64, period_days: u32, mechanism: &str, now: i64) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let policy = load_policy(dir.path(), &policy_text(budget, period_days, mechanism));
-        let store = SqliteStore::init(&dir.path().join("data"), now, "test").unwrap();
+        let store = SqliteStore::init(
+            &dir.path().join("data"),
+            &dir.path().join("vault"),
+            now,
+            "test",
+        )
+        .unwrap();
         Env { dir, store, policy }
     }
 
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The store's key vault, beside (never inside) its data directory.
+    pub fn vault_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("vault")
     }
 
     /// Seals one window of `metric` from per-contributor rows, as `veil seal` would.
