@@ -78,11 +78,13 @@ pub enum Action {
     Seal,
     /// End the current key epoch.
     RotateKeys,
+    /// Apply retention: delete what is past it, destroy keys nothing needs.
+    Purge,
 }
 
 impl Action {
     /// Every action, for tables that must cover them all.
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Ingest,
         Action::ReadRelease,
         Action::Release,
@@ -91,6 +93,7 @@ impl Action {
         Action::ReadStatus,
         Action::Seal,
         Action::RotateKeys,
+        Action::Purge,
     ];
 
     /// The roles that may take this action. Matched exhaustively: a new action must say
@@ -109,7 +112,7 @@ impl Action {
                 Role::Auditor,
                 Role::Admin,
             ],
-            Action::Seal | Action::RotateKeys => &[Role::Admin],
+            Action::Seal | Action::RotateKeys | Action::Purge => &[Role::Admin],
         }
     }
 }

@@ -177,6 +177,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Ctx> {
                 cfg.data_dir.display()
             ),
         ),
+        e @ (StoreError::VaultMissing(_) | StoreError::VaultMismatch(_)) => exit(2, e.to_string()),
         e => e.into(),
     })?;
     let who = actor(cli, &cfg)?;
@@ -248,6 +249,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                 },
         } => crate::collect::github(&cli, dir, environments, *dry_run, to.as_deref()),
         Cmd::Seal => seal(&cli),
+        Cmd::Purge { dry_run, format } => purge(&cli, *dry_run, *format),
         Cmd::Serve => serve(&cli),
         Cmd::Report {
             metric,
@@ -627,14 +629,93 @@ fn seal(cli: &Cli) -> Result<u8> {
     ctx.allow(Action::Seal)?;
     let o = ctx.store.seal(&ctx.policy, &ctx.keys, now(), &ctx.actor)?;
     println!("sealed {} windows", o.windows.len());
-    let forgotten = ctx.store.prune_dedupe(&ctx.policy, now(), &ctx.actor)?;
-    if forgotten > 0 {
-        println!("forgot {forgotten} idempotency ids of events older than the staging retention");
-    }
     for (m, w) in &o.windows {
         println!("  {m} {w}");
     }
     Ok(0)
+}
+
+/// `veil purge [--dry-run]`: retention, with what went (or would go) per zone.
+fn purge(cli: &Cli, dry_run: bool, format: OutFormat) -> Result<u8> {
+    let mut ctx = open(cli)?;
+    ctx.allow(Action::Purge)?;
+    let mode = if dry_run {
+        veil_store::PurgeMode::DryRun
+    } else {
+        veil_store::PurgeMode::Run
+    };
+    let r = ctx.store.purge(&ctx.policy, now(), &ctx.actor, mode)?;
+    match format {
+        OutFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
+        OutFormat::Csv => return Err(exit(2, "veil purge prints table or json")),
+        OutFormat::Table => print!("{}", purge_text(&r)),
+    }
+    Ok(0)
+}
+
+/// The purge report as lines a privacy officer reads.
+pub(crate) fn purge_text(r: &veil_store::PurgeReport) -> String {
+    let per = |m: &std::collections::BTreeMap<String, i64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::from(if r.dry_run {
+        "would purge (dry run: nothing was changed or destroyed)\n"
+    } else {
+        "purged\n"
+    });
+    let mut line = |s: String| {
+        out.push_str("  ");
+        out.push_str(&s);
+        out.push('\n');
+    };
+    if !r.staging_events.is_empty() {
+        let n: i64 = r.staging_events.values().sum();
+        line(format!(
+            "staging: {n} events past retention ({})",
+            per(&r.staging_events)
+        ));
+    }
+    if r.dedupe_runs > 0 {
+        line(format!(
+            "idempotency: {} ids in {} runs",
+            r.dedupe_ids, r.dedupe_runs
+        ));
+    }
+    if r.contributor_runs > 0 {
+        line(format!(
+            "per-contributor state of metrics no longer declared: {} runs",
+            r.contributor_runs
+        ));
+    }
+    if r.quarantine_rows > 0 {
+        line(format!("quarantine: {} rows", r.quarantine_rows));
+    }
+    if !r.aggregate_rows.is_empty() {
+        let n: i64 = r.aggregate_rows.values().sum();
+        line(format!(
+            "aggregates: {n} rows past retention ({})",
+            per(&r.aggregate_rows)
+        ));
+    }
+    if !r.releases.is_empty() {
+        line(format!("releases: {} stored releases", r.releases.len()));
+    }
+    for e in &r.epochs_shredded {
+        line(format!(
+            "keys: epoch {e} {} (crypto-shredding: nothing of it can be decrypted or linked to a person)",
+            if r.dry_run { "would be shredded" } else { "shredded" }
+        ));
+    }
+    for (e, why) in &r.epochs_held {
+        line(format!("keys: epoch {e} kept: {why}"));
+    }
+    if r.is_empty() && r.epochs_held.is_empty() {
+        line("nothing is past its retention".into());
+    }
+    out
 }
 
 /// `veil report`: a dry-run plan, or a release rendered from its stored record.
@@ -747,20 +828,20 @@ fn keys(cli: &Cli, cmd: &KeysCmd) -> Result<u8> {
     };
     println!("{:<6} {:<18} {:<18} status", "epoch", "from", "until");
     for e in ctx.store.epochs()? {
-        let status = if e.keys.is_none() {
-            "shredded"
-        } else if e.end == i64::MAX {
-            "active"
-        } else {
-            "retired"
+        let status = match (e.keys.is_some(), e.end == i64::MAX) {
+            (false, _) => format!("shredded {}", e.shredded_at.map(fmt).unwrap_or_default()),
+            (true, true) => "active".to_owned(),
+            (true, false) => "retired (keys kept until its staging retention ends)".to_owned(),
         };
         println!(
-            "{:<6} {:<18} {:<18} {status}",
+            "{:<6} {:<18} {:<18} {}",
             e.id.0,
             fmt(e.start),
-            fmt(e.end)
+            fmt(e.end),
+            status.trim_end()
         );
     }
+    println!("vault: {}", ctx.store.vault_location());
     Ok(0)
 }
 
@@ -889,6 +970,23 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
             doc["budget_spent_by_principal"]
         );
         println!("last seal: {}", last_seal.as_deref().unwrap_or("never"));
+        println!(
+            "last purge: {}",
+            doc["last_purge"]["at"].as_str().unwrap_or("never")
+        );
+        println!(
+            "vault: {}",
+            doc["vault"]["location"].as_str().unwrap_or_default()
+        );
+        for e in doc["vault"]["epochs"].as_array().into_iter().flatten() {
+            println!(
+                "  epoch {:<4} {:<9} from {} until {}",
+                e["epoch"],
+                e["state"].as_str().unwrap_or_default(),
+                e["from"].as_str().unwrap_or("the beginning"),
+                e["until"].as_str().unwrap_or("now")
+            );
+        }
         println!(
             "audit: {} entries, {}",
             audit["entries"],

@@ -83,6 +83,18 @@ pub enum Cmd {
     },
     /// Seal closed windows into aggregates.
     Seal,
+    /// Apply retention: delete staging events, idempotency ids, quarantine rows,
+    /// aggregates and releases past their retention, and destroy the keys of epochs
+    /// nothing needs any more (crypto-shredding). Audited with counts.
+    ///
+    /// Example: veil purge --dry-run
+    Purge {
+        /// Say what would go; change and destroy nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
     /// The gateway: HTTP and OTLP/HTTP ingest, reports, audit, metrics (listen and limits
     /// from veil.toml). Stops cleanly on SIGTERM or Ctrl-C.
     Serve,

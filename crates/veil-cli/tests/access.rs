@@ -77,6 +77,7 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 Action::ReadStatus => Some(vec!["status".into()]),
                 Action::Seal => Some(vec!["seal".into()]),
                 Action::RotateKeys => Some(vec!["keys".into(), "rotate".into()]),
+                Action::Purge => Some(vec!["purge".into(), "--dry-run".into()]),
             };
             if let Some(args) = cli_args {
                 let mut full = vec!["--as", name.as_str()];
@@ -112,7 +113,7 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 )))),
                 Action::ReadAudit => Some(http.get(gw.url("/v1/audit"))),
                 Action::ReadStatus => Some(http.get(gw.url("/v1/status"))),
-                Action::PlanRelease | Action::Seal | Action::RotateKeys => None,
+                Action::PlanRelease | Action::Seal | Action::RotateKeys | Action::Purge => None,
             };
             if let Some(req) = req {
                 let resp = req.bearer_auth(&tok).send().unwrap();

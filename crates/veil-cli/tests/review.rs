@@ -796,19 +796,15 @@ fn seal_forgets_ids_of_events_past_the_staging_retention() {
     };
     assert_eq!(runs(&v), 100);
     // With a 14-day retention nothing is forgotten; with 1 day the old ids go.
-    let r = v.run(&["seal"]);
-    assert!(!r.stdout.contains("forgot"), "{}", r.stdout);
+    let r = v.run(&["purge"]);
+    assert!(!r.stdout.contains("idempotency"), "{}", r.stdout);
     std::fs::write(
         v.path().join("policy.yaml"),
         policy.replace("staging_retention: 14d", "staging_retention: 1d"),
     )
     .unwrap();
-    let r = v.run(&["seal"]);
-    assert!(
-        r.stdout.contains("forgot 50 idempotency ids"),
-        "{}",
-        r.stdout
-    );
+    let r = v.run(&["purge"]);
+    assert!(r.stdout.contains("idempotency: 50 ids"), "{}", r.stdout);
     assert_eq!(runs(&v), 50);
     let log = v.run(&["audit", "log"]).stdout;
     assert!(

@@ -528,6 +528,11 @@ impl Policy {
         self.by_name.get(name).copied()
     }
 
+    /// A collection by its event name.
+    pub fn collection(&self, name: &str) -> Option<&Collection> {
+        self.collection_index(name).map(|i| &self.collections[i])
+    }
+
     /// A metric by its name (or `collection.metric`), with its collection.
     pub fn metric(&self, name: &str) -> Option<(&Collection, &Metric)> {
         let (ci, mi) = *self.metric_index.get(name)?;

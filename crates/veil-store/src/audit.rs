@@ -331,6 +331,35 @@ pub struct Bound<'a> {
     pub windows: BTreeMap<(String, String, i64), String>,
 }
 
+/// Releases that intact `purge` entries record as deleted past retention, each after the
+/// entry that made it: their rows and windows are gone from the store by design.
+fn purged_releases(rows: &[AuditEntry]) -> std::collections::BTreeSet<String> {
+    #[derive(Deserialize)]
+    struct Purged {
+        #[serde(default)]
+        releases: Vec<String>,
+    }
+    let mut made = std::collections::BTreeSet::new();
+    let mut out = std::collections::BTreeSet::new();
+    for e in rows {
+        if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash {
+            continue;
+        }
+        match e.action.as_str() {
+            "release" | BASELINE => {
+                made.extend(recorded(e).into_iter().map(|(b, _)| b.release_id));
+            }
+            "purge" => {
+                if let Ok(p) = serde_json::from_str::<Purged>(&e.detail) {
+                    out.extend(p.releases.into_iter().filter(|id| made.contains(id)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The windows every intact release entry records, as (metric, grouping, start) → id;
 /// a window recorded twice is an error naming the entry.
 fn chain_windows(
@@ -415,6 +444,7 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
             }
         }
     }
+    let purged = purged_releases(rows);
     let mut stored = std::collections::BTreeSet::new();
     for r in bound.releases {
         stored.insert(r.release_id.as_str());
@@ -430,7 +460,7 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
         check_release(&rows[(seq - 1) as usize], r).map_err(|m| (seq, m))?;
     }
     for (id, seq) in &by_id {
-        if !stored.contains(id.as_str()) {
+        if !stored.contains(id.as_str()) && !purged.contains(id) {
             return Err((
                 *seq,
                 format!("release {id} recorded by entry #{seq} is missing from the store"),
@@ -445,7 +475,9 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
         let b: WindowBaseline = serde_json::from_str(&e.detail)
             .map_err(|_| (e.seq, format!("entry #{} is not a window baseline", e.seq)))?;
         for (id, _) in &b.releases {
-            if e.actor != "veil:upgrade" || !by_id.contains_key(id) || !stored.contains(id.as_str())
+            if e.actor != "veil:upgrade"
+                || !by_id.contains_key(id)
+                || !(stored.contains(id.as_str()) || purged.contains(id))
             {
                 return Err((
                     e.seq,
@@ -463,7 +495,8 @@ pub fn verify_bound(rows: &[AuditEntry], bound: &Bound) -> Result<(), (i64, Stri
             format!("entry #{} is a second window baseline", e.seq),
         ));
     }
-    let windows = chain_windows(rows)?;
+    let mut windows = chain_windows(rows)?;
+    windows.retain(|_, id| !purged.contains(id));
     if windows != bound.windows {
         let (seq, what) = match windows
             .iter()

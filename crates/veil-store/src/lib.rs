@@ -14,12 +14,14 @@ pub mod audit;
 mod cells;
 mod contrib;
 pub mod crypto;
+pub mod retention;
 pub mod seal;
 mod seen;
 mod sqlite;
 pub mod vault;
 
 pub use audit::{Anchor, AuditEntry, Verification};
+pub use retention::{PurgeMode, PurgeReport};
 pub use sqlite::SqliteStore;
 pub use vault::{FileVault, Vault};
 
@@ -215,11 +217,17 @@ pub trait Store: SealedAggregates {
         now: i64,
         actor: &str,
     ) -> Result<SealOutcome>;
-    /// Forgets idempotency ids of events older than the longest staging retention (the
-    /// door refuses such events anyway), so the index's memory is bounded by retention ×
-    /// rate; audited as a `purge` with counts when anything went. Returns the ids
-    /// forgotten.
-    fn prune_dedupe(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<usize>;
+    /// Applies retention (see [`retention`]): deletes staging events, idempotency runs,
+    /// quarantine rows, sealed aggregates and stored releases past their retention, then
+    /// destroys the keys of every epoch that nothing still needs. Audited with counts as
+    /// `purge`, each destruction as `key_shred`; [`PurgeMode::DryRun`] only counts.
+    fn purge(
+        &mut self,
+        policy: &Policy,
+        now: i64,
+        actor: &str,
+        mode: PurgeMode,
+    ) -> Result<PurgeReport>;
     /// Appends one audit entry; `detail` must hold no personal data.
     fn audit(
         &mut self,

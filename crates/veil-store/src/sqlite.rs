@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use veil_pipeline::{staging, window, EpochKeys, Secret};
 use veil_policy::MetricKind;
 
+mod purge;
+
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS staging_segments (
@@ -404,6 +406,12 @@ impl SqliteStore {
         let s = std::fs::read_to_string(&self.head_path).ok()?;
         let (a, b) = s.trim().split_once(' ')?;
         Some((a.parse().ok()?, b.to_owned()))
+    }
+
+    /// Idempotency ids held in memory: bounded by retention × rate, and what a purge
+    /// shrinks (for `/metrics` and tests).
+    pub fn idempotency_ids_in_memory(&self) -> usize {
+        self.seen.keys_in_memory()
     }
 
     /// Decrypted staging events of one collection as `{"time", "attrs"}` JSON, for tests
@@ -967,31 +975,14 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn prune_dedupe(&mut self, policy: &Policy, now: i64, actor: &str) -> Result<usize> {
-        let retention = policy
-            .collections()
-            .iter()
-            .map(|c| c.staging_retention)
-            .max()
-            .unwrap_or(0);
-        // A minute of margin: the door compares seconds, runs record minutes.
-        let before_minute = (now - retention).div_euclid(60) - 1;
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let (runs, ids) = self.seen.prune(&tx, before_minute)?;
-        if runs == 0 {
-            return Ok(0);
-        }
-        let detail = serde_json::json!({"zone": "staging", "dedupe_runs": runs, "dedupe_ids": ids,
-            "older_than": rfc3339(before_minute * 60)});
-        let e = append_audit(&tx, actor, "purge", &detail, now)?;
-        tx.commit()?;
-        self.write_head(&e)?;
-        let tx = self.conn.transaction()?;
-        self.seen.pruned(&tx)?;
-        drop(tx);
-        Ok(ids)
+    fn purge(
+        &mut self,
+        policy: &Policy,
+        now: i64,
+        actor: &str,
+        mode: PurgeMode,
+    ) -> Result<PurgeReport> {
+        purge::run(self, policy, now, actor, mode)
     }
 
     fn audit(

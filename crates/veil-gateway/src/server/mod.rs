@@ -185,7 +185,20 @@ fn maintain(
     if seal {
         let keys = store.key_ring()?;
         let sealed = store.seal(&policy, &keys, t, "veil:scheduler")?;
-        store.prune_dedupe(&policy, t, "veil:scheduler")?;
+        let purged = store.purge(
+            &policy,
+            t,
+            "veil:scheduler",
+            veil_store::PurgeMode::Scheduled,
+        )?;
+        if !purged.is_empty() {
+            tracing::info!(
+                staging_events = purged.staging_events.values().sum::<i64>(),
+                aggregate_rows = purged.aggregate_rows.values().sum::<i64>(),
+                epochs_shredded = purged.epochs_shredded.len(),
+                "applied retention"
+            );
+        }
         if !sealed.windows.is_empty() {
             tracing::info!(windows = sealed.windows.len(), "sealed closed windows");
         }

@@ -42,6 +42,29 @@ pub fn posture(
     }
     let spent = budget_spent(store, policy, t)?;
     let last_seal = store.last_audit("seal")?.map(|e| e.at);
+    let last_purge = store.last_audit("purge")?.map(|e| {
+        let counts: serde_json::Value = serde_json::from_str(&e.detail).unwrap_or_default();
+        serde_json::json!({"at": e.at, "counts": counts})
+    });
+    let stamp = |t: i64| match t {
+        i64::MIN | i64::MAX => serde_json::Value::Null,
+        t => chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .into(),
+    };
+    let epochs: Vec<serde_json::Value> = store
+        .epochs()?
+        .iter()
+        .map(|e| {
+            let state = match (e.keys.is_some(), e.end == i64::MAX) {
+                (false, _) => "shredded",
+                (true, true) => "active",
+                (true, false) => "retired",
+            };
+            serde_json::json!({"epoch": e.id.0, "from": stamp(e.start), "until": stamp(e.end),
+                "state": state, "shredded_at": e.shredded_at.map(stamp)})
+        })
+        .collect();
     let v = store.audit_verify(&[])?;
     Ok(serde_json::json!({
         "organization": policy.organization(),
@@ -52,7 +75,8 @@ pub fn posture(
         "budget": spent,
         "budget_spent_by_principal": store.spent_by_principal()?.iter().map(|((p, c), e)| (format!("{p} / {c}"), *e)).collect::<BTreeMap<_, _>>(),
         "last_seal": last_seal,
-        "last_purge": null,
+        "last_purge": last_purge,
+        "vault": {"location": store.vault_location(), "epochs": epochs},
         "audit": {"entries": v.entries, "head": v.head, "verified": v.ok, "problem": v.problem},
     }))
 }

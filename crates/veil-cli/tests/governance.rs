@@ -1,0 +1,118 @@
+//! Governance through the binary: the vault apart from the data, `veil purge`, `veil keys`.
+//! (What a purge deletes at which instant is tested with an injected clock at the store,
+//! `crates/veil-store/tests/retention.rs`; here the commands, their output and audit.)
+
+mod common;
+use common::*;
+
+#[test]
+fn the_vault_lives_apart_and_a_missing_or_foreign_vault_is_a_clear_error() {
+    let v = Veil::init();
+    assert!(v.vault_dir().join("keys.json").exists());
+    assert!(
+        !all_files(&v.data_dir())
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().contains("keys")),
+        "no key file in the data directory"
+    );
+    let r = v.run(&["status", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert!(doc["config"]["vault"]
+        .as_str()
+        .unwrap()
+        .ends_with("keys.json"));
+    let r = v.run(&["keys", "list"]);
+    assert!(r.stdout.contains("vault: "), "{}", r.stdout);
+
+    // A vault inside the data directory is refused at load.
+    let cfg = v.path().join("veil.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replace("vault = \"vault\"", "vault = \"data/vault\""),
+    )
+    .unwrap();
+    let r = v.run(&["status"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("vault must lie outside data_dir"),
+        "{}",
+        r.stderr
+    );
+    std::fs::write(&cfg, &text).unwrap();
+
+    // A missing vault: the store does not open, and says where it looked.
+    let moved = v.path().join("vault-elsewhere");
+    std::fs::rename(v.vault_dir(), &moved).unwrap();
+    let r = v.run(&["status"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("key vault is missing") && r.stderr.contains("restore it"),
+        "{}",
+        r.stderr
+    );
+    // VEIL_VAULT points at it.
+    let r = v.run_env(&["status"], None, &[("VEIL_VAULT", "vault-elsewhere")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    std::fs::rename(&moved, v.vault_dir()).unwrap();
+
+    // Another installation's vault is refused, never used to make new keys.
+    let other = Veil::init();
+    let r = v.run_env(
+        &["status"],
+        None,
+        &[("VEIL_VAULT", other.vault_dir().to_str().unwrap())],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("belongs to another data directory"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn purge_says_what_would_go_then_what_went_and_audits_it() {
+    let v = Veil::init();
+    let r = v.run(&["purge", "--dry-run"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("would purge (dry run"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("nothing is past its retention"),
+        "{}",
+        r.stdout
+    );
+    let log = v.run(&["audit", "log"]).stdout;
+    assert!(!log.contains(" purge "), "a dry run is not a purge: {log}");
+
+    let r = v.run(&["purge", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(doc["dry_run"], false);
+    assert_eq!(doc["epochs_shredded"], serde_json::json!([]));
+    let log = v.run(&["audit", "log"]).stdout;
+    assert!(
+        log.contains(" purge "),
+        "a purge asked for is audited: {log}"
+    );
+
+    // A retired epoch is kept until its retention ends, and the purge says why.
+    assert_eq!(v.run(&["keys", "rotate"]).code, 0);
+    let r = v.run(&["keys", "list"]);
+    assert!(r.stdout.contains("retired"), "{}", r.stdout);
+    let r = v.run(&["purge"]);
+    assert!(!r.stdout.contains("shredded"), "{}", r.stdout);
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+
+    // Only an admin (or the local operator) purges.
+    let r = v.run_env(
+        &["--as", "analyst", "purge"],
+        None,
+        &[("VEIL_TOKEN", v.token("analyst").as_str())],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("may not"), "{}", r.stderr);
+    let r = v.run(&["purge", "--format", "csv"]);
+    assert_eq!(r.code, 2, "an unsupported format is an error: {}", r.stdout);
+}
