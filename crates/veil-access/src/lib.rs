@@ -80,11 +80,21 @@ pub enum Action {
     RotateKeys,
     /// Apply retention: delete what is past it, destroy keys nothing needs.
     Purge,
+    /// Ask for a grant to read one collection's staging.
+    RequestGrant,
+    /// Approve a grant (the two-role rule is checked by the grant itself).
+    ApproveGrant,
+    /// Revoke a grant (its requester, or engineering, privacy, admin).
+    RevokeGrant,
+    /// List grants and their state.
+    ListGrants,
+    /// Read staged rows under a live grant of one's own.
+    ReadStaging,
 }
 
 impl Action {
     /// Every action, for tables that must cover them all.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 14] = [
         Action::Ingest,
         Action::ReadRelease,
         Action::Release,
@@ -94,6 +104,11 @@ impl Action {
         Action::Seal,
         Action::RotateKeys,
         Action::Purge,
+        Action::RequestGrant,
+        Action::ApproveGrant,
+        Action::RevokeGrant,
+        Action::ListGrants,
+        Action::ReadStaging,
     ];
 
     /// The roles that may take this action. Matched exhaustively: a new action must say
@@ -113,6 +128,17 @@ impl Action {
                 Role::Admin,
             ],
             Action::Seal | Action::RotateKeys | Action::Purge => &[Role::Admin],
+            Action::RequestGrant
+            | Action::RevokeGrant
+            | Action::ListGrants
+            | Action::ReadStaging => &[
+                Role::Analyst,
+                Role::Engineering,
+                Role::Privacy,
+                Role::Auditor,
+                Role::Admin,
+            ],
+            Action::ApproveGrant => &[Role::Engineering, Role::Privacy],
         }
     }
 }

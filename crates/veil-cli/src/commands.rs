@@ -71,7 +71,7 @@ fn os_user() -> String {
     }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
@@ -87,6 +87,16 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The caller's roles (none for the local operator).
+    pub(crate) fn who_roles(&self) -> Vec<Role> {
+        self.who.roles.clone().unwrap_or_default()
+    }
+
+    /// Whether the caller is the local operator (no `--as`).
+    pub(crate) fn is_operator(&self) -> bool {
+        self.who.roles.is_none()
+    }
+
     /// Refuses (audited, exit 1) unless the caller may take `action`.
     pub(crate) fn allow(&mut self, action: Action) -> Result<()> {
         allow(&self.who, &mut self.store, action)
@@ -268,6 +278,8 @@ pub fn run(cli: Cli) -> Result<u8> {
             report(&cli, &q, *format, *dry_run, &mut std::io::stdout())
         }
         Cmd::Keys { cmd } => keys(&cli, cmd),
+        Cmd::Grant { cmd } => crate::govern::grant(&cli, cmd),
+        Cmd::Staging { cmd } => crate::govern::staging(&cli, cmd),
         Cmd::Audit { cmd } => audit(&cli, cmd),
         Cmd::Status { format } => status(&cli, *format),
         Cmd::Generate {

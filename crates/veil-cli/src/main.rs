@@ -9,6 +9,7 @@ mod collect;
 mod commands;
 mod config;
 mod generate;
+mod govern;
 mod remote;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -116,6 +117,18 @@ pub enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Grants: time-bound, dual-approved access to one collection's pseudonymous staged
+    /// rows (one approval from role engineering, one from role privacy; never the
+    /// requester's own).
+    Grant {
+        #[command(subcommand)]
+        cmd: GrantCmd,
+    },
+    /// Staging, read under a live grant of your own (every read is audited).
+    Staging {
+        #[command(subcommand)]
+        cmd: StagingCmd,
+    },
     /// Epoch keys.
     Keys {
         #[command(subcommand)]
@@ -215,6 +228,54 @@ pub enum CollectCmd {
         /// source principal whose token is in VEIL_TOKEN.
         #[arg(long, value_name = "URL")]
         to: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum GrantCmd {
+    /// Ask for access to one collection's staged rows.
+    ///
+    /// Example: veil --as eng-lead grant request --purpose "incident 4711: failing deploys" --scope ci.build_finished --duration 2d
+    Request {
+        /// Why (kept in the audit log; personal data is refused).
+        #[arg(long)]
+        purpose: String,
+        /// The collection whose staged rows it opens.
+        #[arg(long)]
+        scope: String,
+        /// How long it lasts once approved (e.g. 2d, 12h), at most the policy's
+        /// `defaults.grant_max_duration` for the collection's zone.
+        #[arg(long)]
+        duration: String,
+    },
+    /// Approve a pending grant (as a principal with role engineering or privacy).
+    ///
+    /// Example: veil --as privacy-officer grant approve g-0123456789abcdef
+    Approve {
+        /// The grant's id (g-…).
+        id: String,
+    },
+    /// End a pending or live grant now.
+    Revoke {
+        /// The grant's id (g-…).
+        id: String,
+    },
+    /// Every grant with its state, approvals and expiry.
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StagingCmd {
+    /// Print the grant's staged rows as JSON (pseudonymous; audited with the row count).
+    ///
+    /// Example: veil --as eng-lead staging read --grant g-0123456789abcdef
+    Read {
+        /// The live grant to read under.
+        #[arg(long)]
+        grant: String,
     },
 }
 

@@ -78,6 +78,24 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 Action::Seal => Some(vec!["seal".into()]),
                 Action::RotateKeys => Some(vec!["keys".into(), "rotate".into()]),
                 Action::Purge => Some(vec!["purge".into(), "--dry-run".into()]),
+                Action::RequestGrant => Some(
+                    [
+                        "grant",
+                        "request",
+                        "--purpose",
+                        "incident review",
+                        "--scope",
+                        "ci.build_finished",
+                        "--duration",
+                        "1d",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                Action::ListGrants => Some(vec!["grant".into(), "list".into()]),
+                // Whether these succeed depends on a grant's state and the two-person
+                // rule as well as the role: tests/grants.rs covers them.
+                Action::ApproveGrant | Action::RevokeGrant | Action::ReadStaging => None,
             };
             if let Some(args) = cli_args {
                 let mut full = vec!["--as", name.as_str()];
@@ -113,7 +131,15 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 )))),
                 Action::ReadAudit => Some(http.get(gw.url("/v1/audit"))),
                 Action::ReadStatus => Some(http.get(gw.url("/v1/status"))),
-                Action::PlanRelease | Action::Seal | Action::RotateKeys | Action::Purge => None,
+                Action::ListGrants => Some(http.get(gw.url("/v1/grants"))),
+                Action::PlanRelease
+                | Action::Seal
+                | Action::RotateKeys
+                | Action::Purge
+                | Action::RequestGrant
+                | Action::ApproveGrant
+                | Action::RevokeGrant
+                | Action::ReadStaging => None,
             };
             if let Some(req) = req {
                 let resp = req.bearer_auth(&tok).send().unwrap();

@@ -116,3 +116,99 @@ fn purge_says_what_would_go_then_what_went_and_audits_it() {
     let r = v.run(&["purge", "--format", "csv"]);
     assert_eq!(r.code, 2, "an unsupported format is an error: {}", r.stdout);
 }
+
+fn j(r: reqwest::blocking::Response) -> serde_json::Value {
+    serde_json::from_str(&r.text().unwrap()).unwrap()
+}
+
+/// Grants over HTTP with the example principals: the same rules as the CLI (one
+/// engine), the answers a client can act on (201, 409, 403, 200), and the rows.
+#[test]
+fn grants_over_http_open_staging_only_with_both_roles_and_only_for_the_requester() {
+    let v = Veil::init();
+    let events = v.generate(3, false);
+    v.ingest(&events);
+    let gw = Gateway::start(&v);
+    let http = reqwest::blocking::Client::new();
+    let as_ = |who: &str| v.token(who);
+    let r = http
+        .post(gw.url("/v1/grants"))
+        .bearer_auth(as_("analyst"))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"purpose": "incident 4711: failing builds", "scope": "ci.build_finished", "duration": "1d"})
+                .to_string(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let g = j(r);
+    let id = g["id"].as_str().unwrap().to_owned();
+    assert_eq!(g["state"], "pending");
+    let read = |who: &str| {
+        http.get(gw.url(&format!("/v1/staging?grant={id}")))
+            .bearer_auth(as_(who))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(read("analyst").status().as_u16(), 409, "not live yet");
+    let approve = |who: &str| {
+        http.post(gw.url(&format!("/v1/grants/{id}/approve")))
+            .bearer_auth(as_(who))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        approve("analyst").status().as_u16(),
+        403,
+        "no approving role"
+    );
+    assert_eq!(approve("eng-lead").status().as_u16(), 200);
+    let again = approve("eng-lead");
+    assert_eq!(again.status().as_u16(), 403);
+    let body = j(again);
+    assert_eq!(body["error"]["reason"], "already_approved");
+    assert_eq!(read("analyst").status().as_u16(), 409);
+    let live = j(approve("privacy-officer"));
+    assert_eq!(live["state"], "live");
+    // Not the requester: refused even with a role that may read staging.
+    assert_eq!(read("eng-lead").status().as_u16(), 403);
+    let rows = j(read("analyst"));
+    let rows = rows["rows"].as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r["attrs"].get("duration_ms").is_some()),
+        "ci.build_finished rows only"
+    );
+    let text = serde_json::to_string(rows).unwrap();
+    assert!(!text.contains('@'), "pseudonymous rows");
+    // The list shows it live with its expiry; a viewer may not list or read.
+    let list = j(http
+        .get(gw.url("/v1/grants"))
+        .bearer_auth(as_("privacy-officer"))
+        .send()
+        .unwrap());
+    assert_eq!(list[0]["state"], "live");
+    assert!(list[0]["expires_at"].is_i64());
+    assert_eq!(read("viewer").status().as_u16(), 403);
+    // Revoked: closed at once.
+    let r = http
+        .post(gw.url(&format!("/v1/grants/{id}/revoke")))
+        .bearer_auth(as_("privacy-officer"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(read("analyst").status().as_u16(), 409);
+    drop(gw);
+    let log = v.run(&["audit", "log"]).stdout;
+    for action in [
+        "grant_request",
+        "grant_approve",
+        "grant_denied",
+        "staging_read",
+        "grant_revoke",
+    ] {
+        assert!(log.contains(action), "{action} missing from the audit log");
+    }
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+}

@@ -567,3 +567,29 @@ fn the_keys_move_out_of_the_data_directory_on_first_open() {
         vault
     );
 }
+
+/// A legacy store next to a vault that does not hold its keys (another installation's,
+/// or one left over) is refused, and its keys stay where they are: wiping them would make
+/// everything staged unreadable.
+#[test]
+fn a_legacy_store_never_hands_its_keys_to_a_foreign_vault() {
+    let v = legacy();
+    let other = Veil::init();
+    copy_dir(&other.vault_dir(), &v.vault_dir());
+    let r = v.run(&["keys", "list"]);
+    assert_eq!(r.code, 2, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("belongs to another data directory"),
+        "{}",
+        r.stderr
+    );
+    let kept: i64 = v
+        .sqlite()
+        .query_row(
+            "SELECT COUNT(*) FROM vault_epochs WHERE hmac_key IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(kept, 1, "the store's own keys were not wiped");
+}

@@ -330,6 +330,29 @@ pub fn analyze(
         },
         delta,
         seal_grace: dur(&mut ctx, None, "defaults.seal_grace", &d.seal_grace, 86_400),
+        grant_max: {
+            let g = d.grant_max_duration.clone().unwrap_or_default();
+            let mut out = [0; 3];
+            for (zone, key, v, fallback) in [
+                (Zone::Operational, "operational", &g.operational, 7),
+                (Zone::Security, "security", &g.security, 14),
+                (Zone::HrReview, "hr_review", &g.hr_review, 3),
+            ] {
+                let key = format!("defaults.grant_max_duration.{key}");
+                let d = dur(&mut ctx, None, &key, v, fallback * 86_400);
+                if d > ceilings(zone).0 {
+                    ctx.err(
+                        "Q5",
+                        None,
+                        None,
+                        None,
+                        format!("{key} may not exceed the zone's staging retention ceiling"),
+                    );
+                }
+                out[zone as usize] = d;
+            }
+            out
+        },
     };
 
     let mut names = HashSet::new();

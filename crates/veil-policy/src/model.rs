@@ -37,6 +37,16 @@ pub struct Defaults {
     pub delta: f64,
     /// How long after a window closes late events are still accepted before sealing.
     pub seal_grace: Secs,
+    /// The longest a grant to staging may last, per zone: operational, security,
+    /// hr_review (defaults 7d, 14d, 3d; never more than the zone's staging ceiling).
+    pub grant_max: [Secs; 3],
+}
+
+impl Defaults {
+    /// The longest a grant to a collection of this zone may last.
+    pub fn grant_max(&self, zone: Zone) -> Secs {
+        self.grant_max[zone as usize]
+    }
 }
 
 /// Total ε on any one period's data of a collection, over every metric, grouping and

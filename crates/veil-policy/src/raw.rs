@@ -30,6 +30,17 @@ pub struct RawDefaults {
     pub budget: Option<RawBudget>,
     pub delta: Option<f64>,
     pub seal_grace: Option<String>,
+    /// Longest grant per zone (`operational: 7d`, …); see `Defaults::grant_max`.
+    pub grant_max_duration: Option<RawGrantMax>,
+}
+
+/// The longest a grant to staging may last, per zone.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrantMax {
+    pub operational: Option<String>,
+    pub security: Option<String>,
+    pub hr_review: Option<String>,
 }
 
 /// A privacy budget: total ε a principal may spend per collection per period.

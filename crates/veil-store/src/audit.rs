@@ -331,31 +331,99 @@ pub struct Bound<'a> {
     pub windows: BTreeMap<(String, String, i64), String>,
 }
 
-/// Releases that intact `purge` entries record as deleted past retention, each after the
-/// entry that made it: their rows and windows are gone from the store by design.
+/// The longest metric window (a month, rounded up): a release's window ends at most this
+/// long after it starts.
+pub const MAX_WINDOW: i64 = 31 * 86_400;
+
+fn unix(at: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .ok()
+        .map(|d| d.timestamp())
+}
+
+/// Whether the chain before entry `before_seq` proves that release `id` is past the
+/// aggregate retention at instant `at`: its own `release` entry names its collection and
+/// windows, and the newest `policy_load` entry before `before_seq` the collection's
+/// aggregate retention; every window must have ended (a window is at most
+/// [`MAX_WINDOW`] long) more than that retention before `at`. The purge deletes a release
+/// only when this holds, and `audit verify` accepts a purged release only when it held
+/// at the purge entry — so a `purge` entry appended by hand cannot excuse deleting a
+/// release that is still within its retention.
+pub fn purge_proven(rows: &[AuditEntry], id: &str, at: i64, before_seq: i64) -> bool {
+    #[derive(Deserialize)]
+    struct Retentions {
+        aggregate_retention: BTreeMap<String, i64>,
+        default_aggregate_retention: i64,
+    }
+    let intact = |e: &&AuditEntry| {
+        e.seq < before_seq
+            && entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) == e.hash
+    };
+    let Some((collection, starts)) = rows
+        .iter()
+        .filter(intact)
+        .filter(|e| e.action == "release")
+        .filter_map(|e| serde_json::from_str::<Binding>(&e.detail).ok())
+        .find(|b| b.release_id == id)
+        .and_then(|b| {
+            let c = b.charges?.first()?.collection.clone();
+            Some((c, b.released_windows?.starts))
+        })
+    else {
+        return false;
+    };
+    let Some(r) = rows
+        .iter()
+        .rev()
+        .filter(intact)
+        .filter(|e| e.action == "policy_load")
+        .find_map(|e| serde_json::from_str::<Retentions>(&e.detail).ok())
+    else {
+        return false;
+    };
+    let retention = r
+        .aggregate_retention
+        .get(&collection)
+        .copied()
+        .unwrap_or(r.default_aggregate_retention);
+    !starts.is_empty()
+        && starts
+            .iter()
+            .all(|s| s.saturating_add(MAX_WINDOW).saturating_add(retention) <= at)
+}
+
+/// Releases that intact `purge` entries record as deleted past retention, when the chain
+/// proves each was (see [`purge_proven`]) at a purge time that is neither in the future
+/// nor later than any entry after it (a day of clock skew allowed).
 fn purged_releases(rows: &[AuditEntry]) -> std::collections::BTreeSet<String> {
     #[derive(Deserialize)]
     struct Purged {
         #[serde(default)]
         releases: Vec<String>,
     }
-    let mut made = std::collections::BTreeSet::new();
+    const SKEW: i64 = 86_400;
+    let now = chrono::Utc::now().timestamp();
     let mut out = std::collections::BTreeSet::new();
-    for e in rows {
-        if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash {
+    for (i, e) in rows.iter().enumerate() {
+        if e.action != "purge"
+            || entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash
+        {
             continue;
         }
-        match e.action.as_str() {
-            "release" | BASELINE => {
-                made.extend(recorded(e).into_iter().map(|(b, _)| b.release_id));
-            }
-            "purge" => {
-                if let Ok(p) = serde_json::from_str::<Purged>(&e.detail) {
-                    out.extend(p.releases.into_iter().filter(|id| made.contains(id)));
-                }
-            }
-            _ => {}
+        let (Some(at), Ok(p)) = (unix(&e.at), serde_json::from_str::<Purged>(&e.detail)) else {
+            continue;
+        };
+        let later_ok = rows[i + 1..]
+            .iter()
+            .all(|l| unix(&l.at).is_some_and(|t| t + SKEW >= at));
+        if at > now + SKEW || !later_ok {
+            continue;
         }
+        out.extend(
+            p.releases
+                .into_iter()
+                .filter(|id| purge_proven(rows, id, at, e.seq)),
+        );
     }
     out
 }

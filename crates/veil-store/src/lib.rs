@@ -64,6 +64,22 @@ pub struct IngestBatch<'a> {
     pub rejected: Vec<Rejection>,
 }
 
+/// One staged event, decrypted: its segment, epoch, time and pseudonymous attributes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StagedRow {
+    /// The stored segment it is in (rewritten as a whole by an erasure).
+    #[serde(skip)]
+    pub segment: i64,
+    #[serde(serialize_with = "epoch_number")]
+    pub epoch: EpochId,
+    pub time: i64,
+    pub attrs: serde_json::Map<String, serde_json::Value>,
+}
+
+fn epoch_number<S: serde::Serializer>(e: &EpochId, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u32(e.0)
+}
+
 /// What one ingest commit did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IngestOutcome {
@@ -189,6 +205,13 @@ pub trait Store: SealedAggregates {
     fn dedupe_secret(&self) -> Result<Secret>;
     /// Where the vault is (no secret): what `veil status` shows.
     fn vault_location(&self) -> String;
+    /// Every staged event of a collection in an epoch whose keys exist, decrypted:
+    /// pseudonymous event-level rows, for reads under a grant and subject requests only
+    /// (both audited by their callers).
+    fn staging_events(&self, collection: &str, keys: &KeyRing) -> Result<Vec<StagedRow>>;
+    /// The audit entries with any of these actions, in chain order (grants and contests
+    /// are folded from them, so their state is as tamper-evident as the chain).
+    fn audit_entries(&self, actions: &[&str]) -> Result<Vec<AuditEntry>>;
     /// The key ring the door needs: every epoch's keys and the idempotency key.
     fn key_ring(&self) -> Result<KeyRing> {
         Ok(KeyRing::new(self.epochs()?, &self.dedupe_secret()?))

@@ -6,8 +6,9 @@
 //!   already refuses events older than the retention).
 //! - Quarantine rows (field names and a reason, never a value) go with their collection's
 //!   staging retention, counted from when they were received.
-//! - Sealed aggregates and the releases of their windows go once the window ended more
-//!   than the collection's `aggregate_retention` ago.
+//! - Sealed aggregates go once the window ended more than the collection's
+//!   `aggregate_retention` ago; a stored release once the audit chain proves every window
+//!   it released did (`audit::purge_proven`, counting each window as a month at most).
 //! - An epoch's keys are destroyed once its last instant is older than the longest
 //!   staging retention and nothing that needs them is left (see the store's purge).
 //!
@@ -85,17 +86,6 @@ impl<'a> Cutoffs<'a> {
     /// Whether an epoch that ended at `end` is past every staging retention.
     pub fn epoch_expired(&self, end: i64) -> bool {
         end <= self.now - self.longest_staging()
-    }
-
-    /// Whether a release made at `created_at` of `collection`, recording no window, is
-    /// past the aggregate retention.
-    pub fn release_expired(&self, collection: &str, created_at: i64) -> bool {
-        let retention = self
-            .policy
-            .collection(collection)
-            .map(|c| c.aggregate_retention)
-            .unwrap_or(self.policy.defaults().aggregate_retention);
-        created_at <= self.now - retention
     }
 }
 

@@ -133,18 +133,30 @@ impl SqliteStore {
     fn attach_vault(conn: &Connection, vault_dir: &Path, create: bool) -> Result<FileVault> {
         let now = chrono::Utc::now().timestamp();
         let legacy: bool = conn.query_row(
-            "SELECT COUNT(*) = 2 FROM sqlite_master WHERE type = 'table' AND name IN ('vault_epochs', 'vault_dedupe')",
+            "SELECT COUNT(*) = 1 FROM sqlite_master WHERE type = 'table' AND name = 'vault_epochs'",
             [],
             |r| r.get(0),
         )?;
-        let bound: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'vault_id'", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let vault = if legacy && !FileVault::exists(vault_dir) {
+        let meta = |key: &str| -> Result<Option<String>> {
+            Ok(conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?)
+        };
+        let bound = meta("vault_id")?;
+        let mut vault = if legacy {
             let keys = legacy_keys(conn)?;
-            FileVault::adopt(vault_dir, &keys, now)?
+            if FileVault::exists(vault_dir) {
+                // Only a vault that already holds exactly these keys (a migration that
+                // stopped before wiping them) may take over; any other would leave the
+                // staged data unreadable once the keys are wiped below.
+                let v = FileVault::open(vault_dir)?;
+                if !v.holds(&keys)? {
+                    return Err(StoreError::VaultMismatch(vault_dir.display().to_string()));
+                }
+                v
+            } else {
+                FileVault::adopt(vault_dir, &keys, now)?
+            }
         } else if FileVault::exists(vault_dir) {
             FileVault::open(vault_dir)?
         } else if create && bound.is_none() {
@@ -153,26 +165,53 @@ impl SqliteStore {
             return Err(StoreError::VaultMissing(vault_dir.display().to_string()));
         };
         let id = vault.id()?;
-        match bound {
-            Some(b) if b != id => {
-                return Err(StoreError::VaultMismatch(vault_dir.display().to_string()))
-            }
-            Some(_) => {}
+        if bound.as_deref().is_some_and(|b| b != id) {
+            return Err(StoreError::VaultMismatch(vault_dir.display().to_string()));
+        }
+        // The data directory's own id, kept in the vault: one vault serves one store.
+        let store_id = match meta("store_id")? {
+            Some(s) => s,
             None => {
+                let s = hex::encode(Secret::generate().expose());
                 conn.execute(
-                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('vault_id', ?1)",
-                    [&id],
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?1)",
+                    [&s],
                 )?;
+                meta("store_id")?.unwrap_or(s)
             }
+        };
+        vault.bind_store(&store_id)?;
+        if bound.is_none() {
+            conn.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('vault_id', ?1)",
+                [&id],
+            )?;
         }
         if legacy {
             // The keys are in the vault now: drop them from the database, with secure
             // delete zeroing their pages, then fold the WAL back and truncate it so no
-            // copy of them stays in any file of the data directory.
+            // copy of them stays in any file of the data directory. A reader holding the
+            // WAL open delays the truncation: wait for it, and fail rather than report a
+            // migration whose old pages are still in the WAL.
             conn.execute_batch(
                 "BEGIN IMMEDIATE; DROP TABLE IF EXISTS vault_epochs; DROP TABLE IF EXISTS vault_dedupe; COMMIT;",
             )?;
-            conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
+            conn.execute_batch("VACUUM;")?;
+            let mut folded = false;
+            for _ in 0..200 {
+                let busy: i64 =
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+                if busy == 0 {
+                    folded = true;
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if !folded {
+                return Err(StoreError::Corrupt(
+                    "the keys moved to the vault, but another process holds the database open, so their old pages are still in the WAL; stop it and run any veil command again".into(),
+                ));
+            }
         }
         Ok(vault)
     }
@@ -415,47 +454,19 @@ impl SqliteStore {
     }
 
     /// Decrypted staging events of one collection as `{"time", "attrs"}` JSON, for tests
-    /// only (feature `test-access`) until grants and subject requests read staging
-    /// through their own audited paths.
+    /// only (feature `test-access`); governed reads go through [`Store::staging_events`].
     #[cfg(feature = "test-access")]
     pub fn staging_payloads(&self, collection: &str, keys: &KeyRing) -> Result<Vec<String>> {
-        let mut st = self.conn.prepare("SELECT epoch, day, nonce, ciphertext FROM staging_segments WHERE collection = ?1 ORDER BY id")?;
-        let rows = st.query_map([collection], |r| {
-            Ok((
-                r.get::<_, u32>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })?;
-        let data_keys: HashMap<u32, Secret> = keys
-            .epochs()
-            .filter_map(|e| Some((e.id.0, e.keys.as_ref()?.data.clone())))
-            .collect();
-        let mut out = Vec::new();
-        for row in rows {
-            let (epoch, day, nonce, ct) = row?;
-            let Some(k) = data_keys.get(&epoch) else {
-                continue;
-            }; // shredded: unreadable by design
-            let plain = crypto::open(k, &segment_aad(collection, epoch, day), &nonce, &ct)
-                .ok_or_else(|| {
-                    StoreError::Corrupt("a staging segment failed authentication".into())
-                })?;
-            let events = staging::decode_segment(&plain, day)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.extend(
-                events
-                    .into_iter()
-                    .map(|e| serde_json::json!({"time": e.time, "attrs": e.attrs}).to_string()),
-            );
-        }
-        Ok(out)
+        Ok(self
+            .staging_events(collection, keys)?
+            .into_iter()
+            .map(|e| serde_json::json!({"time": e.time, "attrs": e.attrs}).to_string())
+            .collect())
     }
 }
 
 /// Per metric (policy order), the start of the first unsealed window.
-fn sealed_before_in(conn: &Connection, policy: &Policy) -> Result<Vec<i64>> {
+pub(super) fn sealed_before_in(conn: &Connection, policy: &Policy) -> Result<Vec<i64>> {
     let mut st = conn.prepare_cached("SELECT sealed_before FROM seal_state WHERE metric = ?1")?;
     policy
         .metrics()
@@ -613,6 +624,68 @@ impl Store for SqliteStore {
 
     fn vault_location(&self) -> String {
         self.vault.location()
+    }
+
+    fn staging_events(&self, collection: &str, keys: &KeyRing) -> Result<Vec<StagedRow>> {
+        let mut st = self.conn.prepare("SELECT id, epoch, day, nonce, ciphertext FROM staging_segments WHERE collection = ?1 ORDER BY id")?;
+        let rows = st.query_map([collection], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, Vec<u8>>(4)?,
+            ))
+        })?;
+        let data_keys: HashMap<u32, &Secret> = keys
+            .epochs()
+            .filter_map(|e| Some((e.id.0, &e.keys.as_ref()?.data)))
+            .collect();
+        let mut out = Vec::new();
+        for row in rows {
+            let (segment, epoch, day, nonce, ct) = row?;
+            let Some(k) = data_keys.get(&epoch) else {
+                continue; // shredded: unreadable by design
+            };
+            let plain = crypto::open(k, &segment_aad(collection, epoch, day), &nonce, &ct)
+                .ok_or_else(|| {
+                    StoreError::Corrupt("a staging segment failed authentication".into())
+                })?;
+            let events = staging::decode_segment(&plain, day)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            out.extend(events.into_iter().map(|e| StagedRow {
+                segment,
+                epoch: EpochId(epoch),
+                time: e.time,
+                attrs: e.attrs,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn audit_entries(&self, actions: &[&str]) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE action = ?1 ORDER BY seq",
+        )?;
+        for a in actions {
+            let rows = st.query_map([a], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    detail: r.get(4)?,
+                    prev: r.get(5)?,
+                    hash: r.get(6)?,
+                })
+            })?;
+            for r in rows {
+                out.push(r?);
+            }
+        }
+        out.sort_by_key(|e| e.seq);
+        Ok(out)
     }
 
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId> {
@@ -1129,9 +1202,11 @@ impl Store for SqliteStore {
             .optional()?;
         // What was loaded: the policy and, when it names one, its team map (rosters decide
         // what is shown, so a changed map is a policy change too).
+        // `#r1`: entries record the retentions (what `audit verify` checks purges
+        // against); a store whose last entry predates that records the policy again.
         let loaded = match policy.team_map() {
-            Some(m) => format!("{}+{}", policy.hash(), m.hash()),
-            None => policy.hash().to_owned(),
+            Some(m) => format!("{}+{}#r1", policy.hash(), m.hash()),
+            None => format!("{}#r1", policy.hash()),
         };
         if last.as_deref() == Some(loaded.as_str()) {
             return Ok(false);
@@ -1140,8 +1215,16 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("INSERT INTO meta (key, value) VALUES ('policy_hash', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [&loaded])?;
-        let previous = last.as_deref().map(|l| l.split('+').next().unwrap_or(l));
-        let mut detail = serde_json::json!({"policy_sha256": policy.hash(), "previous_sha256": previous, "collections": policy.collections().len()});
+        let previous = last
+            .as_deref()
+            .map(|l| l.split(['+', '#']).next().unwrap_or(l));
+        let retention: BTreeMap<&str, i64> = policy
+            .collections()
+            .iter()
+            .map(|c| (c.name.as_str(), c.aggregate_retention))
+            .collect();
+        let mut detail = serde_json::json!({"policy_sha256": policy.hash(), "previous_sha256": previous, "collections": policy.collections().len(),
+            "aggregate_retention": retention, "default_aggregate_retention": policy.defaults().aggregate_retention});
         if let Some(m) = policy.team_map() {
             detail["team_map_sha256"] = serde_json::json!(m.hash());
             detail["teams"] = serde_json::json!(m.teams().len());

@@ -44,6 +44,10 @@ pub trait Vault: Send {
 struct VaultFile {
     format: u32,
     id: String,
+    /// The data directory this vault serves (its `meta.store_id`), once bound: a second
+    /// installation pointed at this vault is refused instead of sharing its keys.
+    #[serde(default)]
+    store: Option<String>,
     created_at: i64,
     dedupe_secret: String,
     epochs: Vec<EpochEntry>,
@@ -136,6 +140,7 @@ impl FileVault {
             VaultFile {
                 format: FORMAT,
                 id: hex::encode(Secret::generate().expose()),
+                store: None,
                 created_at: now,
                 dedupe_secret: hex::encode(Secret::generate().expose()),
                 epochs: vec![fresh_epoch(1, i64::MIN, now)],
@@ -164,6 +169,7 @@ impl FileVault {
             VaultFile {
                 format: FORMAT,
                 id: hex::encode(Secret::generate().expose()),
+                store: None,
                 created_at: now,
                 dedupe_secret: hex::encode(legacy.dedupe.expose()),
                 epochs,
@@ -256,6 +262,44 @@ impl FileVault {
         let out = f(&mut v)?;
         self.write(&v)?;
         Ok(out)
+    }
+}
+
+impl FileVault {
+    /// Binds the vault to the data directory `store` (its random id), or checks that it
+    /// is bound to it: [`StoreError::VaultMismatch`] when it serves another one.
+    pub fn bind_store(&mut self, store: &str) -> Result<()> {
+        let location = self.dir.display().to_string();
+        if self.read()?.store.as_deref() == Some(store) {
+            return Ok(()); // bound already: no write on every open
+        }
+        self.update(|v| match &v.store {
+            Some(s) if s != store => Err(StoreError::VaultMismatch(location)),
+            Some(_) => Ok(()),
+            None => {
+                v.store = Some(store.to_owned());
+                Ok(())
+            }
+        })
+    }
+
+    /// Whether this vault holds exactly these keys (a store's legacy keys, before they
+    /// are wiped from the database): every epoch with the same id, range and keys, and
+    /// the same idempotency secret.
+    pub fn holds(&self, legacy: &LegacyKeys) -> Result<bool> {
+        let mine = self.epochs()?;
+        let same_keys = |a: &Option<EpochKeys>, b: &Option<EpochKeys>| match (a, b) {
+            (Some(a), Some(b)) => {
+                a.hmac.expose() == b.hmac.expose() && a.data.expose() == b.data.expose()
+            }
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        let epochs_ok = legacy.epochs.iter().all(|l| {
+            mine.iter()
+                .any(|m| m.id == l.id && m.start == l.start && same_keys(&l.keys, &m.keys))
+        });
+        Ok(epochs_ok && self.dedupe_secret()?.expose() == legacy.dedupe.expose())
     }
 }
 

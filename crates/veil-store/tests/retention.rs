@@ -41,9 +41,11 @@ fn policy() -> veil_policy::Policy {
         .0
 }
 
-/// Midnight UTC of a day in November 2026, plus `hours`.
+/// Midnight UTC of a day in November 2025, plus `hours`: a year in the past, so even the
+/// latest instant a test moves its clock to is before the wall clock (`audit verify`
+/// refuses purge entries from the future).
 fn nov(day: u32, hours: i64) -> i64 {
-    chrono::NaiveDate::from_ymd_opt(2026, 11, day)
+    chrono::NaiveDate::from_ymd_opt(2025, 11, day)
         .unwrap()
         .and_hms_opt(0, 0, 0)
         .unwrap()
@@ -70,18 +72,18 @@ struct Rig {
 impl Rig {
     fn new(at: i64) -> Rig {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::init(
+        let mut store = SqliteStore::init(
             &dir.path().join("data"),
             &dir.path().join("vault"),
             at,
             "test",
         )
         .unwrap();
-        Rig {
-            dir,
-            store,
-            policy: policy(),
-        }
+        let policy = policy();
+        // As every command and the gateway do on open: the policy (and its retentions)
+        // is in the audit log before anything else.
+        store.note_policy(&policy, "test", at).unwrap();
+        Rig { dir, store, policy }
     }
 
     /// Ingests events `(id, time, user)` as the gateway would at `now`, plus `bad`
@@ -112,7 +114,7 @@ impl Rig {
         let mut rejected = Vec::new();
         for i in 0..bad {
             let l = format!(
-                r#"{{"event":"t.event","time":"2026-11-01T00:00:00Z","id":"bad{i}","attrs":{{"user":"x","region":"mars"}}}}"#
+                r#"{{"event":"t.event","time":"2025-11-01T00:00:00Z","id":"bad{i}","attrs":{{"user":"x","region":"mars"}}}}"#
             );
             rejected.push(
                 door.admit_into(
@@ -299,17 +301,16 @@ fn aggregates_and_releases_go_with_the_aggregate_retention_and_verify_holds() {
         assert!(matches!(spent, veil_store::Spend::Spent { .. }));
     }
     assert!(r.store.audit_verify(&[]).unwrap().ok);
-    // The 23rd: the 1st and 2nd ended more than 20 days before, the 10th did not.
+    // The 23rd: the windows of the 1st and 2nd ended more than 20 days before, the 10th
+    // did not. Their aggregates go; the releases stay until the chain proves them past
+    // retention too (each window counted as a month at most).
     let report = r
         .store
         .purge(&r.policy, nov(23, 1), "test", PurgeMode::Run)
         .unwrap();
     // Two windows, each as the total and by region.
     assert_eq!(report.aggregate_rows.get("daily"), Some(&4));
-    assert_eq!(
-        report.releases,
-        vec!["rel-1".to_owned(), "rel-2".to_owned()]
-    );
+    assert!(report.releases.is_empty());
     let left = r
         .store
         .exact_aggregates("daily", "region", 0, i64::MAX)
@@ -317,6 +318,21 @@ fn aggregates_and_releases_go_with_the_aggregate_retention_and_verify_holds() {
     assert_eq!(
         left.iter().map(|a| a.window_start).collect::<Vec<_>>(),
         vec![nov(10, 0)]
+    );
+    // 51 days after the 2nd (a month plus the 20-day retention): rel-1 and rel-2 go.
+    let later = nov(2, 0) + 51 * DAY + 3600;
+    let report = r
+        .store
+        .purge(&r.policy, later, "test", PurgeMode::Run)
+        .unwrap();
+    assert_eq!(
+        report.releases,
+        vec!["rel-1".to_owned(), "rel-2".to_owned()]
+    );
+    assert_eq!(report.aggregate_rows.get("daily"), Some(&2));
+    assert_eq!(
+        r.last_entry("purge")["releases"],
+        serde_json::json!(["rel-1", "rel-2"])
     );
     let ids: Vec<String> = r
         .store
@@ -335,13 +351,75 @@ fn aggregates_and_releases_go_with_the_aggregate_retention_and_verify_holds() {
             .unwrap(),
         1.5
     );
-    // Deleting the release that is not past retention, by hand, is caught.
-    rusqlite::Connection::open(SqliteStore::db_path(&r.data()))
-        .unwrap()
-        .execute("DELETE FROM releases WHERE release_id = 'rel-10'", [])
-        .unwrap();
+    // Deleting the release that is not past retention, by hand, is caught — also with
+    // a well-formed `purge` entry appended that claims it.
+    let c = rusqlite::Connection::open(SqliteStore::db_path(&r.data())).unwrap();
+    for t in ["releases", "release_windows", "release_index"] {
+        c.execute(&format!("DELETE FROM {t} WHERE release_id = 'rel-10'"), [])
+            .unwrap();
+    }
     let v = r.store.audit_verify(&[]).unwrap();
     assert!(!v.ok && v.problem.unwrap().contains("rel-10"));
+    r.store
+        .audit(
+            "intruder",
+            "purge",
+            &serde_json::json!({"releases": ["rel-10"]}),
+            later,
+        )
+        .unwrap();
+    let v = r.store.audit_verify(&[]).unwrap();
+    assert!(!v.ok, "a forged purge entry excuses nothing");
+    assert!(v.problem.unwrap().contains("rel-10"));
+}
+
+/// A monthly window that started in an epoch keeps the epoch's keys until it is
+/// sealed, even when no state of it is stored yet: events arriving later in that month
+/// need them for their contributor ids, and would otherwise be accepted and not counted.
+#[test]
+fn an_epoch_is_not_shredded_while_a_window_that_started_in_it_is_open() {
+    const MONTHLY: &str = "window: day";
+    let text = POLICY.replace(MONTHLY, "window: month");
+    let p = veil_policy::load_str(&text, "p.yaml", chrono::Utc::now().date_naive())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .0;
+    let mut r = Rig::new(nov(1, 0));
+    r.policy = p;
+    r.store.note_policy(&r.policy, "test", nov(1, 0)).unwrap();
+    r.store.rotate_keys(nov(5, 0), "test").unwrap();
+    // The 9th: epoch 1 ended more than three days ago and holds nothing, but November
+    // (which started in it) is open.
+    let report = r
+        .store
+        .purge(&r.policy, nov(9, 0), "test", PurgeMode::Run)
+        .unwrap();
+    assert!(report.epochs_shredded.is_empty(), "{report:?}");
+    assert_eq!(report.epochs_held.len(), 1);
+    // Events later in November are counted: after the month is sealed, its aggregate
+    // holds them.
+    r.ingest(
+        nov(10, 12),
+        &[
+            ("m1", nov(10, 10), "a@example.com"),
+            ("m2", nov(10, 11), "b@example.com"),
+        ],
+        0,
+    );
+    let dec2 = nov(30, 0) + 2 * DAY;
+    let keys = r.store.key_ring().unwrap();
+    r.store.seal(&r.policy, &keys, dec2, "test").unwrap();
+    let rows = r
+        .store
+        .exact_aggregates("daily", "", nov(1, 0), nov(2, 0))
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].count, 2);
+    // Sealed: now the epoch goes.
+    let report = r
+        .store
+        .purge(&r.policy, dec2, "test", PurgeMode::Run)
+        .unwrap();
+    assert_eq!(report.epochs_shredded, vec![1]);
 }
 
 fn all_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
@@ -519,4 +597,16 @@ fn a_shredded_epoch_stays_unreadable_in_a_restored_backup() {
     let id = veil_pipeline::Identifier::new(std::borrow::Cow::Borrowed("a@example.com"), true);
     assert!(ring.pseudonym_at(nov(2, 10), &id).is_none());
     assert!(ring.pseudonym_at(nov(3, 10), &id).is_some());
+}
+
+/// One vault serves one data directory: a second store made or opened against it is
+/// refused instead of sharing (and later shredding) its keys.
+#[test]
+fn a_vault_serves_one_data_directory() {
+    let r = Rig::new(nov(1, 0));
+    let other = r.dir.path().join("other");
+    let e = SqliteStore::init(&other, &r.vault(), nov(1, 0), "test")
+        .err()
+        .expect("refused");
+    assert!(matches!(e, veil_store::StoreError::VaultMismatch(_)), "{e}");
 }

@@ -15,6 +15,7 @@
 pub mod anchor;
 pub mod auth;
 pub mod body;
+mod govern;
 pub mod metrics;
 pub mod openapi;
 pub mod otlp;
@@ -519,6 +520,11 @@ pub fn endpoints() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState
         ("get", "/v1/audit", get(reads::audit_log)),
         ("get", "/v1/audit/verify", get(reads::audit_verify)),
         ("get", "/v1/status", get(reads::status)),
+        ("post", "/v1/grants", post(govern::request)),
+        ("get", "/v1/grants", get(govern::list)),
+        ("post", "/v1/grants/{id}/approve", post(govern::approve)),
+        ("post", "/v1/grants/{id}/revoke", post(govern::revoke)),
+        ("get", "/v1/staging", get(govern::staging)),
         ("get", "/metrics", get(reads::metrics)),
         ("get", "/healthz", get(reads::healthz)),
         ("get", "/readyz", get(reads::readyz)),

@@ -5,9 +5,9 @@
 
 use super::{append_audit, rfc3339, SqliteStore};
 use crate::retention::{Cutoffs, PurgeMode, PurgeReport};
-use crate::Result;
+use crate::{Result, Store};
 use rusqlite::{params, Transaction, TransactionBehavior};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use veil_policy::Policy;
 
 pub(super) fn run(
@@ -19,6 +19,7 @@ pub(super) fn run(
 ) -> Result<PurgeReport> {
     let cut = Cutoffs::new(policy, now);
     let epochs = s.vault.epochs()?;
+    let chain = s.audit_entries(&["release", "policy_load"])?;
     let mut report = PurgeReport {
         dry_run: mode == PurgeMode::DryRun,
         ..Default::default()
@@ -34,8 +35,9 @@ pub(super) fn run(
     delete_orphan_contrib(&tx, policy, &cut, &mut report)?;
     delete_quarantine(&tx, &cut, &mut report)?;
     delete_aggregates(&tx, &cut, &mut report)?;
-    delete_releases(&tx, &cut, &mut report)?;
+    delete_releases(&tx, &chain, now, &mut report)?;
     // The epochs past retention whose keys nothing left in this transaction needs.
+    let sealed = super::sealed_before_in(&tx, policy)?;
     let mut shred = Vec::new();
     for e in epochs
         .iter()
@@ -49,18 +51,27 @@ pub(super) fn run(
             [e.id.0],
             |r| r.get(0),
         )?;
-        // Per-contributor state is keyed by the epoch of its window's start.
+        // Per-contributor state is keyed by the epoch of its window's start, and sealed
+        // with that epoch's data key (byte 0 = 2, bytes 1..5 = the epoch, little-endian;
+        // a gateway with a stale key ring may have used an epoch for a later window).
         let unsealed: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM staging_contrib WHERE window_start < ?1",
-            [e.end],
+            "SELECT COUNT(*) FROM staging_contrib WHERE window_start < ?1
+               OR (substr(data, 1, 1) = x'02' AND substr(data, 2, 4) = ?2)",
+            params![e.end, &e.id.0.to_le_bytes()[..]],
             |r| r.get(0),
         )?;
+        // A window that started in the epoch and is not sealed yet can still receive
+        // events (their contributor ids need the epoch's key) even with no state stored.
+        let open_window = policy.metrics().zip(&sealed).any(|((_, m), before)| {
+            let w = veil_pipeline::window::start(m.window, e.end - 1);
+            *before < veil_pipeline::window::end(m.window, w)
+        });
         if staged > 0 {
             report.epochs_held.push((
                 e.id.0,
                 format!("{staged} staged events of it are not past their retention yet"),
             ));
-        } else if unsealed > 0 {
+        } else if unsealed > 0 || open_window {
             report.epochs_held.push((
                 e.id.0,
                 "windows that started in it are not sealed yet (run `veil seal`)".into(),
@@ -79,6 +90,7 @@ pub(super) fn run(
         ..report.clone()
     }
     .is_empty();
+    let mut head = None;
     if rows_went || mode == PurgeMode::Run {
         let detail = serde_json::json!({
             "staging_events": report.staging_events,
@@ -90,28 +102,27 @@ pub(super) fn run(
             "releases": report.releases,
             "dedupe_older_than": rfc3339(before_minute * 60),
         });
-        let e = append_audit(&tx, actor, "purge", &detail, now)?;
-        tx.commit()?;
-        s.write_head(&e)?;
-        s.seen.pruned(&s.conn.transaction()?)?;
-    } else {
-        tx.rollback()?;
+        head = Some(append_audit(&tx, actor, "purge", &detail, now)?);
     }
     if !shred.is_empty() {
-        let done = s.vault.shred(&shred, now)?;
-        report.epochs_shredded = done.iter().map(|e| e.0).collect();
-        if !done.is_empty() {
-            let tx = s
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let detail = serde_json::json!({
-                "epochs": report.epochs_shredded,
-                "reason": "past the longest staging retention; nothing left needs the keys",
-            });
-            let e = append_audit(&tx, actor, "key_shred", &detail, now)?;
+        // Audited with the rows, before the vault destroys the keys: a crash in between
+        // leaves an audited destruction the next purge completes, never an unaudited one.
+        let detail = serde_json::json!({
+            "epochs": report.epochs_shredded,
+            "reason": "past the longest staging retention; nothing left needs the keys",
+        });
+        head = Some(append_audit(&tx, actor, "key_shred", &detail, now)?);
+    }
+    match head {
+        Some(e) => {
             tx.commit()?;
             s.write_head(&e)?;
+            s.seen.pruned(&s.conn.transaction()?)?;
         }
+        None => tx.rollback()?,
+    }
+    if !shred.is_empty() {
+        s.vault.shred(&shred, now)?;
     }
     if rows_went {
         // Deleted pages are zeroed (secure_delete); fold the WAL back so no older copy of
@@ -201,30 +212,23 @@ fn delete_aggregates(tx: &Transaction, cut: &Cutoffs, report: &mut PurgeReport) 
     Ok(())
 }
 
-/// A stored release goes when every window it released is past retention (one that
-/// recorded no window: when it is older than the retention itself). Its audit entry
-/// stays; the `purge` entry lists it, which is what lets `audit verify` accept that it
-/// is no longer stored.
-fn delete_releases(tx: &Transaction, cut: &Cutoffs, report: &mut PurgeReport) -> Result<()> {
-    let mut windows: BTreeMap<String, Vec<(String, i64)>> = BTreeMap::new();
-    {
-        let mut st = tx.prepare("SELECT release_id, metric, window_start FROM release_windows")?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        for row in rows {
-            let (id, m, start): (String, String, i64) = row?;
-            windows.entry(id).or_default().push((m, start));
-        }
-    }
-    let releases: Vec<(String, String, i64)> = tx
-        .prepare("SELECT release_id, collection, created_at FROM releases")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+/// A stored release goes when the audit chain proves it past the aggregate retention
+/// (`audit::purge_proven`: its recorded windows, a month at most each, ended more than
+/// the retention the last `policy_load` recorded ago), so `audit verify` accepts exactly
+/// what the purge deleted. A release the chain cannot date (stored before releases
+/// recorded their windows) is kept. Its audit entry stays; the `purge` entry lists it.
+fn delete_releases(
+    tx: &Transaction,
+    chain: &[crate::AuditEntry],
+    now: i64,
+    report: &mut PurgeReport,
+) -> Result<()> {
+    let ids: Vec<String> = tx
+        .prepare("SELECT release_id FROM releases ORDER BY release_id")?
+        .query_map([], |r| r.get(0))?
         .collect::<std::result::Result<_, _>>()?;
-    for (id, collection, created_at) in releases {
-        let expired = match windows.get(&id) {
-            Some(ws) => ws.iter().all(|(m, s)| cut.aggregate_expired(m, *s)),
-            None => cut.release_expired(&collection, created_at),
-        };
-        if expired {
+    for id in ids {
+        if crate::audit::purge_proven(chain, &id, now, i64::MAX) {
             tx.execute("DELETE FROM release_windows WHERE release_id = ?1", [&id])?;
             tx.execute("DELETE FROM release_index WHERE release_id = ?1", [&id])?;
             tx.execute("DELETE FROM releases WHERE release_id = ?1", [&id])?;

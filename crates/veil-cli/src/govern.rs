@@ -1,0 +1,138 @@
+//! `veil grant …` and `veil staging read`: the CLI face of `veil-govern`.
+
+use crate::commands::{now, open};
+use crate::{exit, Cli, GrantCmd, OutFormat, StagingCmd};
+use anyhow::Result;
+use veil_access::Action;
+use veil_govern::{GovernError, Grant, GrantState};
+
+/// A refusal exits 1 with its sentence (it is already in the audit log).
+fn refused(e: GovernError) -> anyhow::Error {
+    match e {
+        GovernError::Refused { code, message } => exit(1, format!("refused ({code}): {message}")),
+        e => e.into(),
+    }
+}
+
+fn stamp(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+fn describe(g: &Grant, state: GrantState) -> String {
+    let approvals: Vec<String> = g
+        .approvals
+        .iter()
+        .map(|a| format!("{} ({})", a.principal, a.role))
+        .collect();
+    let until = match (state, g.expires_at()) {
+        (GrantState::Live, Some(t)) => format!("until {}", stamp(t)),
+        (GrantState::Pending, _) => format!(
+            "needs {}",
+            ["engineering", "privacy"]
+                .iter()
+                .filter(|r| !g.approvals.iter().any(|a| &a.role == *r))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "{}  {:<8} {:<22} by {:<16} for {:<6} {}\n    purpose: {}\n    approved by: {}",
+        g.id,
+        state.as_str(),
+        g.scope,
+        g.requester,
+        veil_policy::duration::human(g.duration_secs),
+        until,
+        g.purpose,
+        if approvals.is_empty() {
+            "nobody yet".to_owned()
+        } else {
+            approvals.join(", ")
+        }
+    )
+}
+
+/// `veil grant request|approve|revoke|list`.
+pub fn grant(cli: &Cli, cmd: &GrantCmd) -> Result<u8> {
+    let mut ctx = open(cli)?;
+    ctx.allow(match cmd {
+        GrantCmd::Request { .. } => Action::RequestGrant,
+        GrantCmd::Approve { .. } => Action::ApproveGrant,
+        GrantCmd::Revoke { .. } => Action::RevokeGrant,
+        GrantCmd::List { .. } => Action::ListGrants,
+    })?;
+    let t = now();
+    let name = ctx.actor.clone();
+    let roles = ctx.who_roles();
+    let who = veil_govern::Actor {
+        name: &name,
+        roles: &roles,
+        operator: ctx.is_operator(),
+    };
+    let g = match cmd {
+        GrantCmd::Request {
+            purpose,
+            scope,
+            duration,
+        } => {
+            let d = veil_policy::duration::parse(duration)
+                .ok_or_else(|| exit(2, "--duration must be a duration like 2d, 12h or 30m"))?;
+            veil_govern::grants::request(&mut ctx.store, &ctx.policy, &who, purpose, scope, d, t)
+        }
+        GrantCmd::Approve { id } => veil_govern::grants::approve(&mut ctx.store, &who, id, t),
+        GrantCmd::Revoke { id } => veil_govern::grants::revoke(&mut ctx.store, &who, id, t),
+        GrantCmd::List { format } => {
+            let all = veil_govern::grants::list(&ctx.store, t)?;
+            match format {
+                OutFormat::Json => {
+                    let v: Vec<serde_json::Value> = all
+                        .iter()
+                        .map(|(g, s)| {
+                            let mut v = serde_json::to_value(g).expect("a grant serializes");
+                            v["state"] = s.as_str().into();
+                            v["expires_at"] = g.expires_at().into();
+                            v
+                        })
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                OutFormat::Table => {
+                    if all.is_empty() {
+                        println!("no grants");
+                    }
+                    for (g, s) in &all {
+                        println!("{}", describe(g, *s));
+                    }
+                }
+                OutFormat::Csv => return Err(exit(2, "veil grant list prints table or json")),
+            }
+            return Ok(0);
+        }
+    }
+    .map_err(refused)?;
+    println!("{}", describe(&g, g.state(t)));
+    Ok(0)
+}
+
+/// `veil staging read --grant ID`.
+pub fn staging(cli: &Cli, cmd: &StagingCmd) -> Result<u8> {
+    let StagingCmd::Read { grant } = cmd;
+    let mut ctx = open(cli)?;
+    ctx.allow(Action::ReadStaging)?;
+    let name = ctx.actor.clone();
+    let roles = ctx.who_roles();
+    let who = veil_govern::Actor {
+        name: &name,
+        roles: &roles,
+        operator: ctx.is_operator(),
+    };
+    let rows = veil_govern::grants::read(&mut ctx.store, &ctx.keys, &who, grant, now())
+        .map_err(refused)?;
+    let doc = serde_json::json!({"grant": grant, "rows": rows});
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(0)
+}

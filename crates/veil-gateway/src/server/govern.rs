@@ -1,0 +1,265 @@
+//! Grants over HTTP (spec §5): `POST /v1/grants`, `POST /v1/grants/{id}/approve`,
+//! `POST /v1/grants/{id}/revoke`, `GET /v1/grants`, `GET /v1/staging?grant=ID` — the same
+//! `veil-govern` rules as the CLI, each attempt audited there.
+
+use super::auth::Action;
+use super::{guard, now, refuse, AppState, CertSlot};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use std::sync::Arc;
+use veil_govern::{Actor, GovernError, Grant, GrantState};
+
+/// A refusal's HTTP status: 404 for an unknown grant, 409 for a grant in the wrong
+/// state, 403 for the two-person rule, 400 for a bad request.
+fn status_of(code: &str) -> StatusCode {
+    match code {
+        "unknown_grant" => StatusCode::NOT_FOUND,
+        "not_pending" | "not_revocable" | "grant_not_live" => StatusCode::CONFLICT,
+        "own_request"
+        | "already_approved"
+        | "needs_role"
+        | "role_already_approved"
+        | "needs_principal"
+        | "forbidden"
+        | "not_grantee" => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn answer<T: serde::Serialize>(
+    r: Result<Result<T, GovernError>, Response>,
+    ok: StatusCode,
+) -> Response {
+    match r {
+        Err(resp) => resp,
+        Ok(Ok(v)) => (ok, axum::Json(v)).into_response(),
+        Ok(Err(GovernError::Refused { code, message })) => refuse(status_of(code), code, &message),
+        Ok(Err(GovernError::Store(_))) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is not answering; retry",
+        ),
+    }
+}
+
+/// A grant as the API shows it: its fields, state and expiry.
+fn shown(g: &Grant, state: GrantState) -> serde_json::Value {
+    let mut v = serde_json::to_value(g).expect("a grant serializes");
+    v["state"] = state.as_str().into();
+    v["expires_at"] = g.expires_at().into();
+    v
+}
+
+fn cert(c: Option<Extension<CertSlot>>) -> Option<super::ClientCert> {
+    c.and_then(|c| c.0 .0)
+}
+
+/// Runs a governance action on the writer thread as `principal`.
+async fn as_principal<T: Send + 'static>(
+    state: &AppState,
+    principal: &super::auth::Principal,
+    f: impl FnOnce(&mut dyn veil_store::Store, &veil_policy::Policy, &Actor) -> Result<T, GovernError>
+        + Send
+        + 'static,
+) -> Result<Result<T, GovernError>, Response> {
+    let (name, roles) = (principal.name.clone(), principal.roles.clone());
+    match tokio::time::timeout(
+        state.limits.request_timeout,
+        state.writer.call(move |s, e| {
+            let policy = e.read().expect("engine lock").policy.clone();
+            let who = Actor {
+                name: &name,
+                roles: &roles,
+                operator: false,
+            };
+            f(s, &policy, &who)
+        }),
+    )
+    .await
+    {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is not answering; retry",
+        )),
+    }
+}
+
+/// Body of `POST /v1/grants`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantRequest {
+    purpose: String,
+    scope: String,
+    /// `2d`, `12h`, `30m`.
+    duration: String,
+}
+
+pub(super) async fn request(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::RequestGrant,
+        "/v1/grants",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<GrantRequest>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "send a JSON object {\"purpose\", \"scope\", \"duration\"} and nothing else",
+        );
+    };
+    let Some(duration) = veil_policy::duration::parse(&req.duration) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_duration",
+            "duration must be like 2d, 12h or 30m",
+        );
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, policy, who| {
+        veil_govern::grants::request(s, policy, who, &req.purpose, &req.scope, duration, t)
+            .map(|g| shown(&g, g.state(t)))
+    })
+    .await;
+    answer(r, StatusCode::CREATED)
+}
+
+pub(super) async fn approve(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::ApproveGrant,
+        "/v1/grants/{id}/approve",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, _, who| {
+        veil_govern::grants::approve(s, who, &id, t).map(|g| shown(&g, g.state(t)))
+    })
+    .await;
+    answer(r, StatusCode::OK)
+}
+
+pub(super) async fn revoke(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::RevokeGrant,
+        "/v1/grants/{id}/revoke",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, _, who| {
+        veil_govern::grants::revoke(s, who, &id, t).map(|g| shown(&g, g.state(t)))
+    })
+    .await;
+    answer(r, StatusCode::OK)
+}
+
+pub(super) async fn list(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::ListGrants,
+        "/v1/grants",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, _, _| {
+        Ok(veil_govern::grants::list(s, t)?
+            .iter()
+            .map(|(g, st)| shown(g, *st))
+            .collect::<Vec<_>>())
+    })
+    .await;
+    answer(r, StatusCode::OK)
+}
+
+/// Query of `GET /v1/staging`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StagingParams {
+    grant: String,
+}
+
+pub(super) async fn staging(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    params: Result<Query<StagingParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::ReadStaging,
+        "/v1/staging",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let Ok(Query(q)) = params else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "the one parameter is grant (a grant id)",
+        );
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, _, who| {
+        // The keys as the vault holds them now, not as this process loaded them: an
+        // epoch shredded since by another process stays shredded here.
+        let keys = s.key_ring()?;
+        let rows = veil_govern::grants::read(s, &keys, who, &q.grant, t)?;
+        Ok(serde_json::json!({"grant": q.grant, "rows": rows}))
+    })
+    .await;
+    answer(r, StatusCode::OK)
+}
