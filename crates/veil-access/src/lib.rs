@@ -90,11 +90,13 @@ pub enum Action {
     ListGrants,
     /// Read staged rows under a live grant of one's own.
     ReadStaging,
+    /// Export or erase what Veil holds linked to one identifier (data-subject requests).
+    SubjectRequest,
 }
 
 impl Action {
     /// Every action, for tables that must cover them all.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Ingest,
         Action::ReadRelease,
         Action::Release,
@@ -109,6 +111,7 @@ impl Action {
         Action::RevokeGrant,
         Action::ListGrants,
         Action::ReadStaging,
+        Action::SubjectRequest,
     ];
 
     /// The roles that may take this action. Matched exhaustively: a new action must say
@@ -139,6 +142,7 @@ impl Action {
                 Role::Admin,
             ],
             Action::ApproveGrant => &[Role::Engineering, Role::Privacy],
+            Action::SubjectRequest => &[Role::Privacy],
         }
     }
 }

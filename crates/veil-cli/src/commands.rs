@@ -280,6 +280,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Keys { cmd } => keys(&cli, cmd),
         Cmd::Grant { cmd } => crate::govern::grant(&cli, cmd),
         Cmd::Staging { cmd } => crate::govern::staging(&cli, cmd),
+        Cmd::Subject { cmd } => crate::govern::subject(&cli, cmd),
         Cmd::Audit { cmd } => audit(&cli, cmd),
         Cmd::Status { format } => status(&cli, *format),
         Cmd::Generate {

@@ -1,7 +1,7 @@
 //! `veil grant …` and `veil staging read`: the CLI face of `veil-govern`.
 
 use crate::commands::{now, open};
-use crate::{exit, Cli, GrantCmd, OutFormat, StagingCmd};
+use crate::{exit, Cli, GrantCmd, OutFormat, StagingCmd, SubjectCmd};
 use anyhow::Result;
 use veil_access::Action;
 use veil_govern::{GovernError, Grant, GrantState};
@@ -134,5 +134,39 @@ pub fn staging(cli: &Cli, cmd: &StagingCmd) -> Result<u8> {
         .map_err(refused)?;
     let doc = serde_json::json!({"grant": grant, "rows": rows});
     println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(0)
+}
+
+/// `veil subject export|erase ID`.
+pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
+    let mut ctx = open(cli)?;
+    ctx.allow(Action::SubjectRequest)?;
+    let actor = ctx.actor.clone();
+    match cmd {
+        SubjectCmd::Export { id } => {
+            let x = veil_govern::subject::export(
+                &mut ctx.store,
+                &ctx.policy,
+                &ctx.keys,
+                &actor,
+                id,
+                now(),
+            )?;
+            println!("{}", serde_json::to_string_pretty(&x)?);
+        }
+        SubjectCmd::Erase { id } => {
+            let (events, records) = veil_govern::subject::erase(
+                &mut ctx.store,
+                &ctx.policy,
+                &ctx.keys,
+                &actor,
+                id,
+                now(),
+            )?;
+            println!(
+                "erased {events} staged events and {records} per-contributor records in the epochs whose keys exist; aggregates hold no one and are unchanged"
+            );
+        }
+    }
     Ok(0)
 }

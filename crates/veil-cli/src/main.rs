@@ -129,6 +129,12 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: StagingCmd,
     },
+    /// Data-subject requests: what Veil holds linked to one identifier (an email, a
+    /// login), found through its pseudonym in every epoch whose keys still exist.
+    Subject {
+        #[command(subcommand)]
+        cmd: SubjectCmd,
+    },
     /// Epoch keys.
     Keys {
         #[command(subcommand)]
@@ -276,6 +282,25 @@ pub enum StagingCmd {
         /// The live grant to read under.
         #[arg(long)]
         grant: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SubjectCmd {
+    /// Print as JSON everything linked to the identifier: staged events and
+    /// per-contributor state (audited with counts; the identifier is never stored).
+    ///
+    /// Example: veil --as privacy-officer subject export alice@example.com
+    Export {
+        /// The identifier as the person gives it; normalized as the door normalizes it.
+        id: String,
+    },
+    /// Delete everything linked to the identifier (aggregates hold no one and stay).
+    ///
+    /// Example: veil --as privacy-officer subject erase alice@example.com
+    Erase {
+        /// The identifier as the person gives it; normalized as the door normalizes it.
+        id: String,
     },
 }
 

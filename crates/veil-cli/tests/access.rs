@@ -96,6 +96,11 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 // Whether these succeed depends on a grant's state and the two-person
                 // rule as well as the role: tests/grants.rs covers them.
                 Action::ApproveGrant | Action::RevokeGrant | Action::ReadStaging => None,
+                Action::SubjectRequest => Some(
+                    ["subject", "export", "nobody@example.com"]
+                        .map(String::from)
+                        .to_vec(),
+                ),
             };
             if let Some(args) = cli_args {
                 let mut full = vec!["--as", name.as_str()];
@@ -139,7 +144,8 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 | Action::RequestGrant
                 | Action::ApproveGrant
                 | Action::RevokeGrant
-                | Action::ReadStaging => None,
+                | Action::ReadStaging
+                | Action::SubjectRequest => None,
             };
             if let Some(req) = req {
                 let resp = req.bearer_auth(&tok).send().unwrap();

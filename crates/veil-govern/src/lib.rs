@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod grants;
+pub mod subject;
 
 pub use grants::{Grant, GrantState};
 

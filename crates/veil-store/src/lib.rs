@@ -80,6 +80,20 @@ fn epoch_number<S: serde::Serializer>(e: &EpochId, s: S) -> std::result::Result<
     s.serialize_u32(e.0)
 }
 
+/// One record of per-contributor state: a person's contribution (by contributor id) to
+/// one group of one metric's open window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContribRecord {
+    pub metric: String,
+    pub window_start: i64,
+    pub group: String,
+    #[serde(skip)]
+    pub contributor: veil_pipeline::ContributorId,
+    pub bin: i32,
+    pub n: i64,
+    pub total: i64,
+}
+
 /// What one ingest commit did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IngestOutcome {
@@ -209,6 +223,21 @@ pub trait Store: SealedAggregates {
     /// pseudonymous event-level rows, for reads under a grant and subject requests only
     /// (both audited by their callers).
     fn staging_events(&self, collection: &str, keys: &KeyRing) -> Result<Vec<StagedRow>>;
+    /// Every record of per-contributor state in an epoch whose keys exist, decrypted (for
+    /// subject requests: the caller derives the person's contributor ids).
+    fn contributor_records(&self, keys: &KeyRing) -> Result<Vec<ContribRecord>>;
+    /// Removes the staged events and contribution records the two predicates select,
+    /// rewriting what holds them, with one `subject_erase` audit entry (`detail` plus the
+    /// counts) in the same transaction. Aggregates are never touched: they hold no one.
+    fn erase(
+        &mut self,
+        keys: &KeyRing,
+        staged: &dyn Fn(&str, &StagedRow) -> bool,
+        contrib: &dyn Fn(&str, i64, &veil_pipeline::ContributorId) -> bool,
+        actor: &str,
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<(usize, usize)>;
     /// The audit entries with any of these actions, in chain order (grants and contests
     /// are folded from them, so their state is as tamper-evident as the chain).
     fn audit_entries(&self, actions: &[&str]) -> Result<Vec<AuditEntry>>;

@@ -13,6 +13,7 @@ use veil_pipeline::{staging, window, EpochKeys, Secret};
 use veil_policy::MetricKind;
 
 mod purge;
+mod subject;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -479,7 +480,7 @@ pub(super) fn sealed_before_in(conn: &Connection, policy: &Policy) -> Result<Vec
         .collect()
 }
 
-fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
+pub(super) fn segment_aad(collection: &str, epoch: u32, day: i64) -> Vec<u8> {
     format!("veil-staging\0{collection}\0{epoch}\0{day}").into_bytes()
 }
 
@@ -661,6 +662,31 @@ impl Store for SqliteStore {
             }));
         }
         Ok(out)
+    }
+
+    fn contributor_records(&self, keys: &KeyRing) -> Result<Vec<ContribRecord>> {
+        subject::contributor_records(self, keys)
+    }
+
+    fn erase(
+        &mut self,
+        keys: &KeyRing,
+        staged: &dyn Fn(&str, &StagedRow) -> bool,
+        contrib: &dyn Fn(&str, i64, &veil_pipeline::ContributorId) -> bool,
+        actor: &str,
+        detail: &serde_json::Value,
+        now: i64,
+    ) -> Result<(usize, usize)> {
+        subject::erase(
+            self,
+            keys,
+            staged,
+            contrib,
+            actor,
+            "subject_erase",
+            detail,
+            now,
+        )
     }
 
     fn audit_entries(&self, actions: &[&str]) -> Result<Vec<AuditEntry>> {

@@ -1,0 +1,196 @@
+//! Data-subject requests (spec §5): from a raw identifier such as an email, normalized
+//! as the door normalizes it, Veil computes the person's pseudonym under every epoch
+//! whose keys still exist and finds what it holds linked to them — staged events and
+//! per-contributor state — to export or erase it. Aggregates are never touched: they
+//! hold no one. The identifier itself is never stored, logged or audited.
+
+use crate::Result;
+use std::borrow::Cow;
+use std::collections::HashMap;
+use veil_pipeline::{ContributorId, EpochId, Identifier, KeyRing};
+use veil_policy::{FieldClass, Policy, Transform};
+use veil_store::{ContribRecord, StagedRow, Store};
+
+/// Audit action of an export.
+pub const EXPORT: &str = "subject_export";
+/// Audit action of an erasure (written by the store with its counts).
+pub const ERASE: &str = "subject_erase";
+
+/// One person's pseudonyms: per epoch, and per normalization (a field may turn it off).
+struct Subject<'a> {
+    raw: &'a str,
+    keys: &'a KeyRing,
+    /// (epoch, normalized) → encoded pseudonym.
+    pseudonyms: HashMap<(EpochId, bool), String>,
+}
+
+impl<'a> Subject<'a> {
+    fn new(raw: &'a str, keys: &'a KeyRing) -> Self {
+        let mut pseudonyms = HashMap::new();
+        for e in keys.epochs().filter(|e| e.keys.is_some()) {
+            for norm in [true, false] {
+                let id = Identifier::new(Cow::Borrowed(raw), norm);
+                if let Some((ep, p)) = keys.pseudonym_at(e.start, &id) {
+                    pseudonyms.insert((ep, norm), p.encode());
+                }
+            }
+        }
+        Subject {
+            raw,
+            keys,
+            pseudonyms,
+        }
+    }
+
+    /// Whether a staged event of `collection` names this person in any pseudonymized
+    /// direct identifier.
+    fn staged(&self, policy: &Policy, collection: &str, row: &StagedRow) -> bool {
+        let Some(c) = policy.collection(collection) else {
+            return false;
+        };
+        c.fields
+            .iter()
+            .filter(|f| {
+                f.class() == FieldClass::DirectIdentifier
+                    && f.transform() == Transform::Pseudonymize
+            })
+            .any(|f| {
+                let want = self.pseudonyms.get(&(row.epoch, f.normalize()));
+                want.is_some()
+                    && row.attrs.get(f.name()).and_then(|v| v.as_str()) == want.map(String::as_str)
+            })
+    }
+
+    /// This person's contributor id in one metric's window.
+    fn contributor(
+        &self,
+        policy: &Policy,
+        metric: &str,
+        window_start: i64,
+    ) -> Option<ContributorId> {
+        let (c, m) = policy.metric(metric)?;
+        let norm = c
+            .fields
+            .get(m.contributor)
+            .map(|f| f.normalize())
+            .unwrap_or(true);
+        let id = Identifier::new(Cow::Borrowed(self.raw), norm);
+        let event = self.keys.pseudonym_at(window_start, &id)?;
+        let mk = self.keys.metric_keys(metric, i64::MIN);
+        self.keys.contributor(&mk, window_start, &id, event)
+    }
+}
+
+/// Everything Veil holds linked to one identifier, in every live epoch.
+#[derive(Debug, serde::Serialize)]
+pub struct Export {
+    /// Epochs searched (their keys exist) and epochs that cannot be searched any more.
+    pub epochs_searched: Vec<u32>,
+    pub epochs_shredded: Vec<u32>,
+    /// Staged events by collection: pseudonymous, as stored.
+    pub staging: std::collections::BTreeMap<String, Vec<StagedRow>>,
+    /// Contributions to open windows, kept until the window is sealed.
+    pub per_contributor_state: Vec<ContribRecord>,
+    /// Idempotency entries are keyed digests of (source, event id): no entry is linked
+    /// to a person, so none is listed.
+    pub dedupe_entries: usize,
+    /// No collection keeps a reversible identifier map, so the vault holds nothing of
+    /// anyone: only keys.
+    pub vault_entries: usize,
+}
+
+fn find(store: &dyn Store, policy: &Policy, keys: &KeyRing, raw: &str) -> Result<Export> {
+    let s = Subject::new(raw, keys);
+    let mut staging = std::collections::BTreeMap::new();
+    for c in policy.collections() {
+        let rows: Vec<StagedRow> = store
+            .staging_events(&c.name, keys)?
+            .into_iter()
+            .filter(|r| s.staged(policy, &c.name, r))
+            .collect();
+        if !rows.is_empty() {
+            staging.insert(c.name.clone(), rows);
+        }
+    }
+    let mut ids: HashMap<(String, i64), Option<ContributorId>> = HashMap::new();
+    let per_contributor_state = store
+        .contributor_records(keys)?
+        .into_iter()
+        .filter(|r| {
+            let id = ids
+                .entry((r.metric.clone(), r.window_start))
+                .or_insert_with(|| s.contributor(policy, &r.metric, r.window_start));
+            *id == Some(r.contributor)
+        })
+        .collect();
+    Ok(Export {
+        epochs_searched: keys
+            .epochs()
+            .filter(|e| e.keys.is_some())
+            .map(|e| e.id.0)
+            .collect(),
+        epochs_shredded: keys
+            .epochs()
+            .filter(|e| e.keys.is_none())
+            .map(|e| e.id.0)
+            .collect(),
+        staging,
+        per_contributor_state,
+        dedupe_entries: 0,
+        vault_entries: 0,
+    })
+}
+
+/// `veil subject export ID`: everything linked to `raw` (audited with counts, never
+/// the identifier).
+pub fn export(
+    store: &mut dyn Store,
+    policy: &Policy,
+    keys: &KeyRing,
+    actor: &str,
+    raw: &str,
+    now: i64,
+) -> Result<Export> {
+    let x = find(store, policy, keys, raw)?;
+    let detail = serde_json::json!({
+        "staged_events": x.staging.values().map(Vec::len).sum::<usize>(),
+        "contribution_records": x.per_contributor_state.len(),
+        "epochs_searched": x.epochs_searched,
+    });
+    store.audit(actor, EXPORT, &detail, now)?;
+    Ok(x)
+}
+
+/// `veil subject erase ID`: deletes every staged event and contribution record linked
+/// to `raw` in the live epochs, in one audited transaction; returns (events, records).
+pub fn erase(
+    store: &mut dyn Store,
+    policy: &Policy,
+    keys: &KeyRing,
+    actor: &str,
+    raw: &str,
+    now: i64,
+) -> Result<(usize, usize)> {
+    let s = Subject::new(raw, keys);
+    let ids: std::cell::RefCell<HashMap<(String, i64), Option<ContributorId>>> = Default::default();
+    let searched: Vec<u32> = keys
+        .epochs()
+        .filter(|e| e.keys.is_some())
+        .map(|e| e.id.0)
+        .collect();
+    let detail = serde_json::json!({"epochs_searched": searched});
+    Ok(store.erase(
+        keys,
+        &|c, row| s.staged(policy, c, row),
+        &|metric, w, c| {
+            let mut ids = ids.borrow_mut();
+            let id = ids
+                .entry((metric.to_owned(), w))
+                .or_insert_with(|| s.contributor(policy, metric, w));
+            *id == Some(*c)
+        },
+        actor,
+        &detail,
+        now,
+    )?)
+}
