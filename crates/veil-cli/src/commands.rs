@@ -987,6 +987,24 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
             "last purge: {}",
             doc["last_purge"]["at"].as_str().unwrap_or("never")
         );
+        for st in doc["staging"].as_array().into_iter().flatten() {
+            println!(
+                "staging: {:<22} epoch {:<3} {:>8} events, oldest {} (retention {}{})",
+                st["collection"].as_str().unwrap_or_default(),
+                st["epoch"].as_i64().unwrap_or(0),
+                st["events"].as_i64().unwrap_or(0),
+                st["oldest_day"].as_str().unwrap_or("-"),
+                st["retention"].as_str().unwrap_or_default(),
+                if st["past_retention"] == true {
+                    "; some are past it: run veil purge"
+                } else {
+                    ""
+                }
+            );
+        }
+        let grants = doc["grants"].as_array().map(Vec::len).unwrap_or(0);
+        println!("grants pending or live: {grants} (veil grant list)");
+        println!("identifiers opted out: {}", doc["opted_out"]);
         println!(
             "vault: {}",
             doc["vault"]["location"].as_str().unwrap_or_default()

@@ -154,6 +154,20 @@ pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
             )?;
             println!("{}", serde_json::to_string_pretty(&x)?);
         }
+        SubjectCmd::OptOut { id } => {
+            let new = veil_govern::subject::opt_out(
+                &mut ctx.store,
+                &ctx.policy,
+                &ctx.keys,
+                &actor,
+                id,
+                now(),
+            )?;
+            println!(
+                "{}: later events about this person are dropped at the door and counted as opted_out; what was stored before stays until `veil subject erase` or retention removes it",
+                if new { "opted out" } else { "already opted out" }
+            );
+        }
         SubjectCmd::Erase { id } => {
             let (events, records) = veil_govern::subject::erase(
                 &mut ctx.store,

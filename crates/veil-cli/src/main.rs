@@ -295,6 +295,15 @@ pub enum SubjectCmd {
         /// The identifier as the person gives it; normalized as the door normalizes it.
         id: String,
     },
+    /// From now on, drop every event about this identifier at the door (counted as
+    /// opted_out), in every key epoch present and future; what was stored before stays
+    /// until erased or purged.
+    ///
+    /// Example: veil --as privacy-officer subject opt-out alice@example.com
+    OptOut {
+        /// The identifier as the person gives it; normalized as the door normalizes it.
+        id: String,
+    },
     /// Delete everything linked to the identifier (aggregates hold no one and stay).
     ///
     /// Example: veil --as privacy-officer subject erase alice@example.com

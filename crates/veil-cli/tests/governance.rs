@@ -212,3 +212,106 @@ fn grants_over_http_open_staging_only_with_both_roles_and_only_for_the_requester
     }
     assert_eq!(v.run(&["audit", "verify"]).code, 0);
 }
+
+/// Subject requests through the binary: export, opt-out (later events dropped and
+/// counted as opted_out), erase; only role privacy; the identifier never printed back or
+/// stored; the posture counts the opt-out.
+#[test]
+fn subject_requests_through_the_binary() {
+    let v = Veil::init();
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ev = |id: &str, user: &str| {
+        format!("{{\"event\":\"app.feature_used\",\"time\":\"{t}\",\"id\":\"{id}\",\"attrs\":{{\"user_id\":\"{user}\",\"feature\":\"search\",\"region\":\"eu\",\"app_version\":\"4.1\"}}}}\n")
+    };
+    let first = format!(
+        "{}{}",
+        ev("1", "zoe.q@corp.example"),
+        ev("2", "max@corp.example")
+    );
+    assert!(v
+        .run_in(&["ingest", "-"], Some(first.as_bytes()))
+        .stdout
+        .contains("accepted 2"));
+    let priv_env = [("VEIL_TOKEN", v.token("privacy-officer"))];
+    let env: Vec<(&str, &str)> = priv_env.iter().map(|(k, t)| (*k, t.as_str())).collect();
+    let r = v.run_env(
+        &[
+            "--as",
+            "privacy-officer",
+            "subject",
+            "export",
+            "Zoe.Q@corp.example",
+        ],
+        None,
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let x: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        x["staging"]["app.feature_used"].as_array().unwrap().len(),
+        1
+    );
+    assert!(
+        !r.stdout.to_lowercase().contains("zoe"),
+        "the identifier is not echoed"
+    );
+    let r = v.run_env(
+        &[
+            "--as",
+            "privacy-officer",
+            "subject",
+            "opt-out",
+            "zoe.q@corp.example",
+        ],
+        None,
+        &env,
+    );
+    assert!(r.stdout.starts_with("opted out"), "{}", r.stdout);
+    let later = format!(
+        "{}{}",
+        ev("3", "zoe.q@corp.example"),
+        ev("4", "max@corp.example")
+    );
+    let r = v.run_in(&["ingest", "-"], Some(later.as_bytes()));
+    assert!(r.stdout.contains("accepted 1"), "{}", r.stdout);
+    assert!(r.stdout.contains("opted_out"), "{}", r.stdout);
+    let status: serde_json::Value =
+        serde_json::from_str(&v.run(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(status["opted_out"], 1);
+    assert_eq!(status["rejections_by_reason"]["opted_out"], 1);
+    let r = v.run_env(
+        &[
+            "--as",
+            "privacy-officer",
+            "subject",
+            "erase",
+            "zoe.q@corp.example",
+        ],
+        None,
+        &env,
+    );
+    assert!(
+        r.stdout.starts_with("erased 1 staged events"),
+        "{}",
+        r.stdout
+    );
+    // Another role may not.
+    let r = v.run_env(
+        &["--as", "analyst", "subject", "export", "max@corp.example"],
+        None,
+        &[("VEIL_TOKEN", v.token("analyst").as_str())],
+    );
+    assert_eq!(r.code, 1);
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+    for (p, bytes) in all_files(&v.data_dir()) {
+        assert!(
+            !contains(&bytes, b"zoe"),
+            "the identifier is in {}",
+            p.display()
+        );
+    }
+    assert!(
+        !contains(&v.printed.borrow(), b"zoe.q@corp"),
+        "nor in any output"
+    );
+}

@@ -194,3 +194,36 @@ pub fn erase(
         now,
     )?)
 }
+
+/// `veil subject opt-out ID`: from now on, events naming `raw` in any pseudonymized
+/// identifier are dropped at the door and counted as `opted_out`, in every epoch present
+/// and future. What was stored before stays until erased or purged. Returns whether the
+/// opt-out is new. The store keeps only a keyed digest; the audit entry not even that.
+pub fn opt_out(
+    store: &mut dyn Store,
+    policy: &Policy,
+    keys: &KeyRing,
+    actor: &str,
+    raw: &str,
+    now: i64,
+) -> Result<bool> {
+    // The spelling each pseudonymized identifier field takes: normalized, or as given
+    // where the policy turned normalization off.
+    let mut forms: Vec<bool> = policy
+        .collections()
+        .iter()
+        .flat_map(|c| &c.fields)
+        .filter(|f| {
+            f.class() == FieldClass::DirectIdentifier && f.transform() == Transform::Pseudonymize
+        })
+        .map(|f| f.normalize())
+        .collect();
+    forms.sort();
+    forms.dedup();
+    let mut new = false;
+    for norm in forms {
+        let d = keys.opt_out_digest(&Identifier::new(Cow::Borrowed(raw), norm));
+        new |= store.add_opt_out(d, actor, now)?;
+    }
+    Ok(new)
+}

@@ -353,3 +353,108 @@ fn a_restored_backup_gives_a_subject_request_nothing_of_a_shredded_epoch() {
         assert_eq!(epochs, vec![2], "only the second epoch's event of {p}");
     }
 }
+
+/// Opt-out: later events of the person are dropped at the door and counted as
+/// `opted_out` (in a later epoch too: the opt-out outlives rotations); earlier ones stay
+/// until erased.
+#[test]
+fn an_opt_out_drops_later_events_counted_and_keeps_earlier_ones_until_erased() {
+    let mut r = rig();
+    r.ingest(
+        MON + 2 * 3600,
+        &[
+            ("a1".into(), MON + 3600, "alice@example.com"),
+            ("b1".into(), MON + 3600, "bob@example.com"),
+        ],
+    );
+    let keys = r.store.key_ring().unwrap();
+    let now = MON + 3 * 3600;
+    assert!(subject::opt_out(
+        &mut r.store,
+        &r.policy,
+        &keys,
+        "privacy",
+        " Alice@Example.com",
+        now
+    )
+    .unwrap());
+    assert!(!subject::opt_out(
+        &mut r.store,
+        &r.policy,
+        &keys,
+        "privacy",
+        "alice@example.com",
+        now
+    )
+    .unwrap());
+    // Before: still there.
+    let keys = r.store.key_ring().unwrap();
+    assert_eq!(keys.opt_out_count(), 1);
+    let x = subject::export(
+        &mut r.store,
+        &r.policy,
+        &keys,
+        "privacy",
+        "alice@example.com",
+        now,
+    )
+    .unwrap();
+    assert_eq!(x.staging["c.one"].len(), 1);
+    // After, in this epoch and the next, under any spelling: dropped and counted.
+    r.store.rotate_keys(MON + 4 * 3600, "test").unwrap();
+    let keys = r.store.key_ring().unwrap();
+    let door = Door::new(
+        &r.policy,
+        &keys,
+        Limits::default(),
+        MON + 6 * 3600,
+        r.store.sealed_before(&r.policy).unwrap(),
+    );
+    let src = Source {
+        name: "test".into(),
+        collections: None,
+    };
+    let mut batch = AcceptedBatch::default();
+    let mut reasons = Vec::new();
+    for (i, (t, user)) in [
+        (MON + 3 * 3600 + 60, "alice@example.com"),
+        (MON + 5 * 3600, "ALICE@example.com "),
+        (MON + 5 * 3600, "bob@example.com"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let time = chrono::DateTime::from_timestamp(*t, 0)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ");
+        let l = format!(
+            r#"{{"event":"c.one","time":"{time}","id":"n{i}","attrs":{{"user":"{user}","region":"eu"}}}}"#
+        );
+        if let Err(rej) = door.admit_into(l.as_bytes(), &src, MissingId::Unidentified, &mut batch) {
+            reasons.push(rej.reason().code());
+        }
+    }
+    assert_eq!(reasons, vec!["opted_out", "opted_out"]);
+    assert_eq!(batch.len(), 1, "bob's event passes");
+    // Audited without the identifier.
+    let log: Vec<String> = r
+        .store
+        .audit_entries(&["subject_opt_out"])
+        .unwrap()
+        .into_iter()
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(log.len(), 2);
+    assert!(log.iter().all(|d| !d.contains("alice")));
+    // Erasure removes what was stored before the opt-out.
+    let (events, _) = subject::erase(
+        &mut r.store,
+        &r.policy,
+        &keys,
+        "privacy",
+        "alice@example.com",
+        now,
+    )
+    .unwrap();
+    assert_eq!(events, 1);
+}

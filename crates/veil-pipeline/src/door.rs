@@ -576,6 +576,12 @@ impl<'a> Door<'a> {
                 "the key period this time belongs to has been shredded or does not exist".into(),
             ));
         };
+        if idents.iter().any(|(_, i)| self.keys.opted_out(i)) {
+            return Err(fail(
+                Reason::OptedOut,
+                "the person this event is about opted out; the event was not stored".into(),
+            ));
+        }
         let dedupe = env
             .id
             .as_ref()

@@ -137,6 +137,11 @@ pub struct KeyRing {
     epochs: Vec<(Epoch, Option<(HmacSha256, [u8; 16])>)>,
     /// SipHash-2-4 key for idempotency digests, derived from the vault's dedupe secret.
     dedupe: [u8; 16],
+    /// HMAC state for opt-out digests (derived from the same installation secret, not
+    /// from an epoch: an opt-out must outlive every key rotation).
+    opt_out_key: HmacSha256,
+    /// Digests of the identifiers that opted out (see [`KeyRing::opt_out_digest`]).
+    opt_outs: std::sync::Arc<std::collections::HashSet<[u8; 16]>>,
 }
 
 impl KeyRing {
@@ -164,10 +169,40 @@ impl KeyRing {
         d.update(b"veil dedupe key v1");
         let mut key = [0u8; 16];
         key.copy_from_slice(&d.finalize().into_bytes()[..16]);
+        let mut o = HmacSha256::new_from_slice(&dedupe.0).expect("HMAC takes any key length");
+        o.update(b"veil opt-out key v1");
+        let opt_out_key = HmacSha256::new_from_slice(&o.finalize().into_bytes())
+            .expect("HMAC takes any key length");
         KeyRing {
             epochs,
             dedupe: key,
+            opt_out_key,
+            opt_outs: Default::default(),
         }
+    }
+
+    /// The ring with the opt-out list the door enforces: digests from
+    /// [`KeyRing::opt_out_digest`], as the store keeps them.
+    pub fn with_opt_outs(mut self, digests: impl IntoIterator<Item = [u8; 16]>) -> Self {
+        self.opt_outs = std::sync::Arc::new(digests.into_iter().collect());
+        self
+    }
+
+    /// The digest an opt-out of `identifier` is kept as: HMAC-SHA256 under a key derived
+    /// from the installation's secret (in the vault), so it matches the person in every
+    /// epoch, present and future, and says nothing without the vault.
+    pub fn opt_out_digest(&self, identifier: &Identifier) -> [u8; 16] {
+        keyed(&self.opt_out_key, b"o", identifier.0.as_bytes()).0
+    }
+
+    /// Whether `identifier` opted out (free when nobody did).
+    pub fn opted_out(&self, identifier: &Identifier) -> bool {
+        !self.opt_outs.is_empty() && self.opt_outs.contains(&self.opt_out_digest(identifier))
+    }
+
+    /// How many identifiers opted out.
+    pub fn opt_out_count(&self) -> usize {
+        self.opt_outs.len()
     }
 
     /// The epoch an event time belongs to, shredded or not.

@@ -30,6 +30,8 @@ pub enum Reason {
     PiiDetected,
     /// The event's window is already sealed for at least one of its collection's metrics.
     Late,
+    /// The person the event is about opted out: dropped at the door, counted.
+    OptedOut,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Reason::OutOfRange => "out_of_range",
             Reason::PiiDetected => "pii_detected",
             Reason::Late => "late",
+            Reason::OptedOut => "opted_out",
         }
     }
 }

@@ -241,10 +241,19 @@ pub trait Store: SealedAggregates {
     /// The audit entries with any of these actions, in chain order (grants and contests
     /// are folded from them, so their state is as tamper-evident as the chain).
     fn audit_entries(&self, actions: &[&str]) -> Result<Vec<AuditEntry>>;
-    /// The key ring the door needs: every epoch's keys and the idempotency key.
+    /// The key ring the door needs: every epoch's keys, the idempotency key and the
+    /// opt-out list.
     fn key_ring(&self) -> Result<KeyRing> {
-        Ok(KeyRing::new(self.epochs()?, &self.dedupe_secret()?))
+        Ok(KeyRing::new(self.epochs()?, &self.dedupe_secret()?).with_opt_outs(self.opt_outs()?))
     }
+    /// Staged events per (collection, epoch) with the oldest event day (unix seconds of
+    /// its midnight): what the posture shows against the retention.
+    fn staging_summary(&self) -> Result<Vec<(String, u32, i64, i64)>>;
+    /// Digests of every identifier that opted out (`KeyRing::opt_out_digest`).
+    fn opt_outs(&self) -> Result<Vec<[u8; 16]>>;
+    /// Records an opt-out (idempotent), audited as `subject_opt_out` with the total and
+    /// never the digest; `true` when it is new.
+    fn add_opt_out(&mut self, digest: [u8; 16], actor: &str, now: i64) -> Result<bool>;
     /// Ends the current epoch at `now` and starts a new one with fresh keys.
     fn rotate_keys(&mut self, now: i64, actor: &str) -> Result<EpochId>;
     /// Applies batches in one transaction (all or none): dedupe, staging, aggregation state,

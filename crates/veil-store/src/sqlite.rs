@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS staging_contrib (
   id INTEGER PRIMARY KEY, metric TEXT NOT NULL, window_start INTEGER NOT NULL,
   rows INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS staging_contrib_window ON staging_contrib (metric, window_start);
+CREATE TABLE IF NOT EXISTS opt_outs (digest BLOB PRIMARY KEY, created_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS seal_state (metric TEXT PRIMARY KEY, sealed_before INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS aggregates (
   metric TEXT NOT NULL, grouping TEXT NOT NULL, window_start INTEGER NOT NULL, grp TEXT NOT NULL,
@@ -662,6 +663,49 @@ impl Store for SqliteStore {
             }));
         }
         Ok(out)
+    }
+
+    fn staging_summary(&self) -> Result<Vec<(String, u32, i64, i64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT collection, epoch, SUM(events), MIN(day) FROM staging_segments GROUP BY collection, epoch ORDER BY collection, epoch",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get::<_, i64>(3)? * 86_400,
+            ))
+        })?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn opt_outs(&self) -> Result<Vec<[u8; 16]>> {
+        let mut st = self.conn.prepare("SELECT digest FROM opt_outs")?;
+        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?.try_into().map_err(|_| {
+                StoreError::Corrupt("an opt-out digest has the wrong length".into())
+            })?);
+        }
+        Ok(out)
+    }
+
+    fn add_opt_out(&mut self, digest: [u8; 16], actor: &str, now: i64) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO opt_outs (digest, created_at) VALUES (?1, ?2)",
+            params![&digest[..], now],
+        )? == 1;
+        let total: i64 = tx.query_row("SELECT COUNT(*) FROM opt_outs", [], |r| r.get(0))?;
+        let detail = serde_json::json!({"new": new, "opted_out": total});
+        let e = append_audit(&tx, actor, "subject_opt_out", &detail, now)?;
+        tx.commit()?;
+        self.write_head(&e)?;
+        Ok(new)
     }
 
     fn contributor_records(&self, keys: &KeyRing) -> Result<Vec<ContribRecord>> {

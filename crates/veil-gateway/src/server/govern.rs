@@ -263,3 +263,69 @@ pub(super) async fn staging(
     .await;
     answer(r, StatusCode::OK)
 }
+
+/// Body of `POST /v1/subjects/opt-out`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptOutRequest {
+    /// The identifier as the person gives it (never logged, never stored).
+    id: String,
+}
+
+pub(super) async fn opt_out(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::SubjectRequest,
+        "/v1/subjects/opt-out",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<OptOutRequest>(&body) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "send a JSON object {\"id\": \"the identifier\"} and nothing else",
+        );
+    };
+    if req.id.trim().is_empty() || req.id.len() > 4096 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_identifier",
+            "id must be a non-empty identifier of at most 4096 bytes",
+        );
+    }
+    let t = now();
+    let name = p.name.clone();
+    let r = tokio::time::timeout(
+        state.limits.request_timeout,
+        state.writer.call(move |s, e| -> Result<bool, GovernError> {
+            let policy = e.read().expect("engine lock").policy.clone();
+            let keys = s.key_ring()?;
+            let new = veil_govern::subject::opt_out(s, &policy, &keys, &name, &req.id, t)?;
+            // The door of this gateway enforces it from the next batch on.
+            let fresh = super::engine(&*s, policy)?;
+            *e.write().expect("engine lock") = Arc::new(fresh);
+            Ok(new)
+        }),
+    )
+    .await;
+    let r = match r {
+        Ok(Ok(v)) => Ok(v.map(|new| serde_json::json!({"opted_out": true, "new": new}))),
+        _ => Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is not answering; retry",
+        )),
+    };
+    answer(r, StatusCode::OK)
+}

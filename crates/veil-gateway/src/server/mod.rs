@@ -525,6 +525,7 @@ pub fn endpoints() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState
         ("post", "/v1/grants/{id}/approve", post(govern::approve)),
         ("post", "/v1/grants/{id}/revoke", post(govern::revoke)),
         ("get", "/v1/staging", get(govern::staging)),
+        ("post", "/v1/subjects/opt-out", post(govern::opt_out)),
         ("get", "/metrics", get(reads::metrics)),
         ("get", "/healthz", get(reads::healthz)),
         ("get", "/readyz", get(reads::readyz)),

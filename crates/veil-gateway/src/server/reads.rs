@@ -65,8 +65,43 @@ pub fn posture(
                 "state": state, "shredded_at": e.shredded_at.map(stamp)})
         })
         .collect();
+    let staging: Vec<serde_json::Value> = store
+        .staging_summary()?
+        .into_iter()
+        .map(|(c, epoch, events, oldest)| {
+            let retention = policy
+                .collection(&c)
+                .map(|c| c.staging_retention)
+                .unwrap_or(policy.defaults().staging_retention);
+            serde_json::json!({"collection": c, "epoch": epoch, "events": events,
+                "oldest_day": stamp(oldest), "retention": veil_policy::duration::human(retention),
+                "past_retention": oldest + 86_400 <= t - retention})
+        })
+        .collect();
+    let grants: Vec<serde_json::Value> = veil_govern::grants::list(store, t)
+        .map_err(|e| match e {
+            veil_govern::GovernError::Store(e) => e,
+            veil_govern::GovernError::Refused { .. } => {
+                veil_store::StoreError::Corrupt("listing grants was refused".into())
+            }
+        })?
+        .into_iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                veil_govern::GrantState::Live | veil_govern::GrantState::Pending
+            )
+        })
+        .map(|(g, s)| {
+            serde_json::json!({"id": g.id, "scope": g.scope, "requester": g.requester,
+                "state": s.as_str(), "expires_at": g.expires_at().map(stamp)})
+        })
+        .collect();
     let v = store.audit_verify(&[])?;
     Ok(serde_json::json!({
+        "staging": staging,
+        "grants": grants,
+        "opted_out": store.opt_outs()?.len(),
         "organization": policy.organization(),
         "policy_sha256": policy.hash(),
         "collections": collections,
