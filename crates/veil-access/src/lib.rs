@@ -26,11 +26,13 @@ pub enum Role {
     Auditor,
     /// Runs maintenance: sealing, key rotation.
     Admin,
+    /// A person measured: files contests on released numbers, reads them.
+    Member,
 }
 
 impl Role {
     /// Every role, in the spec's order.
-    pub const ALL: [Role; 7] = [
+    pub const ALL: [Role; 8] = [
         Role::Source,
         Role::Viewer,
         Role::Analyst,
@@ -38,6 +40,7 @@ impl Role {
         Role::Privacy,
         Role::Auditor,
         Role::Admin,
+        Role::Member,
     ];
 
     /// The name used in `veil.toml`.
@@ -50,6 +53,7 @@ impl Role {
             Role::Privacy => "privacy",
             Role::Auditor => "auditor",
             Role::Admin => "admin",
+            Role::Member => "member",
         }
     }
 
@@ -92,11 +96,17 @@ pub enum Action {
     ReadStaging,
     /// Export or erase what Veil holds linked to one identifier (data-subject requests).
     SubjectRequest,
+    /// File a contest on a released window (the people measured).
+    Contest,
+    /// Answer a contest.
+    AnswerContest,
+    /// List contests (without who filed them).
+    ListContests,
 }
 
 impl Action {
     /// Every action, for tables that must cover them all.
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 18] = [
         Action::Ingest,
         Action::ReadRelease,
         Action::Release,
@@ -112,6 +122,9 @@ impl Action {
         Action::ListGrants,
         Action::ReadStaging,
         Action::SubjectRequest,
+        Action::Contest,
+        Action::AnswerContest,
+        Action::ListContests,
     ];
 
     /// The roles that may take this action. Matched exhaustively: a new action must say
@@ -119,10 +132,11 @@ impl Action {
     pub fn roles(self) -> &'static [Role] {
         match self {
             Action::Ingest => &[Role::Source],
-            Action::ReadRelease => &[Role::Viewer, Role::Analyst],
+            Action::ReadRelease => &[Role::Viewer, Role::Analyst, Role::Member],
             Action::Release | Action::PlanRelease => &[Role::Analyst],
             Action::ReadAudit => &[Role::Auditor, Role::Privacy],
             Action::ReadStatus => &[
+                Role::Member,
                 Role::Viewer,
                 Role::Analyst,
                 Role::Engineering,
@@ -143,6 +157,17 @@ impl Action {
             ],
             Action::ApproveGrant => &[Role::Engineering, Role::Privacy],
             Action::SubjectRequest => &[Role::Privacy],
+            Action::Contest => &[Role::Member],
+            Action::AnswerContest => &[Role::Analyst],
+            Action::ListContests => &[
+                Role::Member,
+                Role::Viewer,
+                Role::Analyst,
+                Role::Engineering,
+                Role::Privacy,
+                Role::Auditor,
+                Role::Admin,
+            ],
         }
     }
 }

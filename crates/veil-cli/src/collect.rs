@@ -181,7 +181,13 @@ impl Sink {
         let blocking: usize = o
             .rejected
             .iter()
-            .filter(|(reason, _)| !matches!(reason.as_str(), "late" | "time_too_old"))
+            .filter(|(reason, _)| {
+                // Final answers: sending the same event again cannot change them.
+                !matches!(
+                    reason.as_str(),
+                    "late" | "time_too_old" | "opted_out" | "epoch_shredded"
+                )
+            })
             .map(|(_, n)| n)
             .sum();
         if blocking > 0 {

@@ -58,6 +58,7 @@ const EXAMPLE_PRINCIPALS: &[(&str, &[&str], Option<&[&str]>)] = &[
     ("viewer", &["viewer"], None),
     ("eng-lead", &["engineering"], None),
     ("privacy-officer", &["privacy", "auditor"], None),
+    ("team-member", &["member"], None),
 ];
 
 /// The operating-system account of the process (its real uid), for the
@@ -281,6 +282,24 @@ pub fn run(cli: Cli) -> Result<u8> {
         Cmd::Grant { cmd } => crate::govern::grant(&cli, cmd),
         Cmd::Staging { cmd } => crate::govern::staging(&cli, cmd),
         Cmd::Subject { cmd } => crate::govern::subject(&cli, cmd),
+        Cmd::Contest {
+            metric,
+            window,
+            note,
+            answer,
+            list,
+            format,
+        } => crate::govern::contest(
+            &cli,
+            crate::govern::ContestArgs {
+                metric: metric.as_deref(),
+                window: window.as_deref(),
+                note: note.as_deref(),
+                answer: answer.as_deref(),
+                list: *list,
+                format: *format,
+            },
+        ),
         Cmd::Audit { cmd } => audit(&cli, cmd),
         Cmd::Status { format } => status(&cli, *format),
         Cmd::Generate {
@@ -809,6 +828,17 @@ pub fn report(
         OutFormat::Csv => Format::Csv,
     };
     let text = veil_release::render(&r, f);
+    // Notes from the people measured, beside the windows they contest.
+    let contests = veil_govern::contests::for_metric(&ctx.store, &r.document().metric)?;
+    let text = veil_govern::contests::annotate(
+        &text,
+        match format {
+            OutFormat::Table => veil_govern::contests::ReportFormat::Table,
+            OutFormat::Json => veil_govern::contests::ReportFormat::Json,
+            OutFormat::Csv => veil_govern::contests::ReportFormat::Csv,
+        },
+        &contests,
+    );
     out.write_all(text.as_bytes())?;
     if !text.ends_with('\n') {
         writeln!(out)?;

@@ -130,8 +130,25 @@ pub fn staging(cli: &Cli, cmd: &StagingCmd) -> Result<u8> {
         roles: &roles,
         operator: ctx.is_operator(),
     };
-    let rows = veil_govern::grants::read(&mut ctx.store, &ctx.keys, &who, grant, now())
-        .map_err(refused)?;
+    let principals = ctx.cfg.principals.clone();
+    let roles_of = move |name: &str| {
+        principals.iter().find(|p| p.name == name).map(|p| {
+            p.roles
+                .iter()
+                .filter_map(|r| veil_access::Role::parse(r))
+                .collect()
+        })
+    };
+    let rows = veil_govern::grants::read(
+        &mut ctx.store,
+        &ctx.policy,
+        &ctx.keys,
+        &roles_of,
+        &who,
+        grant,
+        now(),
+    )
+    .map_err(refused)?;
     let doc = serde_json::json!({"grant": grant, "rows": rows});
     println!("{}", serde_json::to_string_pretty(&doc)?);
     Ok(0)
@@ -182,5 +199,82 @@ pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
             );
         }
     }
+    Ok(0)
+}
+
+/// What `veil contest` was asked.
+pub struct ContestArgs<'a> {
+    pub metric: Option<&'a str>,
+    pub window: Option<&'a str>,
+    pub note: Option<&'a str>,
+    pub answer: Option<&'a str>,
+    pub list: bool,
+    pub format: OutFormat,
+}
+
+fn show_contest(c: &veil_govern::contests::Contest) -> String {
+    let mut s = format!(
+        "{}  {} {}  {}\n    note: {}",
+        c.id,
+        c.metric,
+        c.window,
+        if c.is_open() { "open" } else { "answered" },
+        c.note
+    );
+    for a in &c.answers {
+        s.push_str(&format!("\n    answer ({}): {}", a.by, a.note));
+    }
+    s
+}
+
+/// `veil contest`: file (member), answer (analyst) or list.
+pub fn contest(cli: &Cli, a: ContestArgs) -> Result<u8> {
+    let mut ctx = open(cli)?;
+    let t = now();
+    let name = ctx.actor.clone();
+    let roles = ctx.who_roles();
+    let who = veil_govern::Actor {
+        name: &name,
+        roles: &roles,
+        operator: ctx.is_operator(),
+    };
+    if a.list {
+        ctx.allow(Action::ListContests)?;
+        let all = veil_govern::contests::list(&ctx.store)?;
+        match a.format {
+            OutFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+            OutFormat::Table => {
+                if all.is_empty() {
+                    println!("no contests");
+                }
+                for c in &all {
+                    println!("{}", show_contest(c));
+                }
+            }
+            OutFormat::Csv => return Err(exit(2, "veil contest --list prints table or json")),
+        }
+        return Ok(0);
+    }
+    let note = a
+        .note
+        .ok_or_else(|| exit(2, "--note TEXT is required (or --list)"))?;
+    let c = match (a.answer, a.metric, a.window) {
+        (Some(id), None, None) => {
+            ctx.allow(Action::AnswerContest)?;
+            veil_govern::contests::answer(&mut ctx.store, &who, id, note, t)
+        }
+        (None, Some(metric), Some(window)) => {
+            ctx.allow(Action::Contest)?;
+            veil_govern::contests::file(&mut ctx.store, &ctx.policy, &who, metric, window, note, t)
+        }
+        _ => {
+            return Err(exit(
+                2,
+                "give METRIC --window W --note TEXT to contest, --answer ID --note TEXT to answer, or --list",
+            ))
+        }
+    }
+    .map_err(refused)?;
+    println!("{}", show_contest(&c));
     Ok(0)
 }

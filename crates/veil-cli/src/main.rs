@@ -135,6 +135,31 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: SubjectCmd,
     },
+    /// Contest a released number (role member): a short note on a metric's window, shown
+    /// beside that window in every later report and in status; an analyst answers it.
+    ///
+    /// Examples:
+    ///   veil --as ana contest deployment_frequency --window 2026-W45 --note "the release train was frozen that week"
+    ///   veil --as analyst contest --answer c-0123456789abcdef --note "thanks, the freeze is now marked"
+    ///   veil contest --list
+    Contest {
+        /// The metric whose window is contested.
+        metric: Option<String>,
+        /// The window as reports print it: 2026-W45, 2026-11-20 or 2026-11.
+        #[arg(long)]
+        window: Option<String>,
+        /// The note (up to 500 characters; personal data is refused).
+        #[arg(long)]
+        note: Option<String>,
+        /// Answer this contest (role analyst) with --note.
+        #[arg(long, value_name = "ID")]
+        answer: Option<String>,
+        /// List every contest and its answers (never who filed it).
+        #[arg(long)]
+        list: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
     /// Epoch keys.
     Keys {
         #[command(subcommand)]

@@ -101,6 +101,10 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                         .map(String::from)
                         .to_vec(),
                 ),
+                Action::ListContests => Some(vec!["contest".into(), "--list".into()]),
+                // Whether these succeed depends on the metric, window and note as well
+                // as the role: tests/governance.rs covers them.
+                Action::Contest | Action::AnswerContest => None,
             };
             if let Some(args) = cli_args {
                 let mut full = vec!["--as", name.as_str()];
@@ -145,7 +149,10 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 | Action::ApproveGrant
                 | Action::RevokeGrant
                 | Action::ReadStaging
-                | Action::SubjectRequest => None,
+                | Action::SubjectRequest
+                | Action::Contest
+                | Action::AnswerContest => None,
+                Action::ListContests => Some(http.get(gw.url("/v1/contests"))),
             };
             if let Some(req) = req {
                 let resp = req.bearer_auth(&tok).send().unwrap();

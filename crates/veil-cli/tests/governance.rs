@@ -315,3 +315,105 @@ fn subject_requests_through_the_binary() {
         "nor in any output"
     );
 }
+
+/// Contests: a member's note with an email is refused; a clean one shows beside its
+/// window in every later report (table, JSON, CSV) and in status, without its author; an
+/// analyst answers; every step is audited and the log verifies.
+#[test]
+fn a_contest_shows_beside_its_window_in_every_report_and_status() {
+    let v = Veil::init();
+    let events = v.generate(9, false);
+    v.ingest(&events);
+    assert_eq!(v.run(&["seal"]).code, 0);
+    let r = v.run(&["report", "builds", "--format", "json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let window = doc["groups"][0]["window"].as_str().unwrap().to_owned();
+    let member = [("VEIL_TOKEN", v.token("team-member"))];
+    let member: Vec<(&str, &str)> = member.iter().map(|(k, t)| (*k, t.as_str())).collect();
+    let contest = |note: &str| {
+        v.run_env(
+            &[
+                "--as",
+                "team-member",
+                "contest",
+                "builds",
+                "--window",
+                &window,
+                "--note",
+                note,
+            ],
+            None,
+            &member,
+        )
+    };
+    let r = contest("ask jane.doe@example.com why");
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("pii_detected"), "{}", r.stderr);
+    let r = contest("the CI farm was down two days; builds were retried by hand");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let id = r.stdout.split_whitespace().next().unwrap().to_owned();
+    // A viewer may not contest (members are the people measured).
+    let r = v.run_env(
+        &[
+            "--as", "viewer", "contest", "builds", "--window", &window, "--note", "x",
+        ],
+        None,
+        &[("VEIL_TOKEN", v.token("viewer").as_str())],
+    );
+    assert_eq!(r.code, 1);
+    // Every later report shows it beside the window, in each format.
+    let table = v.run(&["report", "builds"]).stdout;
+    assert!(
+        table.contains("contested windows") && table.contains("CI farm was down"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&v.run(&["report", "builds", "--format", "json"]).stdout).unwrap();
+    assert_eq!(json["contests"][0]["window"], window.as_str());
+    let csv = v.run(&["report", "builds", "--format", "csv"]).stdout;
+    assert!(csv.lines().next().unwrap().ends_with(",contest"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with(&window) && l.contains("CI farm")),
+        "{csv}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&v.run(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(status["open_contests"][0]["id"], id.as_str());
+    // Nobody learns who filed it from a report or a list.
+    assert!(!table.contains("team-member") && !csv.contains("team-member"));
+    assert!(!v
+        .run(&["contest", "--list", "--format", "json"])
+        .stdout
+        .contains("team-member"));
+    // An analyst answers; the answer shows too, and the contest is no longer open.
+    let r = v.run_env(
+        &[
+            "--as",
+            "analyst",
+            "contest",
+            "--answer",
+            &id,
+            "--note",
+            "thanks: the outage is now marked",
+        ],
+        None,
+        &[("VEIL_TOKEN", v.token("analyst").as_str())],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let table = v.run(&["report", "builds"]).stdout;
+    assert!(
+        table.contains("answered: \"thanks: the outage is now marked\""),
+        "{table}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&v.run(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(status["open_contests"], serde_json::json!([]));
+    let log = v.run(&["audit", "log"]).stdout;
+    for a in ["contest_denied", " contest ", "contest_answer"] {
+        assert!(log.contains(a), "{a} missing: {log}");
+    }
+    assert!(!log.contains("jane.doe"), "a refused note is not kept");
+    assert_eq!(v.run(&["audit", "verify"]).code, 0);
+}

@@ -93,6 +93,9 @@ impl Grant {
             return GrantState::Revoked;
         }
         match self.expires_at() {
+            // An approval stamped ahead of the clock does not open the grant early (nor
+            // stretch it past its duration from the real approval).
+            Some(_) if self.live_from.is_some_and(|t| t > now) => GrantState::Pending,
             Some(end) if now < end => GrantState::Live,
             Some(_) => GrantState::Expired,
             None if now < self.requested_at + PENDING_MAX => GrantState::Pending,
@@ -156,6 +159,7 @@ pub fn fold(entries: &[AuditEntry]) -> BTreeMap<String, Grant> {
                         .iter()
                         .any(|a| a.principal == e.actor || a.role == role)
                     || d.at_unix >= g.requested_at + PENDING_MAX
+                    || d.at_unix < g.requested_at
                 {
                     continue;
                 }
@@ -170,7 +174,8 @@ pub fn fold(entries: &[AuditEntry]) -> BTreeMap<String, Grant> {
             }
             REVOKE => {
                 if let Some(g) = out.get_mut(&d.grant) {
-                    g.revoked_at.get_or_insert(d.at_unix);
+                    // The earliest revocation counts: a later one cannot reopen it.
+                    g.revoked_at = Some(g.revoked_at.map_or(d.at_unix, |r| r.min(d.at_unix)));
                 }
             }
             _ => {}
@@ -238,11 +243,14 @@ pub fn request(
     let refuse = |store: &mut dyn Store, code, msg: String| {
         Err(deny(store, who, "request", None, code, msg, now))
     };
-    if purpose.is_empty() || purpose.chars().count() > PURPOSE_MAX {
+    if purpose.is_empty()
+        || purpose.chars().count() > PURPOSE_MAX
+        || purpose.chars().any(char::is_control)
+    {
         return refuse(
             store,
             "bad_purpose",
-            format!("a grant needs a purpose of 1 to {PURPOSE_MAX} characters"),
+            format!("a grant needs a purpose of 1 to {PURPOSE_MAX} characters on one line, without control characters"),
         );
     }
     if let Some(kind) = veil_pipeline::pii::first(purpose) {
@@ -391,39 +399,68 @@ pub fn revoke(store: &mut dyn Store, who: &Actor, id: &str, now: i64) -> Result<
     Ok(all(store)?.remove(id).expect("the grant exists"))
 }
 
+/// Who holds which roles now (the configured principals): a read re-checks every
+/// approval against it, so approvals written into the log by hand for principals that do
+/// not exist, or no longer hold the role, open nothing.
+pub type RolesOf<'a> = &'a dyn Fn(&str) -> Option<Vec<Role>>;
+
 /// `veil staging read --grant ID`: the pseudonymous staged rows of the grant's one
 /// collection, only for its requester and only while it is live; the read is audited
-/// with its row count (a refusal with its reason).
+/// with its row count (a refusal with its reason). Before reading, the audit chain must
+/// verify, both approvers must still hold their roles, and the grant must fit the
+/// current policy (its collection declared, its duration within the zone's maximum).
 pub fn read(
     store: &mut dyn Store,
+    policy: &Policy,
     keys: &KeyRing,
+    roles_of: RolesOf,
     who: &Actor,
     id: &str,
     now: i64,
 ) -> Result<Vec<StagedRow>> {
     let g = find(store, who, "read", id, now)?;
     let state = g.state(now);
-    if state != GrantState::Live {
-        return Err(deny(
-            store,
-            who,
-            "read",
-            Some(id),
+    let refusal: Option<(&'static str, String)> = if state != GrantState::Live {
+        Some((
             "grant_not_live",
             format!("the grant is {}; reads need a live grant", state.as_str()),
-            now,
-        ));
-    }
-    if who.name != g.requester {
-        return Err(deny(
-            store,
-            who,
-            "read",
-            Some(id),
+        ))
+    } else if who.name != g.requester {
+        Some((
             "not_grantee",
             "only the principal that requested a grant reads under it".into(),
-            now,
-        ));
+        ))
+    } else if !g.approvals.iter().all(|a| {
+        let role = if a.role == "engineering" {
+            Role::Engineering
+        } else {
+            Role::Privacy
+        };
+        roles_of(&a.principal).is_some_and(|r| r.contains(&role))
+    }) {
+        Some((
+            "approval_not_valid",
+            "an approver of this grant is not a configured principal with the role it approved as"
+                .into(),
+        ))
+    } else if policy
+        .collection(&g.scope)
+        .is_none_or(|c| g.duration_secs > policy.defaults().grant_max(c.zone))
+    {
+        Some((
+            "scope_changed",
+            "the grant's collection is no longer declared, or its duration is above the current maximum for its zone".into(),
+        ))
+    } else if !store.audit_verify(&[])?.ok {
+        Some((
+            "audit_unverified",
+            "the audit log does not verify (`veil audit verify`); no grant opens staging until it does".into(),
+        ))
+    } else {
+        None
+    };
+    if let Some((code, msg)) = refusal {
+        return Err(deny(store, who, "read", Some(id), code, msg, now));
     }
     let rows = store.staging_events(&g.scope, keys)?;
     let detail =

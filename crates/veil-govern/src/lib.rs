@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod contests;
 pub mod grants;
 pub mod subject;
 

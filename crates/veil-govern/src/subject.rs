@@ -8,7 +8,7 @@ use crate::Result;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use veil_pipeline::{ContributorId, EpochId, Identifier, KeyRing};
-use veil_policy::{FieldClass, Policy, Transform};
+use veil_policy::Policy;
 use veil_store::{ContribRecord, StagedRow, Store};
 
 /// Audit action of an export.
@@ -42,23 +42,19 @@ impl<'a> Subject<'a> {
         }
     }
 
-    /// Whether a staged event of `collection` names this person in any pseudonymized
-    /// direct identifier.
-    fn staged(&self, policy: &Policy, collection: &str, row: &StagedRow) -> bool {
-        let Some(c) = policy.collection(collection) else {
-            return false;
-        };
-        c.fields
+    /// Whether a staged event names this person: any of its values is the person's
+    /// pseudonym of the row's epoch, under either normalization. Not only the fields
+    /// today's policy declares as identifiers: a field renamed, a collection removed or a
+    /// normalization setting changed since must not hide a row from an erasure (a
+    /// pseudonym is 128 random-looking bits; no other value equals one).
+    fn staged(&self, row: &StagedRow) -> bool {
+        let wanted: Vec<&str> = [true, false]
             .iter()
-            .filter(|f| {
-                f.class() == FieldClass::DirectIdentifier
-                    && f.transform() == Transform::Pseudonymize
-            })
-            .any(|f| {
-                let want = self.pseudonyms.get(&(row.epoch, f.normalize()));
-                want.is_some()
-                    && row.attrs.get(f.name()).and_then(|v| v.as_str()) == want.map(String::as_str)
-            })
+            .filter_map(|n| self.pseudonyms.get(&(row.epoch, *n)).map(String::as_str))
+            .collect();
+        row.attrs
+            .values()
+            .any(|v| v.as_str().is_some_and(|s| wanted.contains(&s)))
     }
 
     /// This person's contributor id in one metric's window.
@@ -102,14 +98,23 @@ pub struct Export {
 fn find(store: &dyn Store, policy: &Policy, keys: &KeyRing, raw: &str) -> Result<Export> {
     let s = Subject::new(raw, keys);
     let mut staging = std::collections::BTreeMap::new();
-    for c in policy.collections() {
+    // Every collection with staged rows, declared today or not.
+    let mut names: Vec<String> = policy
+        .collections()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    names.extend(store.staging_summary()?.into_iter().map(|(c, ..)| c));
+    names.sort();
+    names.dedup();
+    for c in names {
         let rows: Vec<StagedRow> = store
-            .staging_events(&c.name, keys)?
+            .staging_events(&c, keys)?
             .into_iter()
-            .filter(|r| s.staged(policy, &c.name, r))
+            .filter(|r| s.staged(r))
             .collect();
         if !rows.is_empty() {
-            staging.insert(c.name.clone(), rows);
+            staging.insert(c, rows);
         }
     }
     let mut ids: HashMap<(String, i64), Option<ContributorId>> = HashMap::new();
@@ -181,7 +186,7 @@ pub fn erase(
     let detail = serde_json::json!({"epochs_searched": searched});
     Ok(store.erase(
         keys,
-        &|c, row| s.staged(policy, c, row),
+        &|_, row| s.staged(row),
         &|metric, w, c| {
             let mut ids = ids.borrow_mut();
             let id = ids
@@ -207,22 +212,16 @@ pub fn opt_out(
     raw: &str,
     now: i64,
 ) -> Result<bool> {
-    // The spelling each pseudonymized identifier field takes: normalized, or as given
-    // where the policy turned normalization off.
-    let mut forms: Vec<bool> = policy
-        .collections()
+    // Both spellings, whatever today's policy says: a field added later with
+    // normalization turned off is covered too. One digest when they coincide.
+    let _ = policy;
+    let mut digests: Vec<[u8; 16]> = [true, false]
         .iter()
-        .flat_map(|c| &c.fields)
-        .filter(|f| {
-            f.class() == FieldClass::DirectIdentifier && f.transform() == Transform::Pseudonymize
-        })
-        .map(|f| f.normalize())
+        .map(|n| keys.opt_out_digest(&Identifier::new(Cow::Borrowed(raw), *n)))
         .collect();
-    forms.sort();
-    forms.dedup();
+    digests.dedup();
     let mut new = false;
-    for norm in forms {
-        let d = keys.opt_out_digest(&Identifier::new(Cow::Borrowed(raw), norm));
+    for d in digests {
         new |= store.add_opt_out(d, actor, now)?;
     }
     Ok(new)

@@ -149,6 +149,15 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
     let dan = who("dan", &[Role::Viewer]);
     let pat = who("pat", &[Role::Privacy]);
     let both = who("bo", &[Role::Engineering, Role::Privacy]);
+    // The configured principals, as veil.toml declares them.
+    let roles_of = |name: &str| match name {
+        "alice" => Some(vec![Role::Analyst]),
+        "bob" | "carol" => Some(vec![Role::Engineering]),
+        "dan" => Some(vec![Role::Viewer]),
+        "pat" => Some(vec![Role::Privacy]),
+        "bo" => Some(vec![Role::Engineering, Role::Privacy]),
+        _ => None,
+    };
     let s = &mut r.store;
     let g = grants::request(
         s,
@@ -167,7 +176,9 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
         refusals += 1;
     };
     refuse(
-        code(grants::read(s, &keys, &alice, &g.id, T0)),
+        code(grants::read(
+            s, &r.policy, &keys, &roles_of, &alice, &g.id, T0,
+        )),
         "grant_not_live",
     );
     refuse(code(grants::approve(s, &alice, &g.id, T0)), "own_request");
@@ -177,7 +188,15 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
     // One approval: not live.
     grants::approve(s, &bob, &g.id, T0 + 10).unwrap();
     refuse(
-        code(grants::read(s, &keys, &alice, &g.id, T0 + 20)),
+        code(grants::read(
+            s,
+            &r.policy,
+            &keys,
+            &roles_of,
+            &alice,
+            &g.id,
+            T0 + 20,
+        )),
         "grant_not_live",
     );
     // The same principal twice; the same role from another principal; no role at all.
@@ -206,10 +225,18 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
     assert_eq!(live.expires_at(), Some(T0 + 100 + 2 * DAY));
     // Only its requester reads, and exactly its scope.
     refuse(
-        code(grants::read(s, &keys, &bob, &g.id, T0 + 200)),
+        code(grants::read(
+            s,
+            &r.policy,
+            &keys,
+            &roles_of,
+            &bob,
+            &g.id,
+            T0 + 200,
+        )),
         "not_grantee",
     );
-    let rows = grants::read(s, &keys, &alice, &g.id, T0 + 200).unwrap();
+    let rows = grants::read(s, &r.policy, &keys, &roles_of, &alice, &g.id, T0 + 200).unwrap();
     assert_eq!(rows.len(), 7, "the seven c.one events, none of c.two");
     for row in &rows {
         let mut names: Vec<&str> = row.attrs.keys().map(String::as_str).collect();
@@ -220,7 +247,15 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
     }
     // Expired: no access.
     refuse(
-        code(grants::read(s, &keys, &alice, &g.id, T0 + 100 + 2 * DAY)),
+        code(grants::read(
+            s,
+            &r.policy,
+            &keys,
+            &roles_of,
+            &alice,
+            &g.id,
+            T0 + 100 + 2 * DAY,
+        )),
         "grant_not_live",
     );
     // Revoked while pending: no access, and no approval revives it.
@@ -232,7 +267,15 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
         "not_pending",
     );
     refuse(
-        code(grants::read(s, &keys, &alice, &g3.id, T0 + 4)),
+        code(grants::read(
+            s,
+            &r.policy,
+            &keys,
+            &roles_of,
+            &alice,
+            &g3.id,
+            T0 + 4,
+        )),
         "grant_not_live",
     );
     // A revoked live grant closes at once.
@@ -240,7 +283,7 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
     grants::approve(s, &bob, &g4.id, T0 + 1).unwrap();
     grants::approve(s, &pat, &g4.id, T0 + 2).unwrap();
     assert_eq!(
-        grants::read(s, &keys, &alice, &g4.id, T0 + 3)
+        grants::read(s, &r.policy, &keys, &roles_of, &alice, &g4.id, T0 + 3)
             .unwrap()
             .len(),
         4
@@ -248,12 +291,28 @@ fn no_path_short_of_two_roles_from_two_others_opens_staging_and_every_attempt_is
     refuse(code(grants::revoke(s, &dan, &g4.id, T0 + 4)), "forbidden");
     grants::revoke(s, &pat, &g4.id, T0 + 5).unwrap();
     refuse(
-        code(grants::read(s, &keys, &alice, &g4.id, T0 + 6)),
+        code(grants::read(
+            s,
+            &r.policy,
+            &keys,
+            &roles_of,
+            &alice,
+            &g4.id,
+            T0 + 6,
+        )),
         "grant_not_live",
     );
     // An id nobody issued; an id that is not an id at all (never written to the log).
     refuse(
-        code(grants::read(s, &keys, &alice, "g-0000000000000000", T0)),
+        code(grants::read(
+            s,
+            &r.policy,
+            &keys,
+            &roles_of,
+            &alice,
+            "g-0000000000000000",
+            T0,
+        )),
         "unknown_grant",
     );
     refuse(
@@ -340,4 +399,40 @@ fn requests_are_checked_and_a_forged_approval_counts_for_nothing() {
     assert!(g.approvals.is_empty());
     // A request nobody approves lapses.
     assert_eq!(g.state(T0 + grants::PENDING_MAX), GrantState::Lapsed);
+
+    // Approvals written into the log (hashes and all) for principals that are not
+    // configured with those roles: the fold counts them, a read re-checks and refuses.
+    let g = grants::request(s, p, &alice, "forged", "c.one", DAY, T0).unwrap();
+    for (actor, role) in [("x", "engineering"), ("y", "privacy")] {
+        let detail = serde_json::json!({"grant": g.id, "role": role, "at_unix": T0 + 5});
+        s.audit(actor, grants::APPROVE, &detail, T0 + 5).unwrap();
+    }
+    let roles_of = |name: &str| (name == "alice").then(|| vec![Role::Analyst]);
+    let keys = s.key_ring().unwrap();
+    assert_eq!(
+        code(grants::read(s, p, &keys, &roles_of, &alice, &g.id, T0 + 6)),
+        "approval_not_valid"
+    );
+    // An approval stamped ahead of the clock does not open the grant before its time.
+    let g = grants::request(s, p, &alice, "early", "c.one", DAY, T0).unwrap();
+    for (actor, role) in [("x", "engineering"), ("y", "privacy")] {
+        let detail = serde_json::json!({"grant": g.id, "role": role, "at_unix": T0 + 3600});
+        s.audit(actor, grants::APPROVE, &detail, T0 + 7).unwrap();
+    }
+    let all = grants::list(s, T0 + 8).unwrap();
+    let (_, state) = all.iter().find(|(x, _)| x.id == g.id).unwrap();
+    assert_eq!(*state, GrantState::Pending);
+    // A purpose with control characters (a fake line for the approver's terminal).
+    assert_eq!(
+        code(grants::request(
+            s,
+            p,
+            &alice,
+            "review\n    approved by: pat (privacy)",
+            "c.one",
+            DAY,
+            T0
+        )),
+        "bad_purpose"
+    );
 }

@@ -16,7 +16,7 @@ use veil_govern::{Actor, GovernError, Grant, GrantState};
 /// state, 403 for the two-person rule, 400 for a bad request.
 fn status_of(code: &str) -> StatusCode {
     match code {
-        "unknown_grant" => StatusCode::NOT_FOUND,
+        "unknown_grant" | "unknown_contest" => StatusCode::NOT_FOUND,
         "not_pending" | "not_revocable" | "grant_not_live" => StatusCode::CONFLICT,
         "own_request"
         | "already_approved"
@@ -252,12 +252,24 @@ pub(super) async fn staging(
             "the one parameter is grant (a grant id)",
         );
     };
-    let t = now();
-    let r = as_principal(&state, &p, move |s, _, who| {
-        // The keys as the vault holds them now, not as this process loaded them: an
-        // epoch shredded since by another process stays shredded here.
+    let principals: Vec<(String, Vec<veil_access::Role>)> = state
+        .principals
+        .iter()
+        .map(|p| (p.name.clone(), p.roles.clone()))
+        .collect();
+    let r = as_principal(&state, &p, move |s, policy, who| {
+        // The clock and keys as they are when the writer runs the read, not when the
+        // request arrived or this process loaded them: an expiry passed while queued, or
+        // an epoch shredded since by another process, holds here.
+        let t = now();
         let keys = s.key_ring()?;
-        let rows = veil_govern::grants::read(s, &keys, who, &q.grant, t)?;
+        let roles_of = |name: &str| {
+            principals
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, r)| r.clone())
+        };
+        let rows = veil_govern::grants::read(s, policy, &keys, &roles_of, who, &q.grant, t)?;
         Ok(serde_json::json!({"grant": q.grant, "rows": rows}))
     })
     .await;
@@ -327,5 +339,109 @@ pub(super) async fn opt_out(
             "the store is not answering; retry",
         )),
     };
+    answer(r, StatusCode::OK)
+}
+
+/// Body of `POST /v1/contests`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContestRequest {
+    metric: String,
+    window: String,
+    note: String,
+}
+
+/// Body of `POST /v1/contests/{id}/answer`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnswerRequest {
+    note: String,
+}
+
+fn malformed(expected: &str) -> Response {
+    refuse(
+        StatusCode::BAD_REQUEST,
+        "malformed_json",
+        &format!("send a JSON object {expected} and nothing else"),
+    )
+}
+
+pub(super) async fn contest(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::Contest,
+        "/v1/contests",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<ContestRequest>(&body) else {
+        return malformed("{\"metric\", \"window\", \"note\"}");
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, policy, who| {
+        veil_govern::contests::file(s, policy, who, &req.metric, &req.window, &req.note, t)
+    })
+    .await;
+    answer(r, StatusCode::CREATED)
+}
+
+pub(super) async fn contests(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::ListContests,
+        "/v1/contests",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let r = as_principal(&state, &p, move |s, _, _| veil_govern::contests::list(s)).await;
+    answer(r, StatusCode::OK)
+}
+
+pub(super) async fn answer_contest(
+    State(state): State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let p = match guard(
+        &state,
+        &headers,
+        cert(c).as_ref(),
+        Action::AnswerContest,
+        "/v1/contests/{id}/answer",
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let Ok(req) = serde_json::from_slice::<AnswerRequest>(&body) else {
+        return malformed("{\"note\"}");
+    };
+    let t = now();
+    let r = as_principal(&state, &p, move |s, _, who| {
+        veil_govern::contests::answer(s, who, &id, &req.note, t)
+    })
+    .await;
     answer(r, StatusCode::OK)
 }

@@ -526,6 +526,13 @@ pub fn endpoints() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState
         ("post", "/v1/grants/{id}/revoke", post(govern::revoke)),
         ("get", "/v1/staging", get(govern::staging)),
         ("post", "/v1/subjects/opt-out", post(govern::opt_out)),
+        ("post", "/v1/contests", post(govern::contest)),
+        ("get", "/v1/contests", get(govern::contests)),
+        (
+            "post",
+            "/v1/contests/{id}/answer",
+            post(govern::answer_contest),
+        ),
         ("get", "/metrics", get(reads::metrics)),
         ("get", "/healthz", get(reads::healthz)),
         ("get", "/readyz", get(reads::readyz)),

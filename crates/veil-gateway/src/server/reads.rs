@@ -102,6 +102,17 @@ pub fn posture(
         "staging": staging,
         "grants": grants,
         "opted_out": store.opt_outs()?.len(),
+        "open_contests": veil_govern::contests::list(store)
+            .map_err(|e| match e {
+                veil_govern::GovernError::Store(e) => e,
+                veil_govern::GovernError::Refused { .. } => {
+                    veil_store::StoreError::Corrupt("listing contests was refused".into())
+                }
+            })?
+            .into_iter()
+            .filter(|c| c.is_open())
+            .map(|c| serde_json::json!({"id": c.id, "metric": c.metric, "window": c.window, "note": c.note}))
+            .collect::<Vec<_>>(),
         "organization": policy.organization(),
         "policy_sha256": policy.hash(),
         "collections": collections,
@@ -262,7 +273,7 @@ pub(super) async fn report(
             return release_refusal(ReleaseError::NotReleased);
         }
         Ok(Err(e)) => return release_refusal(e),
-        Ok(Ok((veil_release::Lookup::Stored(r), _))) => return released(&r),
+        Ok(Ok((veil_release::Lookup::Stored(r), _))) => return released(&state, &r).await,
         Ok(Ok((veil_release::Lookup::Fresh(d), policy))) => (d, policy),
     };
     // Phase 2 off the writer: the noise, so ingest never waits for it.
@@ -284,18 +295,27 @@ pub(super) async fn report(
         .call(move |store, _| veil_release::commit(store, &policy, drafted))
         .await
     {
-        Ok(Ok(r)) => released(&r),
+        Ok(Ok(r)) => released(&state, &r).await,
         Ok(Err(e)) => release_refusal(e),
         Err(_) => unavailable(),
     }
 }
 
-fn released(r: &veil_release::Released) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        veil_release::render(r, veil_release::Format::Json),
-    )
-        .into_response()
+async fn released(state: &AppState, r: &veil_release::Released) -> Response {
+    let text = veil_release::render(r, veil_release::Format::Json);
+    // Notes from the people measured, beside the windows they contest.
+    let metric = r.document().metric.clone();
+    let text = match on_store(state, move |s, _| {
+        veil_govern::contests::for_metric(s, &metric)
+    })
+    .await
+    {
+        Ok(Ok(c)) => {
+            veil_govern::contests::annotate(&text, veil_govern::contests::ReportFormat::Json, &c)
+        }
+        _ => return unavailable(),
+    };
+    ([(header::CONTENT_TYPE, "application/json")], text).into_response()
 }
 
 fn release_refusal(e: ReleaseError) -> Response {
