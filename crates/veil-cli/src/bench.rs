@@ -404,6 +404,7 @@ fn bench_source() -> Source {
     Source {
         name: "bench".into(),
         collections: None,
+        consent: None,
     }
 }
 
@@ -461,6 +462,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
                 ),
                 token_sha256: crate::config::token_hash(&token),
                 cert_sha256: None,
+                consent: None,
             }],
             limits: ServerLimits::default(),
             event_limits: Limits::default(),

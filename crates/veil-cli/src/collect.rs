@@ -125,6 +125,7 @@ impl Sink {
         let source = Source {
             name: name.to_owned(),
             collections: ctx.collections.clone(),
+            consent: ctx.consent(),
         };
         Ok(Sink::Local(Box::new(ctx), source))
     }

@@ -88,6 +88,11 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// The collections on consent the caller attests (`None`: the local operator).
+    pub(crate) fn consent(&self) -> Option<Vec<String>> {
+        self.who.consent.clone()
+    }
+
     /// The caller's roles (none for the local operator).
     pub(crate) fn who_roles(&self) -> Vec<Role> {
         self.who.roles.clone().unwrap_or_default()
@@ -118,6 +123,7 @@ struct Who {
     name: String,
     roles: Option<Vec<Role>>,
     collections: Option<Vec<String>>,
+    consent: Option<Vec<String>>,
 }
 
 fn actor(cli: &Cli, cfg: &Config) -> Result<Who> {
@@ -126,6 +132,7 @@ fn actor(cli: &Cli, cfg: &Config) -> Result<Who> {
             name: format!("local:{}", os_user()),
             roles: None,
             collections: None,
+            consent: None,
         }),
         Some(name) => {
             let token = std::env::var("VEIL_TOKEN")
@@ -135,6 +142,7 @@ fn actor(cli: &Cli, cfg: &Config) -> Result<Who> {
                     name: p.name.clone(),
                     roles: Some(p.roles.iter().filter_map(|r| Role::parse(r)).collect()),
                     collections: p.collections.clone().or_else(|| Some(Vec::new())),
+                    consent: p.consent.clone().or_else(|| Some(Vec::new())),
                 }),
                 _ => Err(exit(
                     2,
@@ -585,6 +593,7 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
     let source = Source {
         name: ctx.actor.clone(),
         collections: ctx.collections.clone(),
+        consent: ctx.consent(),
     };
     let mut input: Box<dyn std::io::BufRead> = if file == "-" {
         Box::new(std::io::BufReader::with_capacity(1 << 16, std::io::stdin()))

@@ -115,6 +115,9 @@ pub struct Principal {
     pub name: String,
     pub roles: Vec<String>,
     pub collections: Option<Vec<String>>,
+    /// Collections with `lawful_basis: consent` for which this source attests it sends
+    /// only events of people who consented; events of others are refused.
+    pub consent: Option<Vec<String>>,
     pub token_sha256: String,
     /// Hex SHA-256 of a client certificate (DER) that also authenticates this principal.
     pub cert_sha256: Option<String>,
@@ -220,6 +223,7 @@ impl Config {
             "name",
             "roles",
             "collections",
+            "consent",
             "token_sha256",
             "cert_sha256",
         ];
@@ -315,6 +319,16 @@ impl Config {
             {
                 errors.push(format!("{}:{at}: principal {}: token_sha256 must be 64 hex characters (the SHA-256 of the token, never the token)", file.display(), p.name));
             }
+            if let Some(consent) = &p.consent {
+                let sends = p.collections.as_deref().unwrap_or(&[]);
+                for c in consent.iter().filter(|c| !sends.contains(c)) {
+                    errors.push(format!(
+                        "{}:{at}: principal {}: consent names {c}, which it may not send (add it to collections)",
+                        file.display(),
+                        p.name
+                    ));
+                }
+            }
             if let Some(c) = &p.cert_sha256 {
                 if c.len() != 64 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
                     errors.push(format!("{}:{at}: principal {}: cert_sha256 must be 64 hex characters (the SHA-256 of the DER certificate)", file.display(), p.name));
@@ -406,6 +420,7 @@ impl Config {
                 name: p.name.clone(),
                 roles: p.roles.iter().filter_map(|r| Role::parse(r)).collect(),
                 collections: p.collections.clone(),
+                consent: p.consent.clone(),
                 token_sha256: p.token_sha256.to_ascii_lowercase(),
                 cert_sha256: p.cert_sha256.as_ref().map(|c| c.to_ascii_lowercase()),
             })

@@ -417,3 +417,70 @@ fn a_contest_shows_beside_its_window_in_every_report_and_status() {
     assert!(!log.contains("jane.doe"), "a refused note is not kept");
     assert_eq!(v.run(&["audit", "verify"]).code, 0);
 }
+
+/// Consent: a collection with `lawful_basis: consent` takes events only from a source
+/// that attests consent for it (`consent` in its principal); others are refused as
+/// consent_missing, counted, never stored. A principal may only attest what it sends.
+#[test]
+fn a_collection_on_consent_takes_events_only_from_a_source_that_attests_it() {
+    let v = Veil::init();
+    let policy = v.path().join("policy.yaml");
+    let text = std::fs::read_to_string(&policy).unwrap();
+    // app.feature_used is the example's first collection on legitimate interest with a
+    // product audience: put it on consent.
+    let at = text.find("- name: app.feature_used").unwrap();
+    let (head, tail) = text.split_at(at);
+    let tail = tail.replacen(
+        "lawful_basis: legitimate_interest",
+        "lawful_basis: consent",
+        1,
+    );
+    std::fs::write(&policy, format!("{head}{tail}")).unwrap();
+    v.append_config(&format!(
+        "[[principal]]\nname = \"consenting-app\"\nroles = [\"source\"]\ncollections = [\"app.feature_used\"]\nconsent = [\"app.feature_used\"]\ntoken_sha256 = \"{}\"",
+        {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(b"veil_consenting_app_token"))
+        }
+    ));
+    let t = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let ev = format!("{{\"event\":\"app.feature_used\",\"time\":\"{t}\",\"attrs\":{{\"user_id\":\"u1@corp.example\",\"feature\":\"search\",\"region\":\"eu\",\"app_version\":\"4.1\"}}}}\n");
+    let gw = Gateway::start(&v);
+    let http = reqwest::blocking::Client::new();
+    let send = |token: &str| {
+        let r = http
+            .post(gw.url("/v1/events"))
+            .bearer_auth(token)
+            .header("content-type", "application/x-ndjson")
+            .body(ev.clone())
+            .send()
+            .unwrap();
+        serde_json::from_str::<serde_json::Value>(&r.text().unwrap()).unwrap()
+    };
+    let refused = send(&v.token("ingest"));
+    assert_eq!(refused["accepted"], 0);
+    assert_eq!(refused["rejected"][0]["reason"], "consent_missing");
+    assert!(
+        !refused.to_string().contains("u1@corp"),
+        "no value in the answer"
+    );
+    let taken = send("veil_consenting_app_token");
+    assert_eq!(taken["accepted"], 1, "{taken}");
+    drop(gw);
+    // The local operator's own ingest is its attestation.
+    let r = v.run_in(&["ingest", "-"], Some(ev.as_bytes()));
+    assert!(r.stdout.contains("accepted 1"), "{}", r.stdout);
+    // Attesting a collection the principal may not send is a config error.
+    v.append_config(&format!(
+        "[[principal]]\nname = \"overreach\"\nroles = [\"source\"]\ncollections = [\"ci.build_finished\"]\nconsent = [\"app.feature_used\"]\ntoken_sha256 = \"{}\"",
+        "0".repeat(64)
+    ));
+    let r = v.run(&["status"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("consent names app.feature_used, which it may not send"),
+        "{}",
+        r.stderr
+    );
+}

@@ -218,6 +218,7 @@ fn each_delivery_metric_aggregates_to_the_hand_computation() {
     let source = Source {
         name: "collector:github".into(),
         collections: None,
+        consent: None,
     };
     let o = veil_ingest::ingest_stream(
         &mut store,
@@ -408,6 +409,7 @@ fn commit_activity_aggregates_to_the_hand_count() {
     let source = Source {
         name: "collector:git".into(),
         collections: None,
+        consent: None,
     };
     let o = veil_ingest::ingest_stream(
         &mut store,

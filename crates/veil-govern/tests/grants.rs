@@ -80,6 +80,7 @@ fn rig() -> Rig {
     let src = Source {
         name: "test".into(),
         collections: None,
+        consent: None,
     };
     let mut accepted = AcceptedBatch::default();
     let time = "2025-11-03T10:00:00Z";

@@ -58,6 +58,7 @@ impl Rig {
         let src = Source {
             name: "test".into(),
             collections: None,
+            consent: None,
         };
         let mut accepted = AcceptedBatch::default();
         for (id, t, user) in events {
@@ -415,6 +416,7 @@ fn an_opt_out_drops_later_events_counted_and_keeps_earlier_ones_until_erased() {
     let src = Source {
         name: "test".into(),
         collections: None,
+        consent: None,
     };
     let mut batch = AcceptedBatch::default();
     let mut reasons = Vec::new();

@@ -447,6 +447,7 @@ collections:
         let source = Source {
             name: "test".into(),
             collections: None,
+            consent: None,
         };
         let mut input = std::io::BufReader::new(input);
         ingest_stream(
@@ -640,6 +641,7 @@ collections:
         let source = Source {
             name: "test".into(),
             collections: None,
+            consent: None,
         };
         let mut seen = Vec::new();
         let o = ingest_stream(

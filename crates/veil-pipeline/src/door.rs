@@ -45,6 +45,10 @@ pub struct Source {
     pub name: String,
     /// `None` means every collection (local CLI ingest by an operator).
     pub collections: Option<Vec<String>>,
+    /// Collections with `lawful_basis: consent` for which this source attests that it
+    /// sends only events of people who consented (its principal's `consent` key). `None`
+    /// means the local operator, whose own ingest is its attestation.
+    pub consent: Option<Vec<String>>,
 }
 
 /// One event's share of one metric: what aggregation state is made of.
@@ -456,6 +460,19 @@ impl<'a> Door<'a> {
                     Reason::NotAllowedForSource,
                     format!("this source may not send {}", coll.name),
                 ));
+            }
+        }
+        if coll.lawful_basis == "consent" {
+            if let Some(attested) = &source.consent {
+                if !attested.iter().any(|a| a == &coll.name) {
+                    return Err(fail(
+                        Reason::ConsentMissing,
+                        format!(
+                            "{} is collected on consent, and this source has not declared that it sends only events of people who consented (`consent` in its principal); the event was not stored",
+                            coll.name
+                        ),
+                    ));
+                }
             }
         }
         let time = parse_time(&env.time).ok_or_else(|| {

@@ -32,6 +32,8 @@ pub enum Reason {
     Late,
     /// The person the event is about opted out: dropped at the door, counted.
     OptedOut,
+    /// A collection on consent, from a source that has not attested consent.
+    ConsentMissing,
 }
 
 impl Reason {
@@ -60,6 +62,7 @@ impl Reason {
             Reason::PiiDetected => "pii_detected",
             Reason::Late => "late",
             Reason::OptedOut => "opted_out",
+            Reason::ConsentMissing => "consent_missing",
         }
     }
 }

@@ -67,6 +67,7 @@ fn src() -> Source {
     Source {
         name: "test".into(),
         collections: None,
+        consent: None,
     }
 }
 

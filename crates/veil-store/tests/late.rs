@@ -55,6 +55,7 @@ fn src() -> Source {
     Source {
         name: "test".into(),
         collections: None,
+        consent: None,
     }
 }
 

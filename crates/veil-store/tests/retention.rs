@@ -100,6 +100,7 @@ impl Rig {
         let src = Source {
             name: "test".into(),
             collections: None,
+            consent: None,
         };
         let mut accepted = AcceptedBatch::default();
         for (id, t, user) in events {

@@ -12,6 +12,9 @@ pub struct Principal {
     pub roles: Vec<Role>,
     /// Collections a source may send; `None` = none (spec: omitted means none).
     pub collections: Option<Vec<String>>,
+    /// Collections on consent for which this source attests it sends only events of
+    /// people who consented.
+    pub consent: Option<Vec<String>>,
     /// Hex SHA-256 of the bearer token.
     pub token_sha256: String,
     /// Hex SHA-256 of a client certificate (DER) that authenticates this principal over TLS.
@@ -128,6 +131,7 @@ mod tests {
             collections: Some(vec!["app.feature_used".into()]),
             token_sha256: sha256_hex(b"s3cret"),
             cert_sha256: Some("ab".repeat(32)),
+            consent: None,
         }]
     }
 

@@ -736,6 +736,7 @@ fn source_of(p: &Principal) -> Source {
     Source {
         name: p.name.clone(),
         collections: Some(p.collections.clone().unwrap_or_default()),
+        consent: Some(p.consent.clone().unwrap_or_default()),
     }
 }
 
@@ -1215,6 +1216,7 @@ collections:
         let source = Source {
             name: "test".into(),
             collections: None,
+            consent: None,
         };
         // Admits the event of `d` days ago with the door the gateway would build now.
         let admit = |d: i64, batch: &mut veil_pipeline::AcceptedBatch| {
