@@ -1041,6 +1041,22 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
                 }
             );
         }
+        for (zone, at) in [
+            ("aggregates", "oldest_window"),
+            ("quarantine", "oldest_received"),
+        ] {
+            let z = &doc["oldest"][zone];
+            println!(
+                "{zone}: oldest {} (default retention {}{})",
+                z[at].as_str().unwrap_or("none"),
+                z["retention"].as_str().unwrap_or_default(),
+                if z["past_retention"] == true {
+                    "; some are past it: run veil purge"
+                } else {
+                    ""
+                }
+            );
+        }
         let grants = doc["grants"].as_array().map(Vec::len).unwrap_or(0);
         println!("grants pending or live: {grants} (veil grant list)");
         println!("identifiers opted out: {}", doc["opted_out"]);

@@ -104,6 +104,22 @@ fn purge_says_what_would_go_then_what_went_and_audits_it() {
     let r = v.run(&["purge"]);
     assert!(!r.stdout.contains("shredded"), "{}", r.stdout);
     assert_eq!(v.run(&["audit", "verify"]).code, 0);
+    // The posture: epochs with their state, the last purge with its counts, the oldest
+    // row per zone against its retention.
+    let st: serde_json::Value =
+        serde_json::from_str(&v.run(&["status", "--format", "json"]).stdout).unwrap();
+    let states: Vec<&str> = st["vault"]["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["retired", "active"]);
+    assert!(st["last_purge"]["at"].is_string());
+    assert!(st["last_purge"]["counts"]["staging_events"].is_object());
+    assert_eq!(st["oldest"]["quarantine"]["past_retention"], false);
+    assert_eq!(st["opted_out"], 0);
+    assert_eq!(st["grants"], serde_json::json!([]));
 
     // Only an admin (or the local operator) purges.
     let r = v.run_env(

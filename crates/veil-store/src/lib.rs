@@ -249,6 +249,9 @@ pub trait Store: SealedAggregates {
     /// Staged events per (collection, epoch) with the oldest event day (unix seconds of
     /// its midnight): what the posture shows against the retention.
     fn staging_summary(&self) -> Result<Vec<(String, u32, i64, i64)>>;
+    /// The oldest row of the aggregate zone (a window start) and of quarantine (when
+    /// received), for the posture's retention view.
+    fn oldest_rows(&self) -> Result<(Option<i64>, Option<i64>)>;
     /// Digests of every identifier that opted out (`KeyRing::opt_out_digest`).
     fn opt_outs(&self) -> Result<Vec<[u8; 16]>>;
     /// Records an opt-out (idempotent), audited as `subject_opt_out` with the total and

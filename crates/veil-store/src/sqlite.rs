@@ -680,6 +680,16 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    fn oldest_rows(&self) -> Result<(Option<i64>, Option<i64>)> {
+        let agg = self
+            .conn
+            .query_row("SELECT MIN(window_start) FROM aggregates", [], |r| r.get(0))?;
+        let q = self
+            .conn
+            .query_row("SELECT MIN(received_at) FROM quarantine", [], |r| r.get(0))?;
+        Ok((agg, q))
+    }
+
     fn opt_outs(&self) -> Result<Vec<[u8; 16]>> {
         let mut st = self.conn.prepare("SELECT digest FROM opt_outs")?;
         let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0))?;

@@ -98,8 +98,17 @@ pub fn posture(
         })
         .collect();
     let v = store.audit_verify(&[])?;
+    let (oldest_aggregate, oldest_quarantine) = store.oldest_rows()?;
+    let d = policy.defaults();
+    let oldest = serde_json::json!({
+        "aggregates": {"oldest_window": oldest_aggregate.map(stamp), "retention": veil_policy::duration::human(d.aggregate_retention),
+            "past_retention": oldest_aggregate.is_some_and(|o| o + 31 * 86_400 <= t - d.aggregate_retention)},
+        "quarantine": {"oldest_received": oldest_quarantine.map(stamp), "retention": veil_policy::duration::human(d.staging_retention),
+            "past_retention": oldest_quarantine.is_some_and(|o| o <= t - d.staging_retention)},
+    });
     Ok(serde_json::json!({
         "staging": staging,
+        "oldest": oldest,
         "grants": grants,
         "opted_out": store.opt_outs()?.len(),
         "open_contests": veil_govern::contests::list(store)
