@@ -195,6 +195,17 @@ impl AcceptedBatch {
             redacted,
         });
     }
+
+    /// Drops what an event being admitted wrote before it was refused: the batch ends
+    /// where its last whole event ends.
+    fn abandon(&mut self) {
+        let (p, c) = self
+            .events
+            .last()
+            .map_or((0, 0), |e| (e.payload_end, e.contributions_end));
+        self.payloads.truncate(p);
+        self.contributions.truncate(c);
+    }
 }
 
 impl From<AcceptedRef<'_>> for Accepted {
@@ -637,7 +648,14 @@ impl<'a> Door<'a> {
                 &idents[at].1,
                 (epoch, pseudonyms[at]),
             ) else {
-                continue;
+                // The key period the window started in is shredded (the purge waits for
+                // the window's seal, so only a door with a stale key ring gets here):
+                // refuse the event whole rather than accept it and not count it.
+                out.abandon();
+                return Err(fail(
+                    Reason::EpochShredded,
+                    "the key period this event's window started in has been shredded; the window's numbers are final".into(),
+                ));
             };
             let mut group = compact_str::CompactString::const_new("");
             for (i, &bi) in m.by.iter().enumerate() {
