@@ -196,8 +196,21 @@ impl Config {
 
     /// Reads, overrides from the environment and validates, reporting every problem at once.
     pub fn load(file: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read config {}", file.display()))?;
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let looked = std::env::current_dir()
+                    .map(|d| d.join(file))
+                    .unwrap_or_else(|_| file.to_path_buf());
+                bail!(
+                    "no Veil configuration at {}: run `veil init [DIR]` to make one, or point at yours with --config FILE or VEIL_CONFIG",
+                    looked.display()
+                );
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read config {}", file.display()))
+            }
+        };
         let at = |span: Option<std::ops::Range<usize>>| {
             span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(0)

@@ -101,3 +101,22 @@ fn gateway_sections_are_checked_like_the_rest() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("missing.pem"), "{}", r.stderr);
 }
+
+/// No veil.toml where Veil looked: the error says where that was and what to do.
+#[test]
+fn a_missing_config_says_where_it_looked_and_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_veil"))
+        .arg("status")
+        .current_dir(dir.path())
+        .env_remove("VEIL_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let looked = dir.path().join("veil.toml");
+    assert!(err.contains(&looked.display().to_string()), "{err}");
+    for hint in ["veil init", "--config", "VEIL_CONFIG"] {
+        assert!(err.contains(hint), "{hint} missing: {err}");
+    }
+}
