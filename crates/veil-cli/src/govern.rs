@@ -6,6 +6,31 @@ use anyhow::Result;
 use veil_access::Action;
 use veil_govern::{GovernError, Grant, GrantState};
 
+/// The caller, owned, so the store can be borrowed mutably while it acts.
+struct Me {
+    name: String,
+    roles: Vec<veil_access::Role>,
+    operator: bool,
+}
+
+impl Me {
+    fn of(ctx: &crate::commands::Ctx) -> Me {
+        Me {
+            name: ctx.actor.clone(),
+            roles: ctx.who_roles(),
+            operator: ctx.is_operator(),
+        }
+    }
+
+    fn actor(&self) -> veil_govern::Actor<'_> {
+        veil_govern::Actor {
+            name: &self.name,
+            roles: &self.roles,
+            operator: self.operator,
+        }
+    }
+}
+
 /// A refusal exits 1 with its sentence (it is already in the audit log).
 fn refused(e: GovernError) -> anyhow::Error {
     match e {
@@ -66,13 +91,8 @@ pub fn grant(cli: &Cli, cmd: &GrantCmd) -> Result<u8> {
         GrantCmd::List { .. } => Action::ListGrants,
     })?;
     let t = now();
-    let name = ctx.actor.clone();
-    let roles = ctx.who_roles();
-    let who = veil_govern::Actor {
-        name: &name,
-        roles: &roles,
-        operator: ctx.is_operator(),
-    };
+    let me = Me::of(&ctx);
+    let who = me.actor();
     let g = match cmd {
         GrantCmd::Request {
             purpose,
@@ -123,13 +143,8 @@ pub fn staging(cli: &Cli, cmd: &StagingCmd) -> Result<u8> {
     let StagingCmd::Read { grant } = cmd;
     let mut ctx = open(cli)?;
     ctx.allow(Action::ReadStaging)?;
-    let name = ctx.actor.clone();
-    let roles = ctx.who_roles();
-    let who = veil_govern::Actor {
-        name: &name,
-        roles: &roles,
-        operator: ctx.is_operator(),
-    };
+    let me = Me::of(&ctx);
+    let who = me.actor();
     let principals = ctx.cfg.principals.clone();
     let roles_of = move |name: &str| {
         principals.iter().find(|p| p.name == name).map(|p| {
@@ -231,13 +246,8 @@ fn show_contest(c: &veil_govern::contests::Contest) -> String {
 pub fn contest(cli: &Cli, a: ContestArgs) -> Result<u8> {
     let mut ctx = open(cli)?;
     let t = now();
-    let name = ctx.actor.clone();
-    let roles = ctx.who_roles();
-    let who = veil_govern::Actor {
-        name: &name,
-        roles: &roles,
-        operator: ctx.is_operator(),
-    };
+    let me = Me::of(&ctx);
+    let who = me.actor();
     if a.list {
         ctx.allow(Action::ListContests)?;
         let all = veil_govern::contests::list(&ctx.store)?;

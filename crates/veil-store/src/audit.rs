@@ -341,59 +341,82 @@ fn unix(at: &str) -> Option<i64> {
         .map(|d| d.timestamp())
 }
 
-/// Whether the chain before entry `before_seq` proves that release `id` is past the
-/// aggregate retention at instant `at`: its own `release` entry names its collection and
-/// windows, and the newest `policy_load` entry before `before_seq` the collection's
-/// aggregate retention; every window must have ended (a window is at most
-/// [`MAX_WINDOW`] long) more than that retention before `at`. The purge deletes a release
-/// only when this holds, and `audit verify` accepts a purged release only when it held
-/// at the purge entry — so a `purge` entry appended by hand cannot excuse deleting a
-/// release that is still within its retention.
-pub fn purge_proven(rows: &[AuditEntry], id: &str, at: i64, before_seq: i64) -> bool {
-    #[derive(Deserialize)]
-    struct Retentions {
-        aggregate_retention: BTreeMap<String, i64>,
-        default_aggregate_retention: i64,
+/// What the chain says about when each release may be purged, read once: each intact
+/// `release` entry's collection and windows, and each intact `policy_load` entry's
+/// aggregate retentions. [`PurgeProof::proven`] then answers per release without
+/// rescanning the chain (a purge asks for every stored release).
+pub struct PurgeProof {
+    /// Release id → (its entry's seq, collection, window starts).
+    releases: std::collections::HashMap<String, (i64, String, Vec<i64>)>,
+    /// (seq, retention per collection, default), in chain order.
+    retentions: Vec<(i64, BTreeMap<String, i64>, i64)>,
+}
+
+impl PurgeProof {
+    /// Reads the entries that matter (intact ones only).
+    pub fn new(rows: &[AuditEntry]) -> Self {
+        #[derive(Deserialize)]
+        struct Retentions {
+            aggregate_retention: BTreeMap<String, i64>,
+            default_aggregate_retention: i64,
+        }
+        let mut releases = std::collections::HashMap::new();
+        let mut retentions = Vec::new();
+        for e in rows {
+            if !matches!(e.action.as_str(), "release" | "policy_load")
+                || entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash
+            {
+                continue;
+            }
+            if e.action == "release" {
+                let Ok(b) = serde_json::from_str::<Binding>(&e.detail) else {
+                    continue;
+                };
+                let c = b
+                    .charges
+                    .as_ref()
+                    .and_then(|c| c.first())
+                    .map(|c| c.collection.clone());
+                if let (Some(c), Some(w)) = (c, b.released_windows) {
+                    releases.entry(b.release_id).or_insert((e.seq, c, w.starts));
+                }
+            } else if let Ok(r) = serde_json::from_str::<Retentions>(&e.detail) {
+                retentions.push((e.seq, r.aggregate_retention, r.default_aggregate_retention));
+            }
+        }
+        PurgeProof {
+            releases,
+            retentions,
+        }
     }
-    let intact = |e: &&AuditEntry| {
-        e.seq < before_seq
-            && entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) == e.hash
-    };
-    let Some((collection, starts)) = rows
-        .iter()
-        .filter(intact)
-        .filter(|e| e.action == "release")
-        .filter_map(|e| serde_json::from_str::<Binding>(&e.detail).ok())
-        .find(|b| b.release_id == id)
-        .and_then(|b| {
-            let c = b.charges?.first()?.collection.clone();
-            Some((c, b.released_windows?.starts))
-        })
-    else {
-        return false;
-    };
-    let Some(r) = rows
-        .iter()
-        .rev()
-        .filter(intact)
-        .filter(|e| e.action == "policy_load")
-        .find_map(|e| serde_json::from_str::<Retentions>(&e.detail).ok())
-    else {
-        return false;
-    };
-    let retention = r
-        .aggregate_retention
-        .get(&collection)
-        .copied()
-        .unwrap_or(r.default_aggregate_retention);
-    !starts.is_empty()
-        && starts
-            .iter()
-            .all(|s| s.saturating_add(MAX_WINDOW).saturating_add(retention) <= at)
+
+    /// Whether the chain before entry `before_seq` proves that release `id` is past the
+    /// aggregate retention at instant `at`: its own `release` entry names its collection
+    /// and windows, and the newest `policy_load` entry before `before_seq` the
+    /// collection's aggregate retention; every window must have ended (a window is at
+    /// most [`MAX_WINDOW`] long) more than that retention before `at`. The purge deletes
+    /// a release only when this holds, and `audit verify` accepts a purged release only
+    /// when it held at the purge entry — so a `purge` entry appended by hand cannot
+    /// excuse deleting a release that is still within its retention.
+    pub fn proven(&self, id: &str, at: i64, before_seq: i64) -> bool {
+        let Some((seq, collection, starts)) = self.releases.get(id) else {
+            return false;
+        };
+        let Some((_, per, default)) = self.retentions.iter().rev().find(|(s, ..)| *s < before_seq)
+        else {
+            return false;
+        };
+        let retention = per.get(collection).copied().unwrap_or(*default);
+        *seq < before_seq
+            && !starts.is_empty()
+            && starts
+                .iter()
+                .all(|s| s.saturating_add(MAX_WINDOW).saturating_add(retention) <= at)
+    }
 }
 
 /// Releases that intact `purge` entries record as deleted past retention, when the chain
-/// proves each was (see [`purge_proven`]) at a purge time that is neither in the future
+/// proves each was (see [`PurgeProof::proven`]) at a purge time that is neither in the future
 /// nor later than any entry after it (a day of clock skew allowed).
 fn purged_releases(rows: &[AuditEntry]) -> std::collections::BTreeSet<String> {
     #[derive(Deserialize)]
@@ -403,6 +426,7 @@ fn purged_releases(rows: &[AuditEntry]) -> std::collections::BTreeSet<String> {
     }
     const SKEW: i64 = 86_400;
     let now = chrono::Utc::now().timestamp();
+    let proof = PurgeProof::new(rows);
     let mut out = std::collections::BTreeSet::new();
     for (i, e) in rows.iter().enumerate() {
         if e.action != "purge"
@@ -422,7 +446,7 @@ fn purged_releases(rows: &[AuditEntry]) -> std::collections::BTreeSet<String> {
         out.extend(
             p.releases
                 .into_iter()
-                .filter(|id| purge_proven(rows, id, at, e.seq)),
+                .filter(|id| proof.proven(id, at, e.seq)),
         );
     }
     out

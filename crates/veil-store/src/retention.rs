@@ -8,7 +8,7 @@
 //!   staging retention, counted from when they were received.
 //! - Sealed aggregates go once the window ended more than the collection's
 //!   `aggregate_retention` ago; a stored release once the audit chain proves every window
-//!   it released did (`audit::purge_proven`, counting each window as a month at most).
+//!   it released did (`audit::PurgeProof`, counting each window as a month at most).
 //! - An epoch's keys are destroyed once its last instant is older than the longest
 //!   staging retention and nothing that needs them is left (see the store's purge).
 //!

@@ -749,17 +749,7 @@ impl Store for SqliteStore {
             "SELECT seq, at, actor, action, detail, prev, hash FROM audit WHERE action = ?1 ORDER BY seq",
         )?;
         for a in actions {
-            let rows = st.query_map([a], |r| {
-                Ok(AuditEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    actor: r.get(2)?,
-                    action: r.get(3)?,
-                    detail: r.get(4)?,
-                    prev: r.get(5)?,
-                    hash: r.get(6)?,
-                })
-            })?;
+            let rows = st.query_map([a], audit_row)?;
             for r in rows {
                 out.push(r?);
             }

@@ -213,7 +213,7 @@ fn delete_aggregates(tx: &Transaction, cut: &Cutoffs, report: &mut PurgeReport) 
 }
 
 /// A stored release goes when the audit chain proves it past the aggregate retention
-/// (`audit::purge_proven`: its recorded windows, a month at most each, ended more than
+/// (`audit::PurgeProof`: its recorded windows, a month at most each, ended more than
 /// the retention the last `policy_load` recorded ago), so `audit verify` accepts exactly
 /// what the purge deleted. A release the chain cannot date (stored before releases
 /// recorded their windows) is kept. Its audit entry stays; the `purge` entry lists it.
@@ -227,8 +227,9 @@ fn delete_releases(
         .prepare("SELECT release_id FROM releases ORDER BY release_id")?
         .query_map([], |r| r.get(0))?
         .collect::<std::result::Result<_, _>>()?;
+    let proof = crate::audit::PurgeProof::new(chain);
     for id in ids {
-        if crate::audit::purge_proven(chain, &id, now, i64::MAX) {
+        if proof.proven(&id, now, i64::MAX) {
             tx.execute("DELETE FROM release_windows WHERE release_id = ?1", [&id])?;
             tx.execute("DELETE FROM release_index WHERE release_id = ?1", [&id])?;
             tx.execute("DELETE FROM releases WHERE release_id = ?1", [&id])?;
