@@ -51,6 +51,21 @@ pub struct Source {
     pub consent: Option<Vec<String>>,
 }
 
+/// The sentence of an `opted_out` refusal.
+const OPTED_OUT: &str = "the person this event is about opted out; the event was not stored";
+
+/// The sentence of an `epoch_shredded` refusal for the event's window.
+const WINDOW_SHREDDED: &str = "the key period this event's window started in has been shredded; the window's numbers are final";
+
+/// The sentence of a `consent_missing` refusal (kept off the hot path).
+#[cold]
+#[inline(never)]
+fn consent_missing(collection: &str) -> String {
+    format!(
+        "{collection} is collected on consent, and this source has not declared that it sends only events of people who consented (`consent` in its principal); the event was not stored"
+    )
+}
+
 /// One event's share of one metric: what aggregation state is made of.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contribution {
@@ -473,17 +488,9 @@ impl<'a> Door<'a> {
                 ));
             }
         }
-        if coll.lawful_basis == "consent" {
-            if let Some(attested) = &source.consent {
-                if !attested.iter().any(|a| a == &coll.name) {
-                    return Err(fail(
-                        Reason::ConsentMissing,
-                        format!(
-                            "{} is collected on consent, and this source has not declared that it sends only events of people who consented (`consent` in its principal); the event was not stored",
-                            coll.name
-                        ),
-                    ));
-                }
+        if let Some(attested) = &source.consent {
+            if coll.lawful_basis == "consent" && !attested.iter().any(|a| a == &coll.name) {
+                return Err(fail(Reason::ConsentMissing, consent_missing(&coll.name)));
             }
         }
         let time = parse_time(&env.time).ok_or_else(|| {
@@ -604,11 +611,8 @@ impl<'a> Door<'a> {
                 "the key period this time belongs to has been shredded or does not exist".into(),
             ));
         };
-        if idents.iter().any(|(_, i)| self.keys.opted_out(i)) {
-            return Err(fail(
-                Reason::OptedOut,
-                "the person this event is about opted out; the event was not stored".into(),
-            ));
+        if self.keys.opt_out_count() > 0 && idents.iter().any(|(_, i)| self.keys.opted_out(i)) {
+            return Err(fail(Reason::OptedOut, OPTED_OUT.into()));
         }
         let dedupe = env
             .id
@@ -652,10 +656,7 @@ impl<'a> Door<'a> {
                 // the window's seal, so only a door with a stale key ring gets here):
                 // refuse the event whole rather than accept it and not count it.
                 out.abandon();
-                return Err(fail(
-                    Reason::EpochShredded,
-                    "the key period this event's window started in has been shredded; the window's numbers are final".into(),
-                ));
+                return Err(fail(Reason::EpochShredded, WINDOW_SHREDDED.into()));
             };
             let mut group = compact_str::CompactString::const_new("");
             for (i, &bi) in m.by.iter().enumerate() {
