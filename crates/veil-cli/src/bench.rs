@@ -450,6 +450,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
         let cfg = ServeConfig {
             listen: "127.0.0.1:0".into(),
             otlp_listen: None,
+            otlp_grpc_listen: None,
             principals: vec![auth::Principal {
                 name: "bench".into(),
                 roles: vec![auth::Role::Source],

@@ -396,7 +396,7 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     }
     let mut toml = String::from(
         "# Veil configuration. Paths are relative to this file. VEIL_* variables override keys.\n\
-         data_dir = \"data\"\nvault = \"vault\"                    # the key vault: outside data_dir, backed up apart from it\npolicy = \"policy.yaml\"\nstore = \"sqlite\"\nlisten = \"127.0.0.1:8700\"\notlp_listen = \"127.0.0.1:4318\"\n",
+         data_dir = \"data\"\nvault = \"vault\"                    # the key vault: outside data_dir, backed up apart from it\npolicy = \"policy.yaml\"\nstore = \"sqlite\"\nlisten = \"127.0.0.1:8700\"\notlp_listen = \"127.0.0.1:4318\"\notlp_grpc_listen = \"127.0.0.1:4317\"\n",
     );
     let mut tokens = Vec::new();
     for (name, roles, colls) in EXAMPLE_PRINCIPALS {
@@ -660,6 +660,12 @@ pub(crate) fn print_outcome(o: &veil_store::IngestOutcome) -> usize {
         println!(
             "clamped {} measures into range; redacted personal data in {} strings",
             o.clamped, o.redacted
+        );
+    }
+    if o.dropped_attributes > 0 {
+        println!(
+            "dropped {} undeclared attributes named in ignore_attributes (never stored)",
+            o.dropped_attributes
         );
     }
     rejected
@@ -971,7 +977,7 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
     let mut ctx = open(cli)?;
     ctx.allow(Action::ReadStatus)?;
     let mut doc = veil_gateway::server::posture(&ctx.store, &ctx.policy, now())?;
-    doc["config"] = serde_json::json!({"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "vault": ctx.store.vault_location(), "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen});
+    doc["config"] = serde_json::json!({"file": ctx.cfg.file, "data_dir": ctx.cfg.data_dir, "vault": ctx.store.vault_location(), "listen": ctx.cfg.listen, "otlp_listen": ctx.cfg.otlp_listen, "otlp_grpc_listen": ctx.cfg.otlp_grpc_listen});
     let ids = doc["direct_identifiers"]["total"].as_i64().unwrap_or(0);
     let pseudo = doc["direct_identifiers"]["pseudonymized"]
         .as_i64()
@@ -1101,6 +1107,7 @@ fn serve(cli: &Cli) -> Result<u8> {
     let cfg = veil_gateway::server::ServeConfig {
         listen: ctx.cfg.listen.clone(),
         otlp_listen: Some(ctx.cfg.otlp_listen.clone()).filter(|s| !s.is_empty()),
+        otlp_grpc_listen: Some(ctx.cfg.otlp_grpc_listen.clone()).filter(|s| !s.is_empty()),
         principals: ctx.cfg.gateway_principals(),
         limits: ctx.cfg.server_limits(),
         event_limits: veil_pipeline::Limits::default(),
@@ -1126,6 +1133,9 @@ fn serve(cli: &Cli) -> Result<u8> {
         eprintln!("veil serve: {scheme}://{}", server.local_addr());
         if let Some(a) = server.otlp_addr() {
             eprintln!("veil serve: OTLP/HTTP logs on {scheme}://{a}/v1/logs");
+        }
+        if let Some(a) = server.grpc_addr() {
+            eprintln!("veil serve: OTLP/gRPC logs on {scheme}://{a}");
         }
         server.run(shutdown_signal()).await;
         anyhow::Ok(())

@@ -21,6 +21,9 @@ pub struct RawConfig {
     pub listen: String,
     #[serde(default = "default_otlp")]
     pub otlp_listen: String,
+    /// The OTLP/gRPC listener (`""` turns it off).
+    #[serde(default = "default_otlp_grpc")]
+    pub otlp_grpc_listen: String,
     #[serde(default)]
     pub principal: Vec<Principal>,
     #[serde(default)]
@@ -107,6 +110,9 @@ fn default_listen() -> String {
 fn default_otlp() -> String {
     "127.0.0.1:4318".into()
 }
+fn default_otlp_grpc() -> String {
+    "127.0.0.1:4317".into()
+}
 
 /// One principal: a name, roles, and the SHA-256 of its bearer token.
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +140,7 @@ pub struct Config {
     pub store: String,
     pub listen: String,
     pub otlp_listen: String,
+    pub otlp_grpc_listen: String,
     pub principals: Vec<Principal>,
     pub limits: LimitsConfig,
     /// TLS files, resolved against the config's folder.
@@ -227,6 +234,7 @@ impl Config {
             "store",
             "listen",
             "otlp_listen",
+            "otlp_grpc_listen",
             "principal",
             "limits",
             "tls",
@@ -302,6 +310,7 @@ impl Config {
             ("VEIL_STORE", &mut raw.store),
             ("VEIL_LISTEN", &mut raw.listen),
             ("VEIL_OTLP_LISTEN", &mut raw.otlp_listen),
+            ("VEIL_OTLP_GRPC_LISTEN", &mut raw.otlp_grpc_listen),
         ] {
             if let Ok(v) = std::env::var(var) {
                 *slot = v;
@@ -413,6 +422,7 @@ impl Config {
             store: raw.store,
             listen: raw.listen,
             otlp_listen: raw.otlp_listen,
+            otlp_grpc_listen: raw.otlp_grpc_listen,
             principals: raw.principal,
             limits: raw.limits,
             tls: raw.tls.map(|t| veil_gateway::server::tls::TlsConfig {

@@ -678,7 +678,7 @@ fn every_documented_endpoint_answers_and_roles_gate_reads() {
             n += 1;
         }
     }
-    assert_eq!(n, 19);
+    assert_eq!(n, 21);
     assert_eq!(c.get(gw.url("/v1/nope")).send().unwrap().status(), 404);
 
     // Ingest with an Idempotency-Key: a retried request counts once.

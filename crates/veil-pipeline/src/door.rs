@@ -100,6 +100,8 @@ pub struct Accepted {
     pub clamped: u32,
     /// Retained strings in which PII was found and redacted.
     pub redacted: u32,
+    /// Undeclared attributes dropped by the collection's `ignore_attributes`.
+    pub dropped: u32,
 }
 
 /// The events of one batch that passed the door. Per-event facts sit in one vector and
@@ -126,6 +128,7 @@ struct EventFacts {
     contributions_end: usize,
     clamped: u32,
     redacted: u32,
+    dropped: u32,
 }
 
 /// One event of an [`AcceptedBatch`], borrowed: the fields of [`Accepted`].
@@ -141,6 +144,7 @@ pub struct AcceptedRef<'b> {
     pub contributions: &'b [Contribution],
     pub clamped: u32,
     pub redacted: u32,
+    pub dropped: u32,
 }
 
 impl AcceptedBatch {
@@ -178,6 +182,7 @@ impl AcceptedBatch {
             contributions: &self.contributions[c0..e.contributions_end],
             clamped: e.clamped,
             redacted: e.redacted,
+            dropped: e.dropped,
         })
     }
 
@@ -197,6 +202,7 @@ impl AcceptedBatch {
         had_id: bool,
         clamped: u32,
         redacted: u32,
+        dropped: u32,
     ) {
         self.events.push(EventFacts {
             collection,
@@ -208,6 +214,7 @@ impl AcceptedBatch {
             contributions_end: self.contributions.len(),
             clamped,
             redacted,
+            dropped,
         });
     }
 
@@ -234,6 +241,7 @@ impl From<AcceptedRef<'_>> for Accepted {
             contributions: a.contributions.to_vec(),
             clamped: a.clamped,
             redacted: a.redacted,
+            dropped: a.dropped,
         }
     }
 }
@@ -542,12 +550,18 @@ impl<'a> Door<'a> {
         let mut seen: smallvec::SmallVec<[bool; 16]> =
             smallvec::smallvec![false; coll.fields.len()];
         let mut clamped = 0u32;
+        let mut dropped = 0u32;
         for (k, v) in &env.attrs.0 {
             let Some(fi) = coll.field_index(k) else {
+                if coll.ignore.matches(k) {
+                    // Describes the emitter (or the policy says so): never read, never stored.
+                    dropped += 1;
+                    continue;
+                }
                 return Err(fail(
                     Reason::FieldNotAllowed,
                     format!(
-                        "field {} is not declared for {}; its value was not stored",
+                        "field {} is not declared for {}; the event was not stored",
                         safe_name(k),
                         coll.name
                     ),
@@ -693,7 +707,7 @@ impl<'a> Door<'a> {
                 value,
             });
         }
-        out.seal_event(ci, epoch, time, dedupe, had_id, clamped, redacted);
+        out.seal_event(ci, epoch, time, dedupe, had_id, clamped, redacted, dropped);
         Ok(())
     }
 

@@ -425,3 +425,96 @@ proptest! {
         let _ = door.admit(&bytes, &src());
     }
 }
+
+/// The OpenTelemetry emitter attributes are dropped by default and counted; a declared
+/// field is never dropped, whatever pattern matches it; anything else undeclared still
+/// rejects the event; an explicit `defaults.ignore_attributes: []` drops nothing.
+#[test]
+fn ignore_attributes_drop_what_describes_the_emitter_and_nothing_declared() {
+    let k = ring(3);
+    let p = policy();
+    let door = Door::new(
+        &p,
+        &k,
+        Limits::default(),
+        chrono::Utc::now().timestamp(),
+        vec![],
+    );
+    let base = r#""user":"ann@example.com","region":"eu","ms":5"#;
+    let a = door
+        .admit(
+            &event(&format!(
+                r#"{base},"code.file.path":"/srv/x.py","code.line.number":12,"exception.stacktrace":"Traceback…","thread.name":"main","log.iostream":"stderr""#
+            )),
+            &src(),
+        )
+        .unwrap();
+    assert_eq!(a.dropped, 5);
+    let plain = door.admit(&event(base), &src()).unwrap();
+    assert_eq!(plain.dropped, 0);
+    assert_eq!(
+        a.payload, plain.payload,
+        "nothing of a dropped attribute is staged"
+    );
+    // Not a prefix match on a bare name, and case matters.
+    for k in ["code", "codex.file", "Code.file.path", "userx"] {
+        let e = door
+            .admit(&event(&format!(r#"{base},"{k}":"v""#)), &src())
+            .unwrap_err();
+        assert_eq!(e.reason(), Reason::FieldNotAllowed, "{k}");
+    }
+
+    // A declared field under an ignored prefix is checked like any other field.
+    let declared = POLICY.replace(
+        "      label:",
+        "      thread.name: { type: string, class: attribute, values: [main], required: false, justification: t }\n      label:",
+    );
+    let (p2, findings) =
+        veil_policy::load_str(&declared, "p.yaml", chrono::Utc::now().date_naive()).unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.rule == "otel" && f.field.as_deref() == Some("thread.name")),
+        "{findings:#?}"
+    );
+    let door = Door::new(
+        &p2,
+        &k,
+        Limits::default(),
+        chrono::Utc::now().timestamp(),
+        vec![],
+    );
+    let e = door
+        .admit(
+            &event(&format!(r#"{base},"thread.name":"worker-7""#)),
+            &src(),
+        )
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::ValueNotAllowed);
+
+    // The defaults replaced by an empty list: the bridge's attributes reject again, and
+    // lint says that a standard bridge would be rejected.
+    let none = POLICY.replace(
+        "organization: Test\n",
+        "organization: Test\ndefaults: { ignore_attributes: [] }\n",
+    );
+    let (p3, findings) =
+        veil_policy::load_str(&none, "p.yaml", chrono::Utc::now().date_naive()).unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.rule == "otel" && f.message.contains("code.file.path")),
+        "{findings:#?}"
+    );
+    let door = Door::new(
+        &p3,
+        &k,
+        Limits::default(),
+        chrono::Utc::now().timestamp(),
+        vec![],
+    );
+    let e = door
+        .admit(&event(&format!(r#"{base},"code.line.number":3"#)), &src())
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::FieldNotAllowed);
+}

@@ -353,6 +353,13 @@ pub fn analyze(
             }
             out
         },
+        ignore_attributes: match &d.ignore_attributes {
+            None => OTEL_EMITTER_ATTRIBUTES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            Some(list) => checked_patterns(&mut ctx, None, "defaults.ignore_attributes", list),
+        },
     };
 
     let mut names = HashSet::new();
@@ -710,6 +717,7 @@ fn collection(
             ctx.err("Q2", c, Some(fname), None, "field is kept but used by no metric (by, field, contributor) and has no justification");
         }
     }
+    let ignore = ignore_list(ctx, rc, d);
     let purpose = rc.purpose.as_ref();
     let get = |f: fn(&RawPurpose) -> &Option<String>| {
         purpose.and_then(|p| f(p).clone()).unwrap_or_default()
@@ -728,7 +736,76 @@ fn collection(
         budget_,
         fields,
         metrics,
+        ignore,
     ))
+}
+
+/// The patterns of an `ignore_attributes` list that are well formed; the others are errors.
+fn checked_patterns(ctx: &mut Ctx, c: Option<&str>, key: &str, list: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in list {
+        if IgnoreList::valid_pattern(p) {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        } else {
+            ctx.err(
+                "schema",
+                c,
+                None,
+                None,
+                format!("{key}: each entry must be an attribute name or a prefix ending in .* (such as code.*); a bare * is not allowed"),
+            );
+        }
+    }
+    out
+}
+
+/// A collection's drop list: the defaults, then its own patterns. Warns when a declared
+/// field shadows a pattern, and when a standard OpenTelemetry bridge's attributes would
+/// reject every record it sends.
+fn ignore_list(ctx: &mut Ctx, rc: &RawCollection, d: &Defaults) -> IgnoreList {
+    let c = Some(rc.name.as_str());
+    let mut patterns = d.ignore_attributes.clone();
+    if let Some(own) = &rc.ignore_attributes {
+        for p in checked_patterns(ctx, c, "ignore_attributes", own) {
+            if !patterns.contains(&p) {
+                patterns.push(p);
+            }
+        }
+    }
+    let list = IgnoreList::new(patterns);
+    for fname in rc.fields.keys() {
+        if list.matches(fname) {
+            ctx.push(
+                "otel",
+                Severity::Warning,
+                c,
+                Some(fname),
+                None,
+                "the field is declared, so ignore_attributes does not drop it (declared fields always go through the policy)",
+            );
+        }
+    }
+    let rejected: Vec<&str> = OTEL_BRIDGE_ATTRIBUTES
+        .iter()
+        .copied()
+        .filter(|a| !rc.fields.contains_key(*a) && !list.matches(a))
+        .collect();
+    if !rejected.is_empty() {
+        ctx.push(
+            "otel",
+            Severity::Warning,
+            c,
+            None,
+            None,
+            format!(
+                "records from a standard OpenTelemetry logging bridge carry {}, which this collection neither declares nor ignores: each such record would be rejected (field_not_allowed); add them to ignore_attributes",
+                rejected.join(", ")
+            ),
+        );
+    }
+    list
 }
 
 fn valid_field_name(s: &str) -> bool {

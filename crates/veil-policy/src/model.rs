@@ -40,6 +40,75 @@ pub struct Defaults {
     /// The longest a grant to staging may last, per zone: operational, security,
     /// hr_review (defaults 7d, 14d, 3d; never more than the zone's staging ceiling).
     pub grant_max: [Secs; 3],
+    /// Attribute patterns every collection drops at the door (`defaults.ignore_attributes`;
+    /// [`OTEL_EMITTER_ATTRIBUTES`] when absent, `[]` to drop nothing by default).
+    pub ignore_attributes: Vec<String>,
+}
+
+/// OpenTelemetry semantic-convention attributes that describe the emitter, not the event:
+/// the logging bridges and the Collector add them to every record, so by default they are
+/// dropped at the door instead of rejecting the record (`field_not_allowed`).
+pub const OTEL_EMITTER_ATTRIBUTES: &[&str] = &[
+    "code.*",
+    "exception.*",
+    "log.file.*",
+    "log.iostream",
+    "log.record.*",
+    "thread.*",
+    "process.*",
+];
+
+/// What a standard bridge sends (the Python `logging` bridge, `log.exception()`, the
+/// Collector's filelog receiver): lint warns when a collection would reject one of these.
+pub const OTEL_BRIDGE_ATTRIBUTES: &[&str] = &[
+    "code.file.path",
+    "code.function.name",
+    "code.line.number",
+    "exception.type",
+    "exception.message",
+    "exception.stacktrace",
+    "log.file.name",
+    "log.iostream",
+    "thread.id",
+    "thread.name",
+];
+
+/// Attribute names a collection drops at the door without rejecting the event: exact
+/// names and `prefix.*` patterns. A declared field is never dropped, whatever matches it.
+#[derive(Debug, Clone, Default)]
+pub struct IgnoreList {
+    patterns: Vec<String>,
+}
+
+impl IgnoreList {
+    /// A list of checked patterns (see [`IgnoreList::valid_pattern`]).
+    pub(crate) fn new(patterns: Vec<String>) -> Self {
+        IgnoreList { patterns }
+    }
+
+    /// Whether a pattern is a name of `a-z A-Z 0-9 _ . -`, optionally ending in `.*`;
+    /// a bare `*` (drop everything undeclared) is refused.
+    pub fn valid_pattern(p: &str) -> bool {
+        let name = p.strip_suffix(".*").unwrap_or(p);
+        !name.is_empty()
+            && p.len() <= 128
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    }
+
+    /// Whether an attribute of this name is dropped.
+    pub fn matches(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+            None => p == name,
+        })
+    }
+
+    /// The patterns, in declaration order (defaults first).
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
 }
 
 impl Defaults {
@@ -100,6 +169,8 @@ pub struct Collection {
     pub budget: Budget,
     pub fields: Vec<Field>,
     pub metrics: Vec<Metric>,
+    /// Undeclared attributes dropped instead of rejecting the event.
+    pub ignore: IgnoreList,
     field_index: HashMap<String, usize>,
 }
 
@@ -570,6 +641,7 @@ impl Collection {
         budget: Budget,
         fields: Vec<Field>,
         metrics: Vec<Metric>,
+        ignore: IgnoreList,
     ) -> Self {
         let field_index = fields
             .iter()
@@ -586,6 +658,7 @@ impl Collection {
             budget,
             fields,
             metrics,
+            ignore,
             field_index,
         }
     }

@@ -32,6 +32,9 @@ pub struct RawDefaults {
     pub seal_grace: Option<String>,
     /// Longest grant per zone (`operational: 7d`, …); see `Defaults::grant_max`.
     pub grant_max_duration: Option<RawGrantMax>,
+    /// Attribute patterns every collection drops at the door (replaces the OpenTelemetry
+    /// defaults; `[]` drops nothing).
+    pub ignore_attributes: Option<Vec<String>>,
 }
 
 /// The longest a grant to staging may last, per zone.
@@ -66,6 +69,8 @@ pub struct RawCollection {
     pub approvers: Option<Vec<String>>,
     pub budget: Option<RawBudget>,
     pub exception: Option<RawException>,
+    /// More attribute patterns this collection drops at the door, besides the defaults.
+    pub ignore_attributes: Option<Vec<String>>,
     #[serde(default)]
     pub fields: BTreeMap<String, RawField>,
     #[serde(default)]

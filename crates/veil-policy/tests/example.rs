@@ -150,3 +150,57 @@ fn a_member_in_more_teams_than_a_metric_allows_is_a_warning() {
     assert!(!warned.contains(&"commit_activity"), "{findings:#?}");
     assert!(findings.iter().all(|f| f.severity == Severity::Warning));
 }
+
+/// `ignore_attributes` takes names and `prefix.*` patterns; a bare `*`, an empty entry or
+/// another wildcard is an error, because dropping everything undeclared would hide a
+/// misspelt field instead of rejecting it.
+#[test]
+fn ignore_attribute_patterns_are_checked() {
+    let with = |list: &str| {
+        POLICY.replacen(
+            "  - name: ci.build_finished\n",
+            &format!("  - name: ci.build_finished\n    ignore_attributes: {list}\n"),
+            1,
+        )
+    };
+    for bad in [
+        "['*']",
+        "['']",
+        "['code.**']",
+        "['a*b']",
+        "['.*']",
+        "['x y']",
+    ] {
+        let text = with(bad);
+        let r = load_with_team_map(&text, "policy.yaml", today(), Some(TEAMS));
+        let findings = match r {
+            Ok((_, f)) => f,
+            Err(PolicyError::Invalid { findings, .. }) => findings,
+            Err(e) => panic!("{bad}: {e:?}"),
+        };
+        assert!(
+            findings
+                .iter()
+                .any(|f| f.severity == Severity::Error && f.message.contains("ignore_attributes")),
+            "{bad}: {findings:#?}"
+        );
+    }
+    let (p, findings) = load_with_team_map(
+        &with("[k8s.pod.name, 'custom.*']"),
+        "policy.yaml",
+        today(),
+        Some(TEAMS),
+    )
+    .unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
+    let c = p.collection("ci.build_finished").unwrap();
+    assert!(c.ignore.matches("k8s.pod.name"));
+    assert!(c.ignore.matches("custom.anything.deep"));
+    assert!(!c.ignore.matches("custom"));
+    assert!(c.ignore.matches("code.function.name"), "the defaults stay");
+    assert!(!p
+        .collection("app.error")
+        .unwrap()
+        .ignore
+        .matches("k8s.pod.name"));
+}

@@ -94,6 +94,10 @@ pub struct ContribRecord {
     pub total: i64,
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// What one ingest commit did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct IngestOutcome {
@@ -103,6 +107,9 @@ pub struct IngestOutcome {
     pub rejected: BTreeMap<String, usize>,
     pub clamped: usize,
     pub redacted: usize,
+    /// Undeclared attributes the collections' `ignore_attributes` dropped (never stored).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_attributes: usize,
     /// Events (accepted or duplicate) that carried no `id` of their own.
     pub without_id: usize,
     /// Events the door passed but the commit found `late` (a seal ran in between), by
@@ -121,6 +128,7 @@ impl IngestOutcome {
         self.duplicates += o.duplicates;
         self.clamped += o.clamped;
         self.redacted += o.redacted;
+        self.dropped_attributes += o.dropped_attributes;
         self.without_id += o.without_id;
         for (k, v) in &o.rejected {
             *self.rejected.entry(k.clone()).or_default() += v;

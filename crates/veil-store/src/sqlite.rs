@@ -836,6 +836,7 @@ impl Store for SqliteStore {
                 out.accepted += 1;
                 out.clamped += a.clamped as usize;
                 out.redacted += a.redacted as usize;
+                out.dropped_attributes += a.dropped as usize;
                 let key = (a.collection, a.epoch.0, staging::day_of(a.time));
                 let si = *seg_index.entry(key).or_insert_with(|| {
                     seg_sizes.push((key, 0, 0));
@@ -971,11 +972,15 @@ impl Store for SqliteStore {
                 per_source.entry(batch.source).or_default().add(out);
             }
             let summary = |src: &str, o: &IngestOutcome| {
-                serde_json::json!({
+                let mut s = serde_json::json!({
                     "source": src, "accepted": o.accepted, "duplicates": o.duplicates,
                     "rejected": o.rejected, "clamped": o.clamped, "redacted": o.redacted,
                     "without_id": o.without_id,
-                })
+                });
+                if o.dropped_attributes > 0 {
+                    s["dropped_attributes"] = o.dropped_attributes.into();
+                }
+                s
             };
             let (actor, detail) = match per_source.len() {
                 1 => {

@@ -187,6 +187,8 @@ pub struct Gateway {
     pub child: std::process::Child,
     pub base: String,
     pub otlp: String,
+    /// The OTLP/gRPC endpoint (`http://127.0.0.1:PORT`).
+    pub grpc: String,
     /// Everything the server wrote to stderr so far.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
@@ -201,6 +203,7 @@ impl Gateway {
             .env("VEIL_CONFIG", v.path().join("veil.toml"))
             .env("VEIL_LISTEN", "127.0.0.1:0")
             .env("VEIL_OTLP_LISTEN", "127.0.0.1:0")
+            .env("VEIL_OTLP_GRPC_LISTEN", "127.0.0.1:0")
             .env("USER", "tester")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -230,6 +233,10 @@ impl Gateway {
         let second = rx
             .recv_timeout(std::time::Duration::from_secs(5))
             .expect("veil serve printed no OTLP address");
+        let third = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("veil serve printed no OTLP/gRPC address");
+        let grpc = third.split_whitespace().last().unwrap().to_owned();
         let base = first.trim_end_matches('/').to_owned();
         let otlp = second
             .split_whitespace()
@@ -241,6 +248,7 @@ impl Gateway {
             child,
             base,
             otlp,
+            grpc,
             log,
         }
     }

@@ -1,5 +1,5 @@
-//! Request bodies: read with a size limit, gunzip with the same limit applied to the
-//! decompressed size (a small gzip bomb must not become a large allocation).
+//! Request bodies: read with a size limit, decompress (gzip or deflate) with the same limit
+//! applied to the decompressed size (a small bomb must not become a large allocation).
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
@@ -12,10 +12,12 @@ use std::time::Duration;
 pub enum BodyError {
     /// Larger than the limit, before or after decompression.
     TooLarge,
-    /// A `Content-Encoding` other than identity or gzip.
+    /// A `Content-Encoding` other than identity, gzip or deflate.
     UnsupportedEncoding,
     /// Truncated or corrupt gzip.
     BadGzip,
+    /// Truncated or corrupt deflate data.
+    BadDeflate,
     /// The client stopped sending or the connection broke.
     Incomplete,
     /// The body did not arrive within the request timeout.
@@ -32,9 +34,13 @@ impl BodyError {
             ),
             BodyError::UnsupportedEncoding => (
                 "unsupported_encoding",
-                "Content-Encoding must be gzip or identity".into(),
+                "Content-Encoding must be gzip, deflate or identity".into(),
             ),
             BodyError::BadGzip => ("bad_gzip", "the gzip body is truncated or corrupt".into()),
+            BodyError::BadDeflate => (
+                "bad_deflate",
+                "the deflate body is truncated or corrupt".into(),
+            ),
             BodyError::Incomplete => (
                 "incomplete_body",
                 "the request body was not received completely".into(),
@@ -56,9 +62,10 @@ pub async fn read(
         .and_then(|v| v.to_str().ok())
         .map(|s| s.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let gzip = match encoding.as_str() {
-        "" | "identity" => false,
-        "gzip" | "x-gzip" => true,
+    let coding = match encoding.as_str() {
+        "" | "identity" => Coding::Identity,
+        "gzip" | "x-gzip" => Coding::Gzip,
+        "deflate" => Coding::Deflate,
         _ => return Err(BodyError::UnsupportedEncoding),
     };
     if let Some(n) = headers
@@ -86,21 +93,52 @@ pub async fn read(
         }
         Ok(Ok(c)) => c.to_bytes(),
     };
-    if !gzip {
-        return Ok(raw.to_vec());
+    match coding {
+        Coding::Identity => Ok(raw.to_vec()),
+        Coding::Gzip => gunzip(&raw, limit),
+        Coding::Deflate => inflate(&raw, limit),
     }
-    gunzip(&raw, limit)
 }
 
-/// Decompresses at most `limit` bytes; more is [`BodyError::TooLarge`].
-pub fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
-    let mut out = Vec::with_capacity((raw.len() * 4).min(limit));
-    let mut d = flate2::read::MultiGzDecoder::new(raw).take(limit as u64 + 1);
-    d.read_to_end(&mut out).map_err(|_| BodyError::BadGzip)?;
+/// The content codings a body may arrive in.
+enum Coding {
+    Identity,
+    Gzip,
+    Deflate,
+}
+
+/// Decompresses HTTP `deflate` (zlib, RFC 1950; raw deflate as some clients send it) to at
+/// most `limit` bytes.
+pub fn inflate(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    // A zlib stream starts with a header whose 16-bit value is a multiple of 31.
+    let zlib =
+        raw.len() >= 2 && raw[0] & 0x0f == 8 && u16::from_be_bytes([raw[0], raw[1]]) % 31 == 0;
+    if zlib {
+        bounded(flate2::read::ZlibDecoder::new(raw), raw.len(), limit)
+    } else {
+        bounded(flate2::read::DeflateDecoder::new(raw), raw.len(), limit)
+    }
+    .map_err(|e| match e {
+        BodyError::BadGzip => BodyError::BadDeflate,
+        e => e,
+    })
+}
+
+/// Reads a decoder to its end, failing past `limit` bytes.
+fn bounded(d: impl Read, raw_len: usize, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::with_capacity((raw_len * 4).min(limit));
+    d.take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| BodyError::BadGzip)?;
     if out.len() > limit {
         return Err(BodyError::TooLarge);
     }
     Ok(out)
+}
+
+/// Decompresses at most `limit` bytes; more is [`BodyError::TooLarge`].
+pub fn gunzip(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
+    bounded(flate2::read::MultiGzDecoder::new(raw), raw.len(), limit)
 }
 
 #[cfg(test)]
@@ -128,6 +166,25 @@ mod tests {
         assert_eq!(
             gunzip(b"not gzip at all", 100).unwrap_err(),
             BodyError::BadGzip
+        );
+    }
+
+    #[test]
+    fn deflate_zlib_and_raw_with_the_same_limit() {
+        let data = vec![b'b'; 50_000];
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&data).unwrap();
+        let z = z.finish().unwrap();
+        let mut r = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        r.write_all(&data).unwrap();
+        let r = r.finish().unwrap();
+        for body in [&z, &r] {
+            assert_eq!(inflate(body, 50_000).unwrap(), data);
+            assert_eq!(inflate(body, 49_999).unwrap_err(), BodyError::TooLarge);
+        }
+        assert_eq!(
+            inflate(&z[..z.len() / 2], 50_000).unwrap_err(),
+            BodyError::BadDeflate
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod anchor;
 pub mod auth;
 pub mod body;
 mod govern;
+pub mod grpc;
 pub mod metrics;
 pub mod openapi;
 pub mod otlp;
@@ -97,6 +98,8 @@ pub struct ServeConfig {
     pub listen: String,
     /// The OTLP/HTTP listener (default port 4318); `None` serves OTLP on `listen` only.
     pub otlp_listen: Option<String>,
+    /// The OTLP/gRPC listener (default port 4317); `None` serves no gRPC.
+    pub otlp_grpc_listen: Option<String>,
     pub principals: Vec<Principal>,
     pub limits: ServerLimits,
     pub event_limits: Limits,
@@ -152,6 +155,7 @@ pub struct Server {
     state: Arc<AppState>,
     listener: TcpListener,
     otlp: Option<TcpListener>,
+    grpc: Option<TcpListener>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     writer_thread: std::thread::JoinHandle<()>,
 }
@@ -244,6 +248,10 @@ impl Server {
             Some(a) if a != &cfg.listen || a.ends_with(":0") => Some(bind(a.clone()).await?),
             _ => None,
         };
+        let grpc = match &cfg.otlp_grpc_listen {
+            Some(a) => Some(bind(a.clone()).await?),
+            None => None,
+        };
         let state = Arc::new(AppState {
             principals: cfg.principals,
             anchor: cfg.anchor,
@@ -270,6 +278,7 @@ impl Server {
             state,
             listener,
             otlp,
+            grpc,
             tls,
             writer_thread,
         })
@@ -287,6 +296,13 @@ impl Server {
             .map(|l| l.local_addr().expect("bound listener"))
     }
 
+    /// The OTLP/gRPC listener's address, when there is one.
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc
+            .as_ref()
+            .map(|l| l.local_addr().expect("bound listener"))
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests,
     /// commits everything already queued and stops the writer.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
@@ -294,6 +310,7 @@ impl Server {
             state,
             listener,
             otlp,
+            grpc,
             tls,
             writer_thread,
         } = self;
@@ -348,10 +365,30 @@ impl Server {
             graceful.clone(),
             stop_rx.clone(),
         ))];
+        if let Some(l) = grpc {
+            accepts.push(tokio::spawn(accept_loop(
+                l,
+                grpc::router(state.clone()),
+                tls.clone(),
+                state.clone(),
+                conns.clone(),
+                graceful.clone(),
+                stop_rx.clone(),
+            )));
+        }
         if let Some(l) = otlp {
             // The OTLP port serves OTLP only.
             let otlp_app = Router::new()
                 .route("/v1/logs", post(post_logs))
+                .route("/v1/traces", post(other_signal))
+                .route("/v1/metrics", post(other_signal))
+                .fallback(|| async {
+                    refuse(
+                        StatusCode::NOT_FOUND,
+                        "not_found",
+                        "the OTLP port serves POST /v1/logs only",
+                    )
+                })
                 .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
                 .with_state(state.clone());
             accepts.push(tokio::spawn(accept_loop(
@@ -516,6 +553,8 @@ pub fn endpoints() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState
     vec![
         ("post", "/v1/events", post(post_events)),
         ("post", "/v1/logs", post(post_logs)),
+        ("post", "/v1/traces", post(other_signal)),
+        ("post", "/v1/metrics", post(other_signal)),
         ("get", "/v1/reports/{metric}", get(reads::report)),
         ("get", "/v1/audit", get(reads::audit_log)),
         ("get", "/v1/audit/verify", get(reads::audit_verify)),
@@ -815,6 +854,10 @@ async fn commit(
         Ok(outcome) => {
             state.metrics.accepted.inc_by(outcome.accepted as u64);
             state.metrics.duplicates.inc_by(outcome.duplicates as u64);
+            state
+                .metrics
+                .attributes_dropped
+                .inc_by(outcome.dropped_attributes as u64);
             for (reason, k) in &outcome.rejected {
                 state.metrics.reject(reason, *k as u64);
             }
@@ -1018,6 +1061,7 @@ async fn post_events(
             "accepted": outcome.accepted,
             "duplicates": outcome.duplicates,
             "without_id": outcome.without_id,
+            "dropped_attributes": outcome.dropped_attributes,
             "rejected": admitted_rejected.iter().map(|(i, r)| serde_json::json!({
                 "index": i, "reason": r.reason().code(), "message": r.message(),
             })).collect::<Vec<_>>(),
@@ -1036,14 +1080,10 @@ async fn post_logs(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(enc) = otlp::Encoding::from_content_type(ct) else {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "OTLP/HTTP needs Content-Type application/x-protobuf or application/json",
-        );
-    };
+    let enc = otlp::Encoding::from_content_type(ct);
     let cert = cert.and_then(|c| c.0 .0);
+    // Who asks comes first: an unauthenticated client learns nothing, not even which
+    // content types are served (401 before 415).
     let principal = match guard(
         &state,
         &headers,
@@ -1054,63 +1094,40 @@ async fn post_logs(
     .await
     {
         Ok(p) => p,
-        Err(r) => return reencode(r, enc).await,
+        Err(r) => return maybe_reencode(r, enc).await,
+    };
+    let Some(enc) = enc else {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "OTLP/HTTP needs Content-Type application/x-protobuf or application/json",
+        );
     };
     let Received { _slot, idem, bytes } = match receive(&state, &headers, body).await {
         Ok(r) => r,
         Err(r) => return reencode(r, enc).await,
     };
-    let max_events = state.limits.max_events_per_request;
-    let source = source_of(principal);
-    let admitted = admit(&state, move |door| {
-        let req = otlp::decode(&bytes, enc)
-            .map_err(|m| refuse(StatusCode::BAD_REQUEST, "malformed_body", m))?;
-        let envs = otlp::envelopes(&req);
-        if envs.len() > max_events {
-            return Err(refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_events",
-                &format!("a request may carry at most {max_events} log records"),
-            ));
+    let admitted = admit(&state, {
+        let max_events = state.limits.max_events_per_request;
+        let source = source_of(principal);
+        move |door| {
+            let req = otlp::decode(&bytes, enc)
+                .map_err(|m| refuse(StatusCode::BAD_REQUEST, "malformed_body", m))?;
+            admit_log_records(door, &source, &req, idem.as_deref(), max_events)
         }
-        let mut a = Admitted::default();
-        for (i, mut env) in envs.into_iter().enumerate() {
-            if env.id.is_none() {
-                if let Some(p) = &idem {
-                    env.id = Some(std::borrow::Cow::Owned(format!("{p}:{i}")));
-                }
-            }
-            a.envelope(door, &source, &env);
-        }
-        Ok(a)
     })
     .await;
     let admitted = match admitted {
         Ok(a) => a,
         Err(r) => return reencode(r, enc).await,
     };
+    let total = admitted.events;
     match commit(&state, principal, admitted, "/v1/logs").await {
         Committed::Refused(r) => reencode(r, enc).await,
         Committed::Done {
             admitted_rejected, ..
         } => {
-            let mut by_reason = std::collections::BTreeMap::<&str, usize>::new();
-            for (_, r) in &admitted_rejected {
-                *by_reason.entry(r.reason().code()).or_default() += 1;
-            }
-            let message = if by_reason.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "{} log records rejected by the collection policy: {}",
-                    admitted_rejected.len(),
-                    by_reason
-                        .iter()
-                        .map(|(k, v)| format!("{k} ×{v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            };
+            let message = otlp::rejection_summary(total, admitted_rejected.iter().map(|(_, r)| r));
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, enc.content_type())],
@@ -1121,17 +1138,109 @@ async fn post_logs(
     }
 }
 
+/// The door over every log record of an OTLP request (shared by OTLP/HTTP and OTLP/gRPC):
+/// a record without `event.id` takes one from the request's idempotency key, if any.
+pub(crate) fn admit_log_records(
+    door: &veil_pipeline::Door,
+    source: &Source,
+    req: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+    idem: Option<&str>,
+    max_events: usize,
+) -> Result<Admitted, Response> {
+    let envs = otlp::envelopes(req);
+    if envs.len() > max_events {
+        return Err(refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_events",
+            &format!("a request may carry at most {max_events} log records"),
+        ));
+    }
+    let mut a = Admitted::default();
+    for (i, mut env) in envs.into_iter().enumerate() {
+        if env.id.is_none() {
+            if let Some(p) = idem {
+                env.id = Some(std::borrow::Cow::Owned(format!("{p}:{i}")));
+            }
+        }
+        a.envelope(door, source, &env);
+    }
+    Ok(a)
+}
+
+/// `/v1/traces` and `/v1/metrics`: Veil takes events as log records only. The answer is
+/// a permanent OTLP error (501, `UNIMPLEMENTED`) that says so, so exporters stop retrying
+/// and their operators read why.
+async fn other_signal(headers: HeaderMap, req: Request) -> Response {
+    let signal = if req.uri().path().ends_with("traces") {
+        "traces"
+    } else {
+        "metrics"
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let enc = otlp::Encoding::from_content_type(ct).unwrap_or(otlp::Encoding::Json);
+    (
+        StatusCode::NOT_IMPLEMENTED,
+        [(header::CONTENT_TYPE, enc.content_type())],
+        otlp::status(
+            enc,
+            12, // UNIMPLEMENTED
+            &format!("signal_not_accepted: Veil does not accept OTLP {signal}; send events as OTLP log records to /v1/logs (event.name names the collection)"),
+        ),
+    )
+        .into_response()
+}
+
+/// [`reencode`] when the request's encoding is known; the JSON refusal otherwise.
+async fn maybe_reencode(r: Response, enc: Option<otlp::Encoding>) -> Response {
+    match enc {
+        Some(enc) => reencode(r, enc).await,
+        None => r,
+    }
+}
+
+/// A JSON refusal taken apart, to be said again in another protocol's error shape.
+pub(crate) struct Refusal {
+    pub status: StatusCode,
+    /// Seconds from `Retry-After`, when the client should retry.
+    pub retry_after: Option<u64>,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Refusal {
+    /// Reads a [`refuse`] response back.
+    pub(crate) async fn of(r: Response) -> Refusal {
+        let status = r.status();
+        let retry_after = r
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = axum::body::to_bytes(r.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        Refusal {
+            status,
+            retry_after,
+            reason: v["error"]["reason"].as_str().unwrap_or("error").to_owned(),
+            message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
+        }
+    }
+}
+
 /// Turns a JSON refusal into the OTLP error shape (`google.rpc.Status` in the request's
 /// encoding), keeping its status code, `Retry-After` and reason.
 async fn reencode(r: Response, enc: otlp::Encoding) -> Response {
-    let status = r.status();
-    let retry = r.headers().get(header::RETRY_AFTER).cloned();
-    let body = axum::body::to_bytes(r.into_body(), 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-    let reason = v["error"]["reason"].as_str().unwrap_or("error");
-    let message = v["error"]["message"].as_str().unwrap_or("");
+    let Refusal {
+        status,
+        retry_after: retry,
+        reason,
+        message,
+    } = Refusal::of(r).await;
     let code = match status {
         StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
         StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
@@ -1139,16 +1248,16 @@ async fn reencode(r: Response, enc: otlp::Encoding) -> Response {
         StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
         _ => 3,                         // INVALID_ARGUMENT
     };
-    let mut out = (
+    let out = (
         status,
         [(header::CONTENT_TYPE, enc.content_type())],
         otlp::status(enc, code, &format!("{reason}: {message}")),
     )
         .into_response();
-    if let Some(v) = retry {
-        out.headers_mut().insert(header::RETRY_AFTER, v);
+    match retry {
+        Some(secs) => retry_after(out, secs),
+        None => out,
     }
-    out
 }
 
 #[cfg(test)]

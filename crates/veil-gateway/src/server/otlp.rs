@@ -1,8 +1,8 @@
 //! OTLP/HTTP logs: decoding `ExportLogsServiceRequest` (protobuf or JSON) into envelopes
 //! for the door, and the response bodies the OTLP specification asks for.
 //!
-//! Mapping: a log record's `event.name` attribute (or its `event_name` field) names the
-//! collection; `event.id` (optional) is the idempotency id; every other record attribute
+//! Mapping: a log record's `event.name` attribute (or `otel.event.name`, or its
+//! `event_name` field) names the collection; `event.id` (optional) is the idempotency id; every other record attribute
 //! is an event attribute and goes through the door like any other — an undeclared one
 //! rejects the record. The record body, severity, trace context and all resource and scope
 //! attributes are never read: they describe the emitter, not the event, and often carry
@@ -18,6 +18,8 @@ use veil_pipeline::envelope::{Attrs, Envelope, Value};
 
 /// The attribute that names the collection.
 pub const EVENT_NAME: &str = "event.name";
+/// The older spelling some SDKs and bridges still send.
+pub const OTEL_EVENT_NAME: &str = "otel.event.name";
 /// The attribute that carries an idempotency id.
 pub const EVENT_ID: &str = "event.id";
 
@@ -68,11 +70,19 @@ pub struct RpcStatus {
 
 /// Decodes a request body. The error text is fixed: decoder messages can quote input.
 pub fn decode(body: &[u8], enc: Encoding) -> Result<ExportLogsServiceRequest, &'static str> {
+    const NOT_JSON: &str = "the body is not a valid OTLP ExportLogsServiceRequest (a JSON object)";
     match enc {
         Encoding::Protobuf => ExportLogsServiceRequest::decode(body)
             .map_err(|_| "the body is not a valid OTLP ExportLogsServiceRequest (protobuf)"),
-        Encoding::Json => serde_json::from_slice(body)
-            .map_err(|_| "the body is not a valid OTLP ExportLogsServiceRequest (JSON)"),
+        Encoding::Json => {
+            // serde would take an array for the message's fields in order: only an object is
+            // the OTLP JSON encoding.
+            let first = body.iter().find(|b| !b.is_ascii_whitespace());
+            if first != Some(&b'{') {
+                return Err(NOT_JSON);
+            }
+            serde_json::from_slice(body).map_err(|_| NOT_JSON)
+        }
     }
 }
 
@@ -82,13 +92,23 @@ pub fn envelopes(req: &ExportLogsServiceRequest) -> Vec<Envelope<'_>> {
     for rl in &req.resource_logs {
         for sl in &rl.scope_logs {
             for r in &sl.log_records {
+                // `event.name` wins over `otel.event.name`, which wins over the field.
                 let mut event: Cow<str> = Cow::Borrowed(r.event_name.as_str());
+                let mut named = false;
                 let mut id = None;
                 let mut attrs = Vec::with_capacity(r.attributes.len());
                 for kv in &r.attributes {
                     let v = kv.value.as_ref().and_then(|v| v.value.as_ref());
                     match (kv.key.as_str(), v) {
-                        (EVENT_NAME, Some(Av::StringValue(s))) => event = Cow::Borrowed(s),
+                        (EVENT_NAME, Some(Av::StringValue(s))) => {
+                            event = Cow::Borrowed(s);
+                            named = true;
+                        }
+                        (OTEL_EVENT_NAME, Some(Av::StringValue(s))) => {
+                            if !named {
+                                event = Cow::Borrowed(s);
+                            }
+                        }
                         (EVENT_ID, Some(Av::StringValue(s))) => {
                             id = Some(Cow::Borrowed(s.as_str()))
                         }
@@ -130,20 +150,69 @@ fn rfc3339(nanos: u64) -> String {
         .unwrap_or_default()
 }
 
-/// The success response, with partial success when some records were rejected.
-pub fn response(enc: Encoding, rejected: i64, message: String) -> Vec<u8> {
-    let resp = ExportLogsServiceResponse {
+/// The success response message, with partial success when some records were rejected.
+pub fn response_message(rejected: i64, message: String) -> ExportLogsServiceResponse {
+    ExportLogsServiceResponse {
         partial_success: (rejected > 0 || !message.is_empty()).then_some(
             ExportLogsPartialSuccess {
                 rejected_log_records: rejected,
                 error_message: message,
             },
         ),
-    };
+    }
+}
+
+/// The success response in the request's encoding; full success in JSON is `{}` (the
+/// specification leaves `partialSuccess` out rather than sending it empty).
+pub fn response(enc: Encoding, rejected: i64, message: String) -> Vec<u8> {
+    let resp = response_message(rejected, message);
     match enc {
         Encoding::Protobuf => resp.encode_to_vec(),
-        Encoding::Json => serde_json::to_vec(&resp).expect("response serializes"),
+        Encoding::Json => match &resp.partial_success {
+            None => b"{}".to_vec(),
+            Some(_) => serde_json::to_vec(&resp).expect("response serializes"),
+        },
     }
+}
+
+/// The partial-success message: how many records were rejected, then per reason code the
+/// count and the distinct sentences (which name fields and collections, never values).
+pub fn rejection_summary<'r>(
+    total: usize,
+    rejected: impl IntoIterator<Item = &'r veil_pipeline::Rejection>,
+) -> String {
+    const SHOWN: usize = 3;
+    let mut by_reason = std::collections::BTreeMap::<&str, (usize, Vec<&str>)>::new();
+    let mut n = 0;
+    for r in rejected {
+        n += 1;
+        let e = by_reason.entry(r.reason().code()).or_default();
+        e.0 += 1;
+        if !e.1.contains(&r.message()) {
+            e.1.push(r.message());
+        }
+    }
+    if n == 0 {
+        return String::new();
+    }
+    let parts: Vec<String> = by_reason
+        .iter()
+        .map(|(code, (k, msgs))| {
+            let mut shown: Vec<&str> = msgs.iter().take(SHOWN).copied().collect();
+            let more = msgs.len().saturating_sub(SHOWN);
+            let more = if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            };
+            shown.sort_unstable();
+            format!("{code} ×{k} ({}{more})", shown.join("; "))
+        })
+        .collect();
+    format!(
+        "{n} of {total} log records rejected by the collection policy: {}",
+        parts.join(", ")
+    )
 }
 
 /// An error body (`google.rpc.Status`) in the request's encoding.

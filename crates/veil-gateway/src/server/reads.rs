@@ -467,7 +467,7 @@ pub(super) async fn status(
     }
 }
 
-pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     // Budget gauges are read from the ledger at scrape time.
     if let Ok(Ok(spent)) = on_store(&state, |s, e| {
         let policy = e.read().expect("engine lock").policy.clone();
@@ -484,14 +484,9 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 .set(eps);
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, body) = state.metrics.render_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 pub(super) async fn healthz() -> Response {

@@ -1,0 +1,138 @@
+//! OTLP/gRPC logs (`LogsService/Export`) on `otlp_grpc_listen`: the same path as OTLP/HTTP
+//! — token from the `authorization` metadata, ingest slot, the door, rate limit, queue,
+//! group commit — answered in gRPC's terms. The service is tonic's generated server, routed
+//! by the same axum router and hyper connections (HTTP/2 with prior knowledge, or ALPN
+//! `h2` under TLS) as every other endpoint.
+
+use super::{
+    admit, admit_log_records, auth, commit, guard, idempotency_key, otlp, slot, source_of,
+    AppState, CertSlot, Committed, Refusal,
+};
+use axum::http::StatusCode;
+use axum::Router;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use std::sync::Arc;
+use tonic::codec::CompressionEncoding;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The method's path: what the router matches and the request metrics are labelled with.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+
+/// The gRPC listener's router: `Export`, and tonic's own `UNIMPLEMENTED` for every other
+/// method (trace and metric exports among them).
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let svc = LogsServiceServer::new(Logs {
+        state: state.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(state.limits.max_body_bytes);
+    Router::new()
+        .route_service(EXPORT_PATH, svc.clone())
+        .fallback_service(svc)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::observe,
+        ))
+}
+
+/// The `LogsService` implementation over the gateway's state.
+struct Logs {
+    state: Arc<AppState>,
+}
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
+        let state = &*self.state;
+        let cert = request
+            .extensions()
+            .get::<CertSlot>()
+            .and_then(|c| c.0.clone());
+        let headers = request.metadata().clone().into_headers();
+        let principal = match guard(
+            state,
+            &headers,
+            cert.as_ref(),
+            auth::Action::Ingest,
+            EXPORT_PATH,
+        )
+        .await
+        {
+            Ok(p) => p,
+            Err(r) => return Err(status(r).await),
+        };
+        let _slot = match slot(state) {
+            Ok(s) => s,
+            Err(r) => return Err(status(r).await),
+        };
+        let idem = match idempotency_key(&headers) {
+            Ok(i) => i,
+            Err(r) => return Err(status(r).await),
+        };
+        let req = request.into_inner();
+        let admitted = admit(state, {
+            let max_events = state.limits.max_events_per_request;
+            let source = source_of(principal);
+            move |door| admit_log_records(door, &source, &req, idem.as_deref(), max_events)
+        })
+        .await;
+        let admitted = match admitted {
+            Ok(a) => a,
+            Err(r) => return Err(status(r).await),
+        };
+        let total = admitted.events;
+        match commit(state, principal, admitted, EXPORT_PATH).await {
+            Committed::Refused(r) => Err(status(r).await),
+            Committed::Done {
+                admitted_rejected, ..
+            } => {
+                let message =
+                    otlp::rejection_summary(total, admitted_rejected.iter().map(|(_, r)| r));
+                Ok(tonic::Response::new(otlp::response_message(
+                    admitted_rejected.len() as i64,
+                    message,
+                )))
+            }
+        }
+    }
+}
+
+/// The gateway's JSON refusal as a gRPC status: the same reason and sentence, the code the
+/// OTLP specification gives for it, and `RetryInfo` when the client should come back.
+async fn status(r: axum::response::Response) -> Status {
+    let Refusal {
+        status,
+        retry_after,
+        reason,
+        message,
+    } = Refusal::of(r).await;
+    let code = match status {
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        // Rate limits: RESOURCE_EXHAUSTED with RetryInfo (retryable, per the OTLP spec).
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        // Too many records: RESOURCE_EXHAUSTED without RetryInfo, so it is not retried.
+        StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+        StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
+        _ => Code::InvalidArgument,
+    };
+    let message = format!("{reason}: {message}");
+    match retry_after {
+        Some(secs) => Status::with_error_details(
+            code,
+            message,
+            ErrorDetails::with_retry_info(Some(std::time::Duration::from_secs(secs.max(1)))),
+        ),
+        None => Status::new(code, message),
+    }
+}
