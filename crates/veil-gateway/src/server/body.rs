@@ -111,8 +111,9 @@ enum Coding {
 /// most `limit` bytes.
 pub fn inflate(raw: &[u8], limit: usize) -> Result<Vec<u8>, BodyError> {
     // A zlib stream starts with a header whose 16-bit value is a multiple of 31.
-    let zlib =
-        raw.len() >= 2 && raw[0] & 0x0f == 8 && u16::from_be_bytes([raw[0], raw[1]]) % 31 == 0;
+    let zlib = raw.len() >= 2
+        && raw[0] & 0x0f == 8
+        && u16::from_be_bytes([raw[0], raw[1]]).is_multiple_of(31);
     if zlib {
         bounded(flate2::read::ZlibDecoder::new(raw), raw.len(), limit)
     } else {
