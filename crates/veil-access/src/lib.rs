@@ -102,11 +102,13 @@ pub enum Action {
     AnswerContest,
     /// List contests (without who filed them).
     ListContests,
+    /// Add principals and rotate their tokens in `veil.toml`.
+    ManagePrincipals,
 }
 
 impl Action {
     /// Every action, for tables that must cover them all.
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::Ingest,
         Action::ReadRelease,
         Action::Release,
@@ -125,6 +127,7 @@ impl Action {
         Action::Contest,
         Action::AnswerContest,
         Action::ListContests,
+        Action::ManagePrincipals,
     ];
 
     /// The roles that may take this action. Matched exhaustively: a new action must say
@@ -144,7 +147,9 @@ impl Action {
                 Role::Auditor,
                 Role::Admin,
             ],
-            Action::Seal | Action::RotateKeys | Action::Purge => &[Role::Admin],
+            Action::Seal | Action::RotateKeys | Action::Purge | Action::ManagePrincipals => {
+                &[Role::Admin]
+            }
             Action::RequestGrant
             | Action::RevokeGrant
             | Action::ListGrants

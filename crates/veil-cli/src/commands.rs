@@ -232,9 +232,14 @@ pub fn run(cli: Cli) -> Result<u8> {
             cmd: PolicyCmd::Lint { file, format },
         } => lint(&cli, file.as_deref(), *format),
         Cmd::Policy {
-            cmd: PolicyCmd::Explain { metric },
-        } => explain(&cli, metric),
-        Cmd::Ingest { file, strict } => ingest(&cli, file, *strict),
+            cmd: PolicyCmd::Explain { metric, format },
+        } => explain(&cli, metric.as_deref(), *format),
+        Cmd::Ingest {
+            file,
+            strict,
+            format,
+        } => ingest(&cli, file, *strict, *format),
+        Cmd::Principal { cmd } => crate::principal::run(&cli, cmd),
         Cmd::Collect {
             cmd:
                 CollectCmd::Git {
@@ -267,7 +272,7 @@ pub fn run(cli: Cli) -> Result<u8> {
                     to,
                 },
         } => crate::collect::github(&cli, dir, environments, *dry_run, to.as_deref()),
-        Cmd::Seal => seal(&cli),
+        Cmd::Seal { format } => seal(&cli, *format),
         Cmd::Purge { dry_run, format } => purge(&cli, *dry_run, *format),
         Cmd::Serve => serve(&cli),
         Cmd::Report {
@@ -367,11 +372,7 @@ pub fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn new_token() -> String {
-    let mut b = [0u8; 24];
-    rand::Rng::fill(&mut rand::rngs::OsRng, &mut b);
-    format!("veil_{}", hex::encode(b))
-}
+use crate::principal::new_token;
 
 /// `veil init [DIR]`.
 pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
@@ -437,6 +438,20 @@ pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     Ok(0)
 }
 
+/// What `veil policy lint` evaluates: rule, title, what it checks (docs/policy.md says
+/// how to fix each).
+const LINT_RULES: &[(&str, &str, &str)] = &[
+    ("schema", "structure", "keys, types, names, durations, transforms allowed per class, measures with min and max, metric fields"),
+    ("Q1", "purpose", "every collection says what it collects, which question it answers and for whom"),
+    ("Q2", "minimization", "every kept field is used by a metric or justified"),
+    ("Q3", "lawful basis", "a lawful basis and its reference; consent for employees is flagged"),
+    ("Q4", "de-identification", "no direct identifier kept or grouped by; group sizes at or above the floor; team sizes"),
+    ("Q5", "access & retention", "retention within the zone's ceiling; hr_review has approvers; grant durations"),
+    ("Q6", "explainability", "every metric says what it measures, what it does not mean and when it misleads"),
+    ("R", "risk register", "no keystrokes, screen capture, active window, idle time, mouse, webcam, clipboard, message content or browsing history without a live exception"),
+    ("otel", "OpenTelemetry bridges", "records from standard logging bridges are not rejected for the attributes they add"),
+];
+
 fn lint(cli: &Cli, file: Option<&Path>, format: OutFormat) -> Result<u8> {
     let path = match file {
         Some(f) => f.to_path_buf(),
@@ -460,42 +475,96 @@ fn lint(cli: &Cli, file: Option<&Path>, format: OutFormat) -> Result<u8> {
         .filter(|f| f.severity == Severity::Error)
         .count();
     let warnings = findings.len() - errors;
-    if format == OutFormat::Json {
-        println!(
+    let checklist: Vec<serde_json::Value> = LINT_RULES
+        .iter()
+        .map(|(rule, title, checks)| {
+            let e = findings
+                .iter()
+                .filter(|f| f.rule == *rule && f.severity == Severity::Error)
+                .count();
+            let w = findings
+                .iter()
+                .filter(|f| f.rule == *rule && f.severity == Severity::Warning)
+                .count();
+            let status = if e > 0 { "fail" } else if w > 0 { "warn" } else { "pass" };
+            serde_json::json!({"rule": rule, "title": title, "checks": checks, "status": status, "errors": e, "warnings": w})
+        })
+        .collect();
+    let metrics: usize = raw.collections.iter().map(|c| c.metrics.len()).sum();
+    match format {
+        OutFormat::Json => println!(
             "{}",
-            serde_json::json!({"file": name, "errors": errors, "warnings": warnings, "findings": findings})
-        );
-    } else {
-        for f in &findings {
-            println!("{name}: {f}");
+            serde_json::json!({"file": name, "errors": errors, "warnings": warnings, "checklist": checklist, "findings": findings})
+        ),
+        OutFormat::Csv => crate::commands::no_csv(format, "this command")?,
+        OutFormat::Table => {
+            for f in &findings {
+                println!("{name}: {f}");
+            }
+            println!(
+                "checklist over {} collections and {metrics} metrics:",
+                raw.collections.len()
+            );
+            for c in &checklist {
+                let (e, w) = (
+                    c["errors"].as_u64().unwrap_or(0),
+                    c["warnings"].as_u64().unwrap_or(0),
+                );
+                let counts = match (e, w) {
+                    (0, 0) => String::new(),
+                    (e, 0) => format!(" ({e} errors)"),
+                    (0, w) => format!(" ({w} warnings)"),
+                    (e, w) => format!(" ({e} errors, {w} warnings)"),
+                };
+                println!(
+                    "  {:<6} {:<4} {:<22} {}{counts}",
+                    c["rule"].as_str().unwrap_or(""),
+                    c["status"].as_str().unwrap_or(""),
+                    c["title"].as_str().unwrap_or(""),
+                    c["checks"].as_str().unwrap_or("")
+                );
+            }
+            println!(
+                "{name}: {} ({} collections, {metrics} metrics; {errors} errors, {warnings} warnings)",
+                if errors == 0 { "ok" } else { "FAILED" },
+                raw.collections.len()
+            );
         }
-        let metrics: usize = raw.collections.iter().map(|c| c.metrics.len()).sum();
-        println!(
-            "{name}: {} ({} collections, {metrics} metrics; {errors} errors, {warnings} warnings)",
-            if errors == 0 { "ok" } else { "FAILED" },
-            raw.collections.len()
-        );
     }
     Ok(if errors == 0 { 0 } else { 1 })
 }
 
-fn explain(cli: &Cli, metric: &str) -> Result<u8> {
+fn explain(cli: &Cli, metric: Option<&str>, format: OutFormat) -> Result<u8> {
     let ctx = open(cli)?;
+    let Some(metric) = metric else {
+        return explain_all(&ctx.policy, format);
+    };
+    if format == OutFormat::Csv {
+        crate::commands::no_csv(format, "this command")?;
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut doc = serde_json::json!({});
+    let mut groupings = Vec::new();
     let (c, m) = ctx.policy.metric(metric).ok_or_else(|| {
         exit(
             2,
             format!("unknown metric {}", veil_pipeline::safe_name(metric)),
         )
     })?;
-    println!("{} ({}.{})", m.name, c.name, m.name);
-    println!("{}", c.purpose_sentence());
-    println!("  measures:      {}", m.explain.measures);
-    println!("  does not mean: {}", m.explain.does_not_mean);
-    println!("  misread when:  {}", m.explain.misread_when);
+    doc["metric"] = m.name.clone().into();
+    doc["collection"] = c.name.clone().into();
+    doc["purpose"] = c.purpose_sentence().into();
+    doc["explain"] = serde_json::json!({"measures": m.explain.measures, "does_not_mean": m.explain.does_not_mean, "misread_when": m.explain.misread_when});
+    doc["min_group_size"] = m.min_group_size.into();
+    out.push(format!("{} ({}.{})", m.name, c.name, m.name));
+    out.push(c.purpose_sentence());
+    out.push(format!("  measures:      {}", m.explain.measures));
+    out.push(format!("  does not mean: {}", m.explain.does_not_mean));
+    out.push(format!("  misread when:  {}", m.explain.misread_when));
     for &bi in &m.by {
         let f = &c.fields[bi];
         if f.ty() == veil_policy::FieldType::String && f.values().is_none() {
-            println!(
+            out.push(format!(
                 "{}: a value the PII scanner flags is never a group key — {}",
                 f.name(),
                 match f.on_pii() {
@@ -503,14 +572,14 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
                     veil_policy::OnPii::Redact =>
                         "it is counted under the fixed group [redacted] (on_pii: redact)",
                 }
-            );
+            ));
         }
         if f.from_team_map() {
-            println!(
+            out.push(format!(
                 "{}: teams come from the team map; a person in two teams counts in both, people in none count under `unassigned`, and a team whose roster is below {} is never shown",
                 f.name(),
                 m.min_group_size
-            );
+            ));
         }
     }
     // Every grouping a report may ask for: the rule that applies and what it shows.
@@ -534,20 +603,28 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
             veil_release::Rule::DeclaredKeys => "declared keys (every key listed, no selection)",
             veil_release::Rule::FreeFormKeys => "free-form keys (pre-threshold and DP selection)",
         };
-        println!("by [{}]: {rule}; {}", by.join(", "), p.threshold_sentence());
+        out.push(format!(
+            "by [{}]: {rule}; {}",
+            by.join(", "),
+            p.threshold_sentence()
+        ));
+        groupings.push(serde_json::json!({
+            "by": by, "rule": rule, "threshold": p.threshold_sentence(),
+            "shown_probability": {"3": p.shown_probability(3), "5": p.shown_probability(5), "10": p.shown_probability(10), "15": p.shown_probability(15)},
+        }));
         let (_, m) = ctx.policy.metric(metric).expect("planned metric exists");
         let window = match m.window {
             veil_policy::Window::Day => "day",
             veil_policy::Window::Week => "week",
             veil_policy::Window::Month => "month",
         };
-        println!(
+        out.push(format!(
             "  chance a group is shown in a {window}: 3 active {:.0}% · 5 active {:.0}% · 10 active {:.0}% · 15 active {:.0}%",
             100.0 * p.shown_probability(3),
             100.0 * p.shown_probability(5),
             100.0 * p.shown_probability(10),
             100.0 * p.shown_probability(15)
-        );
+        ));
         if mask == (1u32 << dims.len()) - 1 {
             let unit = p
                 .unit
@@ -572,22 +649,122 @@ fn explain(cli: &Cli, metric: &str) -> Result<u8> {
                     p.value_scale, p.interval_half_width
                 ),
             };
-            println!(
+            doc["noise"] = serde_json::json!({
+                "mechanism": p.mechanism.to_string(), "epsilon_per_window": p.epsilon_per_window,
+                "epsilon_count": p.epsilon_count, "epsilon_value": p.epsilon_value, "delta": p.delta,
+                "value_scale": p.value_scale, "interval_half_width": p.interval_half_width,
+                "unit": p.unit, "says": what,
+            });
+            out.push(format!(
                 "noise: {} · ε={} per window ({} for the noisy active count, {} for the value), δ={}; {what}",
                 p.mechanism, p.epsilon_per_window, p.epsilon_count, p.epsilon_value, p.delta,
-            );
+            ));
         }
     }
-    println!(
+    out.push(format!(
         "budget: ε={} per {} of {}'s data, over every metric, grouping and reader, forever; each window is released once, and a report is charged only for windows not released before",
         c.budget.epsilon,
         veil_policy::duration::human(c.budget.period).replace("-day", "-day period"),
         c.name
-    );
+    ));
+    doc["budget"] =
+        serde_json::json!({"epsilon": c.budget.epsilon, "period_days": c.budget.period / 86_400});
+    doc["groupings"] = serde_json::Value::Array(groupings);
+    match format {
+        OutFormat::Json => println!("{doc}"),
+        _ => {
+            for l in out {
+                println!("{l}");
+            }
+        }
+    }
     Ok(0)
 }
 
-fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
+/// `veil policy explain` without a metric: every collection, its purpose and fields, and
+/// every metric with what it measures.
+fn explain_all(policy: &Policy, format: OutFormat) -> Result<u8> {
+    let collections: Vec<serde_json::Value> = policy
+        .collections()
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "collection": c.name,
+                "zone": format!("{:?}", c.zone).to_lowercase(),
+                "purpose": c.purpose_sentence(),
+                "fields": c.fields.iter().map(|f| serde_json::json!({
+                    "name": f.name(), "class": f.class().as_str(), "transform": f.transform().as_str(),
+                })).collect::<Vec<_>>(),
+                "ignore_attributes": c.ignore.patterns(),
+                "metrics": c.metrics.iter().map(|m| serde_json::json!({
+                    "name": m.name, "measures": m.explain.measures,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    match format {
+        OutFormat::Json => println!("{}", serde_json::json!({"collections": collections})),
+        OutFormat::Csv => {
+            println!("collection,metric,measures");
+            for c in policy.collections() {
+                for m in &c.metrics {
+                    println!("{},{},{}", c.name, m.name, csv_field(&m.explain.measures));
+                }
+            }
+        }
+        OutFormat::Table => {
+            for c in policy.collections() {
+                println!("{}", c.name);
+                println!("  {}", c.purpose_sentence());
+                let fields: Vec<String> = c
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        format!(
+                            "{} ({}, {})",
+                            f.name(),
+                            f.class().as_str(),
+                            f.transform().as_str()
+                        )
+                    })
+                    .collect();
+                println!("  fields: {}", fields.join("; "));
+                if c.metrics.is_empty() {
+                    println!("  no metrics");
+                }
+                let w = c.metrics.iter().map(|m| m.name.len()).max().unwrap_or(0);
+                for m in &c.metrics {
+                    println!("  {:<w$}  {}", m.name, m.explain.measures);
+                }
+            }
+            println!("`veil policy explain METRIC` tells a metric's threshold, noise and cost");
+        }
+    }
+    Ok(0)
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Refuses `--format csv` where the output is not a table of rows.
+pub(crate) fn no_csv(format: OutFormat, command: &str) -> Result<()> {
+    if format == OutFormat::Csv {
+        return Err(exit(
+            2,
+            format!("{command} prints --format table or json, not csv"),
+        ));
+    }
+    Ok(())
+}
+
+fn ingest(cli: &Cli, file: &str, strict: bool, format: OutFormat) -> Result<u8> {
+    no_csv(format, "veil ingest")?;
     let mut ctx = open(cli)?;
     ctx.allow(Action::Ingest)?;
     let source = Source {
@@ -605,6 +782,11 @@ fn ingest(cli: &Cli, file: &str, strict: bool) -> Result<u8> {
     let o = ingest_reporting(&mut ctx, &source, &mut input, now(), &|line| {
         format!("line {line}")
     })?;
+    if format == OutFormat::Json {
+        println!("{}", serde_json::to_string(&o)?);
+        let rejected: usize = o.rejected.values().sum();
+        return Ok(if strict && rejected > 0 { 1 } else { 0 });
+    }
     let rejected = print_outcome(&o);
     if o.without_id > 0 {
         println!(
@@ -671,10 +853,15 @@ pub(crate) fn print_outcome(o: &veil_store::IngestOutcome) -> usize {
     rejected
 }
 
-fn seal(cli: &Cli) -> Result<u8> {
+fn seal(cli: &Cli, format: OutFormat) -> Result<u8> {
+    no_csv(format, "veil seal")?;
     let mut ctx = open(cli)?;
     ctx.allow(Action::Seal)?;
     let o = ctx.store.seal(&ctx.policy, &ctx.keys, now(), &ctx.actor)?;
+    if format == OutFormat::Json {
+        println!("{}", serde_json::to_string(&o)?);
+        return Ok(0);
+    }
     println!("sealed {} windows", o.windows.len());
     for (m, w) in &o.windows {
         println!("  {m} {w}");
@@ -694,7 +881,7 @@ fn purge(cli: &Cli, dry_run: bool, format: OutFormat) -> Result<u8> {
     let r = ctx.store.purge(&ctx.policy, now(), &ctx.actor, mode)?;
     match format {
         OutFormat::Json => println!("{}", serde_json::to_string_pretty(&r)?),
-        OutFormat::Csv => return Err(exit(2, "veil purge prints table or json")),
+        OutFormat::Csv => no_csv(format, "veil purge")?,
         OutFormat::Table => print!("{}", purge_text(&r)),
     }
     Ok(0)
@@ -871,7 +1058,7 @@ fn keys(cli: &Cli, cmd: &KeysCmd) -> Result<u8> {
     let mut ctx = open(cli)?;
     ctx.allow(match cmd {
         KeysCmd::Rotate => Action::RotateKeys,
-        KeysCmd::List => Action::ReadStatus,
+        KeysCmd::List { .. } => Action::ReadStatus,
     })?;
     if let KeysCmd::Rotate = cmd {
         let id = ctx.store.rotate_keys(now(), &ctx.actor)?;
@@ -884,8 +1071,32 @@ fn keys(cli: &Cli, cmd: &KeysCmd) -> Result<u8> {
             .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
             .unwrap_or_default(),
     };
+    let epochs = ctx.store.epochs()?;
+    if let KeysCmd::List { format } = cmd {
+        no_csv(*format, "veil keys list")?;
+        if *format == OutFormat::Json {
+            let rows: Vec<serde_json::Value> = epochs
+                .iter()
+                .map(|e| {
+                    let at = |t: i64| (t != i64::MIN && t != i64::MAX).then_some(t);
+                    serde_json::json!({
+                        "epoch": e.id.0, "start": at(e.start), "end": at(e.end),
+                        "state": match (e.keys.is_some(), e.end == i64::MAX) {
+                            (false, _) => "shredded", (true, true) => "active", (true, false) => "retired",
+                        },
+                        "shredded_at": e.shredded_at,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"epochs": rows, "vault": ctx.store.vault_location()})
+            );
+            return Ok(0);
+        }
+    }
     println!("{:<6} {:<18} {:<18} status", "epoch", "from", "until");
-    for e in ctx.store.epochs()? {
+    for e in epochs {
         let status = match (e.keys.is_some(), e.end == i64::MAX) {
             (false, _) => format!("shredded {}", e.shredded_at.map(fmt).unwrap_or_default()),
             (true, true) => "active".to_owned(),
@@ -913,7 +1124,8 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
     let who = actor(cli, &cfg)?;
     allow(&who, &mut store, Action::ReadAudit)?;
     match cmd {
-        AuditCmd::Verify { anchor } => {
+        AuditCmd::Verify { anchor, format } => {
+            no_csv(*format, "veil audit verify")?;
             let mut files = anchor.clone();
             files.extend(cfg.audit.anchor_file.iter().cloned());
             let mut anchors = Vec::new();
@@ -927,6 +1139,10 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
                 );
             }
             let v = store.audit_verify(&anchors)?;
+            if *format == OutFormat::Json {
+                println!("{}", serde_json::to_string(&v)?);
+                return Ok(if v.ok { 0 } else { 1 });
+            }
             if v.ok {
                 println!(
                     "audit log ok: {} entries, head {}{}",
@@ -955,6 +1171,7 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
             Ok(0)
         }
         AuditCmd::Log { since, format } => {
+            no_csv(*format, "veil audit log")?;
             let entries = store.audit_log(*since, usize::MAX)?;
             if *format == OutFormat::Json {
                 for e in entries {
@@ -974,6 +1191,7 @@ fn audit(cli: &Cli, cmd: &AuditCmd) -> Result<u8> {
 }
 
 fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
+    no_csv(format, "veil status")?;
     let mut ctx = open(cli)?;
     ctx.allow(Action::ReadStatus)?;
     let mut doc = veil_gateway::server::posture(&ctx.store, &ctx.policy, now())?;
@@ -992,104 +1210,234 @@ fn status(cli: &Cli, format: OutFormat) -> Result<u8> {
             ctx.policy.organization(),
             &ctx.policy.hash()[..12]
         );
+        let str_of = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            v => v.to_string(),
+        };
+        let mut rows = Vec::new();
         for c in ctx.policy.collections() {
-            let kept: Vec<String> = c
-                .fields
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{}:{}/{}",
-                        f.name(),
-                        f.class().as_str(),
-                        f.transform().as_str()
-                    )
-                })
-                .collect();
-            println!("  {:<20} {}", c.name, kept.join("  "));
+            for (i, f) in c.fields.iter().enumerate() {
+                rows.push(vec![
+                    if i == 0 {
+                        c.name.clone()
+                    } else {
+                        String::new()
+                    },
+                    f.name().to_owned(),
+                    f.class().as_str().to_owned(),
+                    f.transform().as_str().to_owned(),
+                ]);
+            }
         }
+        section("collections and what the door keeps of each field");
+        print!(
+            "{}",
+            table(&["collection", "field", "class", "transform"], &rows)
+        );
         println!(
             "direct identifiers: {ids} declared, {pseudo} pseudonymized, {} dropped, 0 kept raw",
             ids - pseudo
         );
-        println!("rejections by reason: {}", doc["rejections_by_reason"]);
-        if let Some(b) = doc["budget"].as_object() {
-            for (c, v) in b {
-                println!(
-                    "budget of {c} for the data of the period from {}: ε={} spent of {}, {} left",
-                    v["period_from"].as_str().unwrap_or_default(),
-                    v["spent"],
-                    v["epsilon"],
-                    v["left"]
-                );
-            }
-        }
-        println!(
-            "budget spent by principal (ε, all periods): {}",
-            doc["budget_spent_by_principal"]
+        section("rejections by reason (events)");
+        let rows: Vec<Vec<String>> = doc["rejections_by_reason"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| vec![k.clone(), str_of(v)])
+            .collect();
+        print!("{}", table(&["reason", "events"], &rows));
+        section("privacy budget (ε) for the data of the current period");
+        let rows: Vec<Vec<String>> = doc["budget"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(c, v)| {
+                vec![
+                    c.clone(),
+                    str_of(&v["period_from"]),
+                    str_of(&v["spent"]),
+                    str_of(&v["epsilon"]),
+                    str_of(&v["left"]),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["collection", "period from", "spent", "of", "left"], &rows)
         );
-        println!("last seal: {}", last_seal.as_deref().unwrap_or("never"));
-        println!(
-            "last purge: {}",
-            doc["last_purge"]["at"].as_str().unwrap_or("never")
-        );
-        for st in doc["staging"].as_array().into_iter().flatten() {
-            println!(
-                "staging: {:<22} epoch {:<3} {:>8} events, oldest {} (retention {}{})",
-                st["collection"].as_str().unwrap_or_default(),
-                st["epoch"].as_i64().unwrap_or(0),
-                st["events"].as_i64().unwrap_or(0),
-                st["oldest_day"].as_str().unwrap_or("-"),
-                st["retention"].as_str().unwrap_or_default(),
-                if st["past_retention"] == true {
-                    "; some are past it: run veil purge"
-                } else {
+        section("budget spent by principal (ε, all periods)");
+        let rows: Vec<Vec<String>> = doc["budget_spent_by_principal"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| vec![k.clone(), str_of(v)])
+            .collect();
+        print!("{}", table(&["principal", "spent"], &rows));
+        section("staging (encrypted events, kept until retention)");
+        let rows: Vec<Vec<String>> = doc["staging"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|st| {
+                vec![
+                    str_of(&st["collection"]),
+                    str_of(&st["epoch"]),
+                    str_of(&st["events"]),
+                    str_of(&st["oldest_day"]),
+                    str_of(&st["retention"]),
+                    if st["past_retention"] == true {
+                        "some past retention: run veil purge".into()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(
+                &[
+                    "collection",
+                    "epoch",
+                    "events",
+                    "oldest day",
+                    "retention",
                     ""
-                }
-            );
-        }
-        for (zone, at) in [
+                ],
+                &rows
+            )
+        );
+        section("retention of the other zones");
+        let rows: Vec<Vec<String>> = [
             ("aggregates", "oldest_window"),
             ("quarantine", "oldest_received"),
-        ] {
+        ]
+        .iter()
+        .map(|(zone, at)| {
             let z = &doc["oldest"][zone];
-            println!(
-                "{zone}: oldest {} (default retention {}{})",
-                z[at].as_str().unwrap_or("none"),
-                z["retention"].as_str().unwrap_or_default(),
+            vec![
+                zone.to_string(),
+                z[at].as_str().unwrap_or("none").to_owned(),
+                str_of(&z["retention"]),
                 if z["past_retention"] == true {
-                    "; some are past it: run veil purge"
+                    "some past retention: run veil purge".into()
                 } else {
-                    ""
-                }
-            );
-        }
+                    String::new()
+                },
+            ]
+        })
+        .collect();
+        print!("{}", table(&["zone", "oldest", "retention", ""], &rows));
+        section("key epochs");
+        let rows: Vec<Vec<String>> = doc["vault"]["epochs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                vec![
+                    str_of(&e["epoch"]),
+                    str_of(&e["state"]),
+                    e["from"].as_str().unwrap_or("the beginning").to_owned(),
+                    e["until"].as_str().unwrap_or("now").to_owned(),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["epoch", "state", "from", "until"], &rows));
+        println!();
         let grants = doc["grants"].as_array().map(Vec::len).unwrap_or(0);
-        println!("grants pending or live: {grants} (veil grant list)");
-        println!("identifiers opted out: {}", doc["opted_out"]);
-        println!(
-            "vault: {}",
-            doc["vault"]["location"].as_str().unwrap_or_default()
-        );
-        for e in doc["vault"]["epochs"].as_array().into_iter().flatten() {
-            println!(
-                "  epoch {:<4} {:<9} from {} until {}",
-                e["epoch"],
-                e["state"].as_str().unwrap_or_default(),
-                e["from"].as_str().unwrap_or("the beginning"),
-                e["until"].as_str().unwrap_or("now")
-            );
+        let facts = [
+            (
+                "last seal",
+                last_seal.clone().unwrap_or_else(|| "never".into()),
+            ),
+            (
+                "last purge",
+                doc["last_purge"]["at"]
+                    .as_str()
+                    .unwrap_or("never")
+                    .to_owned(),
+            ),
+            (
+                "grants pending or live",
+                format!("{grants} (veil grant list)"),
+            ),
+            ("identifiers opted out", str_of(&doc["opted_out"])),
+            (
+                "vault",
+                doc["vault"]["location"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            (
+                "audit",
+                format!(
+                    "{} entries, {}",
+                    audit["entries"],
+                    if audit["verified"] == true {
+                        "verified".to_string()
+                    } else {
+                        format!("FAILED: {}", audit["problem"].as_str().unwrap_or_default())
+                    }
+                ),
+            ),
+        ];
+        let w = facts.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in facts {
+            println!("{k:<w$}  {v}");
         }
-        println!(
-            "audit: {} entries, {}",
-            audit["entries"],
-            if audit["verified"] == true {
-                "verified".to_string()
-            } else {
-                format!("FAILED: {}", audit["problem"].as_str().unwrap_or_default())
-            }
-        );
     }
     Ok(0)
+}
+
+/// A heading between the tables of a text report.
+fn section(title: &str) {
+    println!("\n{title}");
+}
+
+/// Rows as an aligned text table under its headers, indented two spaces; a column whose
+/// every value is a number is aligned right. "(none)" when there are no rows.
+pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    if rows.is_empty() {
+        return "  (none)\n".into();
+    }
+    let cols = headers.len();
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+            .chain([headers[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..cols).map(width).collect();
+    let numeric: Vec<bool> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .all(|r| r.get(i).is_some_and(|c| c.parse::<f64>().is_ok()))
+        })
+        .collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::from(" ");
+        for (i, c) in cells.enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            out.push(' ');
+            if numeric[i] {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                out.push_str(&" ".repeat(pad));
+            }
+            out.push(' ');
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
 }
 
 /// `veil serve`: the gateway on the embedded store until SIGTERM or Ctrl-C.
@@ -1203,9 +1551,12 @@ fn demo(dir: PathBuf) -> Result<u8> {
     run(cli(Cmd::Ingest {
         file: events.display().to_string(),
         strict: false,
+        format: OutFormat::Table,
     }))?;
     println!("\n== 4. veil seal");
-    run(cli(Cmd::Seal))?;
+    run(cli(Cmd::Seal {
+        format: OutFormat::Table,
+    }))?;
     for (metric, by) in [("builds", "team"), ("feature_usage", "region")] {
         println!("\n== 5. veil report {metric} --by {by}");
         let q = Query {
@@ -1215,7 +1566,9 @@ fn demo(dir: PathBuf) -> Result<u8> {
             to: None,
         };
         report(
-            &cli(Cmd::Seal),
+            &cli(Cmd::Seal {
+                format: OutFormat::Table,
+            }),
             &q,
             OutFormat::Table,
             false,
@@ -1224,8 +1577,24 @@ fn demo(dir: PathBuf) -> Result<u8> {
     }
     println!("\n== 6. veil audit verify");
     run(cli(Cmd::Audit {
-        cmd: AuditCmd::Verify { anchor: Vec::new() },
+        cmd: AuditCmd::Verify {
+            anchor: Vec::new(),
+            format: OutFormat::Table,
+        },
     }))?;
-    println!("\nTry next (from {}): veil status · veil audit log · veil report build_duration --format json · veil policy explain builds", dir.display());
+    // The hints name this very binary, so they work as printed.
+    let veil = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "veil".into());
+    println!("\nTry next:\n  cd {}", dir.display());
+    for args in [
+        "status",
+        "policy explain builds",
+        "report build_duration --format json",
+        "audit log",
+        "serve   # then open the API at http://127.0.0.1:8700/openapi.json",
+    ] {
+        println!("  {veil} {args}");
+    }
     Ok(0)
 }

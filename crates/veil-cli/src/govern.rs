@@ -128,7 +128,7 @@ pub fn grant(cli: &Cli, cmd: &GrantCmd) -> Result<u8> {
                         println!("{}", describe(g, *s));
                     }
                 }
-                OutFormat::Csv => return Err(exit(2, "veil grant list prints table or json")),
+                OutFormat::Csv => crate::commands::no_csv(*format, "veil grant list")?,
             }
             return Ok(0);
         }
@@ -261,7 +261,7 @@ pub fn contest(cli: &Cli, a: ContestArgs) -> Result<u8> {
                     println!("{}", show_contest(c));
                 }
             }
-            OutFormat::Csv => return Err(exit(2, "veil contest --list prints table or json")),
+            OutFormat::Csv => crate::commands::no_csv(a.format, "veil contest --list")?,
         }
         return Ok(0);
     }

@@ -10,6 +10,7 @@ mod commands;
 mod config;
 mod generate;
 mod govern;
+mod principal;
 mod remote;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,26 +65,44 @@ pub enum OutFormat {
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Write veil.toml, an example policy.yaml, epoch keys and one token per example principal.
-    Init { dir: Option<PathBuf> },
+    ///
+    /// Example: veil init my-veil
+    Init {
+        /// Where to initialize (default: the current directory).
+        dir: Option<PathBuf>,
+    },
     /// Lint or explain the policy.
     Policy {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
     /// Ingest NDJSON events from FILE or - (stdin) through the same pipeline as the server.
+    ///
+    /// Examples:
+    ///   veil ingest events.ndjson
+    ///   gunzip -c events.ndjson.gz | veil ingest - --strict --format json
     Ingest {
+        /// An NDJSON file, one event per line, or - for stdin.
         file: String,
         /// Exit 1 if any event was rejected.
         #[arg(long)]
         strict: bool,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
     },
     /// Collect developer activity at its source (git history, GitHub exports) through the same door.
     Collect {
         #[command(subcommand)]
         cmd: CollectCmd,
     },
-    /// Seal closed windows into aggregates.
-    Seal,
+    /// Seal closed windows into aggregates (windows closed longer than the policy's
+    /// seal_grace; `veil serve` does this on a schedule).
+    ///
+    /// Example: veil seal --format json
+    Seal {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
     /// Apply retention: delete staging events, idempotency ids, quarantine rows,
     /// aggregates and releases past their retention, and destroy the keys of epochs
     /// nothing needs any more (crypto-shredding). Audited with counts.
@@ -98,9 +117,17 @@ pub enum Cmd {
     },
     /// The gateway: HTTP and OTLP/HTTP ingest, reports, audit, metrics (listen and limits
     /// from veil.toml). Stops cleanly on SIGTERM or Ctrl-C.
+    ///
+    /// Example: VEIL_LOG=debug veil serve --config /etc/veil/veil.toml
     Serve,
     /// Release a report (k-suppressed, differentially private, budgeted, audited).
+    ///
+    /// Examples:
+    ///   veil report builds --by team --from 2026-11-01 --to 2026-12-01
+    ///   veil report build_duration --format json
+    ///   veil report builds --by team --dry-run
     Report {
+        /// The metric (its name, or collection.metric); `veil policy explain` lists them.
         metric: String,
         /// Dimensions to group by (comma-separated); "" for the total.
         #[arg(long, value_delimiter = ',')]
@@ -170,12 +197,28 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Principals and their tokens in veil.toml: a new token is printed once and only its
+    /// SHA-256 is written; every change is audited.
+    ///
+    /// Examples:
+    ///   veil principal add web-backend --role source --collections app.feature_used,app.error
+    ///   veil principal add dana --role analyst
+    ///   veil principal rotate web-backend
+    ///   veil principal list
+    Principal {
+        #[command(subcommand)]
+        cmd: PrincipalCmd,
+    },
     /// Privacy posture at a glance.
+    ///
+    /// Example: veil status --format json
     Status {
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
     },
     /// Write realistic synthetic events for the example policy (with planted PII).
+    ///
+    /// Example: veil generate --days 13 --out events.ndjson
     Generate {
         /// Output file (default: stdout).
         #[arg(long)]
@@ -191,7 +234,12 @@ pub enum Cmd {
         no_bad: bool,
     },
     /// The quickstart: init, generate, ingest, seal and report in DIR (default ./veil-demo).
-    Demo { dir: Option<PathBuf> },
+    ///
+    /// Example: veil demo /tmp/veil-demo
+    Demo {
+        /// Where to run it (default ./veil-demo; it must not hold a Veil already).
+        dir: Option<PathBuf>,
+    },
     /// Benchmarks of the hot paths, with ratios to a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -201,14 +249,73 @@ pub enum Cmd {
 
 #[derive(Subcommand)]
 pub enum PolicyCmd {
-    /// Check the policy against the six-question approval test and the risk register.
+    /// Check the policy against the six-question approval test and the risk register;
+    /// prints each finding, then the checklist it evaluated.
+    ///
+    /// Example: veil policy lint policy.yaml --format json
     Lint {
+        /// The policy file (default: the one veil.toml names, else ./policy.yaml).
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
     },
-    /// Explain a metric: purpose, meaning, threshold, noise and cost.
-    Explain { metric: String },
+    /// Explain a metric: purpose, meaning, threshold, noise and cost; without one, list
+    /// every collection and metric.
+    ///
+    /// Examples:
+    ///   veil policy explain
+    ///   veil policy explain builds --format json
+    Explain {
+        /// The metric (its name, or collection.metric); omitted: list them all.
+        metric: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PrincipalCmd {
+    /// Add a principal with a new token (printed once).
+    ///
+    /// Example: veil principal add web-backend --role source --collections app.feature_used
+    Add {
+        /// The principal's name (budgets and audit entries bind to it).
+        name: String,
+        /// A role (repeatable or comma-separated): source, viewer, analyst, engineering,
+        /// privacy, auditor, admin, member.
+        #[arg(
+            long = "role",
+            value_name = "ROLE",
+            required = true,
+            value_delimiter = ','
+        )]
+        roles: Vec<String>,
+        /// For a source: the collections it may send (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        collections: Option<Vec<String>>,
+        /// Collections on `lawful_basis: consent` for which this source attests consent.
+        #[arg(long, value_delimiter = ',')]
+        consent: Option<Vec<String>>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+    /// Give a principal a new token (printed once); the old one stops working when the
+    /// gateway restarts.
+    ///
+    /// Example: veil principal rotate web-backend
+    Rotate {
+        /// The principal's name.
+        name: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
+    /// Every principal with its roles and collections (never a token or its hash).
+    ///
+    /// Example: veil principal list --format json
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
 }
 
 #[derive(Subcommand)]
@@ -216,6 +323,8 @@ pub enum CollectCmd {
     /// One `dev.commit` event per commit of each repository (author pseudonymized by the
     /// door, time generalized to the day, team from the team map; never a message, a path
     /// or a name). Incremental: a second run collects only new commits.
+    ///
+    /// Example: veil collect git ~/src/payments ~/src/web --since 2026-01-01
     Git {
         /// Repositories (work trees or bare git directories).
         #[arg(required = true)]
@@ -245,6 +354,8 @@ pub enum CollectCmd {
     /// `dev.review`, `dev.ci_run`, `dev.deployment` and `dev.change` events, one per team of
     /// the person each belongs to; titles, bodies, comments and branch names are never
     /// sent. Re-running over newer files counts nothing twice.
+    ///
+    /// Example: veil collect github exports/ --environment prod-eu
     Github {
         /// The directory holding OWNER/REPO/ exports.
         dir: PathBuf,
@@ -287,11 +398,15 @@ pub enum GrantCmd {
         id: String,
     },
     /// End a pending or live grant now.
+    ///
+    /// Example: veil --as privacy-officer grant revoke g-0123456789abcdef
     Revoke {
         /// The grant's id (g-…).
         id: String,
     },
     /// Every grant with its state, approvals and expiry.
+    ///
+    /// Example: veil grant list --format json
     List {
         #[arg(long, value_enum, default_value = "table")]
         format: OutFormat,
@@ -341,8 +456,15 @@ pub enum SubjectCmd {
 #[derive(Subcommand)]
 pub enum KeysCmd {
     /// List epochs; destroyed keys show as shredded.
-    List,
+    ///
+    /// Example: veil keys list
+    List {
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
+    },
     /// End the current epoch and start a new one.
+    ///
+    /// Example: veil keys rotate
     Rotate,
 }
 
@@ -350,16 +472,24 @@ pub enum KeysCmd {
 pub enum AuditCmd {
     /// Verify the hash chain, every stored release and the budget ledger against it,
     /// and every anchor; names the first bad entry.
+    ///
+    /// Example: veil audit verify --anchor ../anchors/veil-head.jsonl
     Verify {
         /// A file of anchors kept outside the data directory (one `veil audit head` JSON,
         /// or one per line): the chain must still hold each exactly. The gateway's
         /// `[audit] anchor_file`, when configured, is checked too.
         #[arg(long)]
         anchor: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: OutFormat,
     },
     /// Print the current head as JSON {seq, hash, at}, to keep outside the data directory.
+    ///
+    /// Example: veil audit head >> ../anchors/veil-head.jsonl
     Head,
-    /// Print entries.
+    /// Print entries, oldest first.
+    ///
+    /// Example: veil audit log --since 120 --format json
     Log {
         /// First sequence number to print.
         #[arg(long, default_value_t = 1)]
@@ -372,6 +502,8 @@ pub enum AuditCmd {
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// The in-process pipeline: parse, validate, scan, pseudonymize, aggregate, commit.
+    ///
+    /// Example: veil bench pipeline --events 1000000 --rounds 3
     Pipeline {
         #[arg(long, default_value_t = 1_000_000)]
         events: usize,
@@ -385,6 +517,8 @@ pub enum BenchCmd {
     },
     /// The PII scanner per value (typical values, the corpus's negatives and positives)
     /// against one memchr pass over the same strings.
+    ///
+    /// Example: veil bench pii
     Pii {
         /// Timed rounds of about a millisecond per measurement; the fastest is reported.
         #[arg(long, default_value_t = 300)]
@@ -393,6 +527,8 @@ pub enum BenchCmd {
     /// `veil collect git`'s walk and diff on a repository against
     /// `git log --numstat --no-renames --diff-merges=first-parent` on the same history, in
     /// the same run: commits per second and the ratio.
+    ///
+    /// Example: veil bench collect ~/src/linux --threads 2
     Collect {
         /// A git repository (a large one: tens of thousands of commits).
         repo: PathBuf,
@@ -401,12 +537,16 @@ pub enum BenchCmd {
         threads: Option<usize>,
     },
     /// A release over a year of weekly windows for many groups.
+    ///
+    /// Example: veil bench release --groups 1000
     Release {
         #[arg(long, default_value_t = 1000)]
         groups: usize,
     },
     /// The gateway over loopback: events/s and latency at several connection counts, and
     /// the ratio to the in-process pipeline measured in the same run.
+    ///
+    /// Example: veil bench http --events 400000 --connections 1,8,64
     Http {
         /// Events in all, per connection count.
         #[arg(long, default_value_t = 400_000)]

@@ -102,6 +102,7 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                         .to_vec(),
                 ),
                 Action::ListContests => Some(vec!["contest".into(), "--list".into()]),
+                Action::ManagePrincipals => Some(vec!["principal".into(), "list".into()]),
                 // Whether these succeed depends on the metric, window and note as well
                 // as the role: tests/governance.rs covers them.
                 Action::Contest | Action::AnswerContest => None,
@@ -151,7 +152,8 @@ fn cli_and_http_agree_with_the_one_authorization_function() {
                 | Action::ReadStaging
                 | Action::SubjectRequest
                 | Action::Contest
-                | Action::AnswerContest => None,
+                | Action::AnswerContest
+                | Action::ManagePrincipals => None,
                 Action::ListContests => Some(http.get(gw.url("/v1/contests"))),
             };
             if let Some(req) = req {

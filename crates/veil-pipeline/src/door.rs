@@ -551,10 +551,19 @@ impl<'a> Door<'a> {
             smallvec::smallvec![false; coll.fields.len()];
         let mut clamped = 0u32;
         let mut dropped = 0u32;
+        // Names of dropped attributes, to refuse a repeated one as any repeated key is.
+        let mut dropped_names: smallvec::SmallVec<[&str; 8]> = smallvec::SmallVec::new();
         for (k, v) in &env.attrs.0 {
             let Some(fi) = coll.field_index(k) else {
                 if coll.ignore.matches(k) {
+                    if dropped_names.contains(&k.as_ref()) {
+                        return Err(fail(
+                            Reason::DuplicateField,
+                            format!("attribute {} appears more than once", safe_name(k)),
+                        ));
+                    }
                     // Describes the emitter (or the policy says so): never read, never stored.
+                    dropped_names.push(k);
                     dropped += 1;
                     continue;
                 }

@@ -456,6 +456,16 @@ fn ignore_attributes_drop_what_describes_the_emitter_and_nothing_declared() {
         a.payload, plain.payload,
         "nothing of a dropped attribute is staged"
     );
+    // A repeated dropped attribute is a repeated key like any other.
+    let e = door
+        .admit(
+            &event(&format!(
+                r#"{base},"code.line.number":1,"code.line.number":2"#
+            )),
+            &src(),
+        )
+        .unwrap_err();
+    assert_eq!(e.reason(), Reason::DuplicateField);
     // Not a prefix match on a bare name, and case matters.
     for k in ["code", "codex.file", "Code.file.path", "userx"] {
         let e = door

@@ -4,11 +4,15 @@
 //! by the same axum router and hyper connections (HTTP/2 with prior knowledge, or ALPN
 //! `h2` under TLS) as every other endpoint.
 
+use super::auth::Principal;
 use super::{
     admit, admit_log_records, auth, commit, guard, idempotency_key, otlp, slot, source_of,
     AppState, CertSlot, Committed, Refusal,
 };
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
@@ -34,11 +38,71 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     .max_decoding_message_size(state.limits.max_body_bytes);
     Router::new()
         .route_service(EXPORT_PATH, svc.clone())
+        // Export only: tonic answers every other method UNIMPLEMENTED without reading it.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), gate))
         .fallback_service(svc)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             super::observe,
         ))
+}
+
+/// What [`gate`] hands the service: the authenticated principal and its ingest slot. Only
+/// the gate makes one, so `export` cannot run for a caller nobody checked.
+#[derive(Clone)]
+struct Admission {
+    principal: Principal,
+    _slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Before tonic reads a byte of the message: the token (audited when refused), the ingest
+/// slot, a cap on the bytes received and the request timeout — as OTLP/HTTP does before it
+/// reads a body, so an unauthenticated stream costs no decoding or decompression.
+async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let cert = req.extensions().get::<CertSlot>().and_then(|c| c.0.clone());
+    let principal = match guard(
+        &state,
+        req.headers(),
+        cert.as_ref(),
+        auth::Action::Ingest,
+        EXPORT_PATH,
+    )
+    .await
+    {
+        Ok(p) => p.clone(),
+        Err(r) => return grpc_error(status(r).await),
+    };
+    let permit = match slot(&state) {
+        Ok(s) => s,
+        Err(r) => return grpc_error(status(r).await),
+    };
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(Admission {
+        principal,
+        _slot: Arc::new(permit),
+    });
+    // Compressed bytes on the wire: at most the body limit (tonic caps each decoded
+    // message at the same limit after decompression).
+    let body = axum::body::Body::new(http_body_util::Limited::new(
+        body,
+        state.limits.max_body_bytes + 5,
+    ));
+    match tokio::time::timeout(
+        state.limits.request_timeout,
+        next.run(Request::from_parts(parts, body)),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => grpc_error(Status::deadline_exceeded(
+            "timeout: the request did not arrive and complete within the request timeout",
+        )),
+    }
+}
+
+/// A gRPC error as an HTTP response (status in the headers, as gRPC allows).
+fn grpc_error(s: Status) -> Response {
+    s.into_http::<axum::body::Body>().into_response()
 }
 
 /// The `LogsService` implementation over the gateway's state.
@@ -53,27 +117,14 @@ impl LogsService for Logs {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, Status> {
         let state = &*self.state;
-        let cert = request
-            .extensions()
-            .get::<CertSlot>()
-            .and_then(|c| c.0.clone());
+        let Some(Admission { principal, _slot }) = request.extensions().get::<Admission>().cloned()
+        else {
+            return Err(Status::unauthenticated(
+                "unauthenticated: the request was not admitted",
+            ));
+        };
+        let principal = &principal;
         let headers = request.metadata().clone().into_headers();
-        let principal = match guard(
-            state,
-            &headers,
-            cert.as_ref(),
-            auth::Action::Ingest,
-            EXPORT_PATH,
-        )
-        .await
-        {
-            Ok(p) => p,
-            Err(r) => return Err(status(r).await),
-        };
-        let _slot = match slot(state) {
-            Ok(s) => s,
-            Err(r) => return Err(status(r).await),
-        };
         let idem = match idempotency_key(&headers) {
             Ok(i) => i,
             Err(r) => return Err(status(r).await),

@@ -410,7 +410,12 @@ impl Server {
         }
         // The accept loops are done and held the only other handles.
         if let Ok(g) = Arc::try_unwrap(graceful) {
-            g.shutdown().await;
+            // A client that stalls its request must not hold the gateway up forever: each
+            // request has the request timeout, and shutdown waits at most twice that.
+            let wait = state.limits.request_timeout * 2;
+            if tokio::time::timeout(wait, g.shutdown()).await.is_err() {
+                tracing::warn!("connections still open after the shutdown wait; closing them");
+            }
         }
         maintenance.abort();
         let _ = maintenance.await;

@@ -182,14 +182,17 @@ pub fn rejection_summary<'r>(
     rejected: impl IntoIterator<Item = &'r veil_pipeline::Rejection>,
 ) -> String {
     const SHOWN: usize = 3;
-    let mut by_reason = std::collections::BTreeMap::<&str, (usize, Vec<&str>)>::new();
+    // Per reason: the count, the distinct sentences (a set: a request may carry thousands)
+    // and the first few of them to show.
+    type Seen<'m> = (usize, std::collections::HashSet<&'m str>, Vec<&'m str>);
+    let mut by_reason = std::collections::BTreeMap::<&str, Seen>::new();
     let mut n = 0;
     for r in rejected {
         n += 1;
         let e = by_reason.entry(r.reason().code()).or_default();
         e.0 += 1;
-        if !e.1.contains(&r.message()) {
-            e.1.push(r.message());
+        if e.1.insert(r.message()) && e.2.len() < SHOWN {
+            e.2.push(r.message());
         }
     }
     if n == 0 {
@@ -197,9 +200,9 @@ pub fn rejection_summary<'r>(
     }
     let parts: Vec<String> = by_reason
         .iter()
-        .map(|(code, (k, msgs))| {
-            let mut shown: Vec<&str> = msgs.iter().take(SHOWN).copied().collect();
-            let more = msgs.len().saturating_sub(SHOWN);
+        .map(|(code, (k, distinct, shown))| {
+            let mut shown = shown.clone();
+            let more = distinct.len().saturating_sub(SHOWN);
             let more = if more > 0 {
                 format!("; and {more} more")
             } else {
