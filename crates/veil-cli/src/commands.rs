@@ -374,18 +374,46 @@ pub fn run(cli: Cli) -> Result<u8> {
 
 use crate::principal::new_token;
 
+/// `veil init` where a `veil.toml` is already written (a server's own configuration):
+/// creates the store and the vault it names, once; an initialized store is left alone.
+fn init_store_of(cfg_path: &Path, out: &mut dyn Write) -> Result<u8> {
+    let cfg = Config::load(cfg_path).map_err(|e| exit(2, format!("{e:#}")))?;
+    // Only a store that does not exist yet is made: any other state (initialized, a vault
+    // missing or foreign) is left for the operator, with the reason.
+    match SqliteStore::open(&cfg.data_dir, &cfg.vault) {
+        Err(StoreError::NotInitialized) => {}
+        Ok(_) => {
+            return Err(exit(
+                2,
+                format!(
+                    "{} already exists and its store {} is initialized",
+                    cfg_path.display(),
+                    cfg.data_dir.display()
+                ),
+            ))
+        }
+        Err(e) => return Err(exit(2, e.to_string())),
+    }
+    let policy = load_policy(&cfg.policy)?;
+    let actor = format!("local:{}", os_user());
+    let mut store = SqliteStore::init(&cfg.data_dir, &cfg.vault, now(), &actor)?;
+    store.note_policy(&policy, &actor, now())?;
+    writeln!(
+        out,
+        "initialized the store of {}\n  data    {}\n  vault   {}\nadd principals with `veil principal add NAME --role ROLE`",
+        cfg_path.display(),
+        cfg.data_dir.display(),
+        cfg.vault.display()
+    )?;
+    Ok(0)
+}
+
 /// `veil init [DIR]`.
 pub fn init(dir: PathBuf, out: &mut dyn Write) -> Result<u8> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let cfg_path = dir.join("veil.toml");
     if cfg_path.exists() {
-        return Err(exit(
-            2,
-            format!(
-                "{} already exists; Veil is initialized there",
-                cfg_path.display()
-            ),
-        ));
+        return init_store_of(&cfg_path, out);
     }
     let policy_path = dir.join("policy.yaml");
     if !policy_path.exists() {

@@ -316,3 +316,43 @@ fn format_is_honoured_or_refused() {
         assert!(r.stderr.contains("not csv"), "{args:?}: {}", r.stderr);
     }
 }
+
+/// A server's own veil.toml: `veil init DIR` creates the store and vault it names, once, and
+/// writes nothing else; a second run refuses and changes nothing.
+#[test]
+fn init_over_an_existing_config_creates_its_store_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for f in ["policy.yaml", "teams.yaml"] {
+        std::fs::copy(root.join("examples").join(f), etc.join(f)).unwrap();
+    }
+    let cfg = "data_dir = \"../data\"\nvault = \"../vault\"\npolicy = \"policy.yaml\"\n";
+    std::fs::write(etc.join("veil.toml"), cfg).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args(args)
+            .env_remove("VEIL_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["init", etc.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("data").is_dir() && dir.path().join("vault/keys.json").is_file());
+    assert_eq!(std::fs::read_to_string(etc.join("veil.toml")).unwrap(), cfg);
+    let out = run(&["init", etc.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is initialized"));
+    let cfg_path = etc.join("veil.toml");
+    let out = run(&["--config", cfg_path.to_str().unwrap(), "audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
