@@ -489,7 +489,7 @@ fn otlp_http_edges() {
                 .body("{}")
                 .send()
                 .unwrap();
-            assert_eq!(r.status().as_u16(), 501, "{signal}");
+            assert_eq!(r.status().as_u16(), 404, "{signal}");
             assert_eq!(
                 r.headers()["content-type"].to_str().unwrap(),
                 ct,

@@ -670,12 +670,18 @@ fn every_documented_endpoint_answers_and_roles_gate_reads() {
                 "post" => c.post(&url).body("").send().unwrap(),
                 m => panic!("unexpected method {m}"),
             };
+            n += 1;
+            if path == "/v1/traces" || path == "/v1/metrics" {
+                // Documented as 404 with an OTLP status: the signal is not accepted.
+                assert_eq!(r.status().as_u16(), 404, "{path}");
+                assert!(r.text().unwrap().contains("signal_not_accepted"), "{path}");
+                continue;
+            }
             assert!(
                 ![404, 405].contains(&r.status().as_u16()),
                 "{method} {path} is documented but answers {}",
                 r.status()
             );
-            n += 1;
         }
     }
     assert_eq!(n, 21);

@@ -5,15 +5,17 @@ use crate::model::Secs;
 /// Parses `14d`, `12h` or `30m` into seconds; anything else is `None`.
 pub fn parse(s: &str) -> Option<Secs> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    // The unit is the last character, whatever its width: a byte index could split one.
+    let unit = s.chars().next_back()?;
+    let num = &s[..s.len() - unit.len_utf8()];
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: i64 = num.parse().ok()?;
     let mult = match unit {
-        "d" => 86_400,
-        "h" => 3_600,
-        "m" => 60,
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
         _ => return None,
     };
     n.checked_mul(mult)
@@ -38,6 +40,12 @@ mod tests {
     fn parses_units_and_rejects_the_rest() {
         assert_eq!(parse("14d"), Some(14 * 86_400));
         assert_eq!(parse("2h"), Some(7_200));
+        // Any text, never a panic: multi-byte characters where a unit or digit would be.
+        for s in [
+            "\u{80}", "1\u{80}", "é", "1é", "ｄ", "1ｄ", "１d", "", " ", "d",
+        ] {
+            assert_eq!(parse(s), None, "{s:?}");
+        }
         assert_eq!(parse("5m"), Some(300));
         for bad in ["", "d", "14", "14w", "-1d", "1.5d", "14 d x"] {
             assert_eq!(parse(bad), None, "{bad}");

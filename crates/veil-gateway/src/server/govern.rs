@@ -24,7 +24,10 @@ fn status_of(code: &str) -> StatusCode {
         | "role_already_approved"
         | "needs_principal"
         | "forbidden"
-        | "not_grantee" => StatusCode::FORBIDDEN,
+        | "not_grantee"
+        // The policy caps how long a grant may last: a refusal of what is asked, not a
+        // malformed request.
+        | "duration_too_long" => StatusCode::FORBIDDEN,
         _ => StatusCode::BAD_REQUEST,
     }
 }
@@ -124,13 +127,30 @@ pub(super) async fn request(
             "send a JSON object {\"purpose\", \"scope\", \"duration\"} and nothing else",
         );
     };
-    let Some(duration) = veil_policy::duration::parse(&req.duration) else {
+    // Exactly as the API documents it (1 to 5 digits without a leading zero, then d, h or
+    // m); nothing trimmed or reinterpreted.
+    let d = req.duration.as_bytes();
+    let well_formed = (2..=6).contains(&d.len())
+        && (b'1'..=b'9').contains(&d[0])
+        && d[1..d.len() - 1].iter().all(u8::is_ascii_digit)
+        && matches!(d[d.len() - 1], b'd' | b'h' | b'm');
+    let Some(duration) = well_formed
+        .then(|| veil_policy::duration::parse(&req.duration))
+        .flatten()
+    else {
         return refuse(
             StatusCode::BAD_REQUEST,
             "bad_duration",
             "duration must be like 2d, 12h or 30m",
         );
     };
+    if req.purpose.chars().count() > 500 || req.scope.is_empty() {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_purpose",
+            "a grant needs a purpose of 1 to 500 characters and a scope",
+        );
+    }
     let t = now();
     let r = as_principal(&state, &p, move |s, policy, who| {
         veil_govern::grants::request(s, policy, who, &req.purpose, &req.scope, duration, t)

@@ -1173,8 +1173,8 @@ pub(crate) fn admit_log_records(
 }
 
 /// `/v1/traces` and `/v1/metrics`: Veil takes events as log records only. The answer is
-/// a permanent OTLP error (501, `UNIMPLEMENTED`) that says so, so exporters stop retrying
-/// and their operators read why.
+/// a permanent OTLP error (404 with `UNIMPLEMENTED`: not retried by exporters, and not a
+/// server error) that says so, so exporters stop and their operators read why.
 async fn other_signal(headers: HeaderMap, req: Request) -> Response {
     let signal = if req.uri().path().ends_with("traces") {
         "traces"
@@ -1187,7 +1187,7 @@ async fn other_signal(headers: HeaderMap, req: Request) -> Response {
         .unwrap_or("");
     let enc = otlp::Encoding::from_content_type(ct).unwrap_or(otlp::Encoding::Json);
     (
-        StatusCode::NOT_IMPLEMENTED,
+        StatusCode::NOT_FOUND,
         [(header::CONTENT_TYPE, enc.content_type())],
         otlp::status(
             enc,

@@ -351,6 +351,10 @@ fn release_refusal(e: ReleaseError) -> Response {
             "store_error",
             "the release could not be read or stored; nothing was charged",
         ),
+        ReleaseError::UnknownMetric(_) => refuse(StatusCode::NOT_FOUND, "unknown_metric", &msg),
+        ReleaseError::BadGrouping { .. } => {
+            refuse(StatusCode::NOT_FOUND, "unknown_grouping", &msg)
+        }
         _ => refuse(StatusCode::BAD_REQUEST, "bad_query", &msg),
     }
 }
@@ -388,7 +392,14 @@ pub(super) async fn audit_log(
         );
     };
     let since = p.since.unwrap_or(1);
-    let limit = p.limit.unwrap_or(1000).min(10_000);
+    let limit = p.limit.unwrap_or(1000);
+    if since < 1 || !(1..=10_000).contains(&limit) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            "since is a sequence number from 1; limit lies between 1 and 10000",
+        );
+    }
     read_json(&state, move |s, _| s.audit_log(since, limit)).await
 }
 
@@ -512,10 +523,11 @@ pub(super) async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-pub(super) async fn openapi() -> Response {
+pub(super) async fn openapi(State(state): State<Arc<AppState>>) -> Response {
+    let policy = state.engine.read().expect("engine lock").policy.clone();
     (
         [(header::CONTENT_TYPE, "application/json")],
-        super::openapi::DOCUMENT,
+        super::openapi::document(&policy),
     )
         .into_response()
 }
