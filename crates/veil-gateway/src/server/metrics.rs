@@ -159,7 +159,7 @@ impl Format {
             (None, Some(t)) if t > 0.0 => Format::Text004,
             (Some(o), Some(t)) if t > o => Format::Text004,
             // OpenMetrics refused outright: the text format is the other one there is.
-            (Some(o), _) if o == 0.0 => Format::Text004,
+            (Some(0.0), _) => Format::Text004,
             _ => Format::OpenMetrics,
         }
     }
