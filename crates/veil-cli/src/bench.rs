@@ -417,25 +417,108 @@ fn example_policy() -> Result<veil_policy::Policy> {
 /// `veil bench http`: a gateway on loopback with a fresh store per run, driven by N
 /// connections sending NDJSON requests of `batch` events; events/s, latency percentiles,
 /// and the ratio to the in-process pipeline over the same events in the same process.
-pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
+/// One NDJSON envelope as an OTLP log record: `event.name`, `event.id` and the attributes,
+/// as an OpenTelemetry SDK would send it.
+fn log_record(line: &[u8]) -> Result<opentelemetry_proto::tonic::logs::v1::LogRecord> {
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value as Av, AnyValue, KeyValue};
+    let v: serde_json::Value = serde_json::from_slice(line)?;
+    let kv = |k: &str, v: Av| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    };
+    let mut attrs = vec![kv(
+        "event.name",
+        Av::StringValue(v["event"].as_str().unwrap_or_default().into()),
+    )];
+    if let Some(id) = v["id"].as_str() {
+        attrs.push(kv("event.id", Av::StringValue(id.into())));
+    }
+    for (k, a) in v["attrs"].as_object().into_iter().flatten() {
+        let value = match a {
+            serde_json::Value::String(s) => Av::StringValue(s.clone()),
+            serde_json::Value::Bool(b) => Av::BoolValue(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Av::IntValue(i),
+                None => Av::DoubleValue(n.as_f64().unwrap_or_default()),
+            },
+            _ => continue,
+        };
+        attrs.push(kv(k, value));
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(v["time"].as_str().unwrap_or_default())?;
+    Ok(opentelemetry_proto::tonic::logs::v1::LogRecord {
+        time_unix_nano: t.timestamp() as u64 * 1_000_000_000,
+        attributes: attrs,
+        ..Default::default()
+    })
+}
+
+/// Events as OTLP requests of `batch` log records each.
+fn otlp_requests(
+    lines: &[Vec<u8>],
+    batch: usize,
+) -> Result<Vec<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest>> {
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    lines
+        .chunks(batch.max(1))
+        .map(|c| {
+            Ok(
+                opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+                    resource_logs: vec![ResourceLogs {
+                        scope_logs: vec![ScopeLogs {
+                            log_records: c.iter().map(|l| log_record(l)).collect::<Result<_>>()?,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                },
+            )
+        })
+        .collect()
+}
+
+pub fn http(
+    n: usize,
+    batch: usize,
+    connections: &[usize],
+    protocol: crate::BenchProtocol,
+) -> Result<u8> {
+    use crate::BenchProtocol;
     use http_body_util::{BodyExt, Full};
+    use prost::Message;
     use veil_gateway::server::{auth, ServeConfig, Server, ServerLimits};
     eprintln!("generating {n} events…");
     let lines = events(n)?;
-    let bodies: Vec<bytes::Bytes> = lines
-        .chunks(batch.max(1))
-        .map(|c| {
-            let mut b = Vec::with_capacity(c.iter().map(|l| l.len() + 1).sum());
-            for l in c {
-                b.extend_from_slice(l);
-                b.push(b'\n');
-            }
-            bytes::Bytes::from(b)
-        })
-        .collect();
+    let requests = match protocol {
+        BenchProtocol::Ndjson => Vec::new(),
+        _ => otlp_requests(&lines, batch)?,
+    };
+    let bodies: Vec<bytes::Bytes> = match protocol {
+        BenchProtocol::Ndjson => lines
+            .chunks(batch.max(1))
+            .map(|c| {
+                let mut b = Vec::with_capacity(c.iter().map(|l| l.len() + 1).sum());
+                for l in c {
+                    b.extend_from_slice(l);
+                    b.push(b'\n');
+                }
+                bytes::Bytes::from(b)
+            })
+            .collect(),
+        _ => requests
+            .iter()
+            .map(|r| bytes::Bytes::from(r.encode_to_vec()))
+            .collect(),
+    };
+    let (path, content_type, wire) = match protocol {
+        BenchProtocol::Ndjson => ("/v1/events", "application/x-ndjson", "NDJSON"),
+        BenchProtocol::OtlpHttp => ("/v1/logs", "application/x-protobuf", "OTLP/HTTP protobuf"),
+        BenchProtocol::OtlpGrpc => ("", "", "OTLP/gRPC"),
+    };
     let (base, _, _) = in_process(&lines)?;
     println!(
-        "bench http: {n} events, {batch} per request (NDJSON), one gateway process on loopback"
+        "bench http: {n} events, {batch} per request ({wire}), one gateway process on loopback"
     );
     // Not pinned: the door and commit threads may use both cores, as the gateway may.
     println!("  in-process (door + commit threads)  {}", rate(n, base));
@@ -450,7 +533,7 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
         let cfg = ServeConfig {
             listen: "127.0.0.1:0".into(),
             otlp_listen: None,
-            otlp_grpc_listen: None,
+            otlp_grpc_listen: (protocol == BenchProtocol::OtlpGrpc).then(|| "127.0.0.1:0".into()),
             principals: vec![auth::Principal {
                 name: "bench".into(),
                 roles: vec![auth::Role::Source],
@@ -471,10 +554,12 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
             anchor: None,
         };
         let bodies = bodies.clone();
+        let requests = requests.clone();
         let token = token.clone();
         let (secs, mut lat, refused) = rt.block_on(async move {
             let server = Server::bind(cfg, Box::new(store), example_policy()?).await?;
             let addr = server.local_addr();
+            let grpc = server.grpc_addr();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             let running = tokio::spawn(server.run(async {
                 let _ = stopped.await;
@@ -485,20 +570,58 @@ pub fn http(n: usize, batch: usize, connections: &[usize]) -> Result<u8> {
                     .build_http::<Full<bytes::Bytes>>();
             let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let bodies = std::sync::Arc::new(bodies);
+            let requests = std::sync::Arc::new(requests);
+            // One HTTP/2 connection per simulated client for gRPC, as an SDK keeps one.
+            let mut channels = Vec::new();
+            if let Some(g) = grpc {
+                for _ in 0..conns {
+                    channels.push(
+                        tonic::transport::Endpoint::from_shared(format!("http://{g}"))?
+                            .connect()
+                            .await?,
+                    );
+                }
+            }
             let t = Instant::now();
             let mut tasks = Vec::new();
-            for _ in 0..conns {
+            for c in 0..conns {
                 let (client, next, bodies, token) =
                     (client.clone(), next.clone(), bodies.clone(), token.clone());
+                let (requests, channel) = (requests.clone(), channels.get(c).cloned());
                 tasks.push(tokio::spawn(async move {
                     let mut lat = Vec::new();
                     let mut refused = 0usize;
+                    if let Some(channel) = channel {
+                        use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+                        let mut grpc = LogsServiceClient::new(channel);
+                        let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(r) = requests.get(i) else { break };
+                            loop {
+                                let mut req = tonic::Request::new(r.clone());
+                                req.metadata_mut().insert("authorization", auth.clone());
+                                let t0 = Instant::now();
+                                let res = grpc.export(req).await;
+                                lat.push(t0.elapsed().as_secs_f64());
+                                match res {
+                                    Ok(_) => break,
+                                    Err(s) if matches!(s.code(), tonic::Code::ResourceExhausted | tonic::Code::Unavailable) => {
+                                        refused += 1;
+                                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                                    }
+                                    Err(s) => anyhow::bail!("the gateway answered {:?}", s.code()),
+                                }
+                            }
+                        }
+                        return anyhow::Ok((lat, refused));
+                    }
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(body) = bodies.get(i) else { break };
                         loop {
-                            let req = hyper::Request::post(format!("http://{addr}/v1/events"))
-                                .header("content-type", "application/x-ndjson")
+                            let req = hyper::Request::post(format!("http://{addr}{path}"))
+                                .header("content-type", content_type)
                                 .header("authorization", format!("Bearer {token}"))
                                 .body(Full::new(body.clone()))?;
                             let t0 = Instant::now();

@@ -367,8 +367,9 @@ pub fn run(cli: Cli) -> Result<u8> {
                     events,
                     batch,
                     connections,
+                    protocol,
                 },
-        } => crate::bench::http(*events, *batch, connections),
+        } => crate::bench::http(*events, *batch, connections, *protocol),
     }
 }
 

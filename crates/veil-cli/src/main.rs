@@ -499,6 +499,14 @@ pub enum AuditCmd {
     },
 }
 
+/// The wire `veil bench http` sends events over.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum BenchProtocol {
+    Ndjson,
+    OtlpHttp,
+    OtlpGrpc,
+}
+
 #[derive(Subcommand)]
 pub enum BenchCmd {
     /// The in-process pipeline: parse, validate, scan, pseudonymize, aggregate, commit.
@@ -544,9 +552,10 @@ pub enum BenchCmd {
         groups: usize,
     },
     /// The gateway over loopback: events/s and latency at several connection counts, and
-    /// the ratio to the in-process pipeline measured in the same run.
+    /// the ratio to the in-process pipeline measured in the same run; NDJSON, OTLP/HTTP or
+    /// OTLP/gRPC.
     ///
-    /// Example: veil bench http --events 400000 --connections 1,8,64
+    /// Example: veil bench http --events 400000 --connections 1,8,64 --protocol otlp-grpc
     Http {
         /// Events in all, per connection count.
         #[arg(long, default_value_t = 400_000)]
@@ -557,6 +566,10 @@ pub enum BenchCmd {
         /// Connection counts to run, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
         connections: Vec<usize>,
+        /// How the events travel: NDJSON to /v1/events, OTLP/HTTP protobuf to /v1/logs, or
+        /// OTLP/gRPC LogsService/Export (the same events as log records).
+        #[arg(long, value_enum, default_value = "ndjson")]
+        protocol: BenchProtocol,
     },
 }
 

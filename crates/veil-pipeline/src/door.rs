@@ -570,7 +570,7 @@ impl<'a> Door<'a> {
                 return Err(fail(
                     Reason::FieldNotAllowed,
                     format!(
-                        "field {} is not declared for {}; the event was not stored",
+                        "field {} is not declared for {}; the whole event was not stored",
                         safe_name(k),
                         coll.name
                     ),
