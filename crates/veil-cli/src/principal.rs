@@ -1,18 +1,27 @@
 //! `veil principal add|rotate|list`: principals and their tokens in `veil.toml`. A token
 //! is printed once and only its SHA-256 is written; the file is edited in place (comments
-//! and layout kept), checked by loading it again before it replaces the old one, and every
-//! change is audited without the token or its hash.
+//! and layout kept) under a lock, checked by loading it before it replaces the old one,
+//! and every change is audited without the token or its hash.
 
-use crate::commands::{now, open};
+use crate::commands::{no_csv, now, open};
 use crate::config::{token_hash, Config};
 use crate::{exit, Cli, OutFormat, PrincipalCmd};
 use anyhow::{Context, Result};
 use std::path::Path;
 use veil_access::{Action, Role};
+use veil_pipeline::safe_name;
 use veil_store::Store;
 
 /// Dispatches `veil principal …`.
 pub fn run(cli: &Cli, cmd: &PrincipalCmd) -> Result<u8> {
+    // A format that cannot be printed is refused before anything changes: a token made and
+    // never shown would be a principal nobody can use.
+    match cmd {
+        PrincipalCmd::Add { format, .. } | PrincipalCmd::Rotate { format, .. } => {
+            no_csv(*format, "veil principal add|rotate")?
+        }
+        PrincipalCmd::List { .. } => {}
+    }
     let mut ctx = open(cli)?;
     ctx.allow(Action::ManagePrincipals)?;
     match cmd {
@@ -30,13 +39,7 @@ pub fn run(cli: &Cli, cmd: &PrincipalCmd) -> Result<u8> {
             if !valid_name(name) {
                 return Err(exit(
                     2,
-                    "a principal's name is 1 to 64 characters of a-z, A-Z, 0-9, '-', '_', '.', ':'",
-                ));
-            }
-            if ctx.cfg.principals.iter().any(|p| &p.name == name) {
-                return Err(exit(
-                    2,
-                    format!("principal {name} exists; `veil principal rotate {name}` gives it a new token"),
+                    "a principal's name is 1 to 64 characters of a-z, A-Z, 0-9, '-', '_', '.', ':', and does not start with local: or veil:",
                 ));
             }
             let roles = parse_roles(roles)?;
@@ -51,9 +54,18 @@ pub fn run(cli: &Cli, cmd: &PrincipalCmd) -> Result<u8> {
                 if ctx.policy.collection(c).is_none() {
                     return Err(exit(
                         2,
+                        format!("the policy declares no collection {}", safe_name(c)),
+                    ));
+                }
+            }
+            let consent = consent.clone().unwrap_or_default();
+            for c in &consent {
+                if !sends.contains(c) {
+                    return Err(exit(
+                        2,
                         format!(
-                            "the policy declares no collection {}",
-                            veil_pipeline::safe_name(c)
+                            "--consent names {}, which is not among --collections",
+                            safe_name(c)
                         ),
                     ));
                 }
@@ -61,43 +73,46 @@ pub fn run(cli: &Cli, cmd: &PrincipalCmd) -> Result<u8> {
             let token = new_token();
             let file = ctx.cfg.file.clone();
             edit(&file, |doc| {
+                let principals = doc
+                    .entry("principal")
+                    .or_insert(toml_edit::Item::ArrayOfTables(Default::default()))
+                    .as_array_of_tables_mut()
+                    .ok_or_else(|| {
+                        exit(2, "write `principal` in veil.toml as [[principal]] tables to manage it here")
+                    })?;
+                // Checked under the lock, against the file as it is now; names that differ
+                // only in case would read as the same principal in every log.
+                if principals.iter().any(|t| {
+                    t.get("name")
+                        .and_then(|n| n.as_str())
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                }) {
+                    return Err(exit(
+                        2,
+                        format!("principal {name} exists; `veil principal rotate {name}` gives it a new token"),
+                    ));
+                }
                 let mut t = toml_edit::Table::new();
                 t["name"] = toml_edit::value(name.as_str());
                 t["roles"] = toml_edit::value(array(roles.iter().map(|r| r.as_str())));
                 if !sends.is_empty() {
                     t["collections"] = toml_edit::value(array(sends.iter().map(String::as_str)));
                 }
-                if let Some(c) = consent.as_ref().filter(|c| !c.is_empty()) {
-                    t["consent"] = toml_edit::value(array(c.iter().map(String::as_str)));
+                if !consent.is_empty() {
+                    t["consent"] = toml_edit::value(array(consent.iter().map(String::as_str)));
                 }
                 t["token_sha256"] = toml_edit::value(token_hash(&token));
-                let principals = doc
-                    .entry("principal")
-                    .or_insert(toml_edit::Item::ArrayOfTables(Default::default()));
-                principals
-                    .as_array_of_tables_mut()
-                    .ok_or_else(|| exit(2, "`principal` in veil.toml is not an array of tables"))?
-                    .push(t);
+                principals.push(t);
                 Ok(())
             })?;
             let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             let detail = serde_json::json!({"principal": name, "roles": roles, "collections": sends, "consent": consent});
             ctx.store
                 .audit(&ctx.actor, "principal_add", &detail, now())?;
-            print_token(name, &token, *format, "added")?;
+            print_token(name, &token, *format, "added");
             Ok(0)
         }
         PrincipalCmd::Rotate { name, format } => {
-            if !ctx.cfg.principals.iter().any(|p| &p.name == name) {
-                return Err(exit(
-                    2,
-                    format!(
-                        "no principal {} in {}",
-                        veil_pipeline::safe_name(name),
-                        ctx.cfg.file.display()
-                    ),
-                ));
-            }
             let token = new_token();
             let file = ctx.cfg.file.clone();
             edit(&file, |doc| {
@@ -108,26 +123,36 @@ pub fn run(cli: &Cli, cmd: &PrincipalCmd) -> Result<u8> {
                         ps.iter_mut()
                             .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
                     })
-                    .ok_or_else(|| exit(2, format!("no [[principal]] named {name}")))?;
+                    .ok_or_else(|| {
+                        exit(
+                            2,
+                            format!(
+                                "no principal {} among the [[principal]] tables of {}",
+                                safe_name(name),
+                                file.display()
+                            ),
+                        )
+                    })?;
                 found["token_sha256"] = toml_edit::value(token_hash(&token));
                 Ok(())
             })?;
             let detail = serde_json::json!({"principal": name});
             ctx.store
                 .audit(&ctx.actor, "principal_rotate", &detail, now())?;
-            print_token(name, &token, *format, "rotated")?;
+            print_token(name, &token, *format, "rotated");
             Ok(0)
         }
     }
 }
 
 fn valid_name(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        && !s.starts_with("local:")
-        && !s.starts_with("veil:")
+        && !lower.starts_with("local:")
+        && !lower.starts_with("veil:")
 }
 
 fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
@@ -138,7 +163,7 @@ fn parse_roles(roles: &[String]) -> Result<Vec<Role>> {
                 2,
                 format!(
                     "unknown role {}; roles are {}",
-                    veil_pipeline::safe_name(r),
+                    safe_name(r),
                     Role::ALL.map(|r| r.as_str()).join(", ")
                 ),
             )
@@ -161,52 +186,74 @@ pub(crate) fn new_token() -> String {
     format!("veil_{}", hex::encode(b))
 }
 
-/// Rewrites `veil.toml` through `change`: the new text must load as a valid configuration
-/// before it replaces the old file (same permissions, written beside it and renamed).
+/// Rewrites the configuration through `change`, one writer at a time: an exclusive lock on a
+/// lock file beside it is held while the file is read, changed, checked and replaced. The
+/// new text is written to a fresh temporary file in the same directory (never following a
+/// link, created private, then given the old file's mode and owner), must load as a valid
+/// configuration, and is renamed over the real file (a symlinked `veil.toml` is resolved,
+/// so its target is what changes); the directory is synced after.
 fn edit(file: &Path, change: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>) -> Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    let target =
+        std::fs::canonicalize(file).with_context(|| format!("cannot find {}", file.display()))?;
+    let dir = target.parent().unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!(".{name}.lock")))
+        .with_context(|| format!("cannot lock {}", target.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", target.display()))?;
+    let text = std::fs::read_to_string(&target)
+        .with_context(|| format!("cannot read {}", target.display()))?;
+    let meta = std::fs::metadata(&target)?;
     let mut doc: toml_edit::DocumentMut = text
         .parse()
-        .map_err(|e| exit(2, format!("{}: {e}", file.display())))?;
+        .map_err(|e| exit(2, format!("{}: {e}", target.display())))?;
     change(&mut doc)?;
-    let tmp = file.with_extension("toml.new");
-    std::fs::write(&tmp, doc.to_string())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    if let Ok(meta) = std::fs::metadata(file) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
-    }
-    // The edited file must still be a configuration Veil accepts; the old one stays if not.
-    let checked = {
-        // Paths inside resolve against the folder, so load the new text from beside the old.
-        Config::load(&tmp)
-    };
-    if let Err(e) = checked {
-        let _ = std::fs::remove_file(&tmp);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".new")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write beside {}", target.display()))?;
+    tmp.write_all(doc.to_string().as_bytes())?;
+    let f = tmp.as_file();
+    // The old file's owner first (only root may give a file away; others keep their own),
+    // then its mode: a configuration readable by the gateway's user stays so.
+    let _ = std::os::unix::fs::fchown(f, Some(meta.uid()), Some(meta.gid()));
+    f.set_permissions(meta.permissions())?;
+    f.sync_all()?;
+    if let Err(e) = Config::load(tmp.path()) {
         return Err(exit(
             2,
-            format!("the edited configuration would not load: {e:#}"),
+            format!("the edited configuration would not load, so nothing was changed: {e:#}"),
         ));
     }
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
+    tmp.persist(&target)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot replace {}", target.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }
 
-fn print_token(name: &str, token: &str, format: OutFormat, what: &str) -> Result<()> {
+fn print_token(name: &str, token: &str, format: OutFormat, what: &str) {
     match format {
         OutFormat::Json => println!(
             "{}",
             serde_json::json!({"principal": name, "token": token, "token_sha256": token_hash(token)})
         ),
-        OutFormat::Table => {
+        OutFormat::Table | OutFormat::Csv => {
             println!("{what} principal {name}; its token (shown once; only its SHA-256 is stored in veil.toml):");
             println!("  {token}");
             println!("a running `veil serve` takes it in when restarted");
         }
-        OutFormat::Csv => crate::commands::no_csv(format, "this command")?,
     }
-    Ok(())
 }
 
 fn list(cfg: &Config, format: OutFormat) -> Result<()> {
@@ -223,43 +270,56 @@ fn list(cfg: &Config, format: OutFormat) -> Result<()> {
             })
         })
         .collect();
+    // Names typed into veil.toml by hand are shown as written, but never as terminal
+    // control sequences.
+    let shown = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect()
+    };
     match format {
         OutFormat::Json => println!("{}", serde_json::Value::Array(rows)),
         OutFormat::Table => {
-            let w = cfg
+            let rows: Vec<Vec<String>> = cfg
                 .principals
                 .iter()
-                .map(|p| p.name.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
-            let rw = cfg
-                .principals
-                .iter()
-                .map(|p| p.roles.join(", ").len())
-                .max()
-                .unwrap_or(5)
-                .max(5);
-            println!("{:<w$}  {:<rw$}  collections", "name", "roles");
-            for p in &cfg.principals {
-                let colls = p.collections.clone().unwrap_or_default().join(", ");
-                println!(
-                    "{:<w$}  {:<rw$}  {}",
-                    p.name,
-                    p.roles.join(", "),
-                    if colls.is_empty() { "-" } else { &colls }
-                );
-            }
+                .map(|p| {
+                    let colls = p.collections.clone().unwrap_or_default();
+                    vec![
+                        shown(&p.name),
+                        p.roles
+                            .iter()
+                            .map(|r| shown(r))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        if colls.is_empty() {
+                            "-".into()
+                        } else {
+                            colls
+                                .iter()
+                                .map(|c| shown(c))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        },
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::commands::table(&["name", "roles", "collections"], &rows)
+            );
         }
         OutFormat::Csv => {
             println!("name,roles,collections,consent");
             for p in &cfg.principals {
                 println!(
                     "{},{},{},{}",
-                    p.name,
-                    p.roles.join(" "),
-                    p.collections.clone().unwrap_or_default().join(" "),
-                    p.consent.clone().unwrap_or_default().join(" ")
+                    crate::commands::csv_field(&p.name),
+                    crate::commands::csv_field(&p.roles.join(" ")),
+                    crate::commands::csv_field(
+                        &p.collections.clone().unwrap_or_default().join(" ")
+                    ),
+                    crate::commands::csv_field(&p.consent.clone().unwrap_or_default().join(" "))
                 );
             }
         }

@@ -299,7 +299,14 @@ fn format_is_honoured_or_refused() {
         );
         let mut yaml = args.clone();
         yaml.extend(["--format", "yaml"]);
-        assert_eq!(v.run(&yaml).code, 2, "{yaml:?}");
+        let r = v.run(&yaml);
+        assert_eq!(r.code, 2, "{yaml:?}");
+        // Refused as a value of --format (the option exists), not as an unknown flag.
+        assert!(
+            r.stderr.contains("invalid value 'yaml' for '--format"),
+            "{yaml:?}: {}",
+            r.stderr
+        );
     }
     let r = v.run(&["ingest", "-", "--format", "json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -355,4 +362,72 @@ fn init_over_an_existing_config_creates_its_store_once() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+/// Edits of veil.toml are serialized and safe: parallel adds all land, a symlinked
+/// veil.toml keeps its link and its target changes, the file keeps its mode.
+#[test]
+fn principal_edits_are_serialized_and_keep_links_and_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let v = Veil::init();
+    // veil.toml as a link to a file elsewhere, readable by its group only.
+    let real = v.path().join("etc-veil.toml");
+    std::fs::rename(v.path().join("veil.toml"), &real).unwrap();
+    std::os::unix::fs::symlink(&real, v.path().join("veil.toml")).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // All eight started before any is waited for: they run at once.
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_veil"))
+                .args([
+                    "principal",
+                    "add",
+                    &format!("p{i}"),
+                    "--role",
+                    "viewer",
+                    "--format",
+                    "json",
+                ])
+                .env("VEIL_CONFIG", v.path().join("veil.toml"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let children: Vec<_> = children.into_iter().map(|c| c.wait_with_output()).collect();
+    let mut tokens = Vec::new();
+    for (i, c) in children.into_iter().enumerate() {
+        let out = c.unwrap();
+        assert!(
+            out.status.success(),
+            "p{i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        tokens.push(doc["token"].as_str().unwrap().to_owned());
+    }
+    assert!(std::fs::symlink_metadata(v.path().join("veil.toml"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    for (i, t) in tokens.iter().enumerate() {
+        let r = v.run_env(
+            &["--as", &format!("p{i}"), "status"],
+            None,
+            &[("VEIL_TOKEN", t)],
+        );
+        assert_eq!(r.code, 0, "p{i}: {}", r.stderr);
+    }
+    // No temporary file is left beside it.
+    let left: Vec<_> = std::fs::read_dir(v.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".new"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

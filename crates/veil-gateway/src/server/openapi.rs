@@ -10,7 +10,11 @@ pub const DOCUMENT: &str = include_str!("openapi.json");
 /// clients and generated tests know them.
 pub fn document(policy: &veil_policy::Policy) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(DOCUMENT).expect("openapi.json is JSON");
-    let metrics: Vec<&str> = policy.metrics().map(|(_, m)| m.name.as_str()).collect();
+    // Both spellings the server takes: `builds` and `ci.build_finished.builds`.
+    let metrics: Vec<String> = policy
+        .metrics()
+        .flat_map(|(c, m)| [m.name.clone(), format!("{}.{}", c.name, m.name)])
+        .collect();
     let collections: Vec<&str> = policy
         .collections()
         .iter()
@@ -22,15 +26,19 @@ pub fn document(policy: &veil_policy::Policy) -> String {
         .into_iter()
         .flatten()
     {
-        if p["name"] == "metric" {
+        // OpenAPI forbids an empty enum: a policy without metrics lists none.
+        if p["name"] == "metric" && !metrics.is_empty() {
             p["schema"]["enum"] = metrics.clone().into();
         }
     }
     let body = |op: &str| format!("{op}/requestBody/content/application~1json/schema/properties");
     if let Some(props) = paths.pointer_mut(&body("/~1v1~1grants/post")) {
-        props["scope"]["enum"] = collections.into();
+        props["scope"]["enum"] = collections.into(); // a policy has at least one collection
     }
-    if let Some(props) = paths.pointer_mut(&body("/~1v1~1contests/post")) {
+    if let Some(props) = paths
+        .pointer_mut(&body("/~1v1~1contests/post"))
+        .filter(|_| !metrics.is_empty())
+    {
         props["metric"]["enum"] = metrics.into();
     }
     serde_json::to_string(&doc).expect("a JSON value serializes")
