@@ -4,40 +4,15 @@
 
 mod common;
 
-use common::Veil;
+use common::{subcommands, Veil};
 use std::process::Command;
-
-fn help(path: &[String]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args(path)
-        .arg("--help")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{path:?} --help");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Names listed under `Commands:` in a help text (without `help`).
-fn subcommands(text: &str) -> Vec<String> {
-    text.split("Commands:\n")
-        .nth(1)
-        .map(|rest| {
-            rest.lines()
-                .take_while(|l| !l.trim().is_empty())
-                .filter_map(|l| l.split_whitespace().next())
-                .filter(|n| *n != "help")
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 #[test]
 fn every_subcommand_has_an_example_and_described_arguments() {
     let mut todo = vec![Vec::<String>::new()];
     let mut leaves = 0;
     while let Some(path) = todo.pop() {
-        let text = help(&path);
+        let text = common::help(&path).expect("help");
         let subs = subcommands(&text);
         if !path.is_empty() && subs.is_empty() {
             leaves += 1;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Veil;
+use common::{help, subcommands, Veil};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -55,30 +55,6 @@ fn code_of(name: &str, text: &str) -> Vec<String> {
         }
     }
     out
-}
-
-fn help(path: &[String]) -> Option<String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args(path)
-        .arg("--help")
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8(out.stdout).unwrap())
-}
-
-fn subcommands(text: &str) -> BTreeSet<String> {
-    text.split("Commands:\n")
-        .nth(1)
-        .map(|rest| {
-            rest.lines()
-                .take_while(|l| !l.trim().is_empty())
-                .filter_map(|l| l.split_whitespace().next())
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The `veil …` invocations in a line of code: the words after each `veil ` that starts a

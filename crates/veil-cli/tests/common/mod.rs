@@ -303,3 +303,30 @@ impl Drop for Gateway {
 pub fn tls_provider() {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
 }
+
+/// `veil PATH… --help`, or `None` when that is not a command.
+pub fn help(path: &[String]) -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+        .args(path)
+        .arg("--help")
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8(out.stdout).unwrap())
+}
+
+/// The names listed under `Commands:` in a help text, without `help`.
+pub fn subcommands(text: &str) -> Vec<String> {
+    text.split("Commands:\n")
+        .nth(1)
+        .map(|rest| {
+            rest.lines()
+                .take_while(|l| !l.trim().is_empty())
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|n| *n != "help")
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
