@@ -265,7 +265,9 @@ fn request(
 fn grpc_status_codes_partial_success_and_retry_info() {
     use tonic_types::StatusExt;
     let v = Veil::init();
-    v.append_config("[limits]\nsource_events_per_sec = 1\nsource_burst = 3");
+    v.append_config(
+        "[limits]\nsource_events_per_sec = 1\nsource_burst = 3\nmax_body_bytes = 65536",
+    );
     let gw = Gateway::start(&v);
     let rt = runtime();
     rt.block_on(async {
@@ -320,6 +322,47 @@ fn grpc_status_codes_partial_success_and_retry_info() {
             p.error_message
         );
         assert!(!p.error_message.contains("hunter2"), "{}", p.error_message);
+        // Over the body limit: RESOURCE_EXHAUSTED without RetryInfo (not retried), as 413.
+        let mut big = ok("big");
+        big.attributes
+            .extend(record(&[("app_version", &"x".repeat(70_000))]).attributes);
+        let e = c
+            .export(with_token(&token, request(vec![big])))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+        assert!(e.get_details_retry_info().is_none(), "{e:?}");
+        assert!(e.message().starts_with("body_too_large"), "{}", e.message());
+        // Bytes that are not an ExportLogsServiceRequest: INVALID_ARGUMENT, as 400.
+        {
+            #[derive(Clone, PartialEq, prost::Message)]
+            struct NotARequest {
+                #[prost(uint64, tag = "1")]
+                resource_logs: u64,
+            }
+            let ch = tonic::transport::Endpoint::from_shared(gw.grpc.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            let mut g = tonic::client::Grpc::new(ch);
+            g.ready().await.unwrap();
+            let mut req = tonic::Request::new(NotARequest { resource_logs: 7 });
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let e = g
+                .unary::<NotARequest, ExportLogsServiceRequest, _>(
+                    req,
+                    tonic::codegen::http::uri::PathAndQuery::from_static(
+                        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+                    ),
+                    tonic_prost::ProstCodec::default(),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+            assert!(e.message().starts_with("malformed_body"), "{}", e.message());
+        }
         // Gzip, as the Collector's exporter sends by default.
         let mut gz = c
             .clone()
@@ -361,6 +404,11 @@ fn grpc_status_codes_partial_success_and_retry_info() {
         .await
     });
     assert_eq!(out.unwrap_err().code(), tonic::Code::Unimplemented);
+    // Request metrics count gRPC refusals by their gRPC code, not as HTTP 200s.
+    let text = client().get(gw.url("/metrics")).send().unwrap().text().unwrap();
+    for code in ["grpc_16", "grpc_7", "grpc_8", "grpc_3"] {
+        assert!(text.contains(&format!("status=\"{code}\"")), "{code}:\n{text}");
+    }
     drop(gw);
     for (path, bytes) in all_files(&v.data_dir()) {
         assert!(

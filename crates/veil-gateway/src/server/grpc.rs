@@ -93,11 +93,49 @@ async fn gate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> R
     )
     .await
     {
-        Ok(r) => r,
+        Ok(r) => permanent(r),
         Err(_) => grpc_error(Status::deadline_exceeded(
             "timeout: the request did not arrive and complete within the request timeout",
         )),
     }
+}
+
+/// tonic's own refusals, said as the OTLP specification wants them: a message over the
+/// size limit is `OUT_OF_RANGE` (which OTLP clients retry) and becomes `RESOURCE_EXHAUSTED`
+/// without `RetryInfo` (not retried), as HTTP's 413 is permanent; a body that is not a
+/// protobuf message is `INTERNAL` and becomes `INVALID_ARGUMENT`, as HTTP's 400. tonic's
+/// text (which may quote the decoder) is replaced by a fixed sentence.
+fn permanent(mut r: Response) -> Response {
+    let code = r
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map(Code::from);
+    let message = r
+        .headers()
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let (to, text) = match code {
+        Some(Code::OutOfRange) => (
+            Code::ResourceExhausted,
+            "body_too_large: the message exceeds the body limit (after decompression)",
+        ),
+        Some(Code::Internal) if message.to_ascii_lowercase().contains("decode") => (
+            Code::InvalidArgument,
+            "malformed_body: the message is not a valid OTLP ExportLogsServiceRequest",
+        ),
+        _ => return r,
+    };
+    let h = r.headers_mut();
+    h.insert("grpc-status", (to as i32).into());
+    h.insert(
+        "grpc-message",
+        // Printable ASCII without `%`: sent as is in `grpc-message`.
+        axum::http::HeaderValue::from_static(text),
+    );
+    r
 }
 
 /// A gRPC error as an HTTP response (status in the headers, as gRPC allows).

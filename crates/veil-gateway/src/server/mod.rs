@@ -632,7 +632,18 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         .requests
         .get_or_create(&vec![
             ("endpoint", endpoint),
-            ("status", resp.status().as_u16().to_string()),
+            // A gRPC refusal travels in a 200's headers: its code is the status that counts.
+            (
+                "status",
+                match resp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    Some(code) if code != "0" => format!("grpc_{code}"),
+                    _ => resp.status().as_u16().to_string(),
+                },
+            ),
         ])
         .inc();
     resp
