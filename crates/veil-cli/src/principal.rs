@@ -72,73 +72,88 @@ pub fn run(cli: &Cli, cmd: &PrincipalCmd) -> Result<u8> {
             }
             let token = new_token();
             let file = ctx.cfg.file.clone();
-            edit(&file, |doc| {
-                let principals = doc
+            edit(
+                &file,
+                |doc| {
+                    let principals = doc
                     .entry("principal")
                     .or_insert(toml_edit::Item::ArrayOfTables(Default::default()))
                     .as_array_of_tables_mut()
                     .ok_or_else(|| {
                         exit(2, "write `principal` in veil.toml as [[principal]] tables to manage it here")
                     })?;
-                // Checked under the lock, against the file as it is now; names that differ
-                // only in case would read as the same principal in every log.
-                if principals.iter().any(|t| {
-                    t.get("name")
-                        .and_then(|n| n.as_str())
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
-                }) {
-                    return Err(exit(
+                    // Checked under the lock, against the file as it is now; names that differ
+                    // only in case would read as the same principal in every log.
+                    if principals.iter().any(|t| {
+                        t.get("name")
+                            .and_then(|n| n.as_str())
+                            .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                    }) {
+                        return Err(exit(
                         2,
                         format!("principal {name} exists; `veil principal rotate {name}` gives it a new token"),
                     ));
-                }
-                let mut t = toml_edit::Table::new();
-                t["name"] = toml_edit::value(name.as_str());
-                t["roles"] = toml_edit::value(array(roles.iter().map(|r| r.as_str())));
-                if !sends.is_empty() {
-                    t["collections"] = toml_edit::value(array(sends.iter().map(String::as_str)));
-                }
-                if !consent.is_empty() {
-                    t["consent"] = toml_edit::value(array(consent.iter().map(String::as_str)));
-                }
-                t["token_sha256"] = toml_edit::value(token_hash(&token));
-                principals.push(t);
-                Ok(())
-            })?;
-            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            let detail = serde_json::json!({"principal": name, "roles": roles, "collections": sends, "consent": consent});
-            ctx.store
-                .audit(&ctx.actor, "principal_add", &detail, now())?;
+                    }
+                    let mut t = toml_edit::Table::new();
+                    t["name"] = toml_edit::value(name.as_str());
+                    t["roles"] = toml_edit::value(array(roles.iter().map(|r| r.as_str())));
+                    if !sends.is_empty() {
+                        t["collections"] =
+                            toml_edit::value(array(sends.iter().map(String::as_str)));
+                    }
+                    if !consent.is_empty() {
+                        t["consent"] = toml_edit::value(array(consent.iter().map(String::as_str)));
+                    }
+                    t["token_sha256"] = toml_edit::value(token_hash(&token));
+                    principals.push(t);
+                    Ok(())
+                },
+                |outcome| {
+                    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                    let detail = serde_json::json!({"principal": name, "roles": roles, "collections": sends, "consent": consent, "outcome": outcome});
+                    Ok(ctx
+                        .store
+                        .audit(&ctx.actor, "principal_add", &detail, now())
+                        .map(|_| ())?)
+                },
+            )?;
             print_token(name, &token, *format, "added");
             Ok(0)
         }
         PrincipalCmd::Rotate { name, format } => {
             let token = new_token();
             let file = ctx.cfg.file.clone();
-            edit(&file, |doc| {
-                let found = doc
-                    .get_mut("principal")
-                    .and_then(toml_edit::Item::as_array_of_tables_mut)
-                    .and_then(|ps| {
-                        ps.iter_mut()
-                            .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
-                    })
-                    .ok_or_else(|| {
-                        exit(
-                            2,
-                            format!(
-                                "no principal {} among the [[principal]] tables of {}",
-                                safe_name(name),
-                                file.display()
-                            ),
-                        )
-                    })?;
-                found["token_sha256"] = toml_edit::value(token_hash(&token));
-                Ok(())
-            })?;
-            let detail = serde_json::json!({"principal": name});
-            ctx.store
-                .audit(&ctx.actor, "principal_rotate", &detail, now())?;
+            edit(
+                &file,
+                |doc| {
+                    let found = doc
+                        .get_mut("principal")
+                        .and_then(toml_edit::Item::as_array_of_tables_mut)
+                        .and_then(|ps| {
+                            ps.iter_mut()
+                                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some(name))
+                        })
+                        .ok_or_else(|| {
+                            exit(
+                                2,
+                                format!(
+                                    "no principal {} among the [[principal]] tables of {}",
+                                    safe_name(name),
+                                    file.display()
+                                ),
+                            )
+                        })?;
+                    found["token_sha256"] = toml_edit::value(token_hash(&token));
+                    Ok(())
+                },
+                |outcome| {
+                    let detail = serde_json::json!({"principal": name, "outcome": outcome});
+                    Ok(ctx
+                        .store
+                        .audit(&ctx.actor, "principal_rotate", &detail, now())
+                        .map(|_| ())?)
+                },
+            )?;
             print_token(name, &token, *format, "rotated");
             Ok(0)
         }
@@ -191,8 +206,14 @@ pub(crate) fn new_token() -> String {
 /// new text is written to a fresh temporary file in the same directory (never following a
 /// link, created private, then given the old file's mode and owner), must load as a valid
 /// configuration, and is renamed over the real file (a symlinked `veil.toml` is resolved,
-/// so its target is what changes); the directory is synced after.
-fn edit(file: &Path, change: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>) -> Result<()> {
+/// so its target is what changes); the directory is synced after. `record` audits the
+/// change *before* the file is replaced (outcome `applied`), so no principal can exist
+/// unrecorded; should the replacement then fail, it records `failed` as well.
+fn edit(
+    file: &Path,
+    change: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<()>,
+    mut record: impl FnMut(&str) -> Result<()>,
+) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::MetadataExt;
     let target =
@@ -235,9 +256,11 @@ fn edit(file: &Path, change: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<
             format!("the edited configuration would not load, so nothing was changed: {e:#}"),
         ));
     }
-    tmp.persist(&target)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot replace {}", target.display()))?;
+    record("applied")?;
+    if let Err(e) = tmp.persist(&target) {
+        let _ = record("failed");
+        return Err(e.error).with_context(|| format!("cannot replace {}", target.display()));
+    }
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
 }

@@ -173,6 +173,9 @@ fn principals_are_added_rotated_and_listed_and_no_token_is_stored() {
     // Audited, without the token or its hash.
     let log = v.run(&["audit", "log", "--format", "json"]).stdout;
     assert!(log.contains("principal_add") && log.contains("principal_rotate"));
+    // Recorded before veil.toml changed, and only for changes that were made.
+    assert_eq!(log.matches("principal_add").count(), 2, "{log}");
+    assert!(log.contains(r#"\"outcome\":\"applied\""#), "{log}");
     assert!(!log.contains(&token) && !log.contains(&dana) && !log.contains(new));
     let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(new.as_bytes()));
     assert!(!log.contains(&hash));

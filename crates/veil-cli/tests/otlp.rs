@@ -405,9 +405,17 @@ fn grpc_status_codes_partial_success_and_retry_info() {
     });
     assert_eq!(out.unwrap_err().code(), tonic::Code::Unimplemented);
     // Request metrics count gRPC refusals by their gRPC code, not as HTTP 200s.
-    let text = client().get(gw.url("/metrics")).send().unwrap().text().unwrap();
+    let text = client()
+        .get(gw.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     for code in ["grpc_16", "grpc_7", "grpc_8", "grpc_3"] {
-        assert!(text.contains(&format!("status=\"{code}\"")), "{code}:\n{text}");
+        assert!(
+            text.contains(&format!("status=\"{code}\"")),
+            "{code}:\n{text}"
+        );
     }
     drop(gw);
     for (path, bytes) in all_files(&v.data_dir()) {
