@@ -161,52 +161,61 @@ pub(super) async fn request(
 }
 
 pub(super) async fn approve(
-    State(state): State<Arc<AppState>>,
+    state: State<Arc<AppState>>,
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Path<String>,
 ) -> Response {
-    let p = match guard(
-        &state,
-        &headers,
-        cert(c).as_ref(),
+    let endpoint = "/v1/grants/{id}/approve";
+    transition(
+        state,
+        c,
+        headers,
+        id,
         Action::ApproveGrant,
-        "/v1/grants/{id}/approve",
+        endpoint,
+        veil_govern::grants::approve,
     )
     .await
-    {
-        Ok(p) => p.clone(),
-        Err(r) => return r,
-    };
-    let t = now();
-    let r = as_principal(&state, &p, move |s, _, who| {
-        veil_govern::grants::approve(s, who, &id, t).map(|g| shown(&g, g.state(t)))
-    })
-    .await;
-    answer(r, StatusCode::OK)
 }
 
 pub(super) async fn revoke(
+    state: State<Arc<AppState>>,
+    c: Option<Extension<CertSlot>>,
+    headers: HeaderMap,
+    id: Path<String>,
+) -> Response {
+    let endpoint = "/v1/grants/{id}/revoke";
+    transition(
+        state,
+        c,
+        headers,
+        id,
+        Action::RevokeGrant,
+        endpoint,
+        veil_govern::grants::revoke,
+    )
+    .await
+}
+
+/// A grant changing state (approve, revoke): the caller's role for `action`, then the
+/// `veil-govern` step as that principal.
+async fn transition(
     State(state): State<Arc<AppState>>,
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    action: Action,
+    endpoint: &'static str,
+    step: fn(&mut dyn veil_store::Store, &Actor, &str, i64) -> Result<Grant, GovernError>,
 ) -> Response {
-    let p = match guard(
-        &state,
-        &headers,
-        cert(c).as_ref(),
-        Action::RevokeGrant,
-        "/v1/grants/{id}/revoke",
-    )
-    .await
-    {
+    let p = match guard(&state, &headers, cert(c).as_ref(), action, endpoint).await {
         Ok(p) => p.clone(),
         Err(r) => return r,
     };
     let t = now();
     let r = as_principal(&state, &p, move |s, _, who| {
-        veil_govern::grants::revoke(s, who, &id, t).map(|g| shown(&g, g.state(t)))
+        step(s, who, &id, t).map(|g| shown(&g, g.state(t)))
     })
     .await;
     answer(r, StatusCode::OK)

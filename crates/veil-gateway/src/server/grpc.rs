@@ -10,7 +10,6 @@ use super::{
     AppState, CertSlot, Committed, Refusal,
 };
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -204,17 +203,7 @@ async fn status(r: axum::response::Response) -> Status {
         reason,
         message,
     } = Refusal::of(r).await;
-    let code = match status {
-        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
-        StatusCode::FORBIDDEN => Code::PermissionDenied,
-        // Rate limits: RESOURCE_EXHAUSTED with RetryInfo (retryable, per the OTLP spec).
-        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
-        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
-        // Too many records: RESOURCE_EXHAUSTED without RetryInfo, so it is not retried.
-        StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
-        StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
-        _ => Code::InvalidArgument,
-    };
+    let code = otlp::rpc_code(status);
     let message = format!("{reason}: {message}");
     match retry_after {
         Some(secs) => Status::with_error_details(

@@ -1257,13 +1257,7 @@ async fn reencode(r: Response, enc: otlp::Encoding) -> Response {
         reason,
         message,
     } = Refusal::of(r).await;
-    let code = match status {
-        StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
-        StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => 14, // UNAVAILABLE
-        StatusCode::PAYLOAD_TOO_LARGE => 8, // RESOURCE_EXHAUSTED
-        _ => 3,                         // INVALID_ARGUMENT
-    };
+    let code = otlp::rpc_code(status) as i32;
     let out = (
         status,
         [(header::CONTENT_TYPE, enc.content_type())],

@@ -59,6 +59,24 @@ pub fn mime(content_type: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// The gRPC code of a refusal the gateway answered with `status`: one table for OTLP over
+/// HTTP (the code in the `google.rpc.Status` body) and over gRPC.
+pub fn rpc_code(status: axum::http::StatusCode) -> tonic::Code {
+    use axum::http::StatusCode;
+    use tonic::Code;
+    match status {
+        StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+        StatusCode::FORBIDDEN => Code::PermissionDenied,
+        // Rate limits: RESOURCE_EXHAUSTED (retried when RetryInfo comes with it).
+        StatusCode::TOO_MANY_REQUESTS => Code::ResourceExhausted,
+        StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+        // Too large: RESOURCE_EXHAUSTED without RetryInfo, so it is not retried.
+        StatusCode::PAYLOAD_TOO_LARGE => Code::ResourceExhausted,
+        StatusCode::INTERNAL_SERVER_ERROR => Code::Internal,
+        _ => Code::InvalidArgument,
+    }
+}
+
 /// `google.rpc.Status`, the body of an OTLP error response.
 #[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
 pub struct RpcStatus {
