@@ -1425,48 +1425,16 @@ fn section(title: &str) {
     println!("\n{title}");
 }
 
-/// Rows as an aligned text table under its headers, indented two spaces; a column whose
-/// every value is a number is aligned right. "(none)" when there are no rows.
+/// Rows as an aligned text table under its headers, indented two spaces (the release
+/// renderer's columns); "(none)" when there are no rows.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     if rows.is_empty() {
         return "  (none)\n".into();
     }
-    let cols = headers.len();
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-            .chain([headers[i].chars().count()])
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..cols).map(width).collect();
-    let numeric: Vec<bool> = (0..cols)
-        .map(|i| {
-            rows.iter()
-                .all(|r| r.get(i).is_some_and(|c| c.parse::<f64>().is_ok()))
-        })
-        .collect();
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
-        let mut out = String::from(" ");
-        for (i, c) in cells.enumerate() {
-            let pad = widths[i].saturating_sub(c.chars().count());
-            out.push(' ');
-            if numeric[i] {
-                out.push_str(&" ".repeat(pad));
-                out.push_str(c);
-            } else {
-                out.push_str(c);
-                out.push_str(&" ".repeat(pad));
-            }
-            out.push(' ');
-        }
-        out.trim_end().to_owned() + "\n"
-    };
-    let mut out = line(&mut headers.iter().copied());
-    for r in rows {
-        out.push_str(&line(&mut r.iter().map(String::as_str)));
-    }
-    out
+    veil_release::aligned(headers, rows)
+        .lines()
+        .map(|l| format!("  {l}\n"))
+        .collect()
 }
 
 /// `veil serve`: the gateway on the embedded store until SIGTERM or Ctrl-C.

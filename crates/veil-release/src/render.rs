@@ -3,6 +3,31 @@
 
 use crate::step::{ReleaseGroup, Released};
 
+/// Rows under their header as text columns, each as wide as its widest cell (counted in
+/// characters), two spaces apart: the table of every text report (releases, status).
+pub fn aligned<S: AsRef<str>>(header: &[S], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.as_ref().chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |r: &mut dyn Iterator<Item = &str>| {
+        r.zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+            + "\n"
+    };
+    let mut out = line(&mut header.iter().map(AsRef::as_ref));
+    for r in rows {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
 /// Output formats of `veil report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -205,26 +230,7 @@ pub fn render(released: &Released, format: Format) -> String {
                 });
                 rows.push(r);
             }
-            let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-            for r in &rows {
-                for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.chars().count());
-                }
-            }
-            let line = |r: &[String]| {
-                r.iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!("{c:<w$}"))
-                    .collect::<Vec<_>>()
-                    .join("  ")
-                    .trim_end()
-                    .to_owned()
-                    + "\n"
-            };
-            out.push_str(&line(&header));
-            for r in &rows {
-                out.push_str(&line(r));
-            }
+            out.push_str(&aligned(&header, &rows));
             if !doc.not_released.is_empty() {
                 out.push_str(&format!(
                     "not released yet: {} (an analyst's report releases them)\n",
