@@ -766,8 +766,15 @@ fn events_format(headers: &HeaderMap) -> Option<EventsFormat> {
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Response> {
     match headers.get("idempotency-key") {
         None => Ok(None),
+        // Printable ASCII and spaces (HTTP has already trimmed the ends); no tab inside.
         Some(v) => match v.to_str() {
-            Ok(s) if !s.is_empty() && s.len() <= 200 => Ok(Some(format!("idem:{s}"))),
+            Ok(s)
+                if !s.is_empty()
+                    && s.len() <= 200
+                    && s.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+            {
+                Ok(Some(format!("idem:{s}")))
+            }
             _ => Err(refuse(
                 StatusCode::BAD_REQUEST,
                 "bad_idempotency_key",
