@@ -552,6 +552,8 @@ pub fn http(
             event_limits: Limits::default(),
             tls: None,
             anchor: None,
+            dashboard: Default::default(),
+            clock: Default::default(),
         };
         let bodies = bodies.clone();
         let requests = requests.clone();

@@ -1463,6 +1463,8 @@ fn serve(cli: &Cli) -> Result<u8> {
                 command: ctx.cfg.audit.anchor_command.clone(),
                 every: std::time::Duration::from_secs(ctx.cfg.audit.anchor_interval_secs),
             }),
+        dashboard: ctx.cfg.dashboard.clone(),
+        clock: veil_gateway::server::Clock::system(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -31,6 +31,31 @@ pub struct RawConfig {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub dashboard: DashboardRaw,
+}
+
+/// `[dashboard]`: how long sign-ins last, and whether "what is collected about me" is
+/// readable without one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardRaw {
+    /// A session unused this long ends (`30m`).
+    pub session_idle: String,
+    /// A session ends this long after sign-in, used or not (`8h`).
+    pub session_max: String,
+    /// Serve `/about` (what is collected, why, for how long) without sign-in.
+    pub about_public: bool,
+}
+
+impl Default for DashboardRaw {
+    fn default() -> Self {
+        DashboardRaw {
+            session_idle: "30m".into(),
+            session_max: "8h".into(),
+            about_public: false,
+        }
+    }
 }
 
 /// `[audit]`: where the gateway anchors the audit head, outside the data directory.
@@ -147,6 +172,8 @@ pub struct Config {
     pub tls: Option<veil_gateway::server::tls::TlsConfig>,
     /// `[audit]`, with the anchor file resolved against the config's folder.
     pub audit: AuditConfig,
+    /// `[dashboard]`, checked.
+    pub dashboard: veil_gateway::server::DashboardConfig,
 }
 
 /// Hex SHA-256 of a token: the only form in which tokens are kept.
@@ -239,6 +266,7 @@ impl Config {
             "limits",
             "tls",
             "audit",
+            "dashboard",
         ];
         const PRINCIPAL: &[&str] = &[
             "name",
@@ -260,6 +288,7 @@ impl Config {
         ];
         const TLS: &[&str] = &["cert", "key", "client_ca", "client_cert_required"];
         const AUDIT: &[&str] = &["anchor_file", "anchor_command", "anchor_interval_secs"];
+        const DASHBOARD: &[&str] = &["session_idle", "session_max", "about_public"];
         let mut problems = Vec::new();
         for k in table.keys().filter(|k| !TOP.contains(&k.as_str())) {
             problems.push(format!(
@@ -281,7 +310,12 @@ impl Config {
                 }
             }
         }
-        for (section, allowed) in [("limits", LIMITS), ("tls", TLS), ("audit", AUDIT)] {
+        for (section, allowed) in [
+            ("limits", LIMITS),
+            ("tls", TLS),
+            ("audit", AUDIT),
+            ("dashboard", DASHBOARD),
+        ] {
             if let Some(toml::Value::Table(t)) = table.get(section) {
                 for k in t.keys().filter(|k| !allowed.contains(&k.as_str())) {
                     problems.push(format!(
@@ -408,14 +442,42 @@ impl Config {
                 line_of(&text, "anchor_interval_secs")
             ));
         }
+        // Sessions: at least a minute, at most a day; idle no longer than the maximum.
+        let session = |key: &str, v: &str, errors: &mut Vec<String>| -> i64 {
+            match veil_policy::duration::parse(v).filter(|d| (60..=86_400).contains(d)) {
+                Some(d) => d,
+                None => {
+                    errors.push(format!(
+                        "{}:{}: [dashboard] {key} must be a duration from 1m to 1d, like 30m or 8h",
+                        file.display(),
+                        line_of(&text, key)
+                    ));
+                    60
+                }
+            }
+        };
+        let idle = session("session_idle", &raw.dashboard.session_idle, &mut errors);
+        let max = session("session_max", &raw.dashboard.session_max, &mut errors);
+        if idle > max {
+            errors.push(format!(
+                "{}:{}: [dashboard] session_idle must not be longer than session_max",
+                file.display(),
+                line_of(&text, "session_idle")
+            ));
+        }
         if !errors.is_empty() {
             bail!("{}", errors.join("\n"));
         }
+        let dashboard = veil_gateway::server::DashboardConfig {
+            sessions: veil_gateway::server::session::SessionLimits { idle, max },
+            about_public: raw.dashboard.about_public,
+        };
         let mut audit = raw.audit;
         audit.anchor_file = audit.anchor_file.map(|a| base.join(a));
         Ok(Config {
             file: file.to_path_buf(),
             audit,
+            dashboard,
             data_dir,
             vault,
             policy: base.join(&raw.policy),

@@ -15,7 +15,7 @@ mod render;
 mod step;
 
 pub use plan::{plan, selection_threshold, NoiseParams, PeriodCost, Plan, Query, Rule};
-pub use render::{aligned, render, Format};
+pub use render::{aligned, human, render, Format};
 pub use step::{
     answer, commit, draw, lookup, noisy_groups, public_domain, quantile, release, Draft, Drafted,
     HistBin, Lookup, ReleaseDoc, ReleaseGroup, Released, Suppressed,

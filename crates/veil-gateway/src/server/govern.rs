@@ -14,7 +14,7 @@ use veil_govern::{Actor, GovernError, Grant, GrantState};
 
 /// A refusal's HTTP status: 404 for an unknown grant, 409 for a grant in the wrong
 /// state, 403 for the two-person rule, 400 for a bad request.
-fn status_of(code: &str) -> StatusCode {
+pub(super) fn status_of(code: &str) -> StatusCode {
     match code {
         "unknown_grant" | "unknown_contest" => StatusCode::NOT_FOUND,
         "not_pending" | "not_revocable" | "grant_not_live" => StatusCode::CONFLICT,
@@ -61,7 +61,7 @@ fn cert(c: Option<Extension<CertSlot>>) -> Option<super::ClientCert> {
 }
 
 /// Runs a governance action on the writer thread as `principal`.
-async fn as_principal<T: Send + 'static>(
+pub(super) async fn as_principal<T: Send + 'static>(
     state: &AppState,
     principal: &super::auth::Principal,
     f: impl FnOnce(&mut dyn veil_store::Store, &veil_policy::Policy, &Actor) -> Result<T, GovernError>
@@ -83,13 +83,46 @@ async fn as_principal<T: Send + 'static>(
     )
     .await
     {
-        Ok(Ok(v)) => Ok(v),
+        Ok(Ok(v)) => {
+            // Grants and contests are part of the posture: the next reader sees the change.
+            state.forget_posture();
+            Ok(v)
+        }
         _ => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             "the store is not answering; retry",
         )),
     }
+}
+
+/// The checks of a grant request before it reaches `veil-govern`: the duration exactly
+/// as the API documents it (1 to 5 digits without a leading zero, then d, h or m;
+/// nothing trimmed or reinterpreted), a purpose of 1 to 500 characters and a scope.
+pub(super) fn checked_grant(purpose: &str, scope: &str, duration: &str) -> Result<i64, Response> {
+    let d = duration.as_bytes();
+    let well_formed = (2..=6).contains(&d.len())
+        && (b'1'..=b'9').contains(&d[0])
+        && d[1..d.len() - 1].iter().all(u8::is_ascii_digit)
+        && matches!(d[d.len() - 1], b'd' | b'h' | b'm');
+    let Some(duration) = well_formed
+        .then(|| veil_policy::duration::parse(duration))
+        .flatten()
+    else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_duration",
+            "duration must be like 2d, 12h or 30m",
+        ));
+    };
+    if purpose.chars().count() > 500 || scope.is_empty() {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "bad_purpose",
+            "a grant needs a purpose of 1 to 500 characters and a scope",
+        ));
+    }
+    Ok(duration)
 }
 
 /// Body of `POST /v1/grants`.
@@ -127,30 +160,10 @@ pub(super) async fn request(
             "send a JSON object {\"purpose\", \"scope\", \"duration\"} and nothing else",
         );
     };
-    // Exactly as the API documents it (1 to 5 digits without a leading zero, then d, h or
-    // m); nothing trimmed or reinterpreted.
-    let d = req.duration.as_bytes();
-    let well_formed = (2..=6).contains(&d.len())
-        && (b'1'..=b'9').contains(&d[0])
-        && d[1..d.len() - 1].iter().all(u8::is_ascii_digit)
-        && matches!(d[d.len() - 1], b'd' | b'h' | b'm');
-    let Some(duration) = well_formed
-        .then(|| veil_policy::duration::parse(&req.duration))
-        .flatten()
-    else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_duration",
-            "duration must be like 2d, 12h or 30m",
-        );
+    let duration = match checked_grant(&req.purpose, &req.scope, &req.duration) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
-    if req.purpose.chars().count() > 500 || req.scope.is_empty() {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "bad_purpose",
-            "a grant needs a purpose of 1 to 500 characters and a scope",
-        );
-    }
     let t = now();
     let r = as_principal(&state, &p, move |s, policy, who| {
         veil_govern::grants::request(s, policy, who, &req.purpose, &req.scope, duration, t)
@@ -360,6 +373,7 @@ pub(super) async fn opt_out(
         }),
     )
     .await;
+    state.forget_posture();
     let r = match r {
         Ok(Ok(v)) => Ok(v.map(|new| serde_json::json!({"opted_out": true, "new": new}))),
         _ => Err(refuse(

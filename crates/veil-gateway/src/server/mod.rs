@@ -15,6 +15,7 @@
 pub mod anchor;
 pub mod auth;
 pub mod body;
+mod dashboard;
 mod govern;
 pub mod grpc;
 pub mod metrics;
@@ -22,6 +23,7 @@ pub mod openapi;
 pub mod otlp;
 pub mod ratelimit;
 mod reads;
+pub mod session;
 pub mod tls;
 pub mod writer;
 
@@ -106,6 +108,51 @@ pub struct ServeConfig {
     pub tls: Option<tls::TlsConfig>,
     /// Where to anchor audit heads outside the data directory (`[audit]`).
     pub anchor: Option<anchor::AnchorSink>,
+    /// The dashboard's sessions and what it shows without sign-in (`[dashboard]`).
+    pub dashboard: DashboardConfig,
+    /// The time sessions and grant countdowns read: the system clock but in tests.
+    pub clock: Clock,
+}
+
+/// `[dashboard]` of `veil.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct DashboardConfig {
+    pub sessions: session::SessionLimits,
+    /// Whether "what is collected about me" is readable without signing in.
+    pub about_public: bool,
+}
+
+/// Seconds since the epoch, from the system or from a test.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    /// A clock a test moves.
+    pub fn from_fn(f: impl Fn() -> i64 + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(f))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> i64 {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now())
+    }
 }
 
 /// Errors that stop the gateway from starting.
@@ -145,6 +192,18 @@ pub struct AppState {
     posture: std::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
     /// The newest audit sequence number handed to the anchor sink.
     anchored: Arc<std::sync::Mutex<i64>>,
+    clock: Clock,
+    sessions: session::Sessions,
+    dashboard: DashboardConfig,
+    /// Whether the main listener speaks TLS (cookies are then `Secure`).
+    tls: bool,
+}
+
+impl AppState {
+    /// Drops the cached posture after a change it shows (grants, contests, opt-outs).
+    fn forget_posture(&self) {
+        *self.posture.lock().expect("posture lock") = None;
+    }
 }
 
 /// (minute start, endpoint template, reason code, principal name if known).
@@ -273,6 +332,10 @@ impl Server {
             denials: Default::default(),
             posture: Default::default(),
             anchored: Default::default(),
+            clock: cfg.clock,
+            sessions: session::Sessions::new(cfg.dashboard.sessions),
+            dashboard: cfg.dashboard,
+            tls: cfg.tls.is_some(),
         });
         Ok(Server {
             state,
@@ -589,15 +652,16 @@ fn router(state: Arc<AppState>) -> Router {
     for (_, path, handler) in endpoints() {
         r = r.route(path, handler);
     }
-    r.fallback(|| async {
-        refuse(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint; see /openapi.json",
-        )
-    })
-    .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-    .with_state(state)
+    r.merge(dashboard::routes(state.clone()))
+        .fallback(|| async {
+            refuse(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /openapi.json",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
 }
 
 /// Request metrics by endpoint template (never the raw path: it may carry names).

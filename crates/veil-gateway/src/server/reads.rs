@@ -171,7 +171,7 @@ fn unavailable() -> Response {
 }
 
 /// Runs `f` on the writer within the request timeout.
-async fn on_store<T: Send + 'static>(
+pub(super) async fn on_store<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&mut dyn Store, &super::SharedEngine) -> T + Send + 'static,
 ) -> Result<T, Response> {
@@ -260,29 +260,50 @@ pub(super) async fn report(
         to,
     };
     // A viewer reads releases an analyst already made; only an analyst spends budget.
-    let may_release = p.may(Action::Release);
-    let principal = p.name.clone();
-    // Phase 1 on the writer (timed; nothing is charged): plan, a stored answer, or the
-    // sealed rows a new release needs.
-    let looked = on_store(&state, move |store, eng| {
-        let policy = eng.read().expect("engine lock").policy.clone();
-        veil_release::lookup(store, &policy, &principal, may_release, &q, now())
-            .map(|l| (l, policy))
-    })
-    .await;
-    let (draft, policy) = match looked {
-        Err(resp) => return resp,
-        Ok(Err(ReleaseError::NotReleased)) => {
+    match answer_query(&state, p.name.clone(), p.may(Action::Release), q).await {
+        Answered::Released(r) => released(&state, &r).await,
+        Answered::Refused(ReleaseError::NotReleased) => {
             super::audit_denial(
                 &state,
                 "/v1/reports/{metric}",
                 "not_released",
                 Some(p.name.clone()),
             );
-            return release_refusal(ReleaseError::NotReleased);
+            release_refusal(ReleaseError::NotReleased)
         }
-        Ok(Err(e)) => return release_refusal(e),
-        Ok(Ok((veil_release::Lookup::Stored(r), _))) => return released(&state, &r).await,
+        Answered::Refused(e) => release_refusal(e),
+        Answered::Unavailable => unavailable(),
+    }
+}
+
+/// How a release query ended.
+pub(super) enum Answered {
+    Released(Box<veil_release::Released>),
+    Refused(ReleaseError),
+    /// The store did not answer in time; nothing was charged.
+    Unavailable,
+}
+
+/// Answers a release query as `principal`: stored windows, and new ones (charged) only
+/// when `may_release`. The API and the dashboard both release through this.
+pub(super) async fn answer_query(
+    state: &AppState,
+    principal: String,
+    may_release: bool,
+    q: RQuery,
+) -> Answered {
+    // Phase 1 on the writer (timed; nothing is charged): plan, a stored answer, or the
+    // sealed rows a new release needs.
+    let looked = on_store(state, move |store, eng| {
+        let policy = eng.read().expect("engine lock").policy.clone();
+        veil_release::lookup(store, &policy, &principal, may_release, &q, now())
+            .map(|l| (l, policy))
+    })
+    .await;
+    let (draft, policy) = match looked {
+        Err(_) => return Answered::Unavailable,
+        Ok(Err(e)) => return Answered::Refused(e),
+        Ok(Ok((veil_release::Lookup::Stored(r), _))) => return Answered::Released(r),
         Ok(Ok((veil_release::Lookup::Fresh(d), policy))) => (d, policy),
     };
     // Phase 2 off the writer: the noise, so ingest never waits for it.
@@ -295,7 +316,7 @@ pub(super) async fn report(
     })
     .await;
     let Ok(drafted) = drawn else {
-        return unavailable();
+        return Answered::Unavailable;
     };
     // Phase 3: the charge and its answer are one outcome. This waits for the commit
     // whatever the request timeout: a 5xx is sent only when nothing was charged.
@@ -304,9 +325,9 @@ pub(super) async fn report(
         .call(move |store, _| veil_release::commit(store, &policy, drafted))
         .await
     {
-        Ok(Ok(r)) => released(&state, &r).await,
-        Ok(Err(e)) => release_refusal(e),
-        Err(_) => unavailable(),
+        Ok(Ok(r)) => Answered::Released(Box::new(r)),
+        Ok(Err(e)) => Answered::Refused(e),
+        Err(_) => Answered::Unavailable,
     }
 }
 
@@ -455,25 +476,32 @@ pub(super) async fn status(
     {
         return r;
     }
-    // The posture verifies the whole audit chain: computed at most every 30 s, so readers
-    // asking often cannot keep the writer (which ingest waits for) busy.
+    match cached_posture(&state).await {
+        Ok(doc) => axum::Json(doc).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The posture, computed at most every 30 s: it verifies the whole audit chain, so
+/// readers asking often cannot keep the writer (which ingest waits for) busy.
+pub(super) async fn cached_posture(state: &AppState) -> Result<serde_json::Value, Response> {
     if let Some((at, doc)) = state.posture.lock().expect("posture lock").clone() {
         if at.elapsed() < std::time::Duration::from_secs(30) {
-            return axum::Json(doc).into_response();
+            return Ok(doc);
         }
     }
-    let fresh = on_store(&state, |s, e| {
+    let fresh = on_store(state, |s, e| {
         let policy = e.read().expect("engine lock").policy.clone();
         posture(&*s, &policy, now())
     })
     .await;
     match fresh {
-        Err(r) => r,
-        Ok(Err(_)) => unavailable(),
+        Err(r) => Err(r),
+        Ok(Err(_)) => Err(unavailable()),
         Ok(Ok(doc)) => {
             *state.posture.lock().expect("posture lock") =
                 Some((std::time::Instant::now(), doc.clone()));
-            axum::Json(doc).into_response()
+            Ok(doc)
         }
     }
 }

@@ -1,0 +1,1215 @@
+//! The dashboard (`GET /` and its pages): sign-in with a principal's token into a
+//! session cookie, then server-rendered pages (`veil-present`) built from what the API
+//! serves — stored releases, the posture, the audit log, grants — each page and form
+//! behind the same authorization function as the API. Every form carries a CSRF token;
+//! every answer a strict Content-Security-Policy.
+
+use super::auth::{Action, Principal};
+use super::reads::{answer_query, cached_posture, on_store, Answered};
+use super::session::random_id;
+use super::{now, AppState};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use std::sync::Arc;
+use veil_govern::{Actor, GovernError, GrantState};
+use veil_present::{Page, Viewer};
+use veil_release::{Query as RQuery, ReleaseError};
+
+/// The session cookie's name: `__Host-` (bound to this origin, path `/`, `Secure`) under
+/// TLS; browsers refuse that prefix over plain HTTP, so there it is plain.
+fn cookie_name(tls: bool) -> &'static str {
+    if tls {
+        "__Host-veil_session"
+    } else {
+        "veil_session"
+    }
+}
+
+/// The pre-session cookie that binds the sign-in form's CSRF token.
+fn pre_cookie_name(tls: bool) -> &'static str {
+    if tls {
+        "__Host-veil_signin"
+    } else {
+        "veil_signin"
+    }
+}
+
+/// The Content-Security-Policy of every page: nothing but this origin's stylesheet and
+/// forms posting to this origin; no script at all, no framing.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The dashboard's routes, with its security headers on every answer.
+pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/", get(team_health))
+        .route("/usage", get(usage))
+        .route("/posture", get(posture))
+        .route("/audit", get(audit))
+        .route("/grants", get(grants).post(grant_request))
+        .route("/grants/{id}/approve", post(grant_approve))
+        .route("/grants/{id}/revoke", post(grant_revoke))
+        .route("/subjects", get(subjects))
+        .route("/subjects/opt-out", post(subject_opt_out))
+        .route("/subjects/erase", post(subject_erase))
+        .route("/about", get(about_all))
+        .route("/about/{collection}", get(about_one))
+        .route("/release", post(release))
+        .route("/contest", post(contest))
+        .route("/signin", get(signin_form).post(signin))
+        .route("/signout", post(signout))
+        .route("/static/veil.css", get(stylesheet))
+        .layer(axum::middleware::from_fn_with_state(state, headers))
+}
+
+/// Security headers on every dashboard answer.
+async fn headers(State(_): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    for (k, v) in [
+        ("content-security-policy", CSP),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("x-content-type-options", "nosniff"),
+        ("cross-origin-opener-policy", "same-origin"),
+        ("cross-origin-resource-policy", "same-origin"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=(), interest-cohort=()",
+        ),
+    ] {
+        h.insert(k, HeaderValue::from_static(v));
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        veil_present::STYLESHEET,
+    )
+        .into_response()
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn see_other(to: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [(
+            header::LOCATION,
+            HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/")),
+        )],
+    )
+        .into_response()
+}
+
+/// A cookie's value from the request, if present once.
+fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.tls { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie values are base64url")
+}
+
+/// A signed-in request: the principal, the page model's viewer, the session id.
+struct Signed<'s> {
+    principal: &'s Principal,
+    viewer: Viewer,
+    id: String,
+}
+
+fn viewer_of(state: &AppState, p: &Principal, id: &str) -> Viewer {
+    Viewer {
+        name: p.name.clone(),
+        roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        csrf: state.sessions.csrf("session", id),
+        pages: pages_of(p),
+    }
+}
+
+/// The pages the principal may open: each page's action through the API's authorization.
+fn pages_of(p: &Principal) -> Vec<Page> {
+    Page::ALL
+        .into_iter()
+        .filter(|pg| pg.action().is_none_or(|a| p.may(a)))
+        .collect()
+}
+
+/// The session of a request, if live.
+fn session<'s>(state: &'s AppState, headers: &HeaderMap) -> Option<Signed<'s>> {
+    let id = cookie(headers, cookie_name(state.tls))?;
+    let name = state.sessions.get(id, state.clock.now())?;
+    // Roles as configured now, never as they were at sign-in.
+    let p = state.principals.iter().find(|p| p.name == name)?;
+    Some(Signed {
+        principal: p,
+        viewer: viewer_of(state, p, id),
+        id: id.to_owned(),
+    })
+}
+
+/// A page's gate: signed in (else to the sign-in form) and allowed (else 403).
+fn open_page<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    page: Page,
+) -> Result<Signed<'s>, Response> {
+    let Some(s) = session(state, headers) else {
+        return Err(see_other("/signin"));
+    };
+    if let Some(a) = page.action() {
+        if !s.principal.may(a) {
+            super::audit_denial(
+                state,
+                page.href(),
+                "forbidden",
+                Some(s.principal.name.clone()),
+            );
+            return Err(html(
+                StatusCode::FORBIDDEN,
+                veil_present::message(
+                    Some(&s.viewer),
+                    "Not for your role",
+                    "This page needs a role this principal does not have.",
+                    "/about",
+                ),
+            ));
+        }
+    }
+    Ok(s)
+}
+
+/// Whether a form post comes from this dashboard, as far as the browser says: its fetch
+/// metadata when it sends them (every current browser), else its `Origin`. Under
+/// `Referrer-Policy: no-referrer` browsers send `Origin: null` on form posts, so `null`
+/// proves nothing either way; the CSRF token decides then.
+fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin";
+    }
+    match (
+        headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
+        headers.get(header::HOST).and_then(|v| v.to_str().ok()),
+    ) {
+        (None | Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, h)| h.eq_ignore_ascii_case(host)),
+        (Some(_), None) => false,
+    }
+}
+
+fn stale_form(viewer: Option<&Viewer>) -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        veil_present::message(
+            viewer,
+            "Form refused",
+            "This form was not sent from this dashboard's page, or it is out of date. Nothing was done; open the page again.",
+            "/",
+        ),
+    )
+}
+
+/// A form post's gate: a live session, the action allowed, the CSRF token of this session,
+/// and a same-origin request.
+fn post_gate<'s>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    csrf: &str,
+    action: Option<Action>,
+    endpoint: &'static str,
+) -> Result<Signed<'s>, Response> {
+    let Some(s) = session(state, headers) else {
+        super::audit_denial(state, endpoint, "no_session", None);
+        return Err(html(
+            StatusCode::FORBIDDEN,
+            veil_present::message(
+                None,
+                "Signed out",
+                "Your session has ended (signed out or expired). Nothing was done; sign in again.",
+                "/signin",
+            ),
+        ));
+    };
+    if !same_origin(headers) || !state.sessions.check_csrf("session", &s.id, csrf) {
+        super::audit_denial(state, endpoint, "csrf", Some(s.principal.name.clone()));
+        return Err(stale_form(Some(&s.viewer)));
+    }
+    if let Some(a) = action {
+        if !s.principal.may(a) {
+            super::audit_denial(state, endpoint, "forbidden", Some(s.principal.name.clone()));
+            return Err(html(
+                StatusCode::FORBIDDEN,
+                veil_present::message(
+                    Some(&s.viewer),
+                    "Not for your role",
+                    "This action needs a role this principal does not have. Nothing was done.",
+                    "/",
+                ),
+            ));
+        }
+    }
+    Ok(s)
+}
+
+// ---- sign-in and sign-out ----
+
+async fn signin_form(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if session(&state, &headers).is_some() {
+        return see_other("/");
+    }
+    signin_page(&state, &headers, None, StatusCode::OK)
+}
+
+/// The sign-in form, bound to a pre-session cookie (reused when the browser has one).
+fn signin_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let pre = cookie(headers, pre_cookie_name(state.tls))
+        .filter(|v| v.len() == 43)
+        .map(str::to_owned)
+        .unwrap_or_else(random_id);
+    let body = veil_present::signin(
+        error,
+        &state.sessions.csrf("signin", &pre),
+        state.dashboard.about_public,
+    );
+    let mut r = html(status, body);
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(state, pre_cookie_name(state.tls), &pre, 3600),
+    );
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct SigninForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    token: String,
+}
+
+async fn signin(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<SigninForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return signin_page(
+            &state,
+            &headers,
+            Some("The sign-in form was malformed; try again."),
+            StatusCode::BAD_REQUEST,
+        );
+    };
+    let pre = cookie(&headers, pre_cookie_name(state.tls)).unwrap_or("");
+    if pre.is_empty()
+        || !same_origin(&headers)
+        || !state.sessions.check_csrf("signin", pre, &f.csrf)
+    {
+        super::audit_denial(&state, "/signin", "csrf", None);
+        return signin_page(
+            &state,
+            &headers,
+            Some("The sign-in form was out of date or not from this page; try again."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let mut h = HeaderMap::new();
+    let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", f.token.trim())) else {
+        return signin_page(
+            &state,
+            &headers,
+            Some("That token matches no principal."),
+            StatusCode::UNAUTHORIZED,
+        );
+    };
+    h.insert(header::AUTHORIZATION, v);
+    let p = match super::auth::authenticate(&state.principals, &h, None) {
+        Ok(p) => p,
+        Err(d) => {
+            super::audit_denial(&state, "/signin", d.code(), None);
+            return signin_page(
+                &state,
+                &headers,
+                Some("That token matches no principal."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+    };
+    let pages = pages_of(p);
+    if pages.iter().all(|pg| *pg == Page::About)
+        && !p.roles.iter().any(|r| *r != veil_access::Role::Source)
+    {
+        super::audit_denial(&state, "/signin", "forbidden", Some(p.name.clone()));
+        return signin_page(
+            &state,
+            &headers,
+            Some("This principal only sends events; it has no dashboard."),
+            StatusCode::FORBIDDEN,
+        );
+    }
+    let t = state.clock.now();
+    let id = state.sessions.open(&p.name, t);
+    let name = p.name.clone();
+    let _ = state
+        .writer
+        .call(move |s, _| {
+            s.audit(&name, "dashboard_signin", &serde_json::json!({}), t)
+                .map(|_| ())
+        })
+        .await;
+    let first = pages.first().map(|p| p.href()).unwrap_or("/about");
+    let mut r = see_other(first);
+    let limits = state.sessions.limits();
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, cookie_name(state.tls), &id, limits.max),
+    );
+    r.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, pre_cookie_name(state.tls), "", 0),
+    );
+    r
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+async fn signout(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let s = match post_gate(&state, &headers, &csrf, None, "/signout") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    state.sessions.close(&s.id);
+    let mut r = see_other("/signin");
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        set_cookie(&state, cookie_name(state.tls), "", 0),
+    );
+    r
+}
+
+// ---- releases: team health and product usage ----
+
+#[derive(serde::Deserialize, Default)]
+struct ReleaseParams {
+    metric: Option<String>,
+    weeks: Option<u32>,
+    view: Option<String>,
+}
+
+async fn team_health(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<ReleaseParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    releases_page(
+        &state,
+        &headers,
+        params.map(|q| q.0).unwrap_or_default(),
+        true,
+    )
+    .await
+}
+
+async fn usage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<ReleaseParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    releases_page(
+        &state,
+        &headers,
+        params.map(|q| q.0).unwrap_or_default(),
+        false,
+    )
+    .await
+}
+
+/// The query a release page asks: the metric by all its dimensions, from `weeks` ago (no
+/// earlier than the aggregate retention keeps) to now.
+fn page_query(policy: &veil_policy::Policy, metric: &str, weeks: u32, t: i64) -> Option<RQuery> {
+    let (c, m) = policy.metric(metric)?;
+    let earliest = t - c.aggregate_retention + 86_400;
+    let from = (t - i64::from(weeks) * 7 * 86_400).max(earliest);
+    Some(RQuery {
+        metric: m.name.clone(),
+        by: Some(
+            m.by.iter()
+                .map(|&i| c.fields[i].name().to_owned())
+                .collect(),
+        ),
+        from: chrono::DateTime::from_timestamp(from, 0).map(|d| d.date_naive()),
+        to: None,
+    })
+}
+
+fn weeks_of(p: &ReleaseParams) -> u32 {
+    p.weeks
+        .filter(|w| veil_present::RANGES.contains(w))
+        .unwrap_or(12)
+}
+
+async fn releases_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: ReleaseParams,
+    team: bool,
+) -> Response {
+    let page = if team { Page::TeamHealth } else { Page::Usage };
+    let s = match open_page(state, headers, page) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let policy = state.engine.read().expect("engine lock").policy.clone();
+    let metric = params
+        .metric
+        .clone()
+        .filter(|m| policy.metric(m).is_some() && veil_present::is_team_metric(&policy, m) == team)
+        .or_else(|| {
+            policy
+                .metrics()
+                .find(|(_, m)| veil_present::is_team_metric(&policy, &m.name) == team)
+                .map(|(_, m)| m.name.clone())
+        });
+    let Some(metric) = metric else {
+        return html(
+            StatusCode::OK,
+            veil_present::message(
+                Some(&s.viewer),
+                page.label(),
+                "The policy declares no metric for this page.",
+                "/about",
+            ),
+        );
+    };
+    let weeks = weeks_of(&params);
+    let t = now();
+    let Some(q) = page_query(&policy, &metric, weeks, t) else {
+        return see_other(page.href());
+    };
+    let may_release = s.principal.may(Action::Release);
+    let name = s.principal.name.clone();
+    let m2 = metric.clone();
+    // Stored windows only (nothing is charged by looking), the cost of the rest for an
+    // analyst, and the contests.
+    let looked = on_store(state, move |store, eng| {
+        let policy = eng.read().expect("engine lock").policy.clone();
+        let stored = veil_release::lookup(store, &policy, &name, false, &q, t);
+        let plan = if may_release {
+            Some(veil_release::plan(&*store, &policy, &q, t))
+        } else {
+            None
+        };
+        let contests = veil_govern::contests::for_metric(&*store, &m2);
+        (stored, plan, contests)
+    })
+    .await;
+    let (stored, plan, contests) = match looked {
+        Ok(x) => x,
+        Err(_) => return unavailable(Some(&s.viewer)),
+    };
+    let mut notice = None;
+    let doc = match stored {
+        Ok(veil_release::Lookup::Stored(r)) => Some(r.document().clone()),
+        Ok(veil_release::Lookup::Fresh(_)) => None, // never with may_release = false
+        Err(ReleaseError::NotReleased) => {
+            notice = Some(if may_release {
+                "Nothing of this range was released yet; release it below.".to_owned()
+            } else {
+                "Nothing of this range was released yet: a viewer sees only what an analyst released.".to_owned()
+            });
+            None
+        }
+        Err(e) => {
+            notice = Some(e.to_string());
+            None
+        }
+    };
+    let mut pending: Vec<String> = doc
+        .as_ref()
+        .map(|d| d.not_released.clone())
+        .unwrap_or_default();
+    let mut cost = None;
+    if let Some(Ok(p)) = plan {
+        pending = p.new_window_labels.clone();
+        if !p.new_windows.is_empty() {
+            cost = Some(veil_present::Cost {
+                windows: p.new_window_labels.clone(),
+                epsilon_per_window: p.epsilon_per_window,
+                epsilon: p.cost,
+                periods: p
+                    .charges
+                    .iter()
+                    .map(|c| (c.period.clone(), c.epsilon, c.left_after))
+                    .collect(),
+                affordable: p.charges.iter().all(|c| c.left_after >= -1e-9),
+            });
+        }
+    }
+    let contested = contests
+        .map(|c| c.into_keys().collect())
+        .unwrap_or_default();
+    let r = veil_present::Releases {
+        policy: &policy,
+        metric: &metric,
+        doc: doc.as_ref(),
+        pending,
+        contested,
+        cost,
+        notice,
+        weeks,
+        as_table: params.view.as_deref() == Some("table"),
+        may_contest: s.principal.may(Action::Contest),
+    };
+    html(StatusCode::OK, veil_present::releases(&s.viewer, &r, team))
+}
+
+fn unavailable(viewer: Option<&Viewer>) -> Response {
+    html(
+        StatusCode::SERVICE_UNAVAILABLE,
+        veil_present::message(
+            viewer,
+            "Try again",
+            "The store is not answering; nothing was done. Try again shortly.",
+            "/",
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct ReleaseForm {
+    #[serde(default)]
+    csrf: String,
+    metric: String,
+    weeks: u32,
+    #[serde(default)]
+    back: String,
+}
+
+/// Where a form may send the browser back to: one of the dashboard's own pages.
+fn back_to(back: &str) -> &'static str {
+    Page::ALL
+        .into_iter()
+        .map(|p| p.href())
+        .find(|h| *h == back)
+        .unwrap_or("/")
+}
+
+/// The analyst's confirmed release: spends the budget the page showed.
+async fn release(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<ReleaseForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
+    let s = match post_gate(&state, &headers, &csrf, Some(Action::Release), "/release") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(Form(f)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            veil_present::message(
+                Some(&s.viewer),
+                "Malformed",
+                "The release form was malformed; nothing was spent.",
+                "/",
+            ),
+        );
+    };
+    let policy = state.engine.read().expect("engine lock").policy.clone();
+    let weeks = weeks_of(&ReleaseParams {
+        weeks: Some(f.weeks),
+        ..Default::default()
+    });
+    let Some(q) = page_query(&policy, &f.metric, weeks, now()) else {
+        return html(
+            StatusCode::NOT_FOUND,
+            veil_present::message(
+                Some(&s.viewer),
+                "Unknown metric",
+                "No metric of that name is declared; nothing was spent.",
+                "/",
+            ),
+        );
+    };
+    let back = back_to(&f.back);
+    let to = format!("{back}?metric={}&weeks={weeks}", q.metric);
+    match answer_query(&state, s.principal.name.clone(), true, q).await {
+        Answered::Released(_) => see_other(&to),
+        Answered::Refused(e) => html(
+            StatusCode::FORBIDDEN,
+            veil_present::message(Some(&s.viewer), "Not released", &e.to_string(), &to),
+        ),
+        Answered::Unavailable => unavailable(Some(&s.viewer)),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ContestForm {
+    #[serde(default)]
+    csrf: String,
+    metric: String,
+    window: String,
+    note: String,
+    #[serde(default)]
+    back: String,
+}
+
+/// A person measured questions a released window.
+async fn contest(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<ContestForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
+    let s = match post_gate(&state, &headers, &csrf, Some(Action::Contest), "/contest") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(Form(f)) = form else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            veil_present::message(
+                Some(&s.viewer),
+                "Malformed",
+                "The contest form was malformed; nothing was filed.",
+                "/",
+            ),
+        );
+    };
+    let back = format!("{}?metric={}", back_to(&f.back), f.metric);
+    let t = now();
+    let r = super::govern::as_principal(&state, s.principal, move |st, policy, who| {
+        veil_govern::contests::file(st, policy, who, &f.metric, &f.window, &f.note, t)
+    })
+    .await;
+    governed(&s.viewer, r, "Your note was filed. It is shown beside this number in every later report, without your name.", &back)
+}
+
+/// The page after a governance step: done, refused with its reason, or unavailable.
+fn governed<T>(
+    viewer: &Viewer,
+    r: Result<Result<T, GovernError>, Response>,
+    done: &str,
+    back: &str,
+) -> Response {
+    match r {
+        Ok(Ok(_)) => html(
+            StatusCode::OK,
+            veil_present::message(Some(viewer), "Done", done, back),
+        ),
+        Ok(Err(GovernError::Refused { code, message })) => html(
+            super::govern::status_of(code),
+            veil_present::message(Some(viewer), "Refused", &message, back),
+        ),
+        _ => unavailable(Some(viewer)),
+    }
+}
+
+// ---- privacy posture, audit ----
+
+async fn posture(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let s = match open_page(&state, &headers, Page::Posture) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let doc = match cached_posture(&state).await {
+        Ok(d) => d,
+        Err(_) => return unavailable(Some(&s.viewer)),
+    };
+    let anchored = state
+        .anchor
+        .as_ref()
+        .map(|_| *state.anchored.lock().expect("anchor lock"))
+        .filter(|a| *a > 0);
+    html(
+        StatusCode::OK,
+        veil_present::posture(&s.viewer, &doc, anchored),
+    )
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AuditParams {
+    since: Option<i64>,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    principal: String,
+}
+
+/// Entries scanned per page, and shown at most.
+const AUDIT_SCAN: usize = 2000;
+const AUDIT_PAGE: usize = 100;
+
+async fn audit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = match open_page(&state, &headers, Page::Audit) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let p = params.map(|q| q.0).unwrap_or_default();
+    let read = on_store(&state, move |st, _| -> Result<_, veil_store::StoreError> {
+        let head = st.audit_head()?.map(|h| h.seq).unwrap_or(0);
+        let since = p
+            .since
+            .filter(|s| *s >= 1)
+            .unwrap_or((head - AUDIT_PAGE as i64 + 1).max(1));
+        let scanned = st.audit_log(since, AUDIT_SCAN)?;
+        Ok((p, since, scanned))
+    })
+    .await;
+    let (p, since, scanned) = match read {
+        Ok(Ok(x)) => x,
+        _ => return unavailable(Some(&s.viewer)),
+    };
+    let mut actions: Vec<String> = scanned.iter().map(|e| e.action.clone()).collect();
+    actions.sort();
+    actions.dedup();
+    let mut rows = Vec::new();
+    let mut next = None;
+    for e in &scanned {
+        if (!p.action.is_empty() && e.action != p.action)
+            || (!p.principal.is_empty() && e.actor != p.principal)
+        {
+            continue;
+        }
+        if rows.len() == AUDIT_PAGE {
+            next = Some(e.seq);
+            break;
+        }
+        let mut detail = e.detail.clone();
+        if detail.len() > 400 {
+            let mut cut = 400;
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        rows.push(veil_present::AuditRow {
+            seq: e.seq,
+            at: e.at.clone(),
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            detail,
+        });
+    }
+    if next.is_none() && scanned.len() == AUDIT_SCAN {
+        next = scanned.last().map(|e| e.seq + 1);
+    }
+    let q = veil_present::AuditQuery {
+        action: p.action,
+        principal: p.principal,
+        since,
+        next,
+        actions,
+    };
+    html(StatusCode::OK, veil_present::audit(&s.viewer, &rows, &q))
+}
+
+// ---- grants ----
+
+async fn grants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let s = match open_page(&state, &headers, Page::Grants) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    grants_page(&state, &s, None, StatusCode::OK).await
+}
+
+async fn grants_page(
+    state: &AppState,
+    s: &Signed<'_>,
+    flash: Option<&str>,
+    status: StatusCode,
+) -> Response {
+    let t = state.clock.now();
+    let listed = on_store(state, move |st, _| veil_govern::grants::list(&*st, t)).await;
+    let Ok(Ok(list)) = listed else {
+        return unavailable(Some(&s.viewer));
+    };
+    let me = &s.principal.name;
+    let rows: Vec<veil_present::GrantRow> = list
+        .iter()
+        .map(|(g, st)| veil_present::GrantRow {
+            id: g.id.clone(),
+            requester: g.requester.clone(),
+            scope: g.scope.clone(),
+            purpose: g.purpose.clone(),
+            state: st.as_str().to_owned(),
+            approvals: g
+                .approvals
+                .iter()
+                .map(|a| format!("{} ({})", a.principal, a.role))
+                .collect::<Vec<_>>()
+                .join(", "),
+            expiry: match (st, g.expires_at()) {
+                (GrantState::Live, Some(e)) => veil_present::countdown(t, e),
+                (GrantState::Pending, _) => format!(
+                    "lasts {} once approved",
+                    veil_policy::duration::human(g.duration_secs)
+                ),
+                (_, Some(e)) => format!("ended {}", veil_present::time(e)),
+                (_, None) => "—".into(),
+            },
+            may_approve: *st == GrantState::Pending
+                && s.principal.may(Action::ApproveGrant)
+                && &g.requester != me
+                && !g.approvals.iter().any(|a| &a.principal == me),
+            may_revoke: matches!(st, GrantState::Pending | GrantState::Live)
+                && s.principal.may(Action::RevokeGrant),
+        })
+        .collect();
+    let policy = state.engine.read().expect("engine lock").policy.clone();
+    html(
+        status,
+        veil_present::grants(
+            &s.viewer,
+            &rows,
+            s.principal.may(Action::RequestGrant),
+            &policy,
+            flash,
+        ),
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    scope: String,
+    purpose: String,
+    duration: String,
+}
+
+async fn grant_request(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<GrantForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
+    let s = match post_gate(
+        &state,
+        &headers,
+        &csrf,
+        Some(Action::RequestGrant),
+        "/grants",
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(Form(f)) = form else {
+        return grants_page(
+            &state,
+            &s,
+            Some("The request form was malformed; nothing was requested."),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    };
+    let Ok(duration) = super::govern::checked_grant(&f.purpose, &f.scope, &f.duration) else {
+        return grants_page(&state, &s, Some("A grant needs a purpose of 1 to 500 characters and a duration like 2d, 12h or 30m; nothing was requested."), StatusCode::BAD_REQUEST).await;
+    };
+    let t = state.clock.now();
+    let r = super::govern::as_principal(&state, s.principal, move |st, policy, who| {
+        veil_govern::grants::request(st, policy, who, &f.purpose, &f.scope, duration, t)
+    })
+    .await;
+    grant_outcome(
+        &state,
+        &s,
+        r,
+        "Requested. It needs an approval from engineering and one from privacy.",
+    )
+    .await
+}
+
+async fn grant_outcome<T>(
+    state: &AppState,
+    s: &Signed<'_>,
+    r: Result<Result<T, GovernError>, Response>,
+    done: &str,
+) -> Response {
+    match r {
+        Ok(Ok(_)) => grants_page(state, s, Some(done), StatusCode::OK).await,
+        Ok(Err(GovernError::Refused { code, message })) => {
+            grants_page(
+                state,
+                s,
+                Some(&format!("Refused: {message}")),
+                super::govern::status_of(code),
+            )
+            .await
+        }
+        _ => unavailable(Some(&s.viewer)),
+    }
+}
+
+async fn grant_approve(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Path<String>,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    grant_step(
+        state,
+        headers,
+        id,
+        form,
+        Action::ApproveGrant,
+        veil_govern::grants::approve,
+        "Approved.",
+    )
+    .await
+}
+
+async fn grant_revoke(
+    state: State<Arc<AppState>>,
+    headers: HeaderMap,
+    id: Path<String>,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    grant_step(
+        state,
+        headers,
+        id,
+        form,
+        Action::RevokeGrant,
+        veil_govern::grants::revoke,
+        "Revoked.",
+    )
+    .await
+}
+
+async fn grant_step(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+    action: Action,
+    step: fn(
+        &mut dyn veil_store::Store,
+        &Actor,
+        &str,
+        i64,
+    ) -> Result<veil_govern::Grant, GovernError>,
+    done: &'static str,
+) -> Response {
+    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
+    let s = match post_gate(&state, &headers, &csrf, Some(action), "/grants/{id}") {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let t = state.clock.now();
+    let r =
+        super::govern::as_principal(&state, s.principal, move |st, _, who| step(st, who, &id, t))
+            .await;
+    grant_outcome(&state, &s, r, done).await
+}
+
+// ---- subject requests ----
+
+async fn subjects(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match open_page(&state, &headers, Page::Subjects) {
+        Ok(s) => html(StatusCode::OK, veil_present::subjects(&s.viewer, None)),
+        Err(r) => r,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SubjectForm {
+    #[serde(default)]
+    csrf: String,
+    id: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+async fn subject_opt_out(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<SubjectForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    subject_step(&state, &headers, form, false).await
+}
+
+async fn subject_erase(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Result<Form<SubjectForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    subject_step(&state, &headers, form, true).await
+}
+
+/// Opt-out or erasure of one identifier. The identifier is used on the writer and
+/// dropped; no answer, log line or audit entry repeats it.
+async fn subject_step(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<SubjectForm>, axum::extract::rejection::FormRejection>,
+    erase: bool,
+) -> Response {
+    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
+    let endpoint = if erase {
+        "/subjects/erase"
+    } else {
+        "/subjects/opt-out"
+    };
+    let s = match post_gate(
+        state,
+        headers,
+        &csrf,
+        Some(Action::SubjectRequest),
+        endpoint,
+    ) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let page = |status: StatusCode, flash: &str| {
+        html(status, veil_present::subjects(&s.viewer, Some(flash)))
+    };
+    let Ok(Form(f)) = form else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "The form was malformed; nothing was done.",
+        );
+    };
+    if f.id.trim().is_empty() || f.id.len() > 4096 {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Give an identifier of at most 4096 bytes; nothing was done.",
+        );
+    }
+    if erase && f.confirm != "yes" {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Confirm the erasure; nothing was erased.",
+        );
+    }
+    let name = s.principal.name.clone();
+    let t = now();
+    let r = state
+        .writer
+        .call(move |st, e| -> Result<String, GovernError> {
+            let policy = e.read().expect("engine lock").policy.clone();
+            let keys = st.key_ring()?;
+            if erase {
+                let (events, records) = veil_govern::subject::erase(st, &policy, &keys, &name, &f.id, t)?;
+                Ok(format!("Erased {events} staged event(s) and {records} contribution record(s) linked to that identifier."))
+            } else {
+                let new = veil_govern::subject::opt_out(st, &policy, &keys, &name, &f.id, t)?;
+                let fresh = super::engine(&*st, policy)?;
+                *e.write().expect("engine lock") = Arc::new(fresh);
+                Ok(if new {
+                    "Opted out: events naming that identifier are dropped at the door from now on.".to_owned()
+                } else {
+                    "That identifier had already opted out.".to_owned()
+                })
+            }
+        })
+        .await;
+    state.forget_posture();
+    match r {
+        Ok(Ok(msg)) => page(StatusCode::OK, &msg),
+        Ok(Err(GovernError::Refused { code, message })) => {
+            page(super::govern::status_of(code), &message)
+        }
+        _ => unavailable(Some(&s.viewer)),
+    }
+}
+
+// ---- what is collected about me ----
+
+async fn about_all(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    method: Method,
+) -> Response {
+    about(&state, &headers, None, method)
+}
+
+async fn about_one(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(collection): Path<String>,
+    method: Method,
+) -> Response {
+    about(&state, &headers, Some(collection), method)
+}
+
+fn about(state: &AppState, headers: &HeaderMap, collection: Option<String>, _: Method) -> Response {
+    let s = session(state, headers);
+    if s.is_none() && !state.dashboard.about_public {
+        return see_other("/signin");
+    }
+    let policy = state.engine.read().expect("engine lock").policy.clone();
+    if let Some(c) = &collection {
+        if policy.collection(c).is_none() {
+            return html(
+                StatusCode::NOT_FOUND,
+                veil_present::message(
+                    s.as_ref().map(|s| &s.viewer),
+                    "Unknown collection",
+                    "The policy declares no collection of that name.",
+                    "/about",
+                ),
+            );
+        }
+    }
+    html(
+        StatusCode::OK,
+        veil_present::about(
+            s.as_ref().map(|s| &s.viewer),
+            &policy,
+            collection.as_deref(),
+        ),
+    )
+}
