@@ -249,6 +249,83 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
 
 /// A release over 52 weekly windows × `groups` groups, against the time to read the
 /// same aggregates back from the store (the baseline).
+/// `veil bench dashboard`: the team-health page rendered from a stored release of
+/// `teams` × `weeks`, chart and table views, against serializing the same release to the
+/// API's JSON (the baseline, same process, interleaved rounds).
+pub fn dashboard(teams: usize, weeks: usize, rounds: usize) -> Result<u8> {
+    let rounds = rounds.max(1);
+    let policy = veil_policy::load_with_team_map(
+        crate::commands::EXAMPLE_POLICY,
+        "policy.yaml",
+        chrono::Utc::now().date_naive(),
+        Some(&veil_present::fixture::team_map(teams)),
+    )
+    .map(|(p, _)| p)?;
+    let names: Vec<String> = (0..teams).map(|i| format!("team-{i:02}")).collect();
+    let doc = veil_present::fixture::team_release(&names, weeks, "");
+    let viewer = veil_present::Viewer {
+        name: "bench".into(),
+        roles: vec!["viewer".into()],
+        csrf: "x".repeat(43),
+        pages: veil_present::Page::ALL.to_vec(),
+    };
+    let page = |as_table: bool| veil_present::Releases {
+        policy: &policy,
+        metric: "builds",
+        doc: Some(&doc),
+        pending: Vec::new(),
+        contested: Default::default(),
+        cost: None,
+        notice: None,
+        weeks: 104,
+        as_table,
+        groups_page: 0,
+        may_contest: false,
+    };
+    let (mut json, mut charts, mut table) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut json_bytes, mut chart_bytes, mut table_bytes) = (0, 0, 0);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        json_bytes = std::hint::black_box(serde_json::to_string(&doc)?).len();
+        json.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        chart_bytes =
+            std::hint::black_box(veil_present::releases(&viewer, &page(false), true)).len();
+        charts.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        table_bytes =
+            std::hint::black_box(veil_present::releases(&viewer, &page(true), true)).len();
+        table.push(t.elapsed().as_secs_f64());
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (j, c, t) = (median(&mut json), median(&mut charts), median(&mut table));
+    println!(
+        "bench dashboard: team health, {teams} teams × {weeks} weekly windows, median of {rounds}"
+    );
+    println!(
+        "  baseline: the release as API JSON   {:>8.2} ms  {:>7} bytes",
+        j * 1e3,
+        json_bytes
+    );
+    println!(
+        "  page with charts (SVG)             {:>8.2} ms  {:>7} bytes  = {:.2}× the JSON",
+        c * 1e3,
+        chart_bytes,
+        c / j
+    );
+    println!(
+        "  page as table (first {} teams)     {:>8.2} ms  {:>7} bytes  = {:.2}× the JSON",
+        veil_present::TABLE_GROUPS,
+        t * 1e3,
+        table_bytes,
+        t / j
+    );
+    Ok(0)
+}
+
 pub fn release(groups: usize) -> Result<u8> {
     let dir = tempfile_dir()?;
     let yaml = crate::commands::EXAMPLE_POLICY.replace("values_from: team_map", "max_length: 32");

@@ -363,6 +363,14 @@ pub fn run(cli: Cli) -> Result<u8> {
         } => crate::bench::pii(*rounds),
         Cmd::Bench {
             cmd:
+                BenchCmd::Dashboard {
+                    teams,
+                    weeks,
+                    rounds,
+                },
+        } => crate::bench::dashboard(*teams, *weeks, *rounds),
+        Cmd::Bench {
+            cmd:
                 BenchCmd::Http {
                     events,
                     batch,

@@ -551,6 +551,22 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 1000)]
         groups: usize,
     },
+    /// The dashboard's team-health page for many teams over a long range, rendered from a
+    /// stored release (charts and the table view), against the API's JSON of the same
+    /// release in the same run.
+    ///
+    /// Example: veil bench dashboard --teams 50 --weeks 104
+    Dashboard {
+        /// Teams in the team map and the release.
+        #[arg(long, default_value_t = 50)]
+        teams: usize,
+        /// Weekly windows in the range.
+        #[arg(long, default_value_t = 104)]
+        weeks: usize,
+        /// Renders per view; medians are reported.
+        #[arg(long, default_value_t = 21)]
+        rounds: usize,
+    },
     /// The gateway over loopback: events/s and latency at several connection counts, and
     /// the ratio to the in-process pipeline measured in the same run; NDJSON, OTLP/HTTP or
     /// OTLP/gRPC.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chart;
+pub mod fixture;
 mod pages;
 
 pub use pages::*;

@@ -189,9 +189,14 @@ pub struct Releases<'a> {
     pub notice: Option<String>,
     pub weeks: u32,
     pub as_table: bool,
+    /// In the table view, which page of [`TABLE_GROUPS`] groups (from 0).
+    pub groups_page: usize,
     /// Whether the viewer may contest a released window.
     pub may_contest: bool,
 }
+
+/// Groups per page in the table view: two years of 20 teams is a long page already.
+pub const TABLE_GROUPS: usize = 20;
 
 /// The ranges offered, in weeks.
 pub const RANGES: [u32; 5] = [4, 12, 26, 52, 104];
@@ -211,6 +216,8 @@ struct Row {
 
 struct Multiple {
     label: String,
+    /// The newest shown value, its window and interval, in words.
+    latest: Option<String>,
     svg: Svg,
     /// Visible text for the windows not shown, grouped by reason.
     gaps: Vec<String>,
@@ -244,6 +251,8 @@ struct ReleasesPage {
     as_table: bool,
     table_href: String,
     chart_href: String,
+    /// Pages of groups in the table view: (label, link, current).
+    pager: Vec<(String, String, bool)>,
     contest_windows: Vec<String>,
     cross_team: bool,
 }
@@ -398,6 +407,18 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
         .collect();
     let scale = Scale::covering(series.iter().map(|(_, p)| p.as_slice()));
     let fmt = |x: f64| veil_release::human(x, unit.as_deref());
+    // The table view pages through the groups; the charts show them all.
+    let pages = series.len().div_ceil(TABLE_GROUPS).max(1);
+    let groups_page = r.groups_page.min(pages - 1);
+    let series: Vec<(String, Vec<Point>)> = if r.as_table {
+        series
+            .into_iter()
+            .skip(groups_page * TABLE_GROUPS)
+            .take(TABLE_GROUPS)
+            .collect()
+    } else {
+        series
+    };
     let multiples = series
         .iter()
         .enumerate()
@@ -413,25 +434,7 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
                 pts.len(),
                 fmt(scale.max())
             );
-            let mut why: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for p in pts {
-                match &p.mark {
-                    Mark::Suppressed(w) | Mark::Pending(w) => {
-                        why.entry(w.clone()).or_default().push(p.window.clone())
-                    }
-                    Mark::Shown { .. } => {}
-                }
-            }
-            let gaps = why
-                .into_iter()
-                .map(|(w, ws)| {
-                    if ws.len() == pts.len() {
-                        format!("Not shown in any window: {w}.")
-                    } else {
-                        format!("Not shown in {}: {w}.", ws.join(", "))
-                    }
-                })
-                .collect();
+            let gaps = gap_sentences(pts);
             let rows = pts
                 .iter()
                 .map(|p| {
@@ -485,8 +488,23 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
                         &summary,
                         pts,
                         scale,
+                        &fmt(scale.max()),
                     )
                 },
+                latest: pts.iter().rev().find_map(|p| match p.mark {
+                    Mark::Shown { value, lo, hi } if hist => {
+                        let _ = (lo, hi);
+                        Some(format!("{}: median {}", p.window, fmt(value)))
+                    }
+                    Mark::Shown { value, lo, hi } => Some(format!(
+                        "{}: {} (95% interval {} – {})",
+                        p.window,
+                        fmt(value),
+                        fmt(lo),
+                        fmt(hi)
+                    )),
+                    _ => None,
+                }),
                 label: label.clone(),
                 gaps,
                 rows,
@@ -576,11 +594,64 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
         csrf: viewer.csrf.clone(),
         weeks: r.weeks,
         as_table: r.as_table,
+        pager: if r.as_table && pages > 1 {
+            (0..pages)
+                .map(|i| {
+                    (
+                        format!(
+                            "groups {}–{}",
+                            i * TABLE_GROUPS + 1,
+                            ((i + 1) * TABLE_GROUPS).min(groups.len())
+                        ),
+                        format!("{}&page={i}", q(true)),
+                        i == groups_page,
+                    )
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
         table_href: q(true),
         chart_href: q(false),
         contest_windows,
         cross_team: team,
     })
+}
+
+/// The windows not shown, by reason, with runs of consecutive windows as ranges:
+/// "Not shown in 2026-W03 to 2026-W09, 2026-W12: fewer than 5 active."
+fn gap_sentences(pts: &[Point]) -> Vec<String> {
+    let mut why: BTreeMap<&str, (usize, Vec<String>)> = BTreeMap::new();
+    let mut i = 0;
+    while i < pts.len() {
+        let w = match &pts[i].mark {
+            Mark::Suppressed(w) | Mark::Pending(w) => w.as_str(),
+            Mark::Shown { .. } => {
+                i += 1;
+                continue;
+            }
+        };
+        let start = i;
+        while i < pts.len() && pts[i].mark == pts[start].mark {
+            i += 1;
+        }
+        let e = why.entry(w).or_default();
+        e.0 += i - start;
+        e.1.push(if i - start == 1 {
+            pts[start].window.clone()
+        } else {
+            format!("{} to {}", pts[start].window, pts[i - 1].window)
+        });
+    }
+    why.into_iter()
+        .map(|(w, (n, spans))| {
+            if n == pts.len() {
+                format!("Not shown in any window: {w}.")
+            } else {
+                format!("Not shown in {}: {w}.", spans.join(", "))
+            }
+        })
+        .collect()
 }
 
 /// The newest shown histogram of a group, with its quantiles marked.
@@ -615,13 +686,13 @@ fn latest_histogram(
         .quantiles
         .iter()
         .flatten()
-        .filter_map(|(name, v)| {
+        .map(|(name, v)| {
             let v = num(v);
             let bin = bins
                 .iter()
                 .position(|b| v >= b.lo && v < b.hi)
                 .unwrap_or(bins.len().saturating_sub(1));
-            Some((format!("{name} = {}", veil_release::human(v, unit)), bin))
+            (format!("{name} = {}", veil_release::human(v, unit)), bin)
         })
         .collect();
     Some(chart::histogram(

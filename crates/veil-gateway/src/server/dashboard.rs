@@ -133,7 +133,13 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 }
 
 fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
-    let secure = if state.tls { "; Secure" } else { "" };
+    cookie_header(state.tls, name, value, max_age)
+}
+
+/// A `Set-Cookie` value: never readable by script, never sent cross-site, `Secure` under
+/// TLS.
+fn cookie_header(tls: bool, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if tls { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
     ))
@@ -439,6 +445,7 @@ struct ReleaseParams {
     metric: Option<String>,
     weeks: Option<u32>,
     view: Option<String>,
+    page: Option<usize>,
 }
 
 async fn team_health(
@@ -603,6 +610,7 @@ async fn releases_page(
         notice,
         weeks,
         as_table: params.view.as_deref() == Some("table"),
+        groups_page: params.page.unwrap_or(0),
         may_contest: s.principal.may(Action::Contest),
     };
     html(StatusCode::OK, veil_present::releases(&s.viewer, &r, team))
@@ -722,7 +730,18 @@ async fn contest(
             ),
         );
     };
-    let back = format!("{}?metric={}", back_to(&f.back), f.metric);
+    let known = state
+        .engine
+        .read()
+        .expect("engine lock")
+        .policy
+        .metric(&f.metric)
+        .is_some();
+    let back = if known {
+        format!("{}?metric={}", back_to(&f.back), f.metric)
+    } else {
+        back_to(&f.back).to_owned()
+    };
     let t = now();
     let r = super::govern::as_principal(&state, s.principal, move |st, policy, who| {
         veil_govern::contests::file(st, policy, who, &f.metric, &f.window, &f.note, t)
@@ -1212,4 +1231,63 @@ fn about(state: &AppState, headers: &HeaderMap, collection: Option<String>, _: M
             collection.as_deref(),
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_http_only_strict_and_secure_under_tls() {
+        let v = cookie_header(true, cookie_name(true), "abc", 60);
+        assert_eq!(
+            v.to_str().unwrap(),
+            "__Host-veil_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60; Secure"
+        );
+        let v = cookie_header(false, cookie_name(false), "abc", 60);
+        assert_eq!(
+            v.to_str().unwrap(),
+            "veil_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=60"
+        );
+        assert!(pre_cookie_name(true).starts_with("__Host-"));
+    }
+
+    #[test]
+    fn form_posts_must_come_from_this_origin() {
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        assert!(same_origin(&h(&[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "null")
+        ])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "cross-site")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "same-site")])));
+        assert!(!same_origin(&h(&[("sec-fetch-site", "none")])));
+        assert!(same_origin(&h(&[
+            ("origin", "http://a:1"),
+            ("host", "a:1")
+        ])));
+        assert!(!same_origin(&h(&[
+            ("origin", "http://evil:1"),
+            ("host", "a:1")
+        ])));
+        // Without metadata the CSRF token alone decides.
+        assert!(same_origin(&h(&[])));
+        assert!(same_origin(&h(&[("origin", "null")])));
+    }
+
+    #[test]
+    fn back_links_stay_on_the_dashboard() {
+        assert_eq!(back_to("/usage"), "/usage");
+        assert_eq!(back_to("https://evil.example/"), "/");
+        assert_eq!(back_to("//evil.example"), "/");
+    }
 }

@@ -1,0 +1,407 @@
+//! The dashboard's sessions and forms over real HTTP, with the gateway's clock injected:
+//! a session past its idle or absolute expiry is refused, a form without its CSRF token
+//! (or with another session's, or from another site) changes nothing, and every answer
+//! carries the security headers. (The browser test in veil-cli drives the same pages in
+//! Chromium.)
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use veil_gateway::server::{
+    auth, session::SessionLimits, Clock, DashboardConfig, ServeConfig, Server,
+};
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .find_map(|(_, v)| v.strip_prefix(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+    }
+
+    fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .expect("a form with a CSRF token")
+            + 19;
+        self.body[at..at + self.body[at..].find('"').unwrap()].to_owned()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+struct Gw {
+    addr: std::net::SocketAddr,
+    clock: Arc<AtomicI64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Gw {
+    let dir = tempfile::tempdir().unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for f in ["policy.yaml", "teams.yaml"] {
+        std::fs::copy(examples.join(f), dir.path().join(f)).unwrap();
+    }
+    let (policy, _) = veil_policy::load(&dir.path().join("policy.yaml")).unwrap();
+    let t0 = 1_800_000_000;
+    let store = veil_store::SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        t0,
+        "test",
+    )
+    .unwrap();
+    let clock = Arc::new(AtomicI64::new(t0));
+    let principal = |name: &str, role: auth::Role| auth::Principal {
+        name: name.into(),
+        roles: vec![role],
+        collections: None,
+        consent: None,
+        token_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(format!(
+            "{name}-token"
+        ))),
+        cert_sha256: None,
+    };
+    let c = clock.clone();
+    let cfg = ServeConfig {
+        listen: "127.0.0.1:0".into(),
+        otlp_listen: None,
+        otlp_grpc_listen: None,
+        principals: vec![
+            principal("viewer", auth::Role::Viewer),
+            principal("analyst", auth::Role::Analyst),
+        ],
+        limits: Default::default(),
+        event_limits: Default::default(),
+        tls: None,
+        anchor: None,
+        dashboard: DashboardConfig {
+            sessions: SessionLimits {
+                idle: 600,
+                max: 3600,
+            },
+            about_public: false,
+        },
+        clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
+    };
+    let server = Server::bind(cfg, Box::new(store), policy).await.unwrap();
+    let addr = server.local_addr();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run(async move {
+        let _ = rx.await;
+    }));
+    Gw {
+        addr,
+        clock,
+        stop: Some(tx),
+        _dir: dir,
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// Signs in through the form; returns the session cookie ("name=value").
+async fn sign_in(gw: &Gw, who: &str) -> String {
+    let form = http(gw.addr, "GET", "/signin", &[], "").await;
+    assert_eq!(form.status, 200);
+    let pre = format!("veil_signin={}", form.cookie("veil_signin").unwrap());
+    let body = format!(
+        "csrf={}&token={}",
+        enc(&form.csrf()),
+        enc(&format!("{who}-token"))
+    );
+    let r = http(
+        gw.addr,
+        "POST",
+        "/signin",
+        &[("Cookie", &pre), ("Sec-Fetch-Site", "same-origin")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    format!(
+        "veil_session={}",
+        r.cookie("veil_session").expect("a session cookie")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_when_idle_and_at_their_maximum_by_the_injected_clock() {
+    let gw = start().await;
+    let s = sign_in(&gw, "viewer").await;
+    assert_eq!(
+        http(gw.addr, "GET", "/posture", &[("Cookie", &s)], "")
+            .await
+            .status,
+        200
+    );
+    // Idle for 599 s is fine; each use restarts the idle clock...
+    for _ in 0..5 {
+        gw.clock.fetch_add(599, Ordering::SeqCst);
+        assert_eq!(
+            http(gw.addr, "GET", "/about", &[("Cookie", &s)], "")
+                .await
+                .status,
+            200
+        );
+    }
+    // ...but not the absolute one: 3600 s after sign-in it is over, used or not.
+    gw.clock.fetch_add(3600 - 5 * 599, Ordering::SeqCst);
+    let r = http(gw.addr, "GET", "/posture", &[("Cookie", &s)], "").await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/signin")),
+        "past the maximum"
+    );
+    // Idle past the limit.
+    let s = sign_in(&gw, "viewer").await;
+    gw.clock.fetch_add(600, Ordering::SeqCst);
+    let r = http(gw.addr, "GET", "/", &[("Cookie", &s)], "").await;
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/signin")),
+        "idle"
+    );
+    // A form post with an expired session is refused, whatever its token.
+    let s = sign_in(&gw, "analyst").await;
+    let page = http(gw.addr, "GET", "/grants", &[("Cookie", &s)], "").await;
+    let csrf = page.csrf();
+    gw.clock.fetch_add(601, Ordering::SeqCst);
+    let r = http(
+        gw.addr,
+        "POST",
+        "/grants",
+        &[("Cookie", &s), ("Sec-Fetch-Site", "same-origin")],
+        &format!(
+            "csrf={}&scope=ci.build_finished&purpose=x&duration=1h",
+            enc(&csrf)
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("session has ended"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_without_its_own_csrf_token_changes_nothing() {
+    let gw = start().await;
+    let a = sign_in(&gw, "analyst").await;
+    let b = sign_in(&gw, "analyst").await;
+    let csrf_a = http(gw.addr, "GET", "/grants", &[("Cookie", &a)], "")
+        .await
+        .csrf();
+    let csrf_b = http(gw.addr, "GET", "/grants", &[("Cookie", &b)], "")
+        .await
+        .csrf();
+    let post = |cookie: String, csrf: String, site: &'static str, purpose: &'static str| {
+        let addr = gw.addr;
+        async move {
+            let body = if csrf.is_empty() {
+                format!("scope=ci.build_finished&purpose={purpose}&duration=1h")
+            } else {
+                format!(
+                    "csrf={}&scope=ci.build_finished&purpose={purpose}&duration=1h",
+                    enc(&csrf)
+                )
+            };
+            http(
+                addr,
+                "POST",
+                "/grants",
+                &[("Cookie", &cookie), ("Sec-Fetch-Site", site)],
+                &body,
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        post(a.clone(), String::new(), "same-origin", "none")
+            .await
+            .status,
+        403,
+        "no token"
+    );
+    assert_eq!(
+        post(a.clone(), "x".into(), "same-origin", "bad")
+            .await
+            .status,
+        403,
+        "a made-up token"
+    );
+    assert_eq!(
+        post(a.clone(), csrf_b.clone(), "same-origin", "other")
+            .await
+            .status,
+        403,
+        "another session's token"
+    );
+    assert_eq!(
+        post(a.clone(), csrf_a.clone(), "cross-site", "cross")
+            .await
+            .status,
+        403,
+        "from another site"
+    );
+    let list = http(gw.addr, "GET", "/grants", &[("Cookie", &a)], "").await;
+    assert!(list.body.contains("no grants"), "nothing was requested");
+    let ok = post(a.clone(), csrf_a, "same-origin", "investigate").await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert!(ok.body.contains("investigate"));
+    // The sign-in form needs its pre-session token too.
+    let r = http(
+        gw.addr,
+        "POST",
+        "/signin",
+        &[("Sec-Fetch-Site", "same-origin")],
+        &format!("token={}", enc("analyst-token")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    assert!(r.cookie("veil_session").is_none());
+    // Sign-out needs it as well, then the cookie opens nothing.
+    let r = http(
+        gw.addr,
+        "POST",
+        "/signout",
+        &[("Cookie", &b), ("Sec-Fetch-Site", "same-origin")],
+        "csrf=",
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = http(
+        gw.addr,
+        "POST",
+        "/signout",
+        &[("Cookie", &b), ("Sec-Fetch-Site", "same-origin")],
+        &format!("csrf={}", enc(&csrf_b)),
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        http(gw.addr, "GET", "/", &[("Cookie", &b)], "")
+            .await
+            .status,
+        303
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_answer_carries_the_security_headers() {
+    let gw = start().await;
+    let v = sign_in(&gw, "viewer").await;
+    for (path, cookie) in [
+        ("/signin", ""),
+        ("/", ""),
+        ("/about", ""),
+        ("/static/veil.css", ""),
+        ("/", v.as_str()),
+        ("/usage", v.as_str()),
+        ("/posture", v.as_str()),
+        ("/audit", v.as_str()),
+        ("/grants", v.as_str()),
+        ("/about/ci.build_finished", v.as_str()),
+        ("/about/none", v.as_str()),
+    ] {
+        let r = http(gw.addr, "GET", path, &[("Cookie", cookie)], "").await;
+        let csp = r
+            .header("content-security-policy")
+            .unwrap_or_else(|| panic!("{path}: no CSP"));
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{path}"
+        );
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+            "{path}: no script at all"
+        );
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+    // A viewer is refused the audit log with a page that says so.
+    let r = http(gw.addr, "GET", "/audit", &[("Cookie", &v)], "").await;
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("Not for your role"));
+}
