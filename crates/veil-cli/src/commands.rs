@@ -1564,11 +1564,11 @@ fn demo(dir: PathBuf) -> Result<u8> {
     run(cli(Cmd::Seal {
         format: OutFormat::Table,
     }))?;
-    for (metric, by) in [("builds", "team"), ("feature_usage", "region")] {
+    for (metric, by) in [("builds", "team"), ("feature_usage", "feature,region")] {
         println!("\n== 5. veil report {metric} --by {by}");
         let q = Query {
             metric: metric.into(),
-            by: Some(vec![by.into()]),
+            by: Some(by.split(',').map(str::to_owned).collect()),
             from: None,
             to: None,
         };

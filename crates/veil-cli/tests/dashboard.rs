@@ -278,10 +278,12 @@ async fn every_role_opens_every_page_in_chromium() {
     let v = demo();
     let leaks = Leaks::of(&v);
     let gw = Gateway::start(&v);
+    // On a failure, the gateway's log too.
     let gwlog = gw.log.clone();
+    let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |i| {
-        eprintln!("{}", String::from_utf8_lossy(&gwlog.lock().unwrap()));
-        eprintln!("{i}");
+        eprintln!("gateway log:\n{}", String::from_utf8_lossy(&gwlog.lock().unwrap()));
+        default_hook(i);
     }));
     let profile = tempfile::tempdir().unwrap();
     let config = BrowserConfig::builder()
@@ -290,6 +292,11 @@ async fn every_role_opens_every_page_in_chromium() {
         .new_headless_mode()
         .user_data_dir(profile.path())
         .window_size(1280, 900)
+        .viewport(chromiumoxide::handler::viewport::Viewport {
+            width: 1280,
+            height: 900,
+            ..Default::default()
+        })
         .args([
             "--disable-gpu",
             "--disable-dev-shm-usage",
@@ -541,6 +548,12 @@ async fn every_role_opens_every_page_in_chromium() {
                     html.contains("Nothing of this range was released yet"),
                     "viewer notice"
                 );
+                // Product usage opens on feature usage, released by the demo.
+                open(&page, &gw.url("/usage")).await;
+                let html = page.content().await.unwrap();
+                assert!(html.contains("Product usage — feature_usage"), "usage opens on a product metric");
+                let shown: u32 = eval(&page, "document.querySelectorAll('svg .line, svg .dot').length").await;
+                assert!(shown >= 10, "feature × region groups are shown ({shown})");
                 // The member's hostile note is listed as text on the posture page.
                 open(&page, &gw.url("/posture")).await;
                 let html = page.content().await.unwrap();

@@ -163,7 +163,7 @@ fn every_config_key_is_documented_and_the_complete_example_loads() {
     let doc = read("docs/config.md");
     let src = read("crates/veil-cli/src/config.rs");
     let mut keys = 0;
-    for list in ["TOP", "PRINCIPAL", "LIMITS", "TLS", "AUDIT"] {
+    for list in ["TOP", "PRINCIPAL", "LIMITS", "TLS", "AUDIT", "DASHBOARD"] {
         for k in const_list(&src, list) {
             assert!(
                 doc.contains(&format!("`{k}`")),
@@ -189,7 +189,7 @@ fn every_config_key_is_documented_and_the_complete_example_loads() {
         .nth(1)
         .and_then(|b| b.split("```").next())
         .unwrap();
-    for list in ["TOP", "PRINCIPAL", "LIMITS", "TLS", "AUDIT"] {
+    for list in ["TOP", "PRINCIPAL", "LIMITS", "TLS", "AUDIT", "DASHBOARD"] {
         for k in const_list(&src, list) {
             assert!(
                 example.contains(&format!("{k} ="))

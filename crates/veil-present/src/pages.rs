@@ -264,6 +264,20 @@ pub fn is_team_metric(policy: &Policy, metric: &str) -> bool {
         .is_some_and(|(c, m)| m.by.len() == 1 && c.fields[m.by[0]].from_team_map())
 }
 
+/// The metrics a release page offers, in order: team health takes the team metrics;
+/// product usage every other one, the product collections' (those with no team field)
+/// first, so it opens on feature usage rather than on an organization-wide build count.
+pub fn page_metrics(policy: &Policy, team: bool) -> Vec<String> {
+    let mut out: Vec<(bool, String)> = policy
+        .metrics()
+        .filter(|(_, m)| is_team_metric(policy, &m.name) == team)
+        .map(|(c, m)| (c.fields.iter().any(|f| f.from_team_map()), m.name.clone()))
+        .collect();
+    // Stable: policy order within each kind.
+    out.sort_by_key(|(has_team, _)| *has_team);
+    out.into_iter().map(|(_, m)| m).collect()
+}
+
 fn num(n: &serde_json::Number) -> f64 {
     n.as_f64().unwrap_or(0.0)
 }
@@ -532,14 +546,12 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
             header.push(format!("Every window shown was released before: viewing it spends nothing (ε {} left in the newest window's budget period).", trim(d.budget_left)));
         }
     }
-    let metrics = r
-        .policy
-        .metrics()
-        .filter(|(_, mm)| is_team_metric(r.policy, &mm.name) == team)
-        .map(|(_, mm)| Choice {
-            value: mm.name.clone(),
-            label: mm.name.replace('_', " "),
-            selected: mm.name == m.name,
+    let metrics = page_metrics(r.policy, team)
+        .into_iter()
+        .map(|name| Choice {
+            label: name.replace('_', " "),
+            selected: name == m.name,
+            value: name,
         })
         .collect();
     let ranges = RANGES

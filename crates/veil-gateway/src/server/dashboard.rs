@@ -512,16 +512,12 @@ async fn releases_page(
         Err(r) => return r,
     };
     let policy = state.engine.read().expect("engine lock").policy.clone();
+    let offered = veil_present::page_metrics(&policy, team);
     let metric = params
         .metric
         .clone()
-        .filter(|m| policy.metric(m).is_some() && veil_present::is_team_metric(&policy, m) == team)
-        .or_else(|| {
-            policy
-                .metrics()
-                .find(|(_, m)| veil_present::is_team_metric(&policy, &m.name) == team)
-                .map(|(_, m)| m.name.clone())
-        });
+        .filter(|m| offered.contains(m))
+        .or_else(|| offered.first().cloned());
     let Some(metric) = metric else {
         return html(
             StatusCode::OK,
