@@ -282,7 +282,10 @@ async fn every_role_opens_every_page_in_chromium() {
     let gwlog = gw.log.clone();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |i| {
-        eprintln!("gateway log:\n{}", String::from_utf8_lossy(&gwlog.lock().unwrap()));
+        eprintln!(
+            "gateway log:\n{}",
+            String::from_utf8_lossy(&gwlog.lock().unwrap())
+        );
         default_hook(i);
     }));
     let profile = tempfile::tempdir().unwrap();
@@ -551,8 +554,15 @@ async fn every_role_opens_every_page_in_chromium() {
                 // Product usage opens on feature usage, released by the demo.
                 open(&page, &gw.url("/usage")).await;
                 let html = page.content().await.unwrap();
-                assert!(html.contains("Product usage — feature_usage"), "usage opens on a product metric");
-                let shown: u32 = eval(&page, "document.querySelectorAll('svg .line, svg .dot').length").await;
+                assert!(
+                    html.contains("Product usage — feature_usage"),
+                    "usage opens on a product metric"
+                );
+                let shown: u32 = eval(
+                    &page,
+                    "document.querySelectorAll('svg .line, svg .dot').length",
+                )
+                .await;
                 assert!(shown >= 10, "feature × region groups are shown ({shown})");
                 // The member's hostile note is listed as text on the posture page.
                 open(&page, &gw.url("/posture")).await;

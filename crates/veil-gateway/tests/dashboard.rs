@@ -109,6 +109,10 @@ struct Gw {
 }
 
 async fn start() -> Gw {
+    start_with(false).await
+}
+
+async fn start_with(about_public: bool) -> Gw {
     let dir = tempfile::tempdir().unwrap();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for f in ["policy.yaml", "teams.yaml"] {
@@ -152,7 +156,7 @@ async fn start() -> Gw {
                 idle: 600,
                 max: 3600,
             },
-            about_public: false,
+            about_public,
         },
         clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
     };
@@ -404,4 +408,26 @@ async fn every_dashboard_answer_carries_the_security_headers() {
     let r = http(gw.addr, "GET", "/audit", &[("Cookie", &v)], "").await;
     assert_eq!(r.status, 403);
     assert!(r.body.contains("Not for your role"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_is_collected_is_public_only_when_the_config_says_so() {
+    let closed = start().await;
+    let r = http(closed.addr, "GET", "/about", &[], "").await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/signin")));
+    let open = start_with(true).await;
+    let r = http(open.addr, "GET", "/about/ci.build_finished", &[], "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("We collect"), "the purpose sentence");
+    assert!(r.body.contains("what happens to it"));
+    // Nothing else opens without sign-in, and the page offers nothing else.
+    assert!(!r.body.contains("href=\"/posture\""));
+    for path in ["/", "/usage", "/posture", "/audit", "/grants", "/subjects"] {
+        let r = http(open.addr, "GET", path, &[], "").await;
+        assert_eq!(
+            (r.status, r.header("location")),
+            (303, Some("/signin")),
+            "{path}"
+        );
+    }
 }

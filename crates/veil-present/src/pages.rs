@@ -832,23 +832,55 @@ pub fn posture(viewer: &Viewer, doc: &serde_json::Value, anchored: Option<i64>) 
         .flatten()
         .map(|(k, v)| vec![k.clone(), s(v)])
         .collect();
+    // Over time: the last 28 days, one row per day, one column per reason.
+    let mut days: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut reasons: BTreeSet<String> = BTreeSet::new();
+    for r in doc["rejections_by_day"].as_array().into_iter().flatten() {
+        let reason = s(&r["reason"]);
+        reasons.insert(reason.clone());
+        days.entry(s(&r["day"]).chars().take(10).collect())
+            .or_default()
+            .insert(reason, s(&r["events"]));
+    }
+    let mut head = vec!["day".to_owned()];
+    head.extend(reasons.iter().cloned());
+    let by_day = Table {
+        caption: "Refused in the last 28 days, by day and reason".into(),
+        head,
+        rows: days
+            .into_iter()
+            .map(|(day, counts)| {
+                let mut row = vec![day];
+                row.extend(
+                    reasons
+                        .iter()
+                        .map(|r| counts.get(r).cloned().unwrap_or_else(|| "0".into())),
+                );
+                row
+            })
+            .collect(),
+    };
     sections.push(Section {
         heading: "Rejections".into(),
         facts: vec![],
-        tables: vec![Table {
-            caption:
-                "Events refused at the door, by reason (what quarantine holds, values redacted)"
-                    .into(),
-            head: vec!["reason".into(), "events".into()],
-            rows: rejections,
-        }],
+        tables: vec![
+            Table {
+                caption:
+                    "Events refused at the door, by reason (what quarantine holds, values redacted)"
+                        .into(),
+                head: vec!["reason".into(), "events".into()],
+                rows: rejections,
+            },
+            by_day,
+        ],
     });
     sections.push(Section {
         heading: "Privacy budget".into(),
         facts: vec![],
         tables: vec![
             Table {
-                caption: "Per collection, for the current budget period's data".into(),
+                caption: "Per collection and budget period (the current one and the two before)"
+                    .into(),
                 head: vec![
                     "collection".into(),
                     "period from".into(),
@@ -860,14 +892,25 @@ pub fn posture(viewer: &Viewer, doc: &serde_json::Value, anchored: Option<i64>) 
                     .as_object()
                     .into_iter()
                     .flatten()
-                    .map(|(c, b)| {
-                        vec![
-                            c.clone(),
-                            s(&b["period_from"]),
-                            s(&b["epsilon"]),
-                            trim(b["spent"].as_f64().unwrap_or(0.0)),
-                            trim(b["left"].as_f64().unwrap_or(0.0)),
-                        ]
+                    .flat_map(|(c, b)| {
+                        let row = |p: &serde_json::Value| {
+                            vec![
+                                c.clone(),
+                                s(&p["period_from"]),
+                                s(&b["epsilon"]),
+                                trim(p["spent"].as_f64().unwrap_or(0.0)),
+                                trim(p["left"].as_f64().unwrap_or(0.0)),
+                            ]
+                        };
+                        let mut rows = vec![row(b)];
+                        rows.extend(
+                            b["earlier_periods"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .map(row),
+                        );
+                        rows
                     })
                     .collect(),
             },

@@ -327,6 +327,9 @@ pub trait Store: SealedAggregates {
     fn set_collector_cursor(&mut self, key: &str, value: &str) -> Result<()>;
     /// Rejections held in quarantine, by reason code.
     fn quarantine_counts(&self) -> Result<BTreeMap<String, i64>>;
+    /// Rejections received since `since`, by UTC day (its start) and reason code: the
+    /// posture's rejections over time.
+    fn quarantine_by_day(&self, since: i64) -> Result<Vec<(i64, String, i64)>>;
     /// A stored release by id, served only as its audit entry recorded it (an edited or
     /// replaced row is an error, never an answer).
     fn release_by_id(&self, release_id: &str) -> Result<Option<ReleaseRecord>>;

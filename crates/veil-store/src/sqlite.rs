@@ -1318,6 +1318,15 @@ impl Store for SqliteStore {
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 
+    fn quarantine_by_day(&self, since: i64) -> Result<Vec<(i64, String, i64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT received_at - (received_at % 86400) AS day, reason, COUNT(*) FROM quarantine \
+             WHERE received_at >= ?1 GROUP BY day, reason ORDER BY day, reason",
+        )?;
+        let rows = st.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
     fn release_by_id(&self, release_id: &str) -> Result<Option<ReleaseRecord>> {
         let Some(r) = self
             .conn

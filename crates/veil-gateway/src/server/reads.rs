@@ -127,6 +127,11 @@ pub fn posture(
         "collections": collections,
         "direct_identifiers": {"total": ids, "pseudonymized": pseudo, "dropped": ids - pseudo, "raw_kept": 0},
         "rejections_by_reason": store.quarantine_counts()?,
+        "rejections_by_day": store
+            .quarantine_by_day(t - t.rem_euclid(86_400) - 27 * 86_400)?
+            .into_iter()
+            .map(|(day, reason, n)| serde_json::json!({"day": stamp(day), "reason": reason, "events": n}))
+            .collect::<Vec<_>>(),
         "budget": spent,
         "budget_spent_by_principal": store.spent_by_principal()?.iter().map(|((p, c), e)| (format!("{p} / {c}"), *e)).collect::<BTreeMap<_, _>>(),
         "last_seal": last_seal,
@@ -150,9 +155,19 @@ fn budget_spent(
         let from = chrono::DateTime::from_timestamp(period, 0)
             .map(|d| d.format("%Y-%m-%d").to_string())
             .unwrap_or_default();
+        // The two periods before, whose data may still be released.
+        let mut earlier = Vec::new();
+        for k in 1..=2 {
+            let p = period - k * c.budget.period;
+            let s = store.spent(&c.name, p, p + c.budget.period)?;
+            let from = chrono::DateTime::from_timestamp(p, 0)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_default();
+            earlier.push(serde_json::json!({"period_from": from, "spent": s, "left": (c.budget.epsilon - s).max(0.0)}));
+        }
         out.insert(
             c.name.clone(),
-            serde_json::json!({"period_from": from, "epsilon": c.budget.epsilon, "spent": spent, "left": (c.budget.epsilon - spent).max(0.0)}),
+            serde_json::json!({"period_from": from, "epsilon": c.budget.epsilon, "spent": spent, "left": (c.budget.epsilon - spent).max(0.0), "earlier_periods": earlier}),
         );
     }
     Ok(out)
