@@ -384,6 +384,20 @@ async fn every_role_opens_every_page_in_chromium() {
                 let html = page.content().await.unwrap();
                 assert!(html.contains("Not released yet"), "the cost is shown");
                 assert!(html.contains("Release and spend"));
+                // A confirmation for other windows than the page showed spends nothing.
+                let status = submit(
+                    &page,
+                    "document.querySelector(\"form[action='/release'] input[name=windows]\").value = '2026-W01'",
+                    "form[action='/release']",
+                )
+                .await;
+                assert_eq!(status, 409, "a changed cost is refused");
+                assert!(page.content().await.unwrap().contains("Nothing was spent"));
+                open(&page, &gw.url("/?metric=build_duration&weeks=4")).await;
+                assert!(
+                    page.content().await.unwrap().contains("Release and spend"),
+                    "still unreleased"
+                );
                 let status = submit(&page, "", "form[action='/release']").await;
                 assert_eq!(status, 200, "released");
                 let html = page.content().await.unwrap();

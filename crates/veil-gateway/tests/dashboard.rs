@@ -146,6 +146,9 @@ async fn start_with(about_public: bool) -> Gw {
         principals: vec![
             principal("viewer", auth::Role::Viewer),
             principal("analyst", auth::Role::Analyst),
+            principal("member", auth::Role::Member),
+            principal("privacy", auth::Role::Privacy),
+            principal("eng", auth::Role::Engineering),
         ],
         limits: Default::default(),
         event_limits: Default::default(),
@@ -217,9 +220,9 @@ async fn sessions_end_when_idle_and_at_their_maximum_by_the_injected_clock() {
             .status,
         200
     );
-    // Idle for 599 s is fine; each use restarts the idle clock...
-    for _ in 0..5 {
-        gw.clock.fetch_add(599, Ordering::SeqCst);
+    // Idle for 500 s at a time is fine: each use restarts the idle clock...
+    for _ in 0..7 {
+        gw.clock.fetch_add(500, Ordering::SeqCst);
         assert_eq!(
             http(gw.addr, "GET", "/about", &[("Cookie", &s)], "")
                 .await
@@ -227,8 +230,8 @@ async fn sessions_end_when_idle_and_at_their_maximum_by_the_injected_clock() {
             200
         );
     }
-    // ...but not the absolute one: 3600 s after sign-in it is over, used or not.
-    gw.clock.fetch_add(3600 - 5 * 599, Ordering::SeqCst);
+    // ...but not the absolute one: 3600 s after sign-in it is over, though used 100 s ago.
+    gw.clock.fetch_add(3600 - 7 * 500, Ordering::SeqCst);
     let r = http(gw.addr, "GET", "/posture", &[("Cookie", &s)], "").await;
     assert_eq!(
         (r.status, r.header("location")),
@@ -428,6 +431,141 @@ async fn what_is_collected_is_public_only_when_the_config_says_so() {
             (r.status, r.header("location")),
             (303, Some("/signin")),
             "{path}"
+        );
+    }
+}
+
+/// Every form of the dashboard: path, the principal whose role may post it, the fields.
+const FORMS: &[(&str, &str, &str)] = &[
+    (
+        "/release",
+        "analyst",
+        "metric=builds&weeks=12&from=2026-01-05&to=2027-01-04&windows=2026-W02",
+    ),
+    (
+        "/contest",
+        "member",
+        "metric=builds&window=2026-W02&note=looks+off",
+    ),
+    (
+        "/grants",
+        "analyst",
+        "scope=ci.build_finished&purpose=debug&duration=1h",
+    ),
+    ("/grants/g-1/approve", "eng", ""),
+    ("/grants/g-1/revoke", "privacy", ""),
+    ("/subjects/opt-out", "privacy", "id=someone%40example.org"),
+    (
+        "/subjects/erase",
+        "privacy",
+        "id=someone%40example.org&confirm=yes",
+    ),
+    ("/signout", "viewer", ""),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_form_refuses_a_missing_or_foreign_token_and_a_role_without_it() {
+    let gw = start().await;
+    let viewer = sign_in(&gw, "viewer").await;
+    let viewer_csrf = http(gw.addr, "GET", "/about", &[("Cookie", &viewer)], "")
+        .await
+        .csrf();
+    for (path, who, fields) in FORMS {
+        let own = sign_in(&gw, who).await;
+        let csrf = http(gw.addr, "GET", "/about", &[("Cookie", &own)], "")
+            .await
+            .csrf();
+        let post = |cookie: String, token: Option<String>| {
+            let body = match token {
+                Some(t) if fields.is_empty() => format!("csrf={}", enc(&t)),
+                Some(t) => format!("csrf={}&{fields}", enc(&t)),
+                None => fields.to_string(),
+            };
+            let addr = gw.addr;
+            async move {
+                http(
+                    addr,
+                    "POST",
+                    path,
+                    &[("Cookie", &cookie), ("Sec-Fetch-Site", "same-origin")],
+                    &body,
+                )
+                .await
+            }
+        };
+        for (r, why, said) in [
+            (post(own.clone(), None).await, "no token", "Form refused"),
+            (
+                post(own.clone(), Some(viewer_csrf.clone())).await,
+                "another session's token",
+                "Form refused",
+            ),
+            (
+                post(String::new(), Some(csrf.clone())).await,
+                "no session",
+                "session has ended",
+            ),
+        ] {
+            assert_eq!(r.status, 403, "{path}: {why}");
+            assert!(
+                r.body.contains(said),
+                "{path}: {why}: refused for that reason"
+            );
+        }
+        if *path != "/signout" {
+            // A role without the action, with its own valid token.
+            let r = post(viewer.clone(), Some(viewer_csrf.clone())).await;
+            assert_eq!(r.status, 403, "{path}: a viewer");
+            assert!(r.body.contains("Not for your role"), "{path}");
+        }
+        // The session that was refused is still the same one (nothing signed out).
+        assert_eq!(
+            http(gw.addr, "GET", "/about", &[("Cookie", &own)], "")
+                .await
+                .status,
+            200,
+            "{path}"
+        );
+    }
+    // Nothing of any of it happened: no grant, contest, opt-out or budget spent.
+    let token = "privacy-token";
+    let r = http(
+        gw.addr,
+        "GET",
+        "/v1/status",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let doc: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(doc["grants"].as_array().map(Vec::len), Some(0));
+    assert_eq!(doc["open_contests"].as_array().map(Vec::len), Some(0));
+    assert_eq!(doc["opted_out"], 0);
+    for (c, b) in doc["budget"].as_object().unwrap() {
+        assert_eq!(b["spent"].as_f64(), Some(0.0), "{c}");
+    }
+    let r = http(
+        gw.addr,
+        "GET",
+        "/v1/audit?limit=10000",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    )
+    .await;
+    for action in [
+        "grant_request",
+        "grant_approve",
+        "grant_revoke",
+        "contest",
+        "subject_erase",
+        "release",
+        "subject_opt_out",
+        "dashboard_signout",
+    ] {
+        assert!(
+            !r.body.contains(&format!("\"action\":\"{action}\"")),
+            "{action} in the audit log"
         );
     }
 }

@@ -369,15 +369,21 @@ pub fn approve(store: &mut dyn Store, who: &Actor, id: &str, now: i64) -> Result
 
 /// `veil grant revoke`: ends a pending or live grant now. The requester may revoke its
 /// own; otherwise it takes role engineering, privacy or admin (or the local operator).
-pub fn revoke(store: &mut dyn Store, who: &Actor, id: &str, now: i64) -> Result<Grant> {
-    let g = find(store, who, "revoke", id, now)?;
-    let state = g.state(now);
-    let may = who.operator
+/// Whether `who` may revoke `g` (whatever its state): its requester, or engineering,
+/// privacy or admin. Pages offer the button by this, and [`revoke`] checks it.
+pub fn may_revoke(who: &Actor, g: &Grant) -> bool {
+    who.operator
         || who.name == g.requester
         || who
             .roles
             .iter()
-            .any(|r| matches!(r, Role::Engineering | Role::Privacy | Role::Admin));
+            .any(|r| matches!(r, Role::Engineering | Role::Privacy | Role::Admin))
+}
+
+pub fn revoke(store: &mut dyn Store, who: &Actor, id: &str, now: i64) -> Result<Grant> {
+    let g = find(store, who, "revoke", id, now)?;
+    let state = g.state(now);
+    let may = may_revoke(who, &g);
     let refusal = if !matches!(state, GrantState::Pending | GrantState::Live) {
         Some((
             "not_revocable",

@@ -164,6 +164,9 @@ pub fn message(viewer: Option<&Viewer>, title: &str, text: &str, back: &str) -> 
 /// What releasing the windows not released yet would cost (`--dry-run`).
 #[derive(Debug, Clone)]
 pub struct Cost {
+    /// The range planned (dates, `to` exclusive): the confirmation pins it.
+    pub from: String,
+    pub to: String,
     pub windows: Vec<String>,
     pub epsilon_per_window: f64,
     pub epsilon: f64,
@@ -197,6 +200,9 @@ pub struct Releases<'a> {
 
 /// Groups per page in the table view: two years of 20 teams is a long page already.
 pub const TABLE_GROUPS: usize = 20;
+
+/// Groups per page in the chart view: 60 small multiples stay under the page budget.
+pub const CHART_GROUPS: usize = 60;
 
 /// The ranges offered, in weeks.
 pub const RANGES: [u32; 5] = [4, 12, 26, 52, 104];
@@ -336,7 +342,6 @@ fn page_for(team: bool) -> Page {
 /// group — teams in alphabetical order, never ranked by a value — with a table twin.
 pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
     let page = page_for(team);
-    let unit = r.doc.and_then(|d| d.unit.clone());
     let (coll, m) = match r.policy.metric(r.metric) {
         Some(x) => x,
         None => {
@@ -348,6 +353,12 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
             )
         }
     };
+    // The release's unit, or before any release the measured field's.
+    let unit = r.doc.and_then(|d| d.unit.clone()).or_else(|| {
+        m.field
+            .and_then(|f| coll.fields[f].unit())
+            .map(str::to_owned)
+    });
     let by: Vec<String> =
         m.by.iter()
             .map(|&i| coll.fields[i].name().to_owned())
@@ -421,18 +432,19 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
         .collect();
     let scale = Scale::covering(series.iter().map(|(_, p)| p.as_slice()));
     let fmt = |x: f64| veil_release::human(x, unit.as_deref());
-    // The table view pages through the groups; the charts show them all.
-    let pages = series.len().div_ceil(TABLE_GROUPS).max(1);
-    let groups_page = r.groups_page.min(pages - 1);
-    let series: Vec<(String, Vec<Point>)> = if r.as_table {
-        series
-            .into_iter()
-            .skip(groups_page * TABLE_GROUPS)
-            .take(TABLE_GROUPS)
-            .collect()
+    // Both views page through the groups (the table by fewer); one axis for all pages.
+    let per_page = if r.as_table {
+        TABLE_GROUPS
     } else {
-        series
+        CHART_GROUPS
     };
+    let pages = series.len().div_ceil(per_page).max(1);
+    let groups_page = r.groups_page.min(pages - 1);
+    let series: Vec<(String, Vec<Point>)> = series
+        .into_iter()
+        .skip(groups_page * per_page)
+        .take(per_page)
+        .collect();
     let multiples = series
         .iter()
         .enumerate()
@@ -606,16 +618,16 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
         csrf: viewer.csrf.clone(),
         weeks: r.weeks,
         as_table: r.as_table,
-        pager: if r.as_table && pages > 1 {
+        pager: if pages > 1 {
             (0..pages)
                 .map(|i| {
                     (
                         format!(
                             "groups {}–{}",
-                            i * TABLE_GROUPS + 1,
-                            ((i + 1) * TABLE_GROUPS).min(groups.len())
+                            i * per_page + 1,
+                            ((i + 1) * per_page).min(groups.len())
                         ),
-                        format!("{}&page={i}", q(true)),
+                        format!("{}&page={i}", q(r.as_table)),
                         i == groups_page,
                     )
                 })

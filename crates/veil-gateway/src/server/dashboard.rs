@@ -170,6 +170,11 @@ fn pages_of(p: &Principal) -> Vec<Page> {
         .collect()
 }
 
+/// The first page a principal may open: where sign-in lands and "back" links lead.
+fn home(v: &Viewer) -> &'static str {
+    v.pages.first().map(|p| p.href()).unwrap_or("/about")
+}
+
 /// The session of a request, if live.
 fn session<'s>(state: &'s AppState, headers: &HeaderMap) -> Option<Signed<'s>> {
     let id = cookie(headers, cookie_name(state.tls))?;
@@ -241,7 +246,7 @@ fn stale_form(viewer: Option<&Viewer>) -> Response {
             viewer,
             "Form refused",
             "This form was not sent from this dashboard's page, or it is out of date. Nothing was done; open the page again.",
-            "/",
+            viewer.map(home).unwrap_or("/signin"),
         ),
     )
 }
@@ -280,7 +285,7 @@ fn post_gate<'s>(
                     Some(&s.viewer),
                     "Not for your role",
                     "This action needs a role this principal does not have. Nothing was done.",
-                    "/",
+                    home(&s.viewer),
                 ),
             ));
         }
@@ -291,8 +296,8 @@ fn post_gate<'s>(
 // ---- sign-in and sign-out ----
 
 async fn signin_form(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if session(&state, &headers).is_some() {
-        return see_other("/");
+    if let Some(s) = session(&state, &headers) {
+        return see_other(home(&s.viewer));
     }
     signin_page(&state, &headers, None, StatusCode::OK)
 }
@@ -357,6 +362,7 @@ async fn signin(
     }
     let mut h = HeaderMap::new();
     let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", f.token.trim())) else {
+        super::audit_denial(&state, "/signin", "invalid_token", None);
         return signin_page(
             &state,
             &headers,
@@ -390,6 +396,10 @@ async fn signin(
         );
     }
     let t = state.clock.now();
+    // A sign-in replaces the browser's session, whoever held it.
+    if let Some(old) = cookie(&headers, cookie_name(state.tls)) {
+        state.sessions.close(old);
+    }
     let id = state.sessions.open(&p.name, t);
     let name = p.name.clone();
     let _ = state
@@ -430,6 +440,14 @@ async fn signout(
         Err(r) => return r,
     };
     state.sessions.close(&s.id);
+    let (name, t) = (s.principal.name.clone(), state.clock.now());
+    let _ = state
+        .writer
+        .call(move |st, _| {
+            st.audit(&name, "dashboard_signout", &serde_json::json!({}), t)
+                .map(|_| ())
+        })
+        .await;
     let mut r = see_other("/signin");
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -560,6 +578,15 @@ async fn releases_page(
         Ok(veil_release::Lookup::Stored(r)) => Some(r.document().clone()),
         Ok(veil_release::Lookup::Fresh(_)) => None, // never with may_release = false
         Err(ReleaseError::NotReleased) => {
+            if !may_release {
+                // As the API counts a viewer's query of what is not released.
+                super::audit_denial(
+                    state,
+                    page.href(),
+                    "not_released",
+                    Some(s.principal.name.clone()),
+                );
+            }
             notice = Some(if may_release {
                 "Nothing of this range was released yet; release it below.".to_owned()
             } else {
@@ -568,7 +595,7 @@ async fn releases_page(
             None
         }
         Err(e) => {
-            notice = Some(e.to_string());
+            notice = Some(super::reads::release_sentence(&e));
             None
         }
     };
@@ -580,7 +607,14 @@ async fn releases_page(
     if let Some(Ok(p)) = plan {
         pending = p.new_window_labels.clone();
         if !p.new_windows.is_empty() {
+            let day = |t: i64| {
+                chrono::DateTime::from_timestamp(t, 0)
+                    .map(|d| d.format("%Y-%m-%d").to_string())
+                    .unwrap_or_default()
+            };
             cost = Some(veil_present::Cost {
+                from: day(p.from_ts),
+                to: day(p.to_ts),
                 windows: p.new_window_labels.clone(),
                 epsilon_per_window: p.epsilon_per_window,
                 epsilon: p.cost,
@@ -619,7 +653,7 @@ fn unavailable(viewer: Option<&Viewer>) -> Response {
             viewer,
             "Try again",
             "The store is not answering; nothing was done. Try again shortly.",
-            "/",
+            viewer.map(home).unwrap_or("/signin"),
         ),
     )
 }
@@ -630,6 +664,11 @@ struct ReleaseForm {
     csrf: String,
     metric: String,
     weeks: u32,
+    /// The range the page showed, pinned: a window sealed since cannot slip in.
+    from: String,
+    to: String,
+    /// The windows whose cost the page showed, comma-separated.
+    windows: String,
     #[serde(default)]
     back: String,
 }
@@ -661,7 +700,7 @@ async fn release(
                 Some(&s.viewer),
                 "Malformed",
                 "The release form was malformed; nothing was spent.",
-                "/",
+                home(&s.viewer),
             ),
         );
     };
@@ -670,24 +709,67 @@ async fn release(
         weeks: Some(f.weeks),
         ..Default::default()
     });
-    let Some(q) = page_query(&policy, &f.metric, weeks, now()) else {
+    let date = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok();
+    let (Some(mut q), Some(from), Some(until)) = (
+        page_query(&policy, &f.metric, weeks, now()),
+        date(&f.from),
+        date(&f.to),
+    ) else {
         return html(
-            StatusCode::NOT_FOUND,
+            StatusCode::BAD_REQUEST,
             veil_present::message(
                 Some(&s.viewer),
-                "Unknown metric",
-                "No metric of that name is declared; nothing was spent.",
-                "/",
+                "Not released",
+                "The release form names no declared metric or no range; nothing was spent.",
+                home(&s.viewer),
             ),
         );
     };
+    q.from = Some(from);
+    q.to = Some(until);
     let back = back_to(&f.back);
     let to = format!("{back}?metric={}&weeks={weeks}", q.metric);
+    // Exactly what the page showed, or nothing: the windows (and so the cost) are planned
+    // again, and any difference sends the analyst back to the new cost.
+    let planned = {
+        let q = q.clone();
+        on_store(&state, move |store, eng| {
+            let policy = eng.read().expect("engine lock").policy.clone();
+            veil_release::plan(&*store, &policy, &q, now()).map(|p| p.new_window_labels.join(","))
+        })
+        .await
+    };
+    match planned {
+        Ok(Ok(w)) if w == f.windows && !w.is_empty() => {}
+        Ok(Ok(_)) => {
+            return html(
+                StatusCode::CONFLICT,
+                veil_present::message(
+                    Some(&s.viewer),
+                    "The cost changed",
+                    "The windows this release would spend on are no longer the ones the page showed (released by someone else, or the range moved). Nothing was spent; open the page again to see the cost now.",
+                    &to,
+                ),
+            )
+        }
+        Ok(Err(e)) => {
+            return html(
+                StatusCode::FORBIDDEN,
+                veil_present::message(Some(&s.viewer), "Not released", &super::reads::release_sentence(&e), &to),
+            )
+        }
+        Err(_) => return unavailable(Some(&s.viewer)),
+    }
     match answer_query(&state, s.principal.name.clone(), true, q).await {
         Answered::Released(_) => see_other(&to),
         Answered::Refused(e) => html(
             StatusCode::FORBIDDEN,
-            veil_present::message(Some(&s.viewer), "Not released", &e.to_string(), &to),
+            veil_present::message(
+                Some(&s.viewer),
+                "Not released",
+                &super::reads::release_sentence(&e),
+                &to,
+            ),
         ),
         Answered::Unavailable => unavailable(Some(&s.viewer)),
     }
@@ -722,7 +804,7 @@ async fn contest(
                 Some(&s.viewer),
                 "Malformed",
                 "The contest form was malformed; nothing was filed.",
-                "/",
+                home(&s.viewer),
             ),
         );
     };
@@ -920,7 +1002,15 @@ async fn grants_page(
                 && &g.requester != me
                 && !g.approvals.iter().any(|a| &a.principal == me),
             may_revoke: matches!(st, GrantState::Pending | GrantState::Live)
-                && s.principal.may(Action::RevokeGrant),
+                && s.principal.may(Action::RevokeGrant)
+                && veil_govern::grants::may_revoke(
+                    &Actor {
+                        name: me,
+                        roles: &s.principal.roles,
+                        operator: false,
+                    },
+                    g,
+                ),
         })
         .collect();
     let policy = state.engine.read().expect("engine lock").policy.clone();
@@ -1171,7 +1261,9 @@ async fn subject_step(
             }
         })
         .await;
-    state.forget_posture();
+    if matches!(r, Ok(Ok(_))) {
+        state.forget_posture();
+    }
     match r {
         Ok(Ok(msg)) => page(StatusCode::OK, &msg),
         Ok(Err(GovernError::Refused { code, message })) => {

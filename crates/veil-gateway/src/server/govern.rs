@@ -84,8 +84,11 @@ pub(super) async fn as_principal<T: Send + 'static>(
     .await
     {
         Ok(Ok(v)) => {
-            // Grants and contests are part of the posture: the next reader sees the change.
-            state.forget_posture();
+            // Grants and contests are part of the posture: the next reader sees a change
+            // (a refusal changes nothing the posture shows).
+            if v.is_ok() {
+                state.forget_posture();
+            }
             Ok(v)
         }
         _ => Err(refuse(
@@ -373,7 +376,9 @@ pub(super) async fn opt_out(
         }),
     )
     .await;
-    state.forget_posture();
+    if matches!(r, Ok(Ok(Ok(true)))) {
+        state.forget_posture();
+    }
     let r = match r {
         Ok(Ok(v)) => Ok(v.map(|new| serde_json::json!({"opted_out": true, "new": new}))),
         _ => Err(refuse(

@@ -364,7 +364,7 @@ async fn released(state: &AppState, r: &veil_release::Released) -> Response {
 }
 
 fn release_refusal(e: ReleaseError) -> Response {
-    let msg = e.to_string();
+    let msg = release_sentence(&e);
     match e {
         ReleaseError::BudgetExhausted { .. } => {
             refuse(StatusCode::FORBIDDEN, "budget_exhausted", &msg)
@@ -372,26 +372,25 @@ fn release_refusal(e: ReleaseError) -> Response {
         ReleaseError::NothingSealed { .. } => {
             refuse(StatusCode::UNPROCESSABLE_ENTITY, "nothing_sealed", &msg)
         }
-        ReleaseError::NotReleased => refuse(
-            StatusCode::FORBIDDEN,
-            "not_released",
-            "a viewer reads only what was already released; an analyst must release this query first",
-        ),
-        ReleaseError::Store(veil_store::StoreError::Corrupt(_)) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "integrity_error",
-            "stored data does not match the audit log; nothing was served or charged; an auditor should run `veil audit verify`",
-        ),
-        ReleaseError::Store(_) => refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store_error",
-            "the release could not be read or stored; nothing was charged",
-        ),
-        ReleaseError::UnknownMetric(_) => refuse(StatusCode::NOT_FOUND, "unknown_metric", &msg),
-        ReleaseError::BadGrouping { .. } => {
-            refuse(StatusCode::NOT_FOUND, "unknown_grouping", &msg)
+        ReleaseError::NotReleased => refuse(StatusCode::FORBIDDEN, "not_released", &msg),
+        ReleaseError::Store(veil_store::StoreError::Corrupt(_)) => {
+            refuse(StatusCode::INTERNAL_SERVER_ERROR, "integrity_error", &msg)
         }
+        ReleaseError::Store(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "store_error", &msg),
+        ReleaseError::UnknownMetric(_) => refuse(StatusCode::NOT_FOUND, "unknown_metric", &msg),
+        ReleaseError::BadGrouping { .. } => refuse(StatusCode::NOT_FOUND, "unknown_grouping", &msg),
         _ => refuse(StatusCode::BAD_REQUEST, "bad_query", &msg),
+    }
+}
+
+/// What a refused release says to a reader, over the API and on the dashboard: the
+/// release layer's own sentence, but never a store's internals (paths, SQL, vault).
+pub(super) fn release_sentence(e: &ReleaseError) -> String {
+    match e {
+        ReleaseError::NotReleased => "a viewer reads only what was already released; an analyst must release this query first".into(),
+        ReleaseError::Store(veil_store::StoreError::Corrupt(_)) => "stored data does not match the audit log; nothing was served or charged; an auditor should run `veil audit verify`".into(),
+        ReleaseError::Store(_) => "the release could not be read or stored; nothing was charged".into(),
+        e => e.to_string(),
     }
 }
 

@@ -14,8 +14,12 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Most sessions held at once; past it the oldest idle ones go first.
+/// Most sessions held at once; past it the least recently used goes first.
 const MAX_SESSIONS: usize = 10_000;
+
+/// Most sessions of one principal (its browsers and tabs); past it that principal's least
+/// recently used goes, so no principal can push another's sessions out.
+const MAX_PER_PRINCIPAL: usize = 16;
 
 /// How long a session lasts.
 #[derive(Debug, Clone, Copy)]
@@ -82,8 +86,18 @@ impl Sessions {
         let mut m = self.map.lock().expect("sessions lock");
         let limits = self.limits;
         m.retain(|_, e| live(e, limits, now));
-        if m.len() >= MAX_SESSIONS {
-            if let Some(k) = m.iter().min_by_key(|(_, e)| e.last).map(|(k, _)| *k) {
+        let own = m.values().filter(|e| e.principal == principal).count();
+        let full = m.len() >= MAX_SESSIONS;
+        if own >= MAX_PER_PRINCIPAL || full {
+            // The principal's own oldest first; another's only when the table is full
+            // and this principal holds none to give up.
+            let victim = m
+                .iter()
+                .filter(|(_, e)| e.principal == principal)
+                .min_by_key(|(_, e)| e.last)
+                .or_else(|| full.then(|| m.iter().min_by_key(|(_, e)| e.last)).flatten())
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
                 m.remove(&k);
             }
         }
@@ -168,6 +182,30 @@ mod tests {
         // A clock set back before the sign-in does not revive anything.
         let id = s.open("viewer", 4000);
         assert_eq!(s.get(&id, 3999), None);
+    }
+
+    #[test]
+    fn one_principal_cannot_push_out_anothers_sessions() {
+        let s = Sessions::new(SessionLimits::default());
+        let b = s.open("b", 0);
+        let first_a = s.open("a", 1);
+        for t in 2..1000 {
+            s.open("a", t);
+        }
+        assert_eq!(
+            s.get(&b, 1000).as_deref(),
+            Some("b"),
+            "b's session survives a's flood"
+        );
+        assert_eq!(s.get(&first_a, 1000), None, "a's own oldest went");
+        let live_a = s
+            .map
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.principal == "a")
+            .count();
+        assert_eq!(live_a, MAX_PER_PRINCIPAL);
     }
 
     #[test]
