@@ -259,6 +259,30 @@ async fn axe(page: &Page, src: &str) -> Vec<String> {
     .await
 }
 
+/// A page in a browser context of its own: no cookie of another role reaches it.
+async fn fresh_page(
+    browser: &Browser,
+) -> (
+    chromiumoxide::cdp::browser_protocol::browser::BrowserContextId,
+    Page,
+) {
+    let ctx = browser
+        .create_browser_context(CreateBrowserContextParams::default())
+        .await
+        .unwrap();
+    let page = browser
+        .new_page(
+            CreateTargetParams::builder()
+                .url("about:blank")
+                .browser_context_id(ctx.clone())
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    (ctx, page)
+}
+
 fn shots() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
     std::fs::create_dir_all(&d).unwrap();
@@ -323,20 +347,7 @@ async fn every_role_opens_every_page_in_chromium() {
         "team-member",
         "viewer",
     ] {
-        let ctx = browser
-            .create_browser_context(CreateBrowserContextParams::default())
-            .await
-            .unwrap();
-        let page = browser
-            .new_page(
-                CreateTargetParams::builder()
-                    .url("about:blank")
-                    .browser_context_id(ctx.clone())
-                    .build()
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let (ctx, page) = fresh_page(&browser).await;
         // Not signed in: every page but the sign-in form sends the browser there.
         assert_eq!(open(&page, &gw.url("/posture")).await, 200);
         assert!(
@@ -628,20 +639,7 @@ async fn every_role_opens_every_page_in_chromium() {
     }
 
     // A source has no dashboard.
-    let ctx = browser
-        .create_browser_context(CreateBrowserContextParams::default())
-        .await
-        .unwrap();
-    let page = browser
-        .new_page(
-            CreateTargetParams::builder()
-                .url("about:blank")
-                .browser_context_id(ctx)
-                .build()
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let (_, page) = fresh_page(&browser).await;
     open(&page, &gw.url("/signin")).await;
     let status = submit(
         &page,

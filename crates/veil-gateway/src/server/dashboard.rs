@@ -293,6 +293,42 @@ fn post_gate<'s>(
     Ok(s)
 }
 
+/// A form body as axum hands it over: parsed, or why not.
+type Posted<F> = Result<Form<F>, axum::extract::rejection::FormRejection>;
+
+/// A dashboard form: every one carries its session's CSRF token.
+trait WithCsrf {
+    fn csrf(&self) -> &str;
+}
+
+/// A form post's gate (see [`post_gate`]) and its parsed body; a malformed body gets a
+/// 400 page that says nothing was done.
+fn form_gate<'s, F: WithCsrf>(
+    state: &'s AppState,
+    headers: &HeaderMap,
+    form: Posted<F>,
+    action: Option<Action>,
+    endpoint: &'static str,
+) -> Result<(Signed<'s>, F), Response> {
+    let csrf = form
+        .as_ref()
+        .map(|f| f.csrf().to_owned())
+        .unwrap_or_default();
+    let s = post_gate(state, headers, &csrf, action, endpoint)?;
+    match form {
+        Ok(Form(f)) => Ok((s, f)),
+        Err(_) => Err(html(
+            StatusCode::BAD_REQUEST,
+            veil_present::message(
+                Some(&s.viewer),
+                "Malformed",
+                "The form was malformed; nothing was done.",
+                home(&s.viewer),
+            ),
+        )),
+    }
+}
+
 // ---- sign-in and sign-out ----
 
 async fn signin_form(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -423,6 +459,12 @@ async fn signin(
     r
 }
 
+impl WithCsrf for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct CsrfForm {
     #[serde(default)]
@@ -432,11 +474,10 @@ struct CsrfForm {
 async fn signout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<CsrfForm>,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let s = match post_gate(&state, &headers, &csrf, None, "/signout") {
-        Ok(s) => s,
+    let s = match form_gate(&state, &headers, form, None, "/signout") {
+        Ok((s, _)) => s,
         Err(r) => return r,
     };
     state.sessions.close(&s.id);
@@ -658,6 +699,12 @@ fn unavailable(viewer: Option<&Viewer>) -> Response {
     )
 }
 
+impl WithCsrf for ReleaseForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct ReleaseForm {
     #[serde(default)]
@@ -686,23 +733,11 @@ fn back_to(back: &str) -> &'static str {
 async fn release(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<ReleaseForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<ReleaseForm>,
 ) -> Response {
-    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
-    let s = match post_gate(&state, &headers, &csrf, Some(Action::Release), "/release") {
-        Ok(s) => s,
+    let (s, f) = match form_gate(&state, &headers, form, Some(Action::Release), "/release") {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let Ok(Form(f)) = form else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            veil_present::message(
-                Some(&s.viewer),
-                "Malformed",
-                "The release form was malformed; nothing was spent.",
-                home(&s.viewer),
-            ),
-        );
     };
     let policy = state.engine.read().expect("engine lock").policy.clone();
     let weeks = weeks_of(&ReleaseParams {
@@ -775,6 +810,12 @@ async fn release(
     }
 }
 
+impl WithCsrf for ContestForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct ContestForm {
     #[serde(default)]
@@ -790,23 +831,11 @@ struct ContestForm {
 async fn contest(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<ContestForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<ContestForm>,
 ) -> Response {
-    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
-    let s = match post_gate(&state, &headers, &csrf, Some(Action::Contest), "/contest") {
-        Ok(s) => s,
+    let (s, f) = match form_gate(&state, &headers, form, Some(Action::Contest), "/contest") {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let Ok(Form(f)) = form else {
-        return html(
-            StatusCode::BAD_REQUEST,
-            veil_present::message(
-                Some(&s.viewer),
-                "Malformed",
-                "The contest form was malformed; nothing was filed.",
-                home(&s.viewer),
-            ),
-        );
     };
     let known = state
         .engine
@@ -1026,6 +1055,12 @@ async fn grants_page(
     )
 }
 
+impl WithCsrf for GrantForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct GrantForm {
     #[serde(default)]
@@ -1038,27 +1073,17 @@ struct GrantForm {
 async fn grant_request(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<GrantForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<GrantForm>,
 ) -> Response {
-    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
-    let s = match post_gate(
+    let (s, f) = match form_gate(
         &state,
         &headers,
-        &csrf,
+        form,
         Some(Action::RequestGrant),
         "/grants",
     ) {
-        Ok(s) => s,
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    let Ok(Form(f)) = form else {
-        return grants_page(
-            &state,
-            &s,
-            Some("The request form was malformed; nothing was requested."),
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
     };
     let Ok(duration) = super::govern::checked_grant(&f.purpose, &f.scope, &f.duration) else {
         return grants_page(&state, &s, Some("A grant needs a purpose of 1 to 500 characters and a duration like 2d, 12h or 30m; nothing was requested."), StatusCode::BAD_REQUEST).await;
@@ -1102,7 +1127,7 @@ async fn grant_approve(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     id: Path<String>,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<CsrfForm>,
 ) -> Response {
     grant_step(
         state,
@@ -1120,7 +1145,7 @@ async fn grant_revoke(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     id: Path<String>,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<CsrfForm>,
 ) -> Response {
     grant_step(
         state,
@@ -1138,7 +1163,7 @@ async fn grant_step(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<CsrfForm>,
     action: Action,
     step: fn(
         &mut dyn veil_store::Store,
@@ -1148,9 +1173,8 @@ async fn grant_step(
     ) -> Result<veil_govern::Grant, GovernError>,
     done: &'static str,
 ) -> Response {
-    let csrf = form.map(|f| f.0.csrf).unwrap_or_default();
-    let s = match post_gate(&state, &headers, &csrf, Some(action), "/grants/{id}") {
-        Ok(s) => s,
+    let s = match form_gate(&state, &headers, form, Some(action), "/grants/{id}") {
+        Ok((s, _)) => s,
         Err(r) => return r,
     };
     let t = state.clock.now();
@@ -1169,6 +1193,12 @@ async fn subjects(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     }
 }
 
+impl WithCsrf for SubjectForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct SubjectForm {
     #[serde(default)]
@@ -1181,7 +1211,7 @@ struct SubjectForm {
 async fn subject_opt_out(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<SubjectForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<SubjectForm>,
 ) -> Response {
     subject_step(&state, &headers, form, false).await
 }
@@ -1189,7 +1219,7 @@ async fn subject_opt_out(
 async fn subject_erase(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<SubjectForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<SubjectForm>,
 ) -> Response {
     subject_step(&state, &headers, form, true).await
 }
@@ -1199,33 +1229,20 @@ async fn subject_erase(
 async fn subject_step(
     state: &AppState,
     headers: &HeaderMap,
-    form: Result<Form<SubjectForm>, axum::extract::rejection::FormRejection>,
+    form: Posted<SubjectForm>,
     erase: bool,
 ) -> Response {
-    let csrf = form.as_ref().map(|f| f.csrf.clone()).unwrap_or_default();
     let endpoint = if erase {
         "/subjects/erase"
     } else {
         "/subjects/opt-out"
     };
-    let s = match post_gate(
-        state,
-        headers,
-        &csrf,
-        Some(Action::SubjectRequest),
-        endpoint,
-    ) {
-        Ok(s) => s,
+    let (s, f) = match form_gate(state, headers, form, Some(Action::SubjectRequest), endpoint) {
+        Ok(x) => x,
         Err(r) => return r,
     };
     let page = |status: StatusCode, flash: &str| {
         html(status, veil_present::subjects(&s.viewer, Some(flash)))
-    };
-    let Ok(Form(f)) = form else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "The form was malformed; nothing was done.",
-        );
     };
     if f.id.trim().is_empty() || f.id.len() > 4096 {
         return page(
