@@ -46,6 +46,8 @@ pub struct DashboardRaw {
     pub session_max: String,
     /// Serve `/about` (what is collected, why, for how long) without sign-in.
     pub about_public: bool,
+    /// Cookies `Secure` behind a TLS-terminating proxy.
+    pub secure_cookies: bool,
 }
 
 impl Default for DashboardRaw {
@@ -54,6 +56,7 @@ impl Default for DashboardRaw {
             session_idle: "30m".into(),
             session_max: "8h".into(),
             about_public: false,
+            secure_cookies: false,
         }
     }
 }
@@ -288,7 +291,12 @@ impl Config {
         ];
         const TLS: &[&str] = &["cert", "key", "client_ca", "client_cert_required"];
         const AUDIT: &[&str] = &["anchor_file", "anchor_command", "anchor_interval_secs"];
-        const DASHBOARD: &[&str] = &["session_idle", "session_max", "about_public"];
+        const DASHBOARD: &[&str] = &[
+            "session_idle",
+            "session_max",
+            "about_public",
+            "secure_cookies",
+        ];
         let mut problems = Vec::new();
         for k in table.keys().filter(|k| !TOP.contains(&k.as_str())) {
             problems.push(format!(
@@ -471,6 +479,7 @@ impl Config {
         let dashboard = veil_gateway::server::DashboardConfig {
             sessions: veil_gateway::server::session::SessionLimits { idle, max },
             about_public: raw.dashboard.about_public,
+            secure_cookies: raw.dashboard.secure_cookies,
         };
         let mut audit = raw.audit;
         audit.anchor_file = audit.anchor_file.map(|a| base.join(a));

@@ -113,6 +113,10 @@ async fn start() -> Gw {
 }
 
 async fn start_with(about_public: bool) -> Gw {
+    start_full(about_public, false).await
+}
+
+async fn start_full(about_public: bool, secure_cookies: bool) -> Gw {
     let dir = tempfile::tempdir().unwrap();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for f in ["policy.yaml", "teams.yaml"] {
@@ -160,6 +164,7 @@ async fn start_with(about_public: bool) -> Gw {
                 max: 3600,
             },
             about_public,
+            secure_cookies,
         },
         clock: Clock::from_fn(move || c.load(Ordering::SeqCst)),
     };
@@ -568,4 +573,23 @@ async fn every_form_refuses_a_missing_or_foreign_token_and_a_role_without_it() {
             "{action} in the audit log"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_tls_proxy_cookies_are_secure_and_host_bound() {
+    let gw = start_full(false, true).await;
+    let r = http(gw.addr, "GET", "/signin", &[], "").await;
+    let set = r.header("set-cookie").unwrap();
+    assert!(set.starts_with("__Host-veil_signin="), "{set}");
+    assert!(
+        set.contains("; Secure") && set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let plain = start().await;
+    let set = http(plain.addr, "GET", "/signin", &[], "").await;
+    let set = set.header("set-cookie").unwrap();
+    assert!(
+        set.starts_with("veil_signin=") && !set.contains("Secure"),
+        "{set}"
+    );
 }

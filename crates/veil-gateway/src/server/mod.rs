@@ -120,6 +120,9 @@ pub struct DashboardConfig {
     pub sessions: session::SessionLimits,
     /// Whether "what is collected about me" is readable without signing in.
     pub about_public: bool,
+    /// Mark cookies `Secure` (and `__Host-`) though the gateway speaks plain HTTP: it sits
+    /// behind a proxy that terminates TLS.
+    pub secure_cookies: bool,
 }
 
 /// Seconds since the epoch, from the system or from a test.
@@ -195,7 +198,9 @@ pub struct AppState {
     clock: Clock,
     sessions: session::Sessions,
     dashboard: DashboardConfig,
-    /// Whether the main listener speaks TLS (cookies are then `Secure`).
+    /// Whether the browser reaches the dashboard over HTTPS: the main listener speaks TLS,
+    /// or a TLS proxy in front of it does (`[dashboard] secure_cookies`). Cookies are then
+    /// `Secure` with the `__Host-` prefix.
     tls: bool,
 }
 
@@ -334,8 +339,8 @@ impl Server {
             anchored: Default::default(),
             clock: cfg.clock,
             sessions: session::Sessions::new(cfg.dashboard.sessions),
+            tls: cfg.tls.is_some() || cfg.dashboard.secure_cookies,
             dashboard: cfg.dashboard,
-            tls: cfg.tls.is_some(),
         });
         Ok(Server {
             state,
