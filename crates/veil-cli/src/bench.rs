@@ -275,6 +275,7 @@ pub fn dashboard(teams: usize, weeks: usize, rounds: usize) -> Result<u8> {
         doc: Some(&doc),
         pending: Vec::new(),
         contested: Default::default(),
+        late: Default::default(),
         cost: None,
         notice: None,
         weeks: 104,

@@ -290,6 +290,25 @@ fn an_event_for_a_sealed_window_is_reported_late_over_http_otlp_and_the_cli_and_
     )
     .unwrap();
     assert_eq!(status["rejections_by_reason"]["late"], 7, "{status}");
+    // Each kept the day its time fell on (never the time), at the door and at commit
+    // alike: the dashboard marks the sealed window that misses them.
+    let day = old(0).0 - old(0).0.rem_euclid(86_400);
+    assert_eq!(
+        veil_store::Store::late_by_day(&v.store(), "app.feature_used", 0).unwrap(),
+        vec![(day, 7)]
+    );
+    let days: Vec<i64> = v
+        .sqlite()
+        .prepare("SELECT late_day FROM quarantine WHERE reason = 'late'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        days.iter().all(|d| d % 86_400 == 0),
+        "days, not times: {days:?}"
+    );
     // Nothing late was staged: a, b, c, e, g, i, k, m.
     assert_eq!(staged_events(&v), 8);
     // And no value of a late event was said anywhere.

@@ -523,7 +523,7 @@ impl<'a> Door<'a> {
             ));
         }
         if time < self.late_before[ci] {
-            return Err(fail(Reason::Late, crate::reject::LATE_MESSAGE.into()));
+            return Err(fail(Reason::Late, crate::reject::LATE_MESSAGE.into()).on_day(time));
         }
         if env.attrs.0.len() > self.limits.max_attributes {
             return Err(fail(

@@ -86,6 +86,9 @@ pub struct Rejection {
     message: String,
     collection: Option<String>,
     field_names: Vec<String>,
+    /// For `late`: the UTC day (its start) the event's time fell on, so a report can say
+    /// which sealed window missed events. A day, never the time itself.
+    late_day: Option<i64>,
 }
 
 impl Rejection {
@@ -95,6 +98,7 @@ impl Rejection {
             message: message.into(),
             collection: None,
             field_names: Vec::new(),
+            late_day: None,
         }
     }
 
@@ -104,6 +108,20 @@ impl Rejection {
     pub fn late(collection: Option<&veil_policy::Collection>) -> Self {
         Rejection::new(Reason::Late, LATE_MESSAGE)
             .with_names(collection.map(|c| c.name.clone()), Vec::new())
+    }
+
+    /// Marks a `late` rejection with the UTC day of the event's time (`time` is generalized
+    /// to the day here).
+    pub fn on_day(mut self, time: i64) -> Self {
+        if self.reason == Reason::Late {
+            self.late_day = Some(time - time.rem_euclid(86_400));
+        }
+        self
+    }
+
+    /// For `late`: the UTC day the event's time fell on.
+    pub fn late_day(&self) -> Option<i64> {
+        self.late_day
     }
 
     pub(crate) fn with_names(

@@ -69,6 +69,9 @@ pub struct Point {
     pub mark: Mark,
     /// A person measured contests this window's number.
     pub contested: bool,
+    /// Events refused as `late` for this window after it was sealed: its number misses
+    /// them.
+    pub late: i64,
 }
 
 /// The value axis shared by every chart of one page, so small multiples compare.
@@ -280,6 +283,18 @@ pub fn series(
         }
     }
     for (i, p) in points.iter().enumerate() {
+        if p.late > 0 {
+            let cx = x(i);
+            let _ = write!(
+                s,
+                "<path class=\"late\" d=\"M{:.0} {BOTTOM}L{cx:.0} {:.0}L{:.0} {BOTTOM}Z\"><title>{}: {} late event(s) refused after this window was sealed; its number misses them</title></path>",
+                cx - 7.0,
+                BOTTOM - 12.0,
+                cx + 7.0,
+                escape(&p.window),
+                p.late
+            );
+        }
         if p.contested {
             let cx = x(i);
             let _ = write!(
@@ -358,26 +373,31 @@ mod tests {
                 window: "2026-W01".into(),
                 mark: shown(10.0),
                 contested: false,
+                late: 0,
             },
             Point {
                 window: "2026-W02".into(),
                 mark: shown(12.0),
                 contested: true,
+                late: 0,
             },
             Point {
                 window: "2026-W03".into(),
                 mark: Mark::Suppressed("roster below 5".into()),
                 contested: false,
+                late: 0,
             },
             Point {
                 window: "2026-W04".into(),
                 mark: shown(11.0),
                 contested: false,
+                late: 0,
             },
             Point {
                 window: "2026-W05".into(),
                 mark: shown(9.0),
                 contested: false,
+                late: 0,
             },
         ];
         let scale = Scale::covering([pts.as_slice()]);
@@ -395,11 +415,13 @@ mod tests {
                 window: "a".into(),
                 mark: Mark::Suppressed("roster below 5".into()),
                 contested: false,
+                late: 0,
             },
             Point {
                 window: "b".into(),
                 mark: Mark::Suppressed("roster below 5".into()),
                 contested: false,
+                late: 0,
             },
         ];
         let svg = series("t2", "x", "y", &all, Scale::covering([all.as_slice()]), "1").to_string();
@@ -417,6 +439,7 @@ mod tests {
             window: "<script>".into(),
             mark: Mark::Suppressed("\"><img onerror=x>".into()),
             contested: false,
+            late: 0,
         }];
         let svg = series(
             "a\"b",
@@ -442,6 +465,7 @@ mod tests {
                 hi: 7.0,
             },
             contested: false,
+            late: 0,
         }];
         let s = Scale::covering([pts.as_slice()]);
         assert_eq!((s.lo, s.hi), (-1.0, 7.0));

@@ -186,6 +186,8 @@ pub struct Releases<'a> {
     pub pending: Vec<String>,
     /// Windows a person measured contests.
     pub contested: BTreeSet<String>,
+    /// Per window: events refused as `late` after it was sealed.
+    pub late: BTreeMap<String, i64>,
     /// For an analyst: what releasing the pending windows costs.
     pub cost: Option<Cost>,
     /// A sentence about the range (nothing sealed yet, nothing released yet, …).
@@ -424,6 +426,7 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
                         window: w.clone(),
                         mark,
                         contested: r.contested.contains(w),
+                        late: r.late.get(w).copied().unwrap_or(0),
                     }
                 })
                 .collect();
@@ -484,6 +487,12 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
                             note.push_str("; ");
                         }
                         note.push_str("contested");
+                    }
+                    if p.late > 0 {
+                        if !note.is_empty() {
+                            note.push_str("; ");
+                        }
+                        note.push_str(&format!("misses {} late event(s)", p.late));
                     }
                     Row {
                         window: p.window.clone(),

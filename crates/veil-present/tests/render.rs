@@ -46,6 +46,7 @@ fn releases<'a>(p: &'a veil_policy::Policy, d: &'a ReleaseDoc, as_table: bool) -
         doc: Some(d),
         pending: vec![],
         contested: [d.windows[0].clone()].into_iter().collect(),
+        late: [(d.windows[1].clone(), 3)].into_iter().collect(),
         cost: None,
         notice: Some(HOSTILE.into()),
         weeks: 104,
@@ -158,6 +159,22 @@ fn hostile_notes_and_purposes_are_inert() {
         "/",
     ));
     inert(&veil_present::signin(Some(HOSTILE), "t", true));
+}
+
+#[test]
+fn a_window_that_missed_late_events_is_marked_in_both_views() {
+    let p = policy("x", "infra");
+    let teams: Vec<String> = vec!["data".into(), "payments".into()];
+    let d = doc(&teams, 4);
+    let r = releases(&p, &d, false);
+    let html = veil_present::releases(&viewer(), &r, true);
+    assert!(html.contains("class=\"late\""), "a marker on the chart");
+    assert!(html.contains("3 late event(s) refused after this window was sealed"));
+    let html = veil_present::releases(&viewer(), &releases(&p, &d, true), true);
+    assert!(
+        html.contains("misses 3 late event(s)"),
+        "and a note in the table"
+    );
 }
 
 #[test]

@@ -330,6 +330,9 @@ pub trait Store: SealedAggregates {
     /// Rejections received since `since`, by UTC day (its start) and reason code: the
     /// posture's rejections over time.
     fn quarantine_by_day(&self, since: i64) -> Result<Vec<(i64, String, i64)>>;
+    /// Events of `collection` refused as `late` whose time fell on a day from `since`, by
+    /// that day: the sealed windows that missed events.
+    fn late_by_day(&self, collection: &str, since: i64) -> Result<Vec<(i64, i64)>>;
     /// A stored release by id, served only as its audit entry recorded it (an edited or
     /// replaced row is an error, never an answer).
     fn release_by_id(&self, release_id: &str) -> Result<Option<ReleaseRecord>>;

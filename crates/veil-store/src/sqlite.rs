@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS aggregates (
   sealed_at INTEGER NOT NULL, PRIMARY KEY (metric, grouping, window_start, grp));
 CREATE TABLE IF NOT EXISTS quarantine (
   id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
-  message TEXT NOT NULL, collection TEXT, field_names TEXT NOT NULL);
+  message TEXT NOT NULL, collection TEXT, field_names TEXT NOT NULL, late_day INTEGER);
 CREATE TABLE IF NOT EXISTS releases (
   release_id TEXT PRIMARY KEY, query_key TEXT NOT NULL UNIQUE, principal TEXT NOT NULL,
   collection TEXT NOT NULL, epsilon REAL NOT NULL, created_at INTEGER NOT NULL, document TEXT NOT NULL);
@@ -257,6 +257,17 @@ impl SqliteStore {
             conn.execute_batch("COMMIT;")?;
         }
         conn.execute_batch(SCHEMA)?;
+        // Quarantine made before late rejections kept their day: the column, once (an
+        // older row's day is unknown).
+        let no_late_day =
+            "SELECT COUNT(*) = 0 FROM pragma_table_info('quarantine') WHERE name = 'late_day'";
+        if conn.query_row(no_late_day, [], |r| r.get::<_, bool>(0))? {
+            conn.execute_batch("BEGIN IMMEDIATE;")?;
+            if conn.query_row(no_late_day, [], |r| r.get::<_, bool>(0))? {
+                conn.execute_batch("ALTER TABLE quarantine ADD COLUMN late_day INTEGER;")?;
+            }
+            conn.execute_batch("COMMIT;")?;
+        }
         let vault = Box::new(Self::attach_vault(&conn, vault_dir, create)?);
         let mut s = SqliteStore {
             conn,
@@ -943,14 +954,16 @@ impl Store for SqliteStore {
                 up.execute(params![name, w, rows, sealed])?;
             }
             let mut q = tx.prepare_cached(
-                "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO quarantine (received_at, source, reason, message, collection, field_names, late_day) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for (batch, out) in batches.iter().zip(outs.iter_mut()) {
                 let mut late = Vec::new();
                 for (at, a) in batch.accepted.iter().enumerate() {
                     if is_late(&a) {
                         out.late.push(at);
-                        late.push(Rejection::late(policy.collections().get(a.collection)));
+                        late.push(
+                            Rejection::late(policy.collections().get(a.collection)).on_day(a.time),
+                        );
                     }
                 }
                 for r in batch.rejected.iter().chain(&late) {
@@ -962,7 +975,8 @@ impl Store for SqliteStore {
                         r.reason().code(),
                         r.message(),
                         r.collection(),
-                        names
+                        names,
+                        r.late_day()
                     ])?;
                 }
             }
@@ -1324,6 +1338,15 @@ impl Store for SqliteStore {
              WHERE received_at >= ?1 GROUP BY day, reason ORDER BY day, reason",
         )?;
         let rows = st.query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<std::result::Result<_, _>>()?)
+    }
+
+    fn late_by_day(&self, collection: &str, since: i64) -> Result<Vec<(i64, i64)>> {
+        let mut st = self.conn.prepare(
+            "SELECT late_day, COUNT(*) FROM quarantine WHERE reason = 'late' AND collection = ?1 \
+             AND late_day >= ?2 GROUP BY late_day ORDER BY late_day",
+        )?;
+        let rows = st.query_map(params![collection, since], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<std::result::Result<_, _>>()?)
     }
 

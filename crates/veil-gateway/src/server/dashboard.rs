@@ -607,10 +607,30 @@ async fn releases_page(
             None
         };
         let contests = veil_govern::contests::for_metric(&*store, &m2);
-        (stored, plan, contests)
+        // Late events refused for the metric's windows in range, by window label.
+        let late = policy
+            .metric(&m2)
+            .map(|(c, m)| {
+                let since = q.from.map_or(t, |d| {
+                    d.and_hms_opt(0, 0, 0)
+                        .map_or(t, |d| d.and_utc().timestamp())
+                });
+                store.late_by_day(&c.name, since).map(|days| {
+                    let mut by_window = std::collections::BTreeMap::<String, i64>::new();
+                    for (day, n) in days {
+                        let w = veil_pipeline::window::start(m.window, day);
+                        *by_window
+                            .entry(veil_pipeline::window::label(m.window, w))
+                            .or_default() += n;
+                    }
+                    by_window
+                })
+            })
+            .transpose();
+        (stored, plan, contests, late)
     })
     .await;
-    let (stored, plan, contests) = match looked {
+    let (stored, plan, contests, late) = match looked {
         Ok(x) => x,
         Err(_) => return unavailable(Some(&s.viewer)),
     };
@@ -677,6 +697,7 @@ async fn releases_page(
         doc: doc.as_ref(),
         pending,
         contested,
+        late: late.ok().flatten().unwrap_or_default(),
         cost,
         notice,
         weeks,
