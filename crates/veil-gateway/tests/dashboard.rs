@@ -334,6 +334,17 @@ async fn a_form_without_its_own_csrf_token_changes_nothing() {
     );
     let list = http(gw.addr, "GET", "/grants", &[("Cookie", &a)], "").await;
     assert!(list.body.contains("no grants"), "nothing was requested");
+    // A malformed form from a real page is told so, and changes nothing either.
+    let r = http(
+        gw.addr,
+        "POST",
+        "/grants",
+        &[("Cookie", &a), ("Sec-Fetch-Site", "same-origin")],
+        &format!("csrf={}&purpose=no-scope", enc(&csrf_a)),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("malformed"));
     let ok = post(a.clone(), csrf_a, "same-origin", "investigate").await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert!(ok.body.contains("investigate"));
@@ -457,8 +468,8 @@ const FORMS: &[(&str, &str, &str)] = &[
         "analyst",
         "scope=ci.build_finished&purpose=debug&duration=1h",
     ),
-    ("/grants/g-1/approve", "eng", ""),
-    ("/grants/g-1/revoke", "privacy", ""),
+    ("/grants/GRANT/approve", "eng", ""),
+    ("/grants/GRANT/revoke", "privacy", ""),
     ("/subjects/opt-out", "privacy", "id=someone%40example.org"),
     (
         "/subjects/erase",
@@ -475,7 +486,23 @@ async fn every_form_refuses_a_missing_or_foreign_token_and_a_role_without_it() {
     let viewer_csrf = http(gw.addr, "GET", "/about", &[("Cookie", &viewer)], "")
         .await
         .csrf();
+    // A real pending grant for the approve and revoke forms to act on.
+    let r = http(
+        gw.addr,
+        "POST",
+        "/v1/grants",
+        &[
+            ("Authorization", "Bearer analyst-token"),
+            ("Content-Type", "application/json"),
+        ],
+        r#"{"purpose": "debug", "scope": "ci.build_finished", "duration": "1h"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let grant: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let grant = grant["id"].as_str().unwrap().to_owned();
     for (path, who, fields) in FORMS {
+        let path = &path.replace("GRANT", &grant);
         let own = sign_in(&gw, who).await;
         let csrf = http(gw.addr, "GET", "/about", &[("Cookie", &own)], "")
             .await
@@ -544,7 +571,10 @@ async fn every_form_refuses_a_missing_or_foreign_token_and_a_role_without_it() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let doc: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(doc["grants"].as_array().map(Vec::len), Some(0));
+    // The one grant is the API's, still pending: neither approved nor revoked.
+    let grants = doc["grants"].as_array().unwrap();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0]["state"], "pending");
     assert_eq!(doc["open_contests"].as_array().map(Vec::len), Some(0));
     assert_eq!(doc["opted_out"], 0);
     for (c, b) in doc["budget"].as_object().unwrap() {
@@ -558,8 +588,8 @@ async fn every_form_refuses_a_missing_or_foreign_token_and_a_role_without_it() {
         "",
     )
     .await;
+    assert_eq!(r.body.matches("\"action\":\"grant_request\"").count(), 1);
     for action in [
-        "grant_request",
         "grant_approve",
         "grant_revoke",
         "contest",

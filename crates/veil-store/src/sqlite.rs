@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS aggregates (
 CREATE TABLE IF NOT EXISTS quarantine (
   id INTEGER PRIMARY KEY, received_at INTEGER NOT NULL, source TEXT NOT NULL, reason TEXT NOT NULL,
   message TEXT NOT NULL, collection TEXT, field_names TEXT NOT NULL, late_day INTEGER);
+CREATE INDEX IF NOT EXISTS quarantine_received ON quarantine (received_at);
 CREATE TABLE IF NOT EXISTS releases (
   release_id TEXT PRIMARY KEY, query_key TEXT NOT NULL UNIQUE, principal TEXT NOT NULL,
   collection TEXT NOT NULL, epsilon REAL NOT NULL, created_at INTEGER NOT NULL, document TEXT NOT NULL);

@@ -293,30 +293,25 @@ fn post_gate<'s>(
     Ok(s)
 }
 
-/// A form body as axum hands it over: parsed, or why not.
-type Posted<F> = Result<Form<F>, axum::extract::rejection::FormRejection>;
+/// A form post's body, unparsed: the CSRF token is read from it before anything else.
+type Posted = axum::body::Bytes;
 
-/// A dashboard form: every one carries its session's CSRF token.
-trait WithCsrf {
-    fn csrf(&self) -> &str;
-}
-
-/// A form post's gate (see [`post_gate`]) and its parsed body; a malformed body gets a
-/// 400 page that says nothing was done.
-fn form_gate<'s, F: WithCsrf>(
+/// A form post's gate (see [`post_gate`]), then its parsed body. The token is read from
+/// the body leniently first, so a malformed form from a signed-in page is told it is
+/// malformed (400), and a forged one is refused as such (403); neither changes anything.
+fn form_gate<'s, F: serde::de::DeserializeOwned>(
     state: &'s AppState,
     headers: &HeaderMap,
-    form: Posted<F>,
+    body: &Posted,
     action: Option<Action>,
     endpoint: &'static str,
 ) -> Result<(Signed<'s>, F), Response> {
-    let csrf = form
-        .as_ref()
-        .map(|f| f.csrf().to_owned())
+    let csrf = serde_urlencoded::from_bytes::<CsrfForm>(body)
+        .map(|f| f.csrf)
         .unwrap_or_default();
     let s = post_gate(state, headers, &csrf, action, endpoint)?;
-    match form {
-        Ok(Form(f)) => Ok((s, f)),
+    match serde_urlencoded::from_bytes::<F>(body) {
+        Ok(f) => Ok((s, f)),
         Err(_) => Err(html(
             StatusCode::BAD_REQUEST,
             veil_present::message(
@@ -459,24 +454,14 @@ async fn signin(
     r
 }
 
-impl WithCsrf for CsrfForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
 }
 
-async fn signout(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    form: Posted<CsrfForm>,
-) -> Response {
-    let s = match form_gate(&state, &headers, form, None, "/signout") {
+async fn signout(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Posted) -> Response {
+    let s = match form_gate::<CsrfForm>(&state, &headers, &form, None, "/signout") {
         Ok((s, _)) => s,
         Err(r) => return r,
     };
@@ -720,16 +705,8 @@ fn unavailable(viewer: Option<&Viewer>) -> Response {
     )
 }
 
-impl WithCsrf for ReleaseForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct ReleaseForm {
-    #[serde(default)]
-    csrf: String,
     metric: String,
     weeks: u32,
     /// The range the page showed, pinned: a window sealed since cannot slip in.
@@ -751,15 +728,12 @@ fn back_to(back: &str) -> &'static str {
 }
 
 /// The analyst's confirmed release: spends the budget the page showed.
-async fn release(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    form: Posted<ReleaseForm>,
-) -> Response {
-    let (s, f) = match form_gate(&state, &headers, form, Some(Action::Release), "/release") {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn release(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Posted) -> Response {
+    let (s, f): (_, ReleaseForm) =
+        match form_gate(&state, &headers, &form, Some(Action::Release), "/release") {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let policy = state.engine.read().expect("engine lock").policy.clone();
     let weeks = weeks_of(&ReleaseParams {
         weeks: Some(f.weeks),
@@ -831,16 +805,8 @@ async fn release(
     }
 }
 
-impl WithCsrf for ContestForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct ContestForm {
-    #[serde(default)]
-    csrf: String,
     metric: String,
     window: String,
     note: String,
@@ -849,15 +815,12 @@ struct ContestForm {
 }
 
 /// A person measured questions a released window.
-async fn contest(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    form: Posted<ContestForm>,
-) -> Response {
-    let (s, f) = match form_gate(&state, &headers, form, Some(Action::Contest), "/contest") {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn contest(State(state): State<Arc<AppState>>, headers: HeaderMap, form: Posted) -> Response {
+    let (s, f): (_, ContestForm) =
+        match form_gate(&state, &headers, &form, Some(Action::Contest), "/contest") {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let known = state
         .engine
         .read()
@@ -1076,16 +1039,8 @@ async fn grants_page(
     )
 }
 
-impl WithCsrf for GrantForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct GrantForm {
-    #[serde(default)]
-    csrf: String,
     scope: String,
     purpose: String,
     duration: String,
@@ -1094,12 +1049,12 @@ struct GrantForm {
 async fn grant_request(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Posted<GrantForm>,
+    form: Posted,
 ) -> Response {
-    let (s, f) = match form_gate(
+    let (s, f): (_, GrantForm) = match form_gate(
         &state,
         &headers,
-        form,
+        &form,
         Some(Action::RequestGrant),
         "/grants",
     ) {
@@ -1148,7 +1103,7 @@ async fn grant_approve(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     id: Path<String>,
-    form: Posted<CsrfForm>,
+    form: Posted,
 ) -> Response {
     grant_step(
         state,
@@ -1166,7 +1121,7 @@ async fn grant_revoke(
     state: State<Arc<AppState>>,
     headers: HeaderMap,
     id: Path<String>,
-    form: Posted<CsrfForm>,
+    form: Posted,
 ) -> Response {
     grant_step(
         state,
@@ -1184,7 +1139,7 @@ async fn grant_step(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    form: Posted<CsrfForm>,
+    form: Posted,
     action: Action,
     step: fn(
         &mut dyn veil_store::Store,
@@ -1194,7 +1149,7 @@ async fn grant_step(
     ) -> Result<veil_govern::Grant, GovernError>,
     done: &'static str,
 ) -> Response {
-    let s = match form_gate(&state, &headers, form, Some(action), "/grants/{id}") {
+    let s = match form_gate::<CsrfForm>(&state, &headers, &form, Some(action), "/grants/{id}") {
         Ok((s, _)) => s,
         Err(r) => return r,
     };
@@ -1214,16 +1169,8 @@ async fn subjects(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Res
     }
 }
 
-impl WithCsrf for SubjectForm {
-    fn csrf(&self) -> &str {
-        &self.csrf
-    }
-}
-
 #[derive(serde::Deserialize)]
 struct SubjectForm {
-    #[serde(default)]
-    csrf: String,
     id: String,
     #[serde(default)]
     confirm: String,
@@ -1232,7 +1179,7 @@ struct SubjectForm {
 async fn subject_opt_out(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Posted<SubjectForm>,
+    form: Posted,
 ) -> Response {
     subject_step(&state, &headers, form, false).await
 }
@@ -1240,7 +1187,7 @@ async fn subject_opt_out(
 async fn subject_erase(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Posted<SubjectForm>,
+    form: Posted,
 ) -> Response {
     subject_step(&state, &headers, form, true).await
 }
@@ -1250,7 +1197,7 @@ async fn subject_erase(
 async fn subject_step(
     state: &AppState,
     headers: &HeaderMap,
-    form: Posted<SubjectForm>,
+    form: Posted,
     erase: bool,
 ) -> Response {
     let endpoint = if erase {
@@ -1258,7 +1205,13 @@ async fn subject_step(
     } else {
         "/subjects/opt-out"
     };
-    let (s, f) = match form_gate(state, headers, form, Some(Action::SubjectRequest), endpoint) {
+    let (s, f): (_, SubjectForm) = match form_gate(
+        state,
+        headers,
+        &form,
+        Some(Action::SubjectRequest),
+        endpoint,
+    ) {
         Ok(x) => x,
         Err(r) => return r,
     };

@@ -69,9 +69,12 @@ pub(super) async fn as_principal<T: Send + 'static>(
         + 'static,
 ) -> Result<Result<T, GovernError>, Response> {
     let (name, roles) = (principal.name.clone(), principal.roles.clone());
-    match tokio::time::timeout(
-        state.limits.request_timeout,
-        state.writer.call(move |s, e| {
+    // No timeout: a step queued on the writer runs whatever the client does, so the
+    // answer waits for it rather than saying "nothing was done" about a step that then
+    // commits.
+    let r = state
+        .writer
+        .call(move |s, e| {
             let policy = e.read().expect("engine lock").policy.clone();
             let who = Actor {
                 name: &name,
@@ -79,11 +82,10 @@ pub(super) async fn as_principal<T: Send + 'static>(
                 operator: false,
             };
             f(s, &policy, &who)
-        }),
-    )
-    .await
-    {
-        Ok(Ok(v)) => {
+        })
+        .await;
+    match r {
+        Ok(v) => {
             // Grants and contests are part of the posture: the next reader sees a change
             // (a refusal changes nothing the posture shows).
             if v.is_ok() {
@@ -91,7 +93,7 @@ pub(super) async fn as_principal<T: Send + 'static>(
             }
             Ok(v)
         }
-        _ => Err(refuse(
+        Err(_) => Err(refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
             "the store is not answering; retry",

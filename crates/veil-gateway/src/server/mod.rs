@@ -193,6 +193,9 @@ pub struct AppState {
     denials: std::sync::Mutex<std::collections::BTreeMap<DenialKey, u64>>,
     /// The last privacy posture and when it was computed (it verifies the whole chain).
     posture: std::sync::Mutex<Option<(std::time::Instant, serde_json::Value)>>,
+    /// Held while the posture is computed: readers arriving meanwhile wait for that one
+    /// computation instead of queueing their own on the writer.
+    posture_flight: tokio::sync::Mutex<()>,
     /// The newest audit sequence number handed to the anchor sink.
     anchored: Arc<std::sync::Mutex<i64>>,
     clock: Clock,
@@ -336,6 +339,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             denials: Default::default(),
             posture: Default::default(),
+            posture_flight: Default::default(),
             anchored: Default::default(),
             clock: cfg.clock,
             sessions: session::Sessions::new(cfg.dashboard.sessions),

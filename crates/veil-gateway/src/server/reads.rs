@@ -499,10 +499,22 @@ pub(super) async fn status(
 /// The posture, computed at most every 30 s: it verifies the whole audit chain, so
 /// readers asking often cannot keep the writer (which ingest waits for) busy.
 pub(super) async fn cached_posture(state: &AppState) -> Result<serde_json::Value, Response> {
-    if let Some((at, doc)) = state.posture.lock().expect("posture lock").clone() {
-        if at.elapsed() < std::time::Duration::from_secs(30) {
-            return Ok(doc);
-        }
+    let fresh = || {
+        state
+            .posture
+            .lock()
+            .expect("posture lock")
+            .clone()
+            .filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(30))
+            .map(|(_, doc)| doc)
+    };
+    if let Some(doc) = fresh() {
+        return Ok(doc);
+    }
+    // One computation at a time; who waited for it takes its result.
+    let _flight = state.posture_flight.lock().await;
+    if let Some(doc) = fresh() {
+        return Ok(doc);
     }
     let fresh = on_store(state, |s, e| {
         let policy = e.read().expect("engine lock").policy.clone();
