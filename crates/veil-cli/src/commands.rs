@@ -1031,7 +1031,10 @@ pub fn report(
             writeln!(
                 out,
                 "cost now ε={} (ε={} per new window, δ={})",
-                p.cost, p.epsilon_per_window, p.delta
+                // + 0.0: a sum of no windows is -0, which reads as a refund.
+                p.cost + 0.0,
+                p.epsilon_per_window,
+                p.delta
             )?;
             for c in &p.charges {
                 writeln!(
@@ -1599,7 +1602,7 @@ fn demo(dir: PathBuf) -> Result<u8> {
         "policy explain builds",
         "report build_duration --format json",
         "audit log",
-        "serve   # then open the API at http://127.0.0.1:8700/openapi.json",
+        "serve   # then open the dashboard at http://127.0.0.1:8700/ and sign in with a token above",
     ] {
         println!("  {veil} {args}");
     }
