@@ -9,6 +9,7 @@
 //! need three shapes — a band, a line with gaps, markers — which is 150 lines.
 
 use std::fmt::{self, Write};
+use std::ops::Range;
 
 /// Markup that is safe to put into a page as is: only this module builds one, and it
 /// escapes every text it writes.
@@ -119,6 +120,37 @@ const BOTTOM: f64 = 152.0;
 const LEFT: f64 = 4.0;
 const RIGHT: f64 = 596.0;
 
+/// Consecutive points whose marks `together` groups, as index ranges in order.
+fn runs(points: &[Point], together: impl Fn(&Mark, &Mark) -> bool) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=points.len() {
+        if i == points.len() || !together(&points[start].mark, &points[i].mark) {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
+}
+
+/// The windows not shown, as runs of consecutive windows with the same mark: what one
+/// hatched column and one sentence under a chart each stand for.
+pub fn gap_runs(points: &[Point]) -> impl Iterator<Item = (Range<usize>, &Mark)> {
+    runs(points, |a, b| a == b)
+        .into_iter()
+        .filter(|r| !matches!(points[r.start].mark, Mark::Shown { .. }))
+        .map(|r| (r.clone(), &points[r.start].mark))
+}
+
+/// A run's windows as people read them: "2026-W03", or "2026-W03 to 2026-W09".
+pub fn span(points: &[Point], r: Range<usize>) -> String {
+    if r.len() == 1 {
+        points[r.start].window.clone()
+    } else {
+        format!("{} to {}", points[r.start].window, points[r.end - 1].window)
+    }
+}
+
 /// One small multiple: a band for the 95% intervals, a line through the values broken at
 /// every window not shown, a hatched column for each gap, a triangle over contested
 /// windows, the axis' top value and the first and last window as labels. `id` makes the
@@ -149,35 +181,19 @@ pub fn series(
     );
     // Gaps first, under everything else: one column per run of windows not shown for
     // the same reason.
-    let mut i = 0;
-    while i < points.len() {
-        let (class, why) = match &points[i].mark {
-            Mark::Shown { .. } => {
-                i += 1;
-                continue;
-            }
+    for (r, mark) in gap_runs(points) {
+        let (class, why) = match mark {
             Mark::Suppressed(why) => ("gap", why),
             Mark::Pending(why) => ("pending", why),
-        };
-        let start = i;
-        while i < points.len() && points[i].mark == points[start].mark {
-            i += 1;
-        }
-        let span = if i - start == 1 {
-            escape(&points[start].window)
-        } else {
-            format!(
-                "{} to {}",
-                escape(&points[start].window),
-                escape(&points[i - 1].window)
-            )
+            Mark::Shown { .. } => unreachable!("gap runs hold no shown window"),
         };
         let _ = write!(
             s,
-            "<rect class=\"{class}\" x=\"{:.0}\" y=\"{TOP}\" width=\"{:.0}\" height=\"{:.0}\"><title>{span}: {}</title></rect>",
-            LEFT + start as f64 * cw,
-            (i - start) as f64 * cw,
+            "<rect class=\"{class}\" x=\"{:.0}\" y=\"{TOP}\" width=\"{:.0}\" height=\"{:.0}\"><title>{}: {}</title></rect>",
+            LEFT + r.start as f64 * cw,
+            r.len() as f64 * cw,
             BOTTOM - TOP,
+            escape(&span(points, r.clone())),
             escape(why)
         );
     }
@@ -193,17 +209,15 @@ pub fn series(
     let mut band = String::new();
     let mut line = String::new();
     let mut dots = String::new();
-    let mut i = 0;
-    while i < points.len() {
-        if !matches!(points[i].mark, Mark::Shown { .. }) {
-            i += 1;
+    let shown_runs = runs(points, |a, b| {
+        matches!(a, Mark::Shown { .. }) == matches!(b, Mark::Shown { .. })
+    });
+    for r in shown_runs {
+        if !matches!(points[r.start].mark, Mark::Shown { .. }) {
             continue;
         }
-        let start = i;
-        while i < points.len() && matches!(points[i].mark, Mark::Shown { .. }) {
-            i += 1;
-        }
-        let run = &points[start..i];
+        let start = r.start;
+        let run = &points[r];
         let shown = |p: &Point| match p.mark {
             Mark::Shown { value, lo, hi } => (value, lo, hi),
             _ => unreachable!("runs hold shown points only"),
@@ -231,7 +245,7 @@ pub fn series(
             let (_, _, hi) = shown(p);
             let _ = write!(
                 band,
-                "{}{:.1} {:.1}",
+                "{}{:.0} {:.0}",
                 if k == 0 { 'M' } else { 'L' },
                 x(start + k),
                 y(hi)
@@ -246,7 +260,7 @@ pub fn series(
             let (v, _, _) = shown(p);
             let _ = write!(
                 line,
-                "{}{:.1} {:.1}",
+                "{}{:.0} {:.0}",
                 if k == 0 { 'M' } else { 'L' },
                 x(start + k),
                 y(v)

@@ -655,26 +655,14 @@ pub fn releases(viewer: &Viewer, r: &Releases, team: bool) -> String {
 /// "Not shown in 2026-W03 to 2026-W09, 2026-W12: fewer than 5 active."
 fn gap_sentences(pts: &[Point]) -> Vec<String> {
     let mut why: BTreeMap<&str, (usize, Vec<String>)> = BTreeMap::new();
-    let mut i = 0;
-    while i < pts.len() {
-        let w = match &pts[i].mark {
+    for (r, mark) in chart::gap_runs(pts) {
+        let w = match mark {
             Mark::Suppressed(w) | Mark::Pending(w) => w.as_str(),
-            Mark::Shown { .. } => {
-                i += 1;
-                continue;
-            }
+            Mark::Shown { .. } => continue,
         };
-        let start = i;
-        while i < pts.len() && pts[i].mark == pts[start].mark {
-            i += 1;
-        }
         let e = why.entry(w).or_default();
-        e.0 += i - start;
-        e.1.push(if i - start == 1 {
-            pts[start].window.clone()
-        } else {
-            format!("{} to {}", pts[start].window, pts[i - 1].window)
-        });
+        e.0 += r.len();
+        e.1.push(chart::span(pts, r));
     }
     why.into_iter()
         .map(|(w, (n, spans))| {
@@ -1055,32 +1043,10 @@ pub fn posture(viewer: &Viewer, doc: &serde_json::Value, anchored: Option<i64>) 
 
 /// A UTC time for people.
 pub fn time(t: i64) -> String {
-    match t {
-        i64::MIN | i64::MAX => "—".into(),
-        t => {
-            let days = t.div_euclid(86_400);
-            let secs = t.rem_euclid(86_400);
-            let (y, m, d) = civil(days);
-            format!(
-                "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-                secs / 3600,
-                secs % 3600 / 60
-            )
-        }
+    match chrono::DateTime::from_timestamp(t, 0) {
+        Some(d) if t != i64::MIN && t != i64::MAX => d.format("%Y-%m-%d %H:%M UTC").to_string(),
+        _ => "—".into(),
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// One audit entry as the audit page lists it.
@@ -1111,26 +1077,16 @@ struct AuditPage<'a> {
     next_href: Option<String>,
 }
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// The audit log, paged by sequence number and filtered by action and principal.
 pub fn audit(viewer: &Viewer, rows: &[AuditRow], q: &AuditQuery) -> String {
     let next_href = q.next.map(|n| {
-        format!(
-            "/audit?since={n}&action={}&principal={}",
-            urlencode(&q.action),
-            urlencode(&q.principal)
-        )
+        let query = serde_urlencoded::to_string([
+            ("since", n.to_string().as_str()),
+            ("action", &q.action),
+            ("principal", &q.principal),
+        ])
+        .expect("strings encode");
+        format!("/audit?{query}")
     });
     render(&AuditPage {
         layout: Layout::new("Audit log", Some(Page::Audit), Some(viewer)),

@@ -26,6 +26,16 @@ fn policy(explain: &str, team: &str) -> veil_policy::Policy {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The policy's teams, as its team map lists them.
+fn team_names(p: &veil_policy::Policy) -> Vec<String> {
+    p.team_map()
+        .unwrap()
+        .teams()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
 fn viewer() -> Viewer {
     Viewer {
         name: "v".into(),
@@ -89,13 +99,7 @@ fn hostile_team_names_and_metric_text_are_inert() {
     // ...and a group key that holds some anyway (a stored release is data) renders as text,
     // as does hostile explain text.
     let p = policy(&format!("misread {HOSTILE}"), "infra");
-    let mut teams: Vec<String> = p
-        .team_map()
-        .unwrap()
-        .teams()
-        .iter()
-        .map(|t| t.name().to_owned())
-        .collect();
+    let mut teams: Vec<String> = team_names(&p);
     teams.push(HOSTILE.to_owned());
     let d = doc(&teams, 12);
     for table in [false, true] {
@@ -195,13 +199,7 @@ fn fifty_teams_over_two_years_stay_under_the_page_budget() {
 #[test]
 fn teams_are_listed_alphabetically_whatever_their_values() {
     let p = policy("x", "infra");
-    let teams: Vec<String> = p
-        .team_map()
-        .unwrap()
-        .teams()
-        .iter()
-        .map(|t| t.name().to_owned())
-        .collect();
+    let teams: Vec<String> = team_names(&p);
     let mut d = doc(&teams, 4);
     // Values that rank the teams in neither alphabetical nor reverse order, and groups
     // stored in reverse: the page must order by name itself.
