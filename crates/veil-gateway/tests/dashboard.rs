@@ -623,3 +623,73 @@ async fn behind_a_tls_proxy_cookies_are_secure_and_host_bound() {
         "{set}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_tokens_and_absurd_parameters_fail_closed_without_a_panic() {
+    let gw = start().await;
+    let a = sign_in(&gw, "analyst").await;
+    let csrf = http(gw.addr, "GET", "/grants", &[("Cookie", &a)], "")
+        .await
+        .csrf();
+    // The right token twice, or the right one beside a wrong one: refused either way.
+    for body in [
+        format!(
+            "csrf={0}&csrf={0}&scope=ci.build_finished&purpose=x&duration=1h",
+            enc(&csrf)
+        ),
+        format!(
+            "csrf=wrong&csrf={}&scope=ci.build_finished&purpose=x&duration=1h",
+            enc(&csrf)
+        ),
+    ] {
+        let r = http(
+            gw.addr,
+            "POST",
+            "/grants",
+            &[("Cookie", &a), ("Sec-Fetch-Site", "same-origin")],
+            &body,
+        )
+        .await;
+        assert_eq!(r.status, 403, "{body}");
+    }
+    // Fetch metadata spelt otherwise is not same-origin.
+    let body = format!(
+        "csrf={}&scope=ci.build_finished&purpose=x&duration=1h",
+        enc(&csrf)
+    );
+    let r = http(
+        gw.addr,
+        "POST",
+        "/grants",
+        &[("Cookie", &a), ("Sec-Fetch-Site", "Same-Origin ")],
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    // Absurd ranges and pages: an answer, never a panic; the server still serves.
+    for path in [
+        "/?weeks=4294967295&page=18446744073709551615",
+        "/?weeks=-1&page=-1&view=table",
+        "/?metric=%00%ff&weeks=0",
+        "/usage?metric=builds&page=99999",
+        "/audit?since=-9223372036854775808",
+        "/about/%2e%2e%2fveil.toml",
+    ] {
+        let r = http(gw.addr, "GET", path, &[("Cookie", &a)], "").await;
+        assert!(r.status < 500, "{path}: {}", r.status);
+    }
+    let absurd = format!(
+        "csrf={}&metric=builds&weeks=12&from=0001-01-01&to=9999-12-31&windows=x",
+        enc(&csrf)
+    );
+    let r = http(
+        gw.addr,
+        "POST",
+        "/release",
+        &[("Cookie", &a), ("Sec-Fetch-Site", "same-origin")],
+        &absurd,
+    )
+    .await;
+    assert!(matches!(r.status, 403 | 409), "{}", r.status);
+    assert_eq!(http(gw.addr, "GET", "/healthz", &[], "").await.status, 200);
+}
