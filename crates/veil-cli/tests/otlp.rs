@@ -266,7 +266,9 @@ fn grpc_status_codes_partial_success_and_retry_info() {
     use tonic_types::StatusExt;
     let v = Veil::init();
     v.append_config(
-        "[limits]\nsource_events_per_sec = 1\nsource_burst = 3\nmax_body_bytes = 65536",
+        // A token every 100 s: however slow the machine, the bucket cannot refill during the
+        // test, so the last request is refused for the rate and not by luck of timing.
+        "[limits]\nsource_events_per_sec = 0.01\nsource_burst = 3\nmax_body_bytes = 65536",
     );
     let gw = Gateway::start(&v);
     let rt = runtime();
@@ -373,7 +375,8 @@ fn grpc_status_codes_partial_success_and_retry_info() {
             .unwrap()
             .into_inner();
         assert!(resp.partial_success.is_none());
-        // Past the rate limit (1/s, burst 3; 2 were just taken): RESOURCE_EXHAUSTED, retry info.
+        // Past the rate limit (burst 3, all taken by the three records above): RESOURCE_EXHAUSTED
+        // with RetryInfo.
         let many: Vec<_> = (0..10).map(|i| ok(&format!("r{i}"))).collect();
         let e = c
             .export(with_token(&token, request(many)))
