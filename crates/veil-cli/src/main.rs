@@ -1,6 +1,7 @@
 //! `veil`: the command line. Glue only — it reads `veil.toml`, calls the libraries in
 //! data-flow order and maps their typed errors to messages and exit codes
-//! (0 success, 1 the command ran and found a problem, 2 bad usage or unreadable input).
+//! (0 success, 1 the command ran and found a problem, 2 bad usage or unreadable input;
+//! a report whose reader closed the pipe ends by SIGPIPE, as other Unix tools do).
 
 #![forbid(unsafe_code)]
 
@@ -597,6 +598,11 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // A report piped into `head` ends quietly, as `ls | head` does. The gateway keeps std's
+    // ignored SIGPIPE: a peer that hangs up must be an error on that connection, not a kill.
+    if !matches!(cli.cmd, Cmd::Serve | Cmd::Bench { .. }) {
+        sigpipe::reset();
+    }
     match commands::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -409,3 +409,36 @@ fn principal_edits_are_serialized_and_keep_links_and_modes() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `veil status | head -1` and `veil policy explain | head -1`: a reader that stops early
+/// ends the command the way it ends `ls` (SIGPIPE), never with a panic on stderr.
+#[test]
+fn a_closed_stdout_ends_a_report_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let v = Veil::init();
+    for args in [&["status"][..], &["policy", "explain"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        // The reader is gone before the first line is written: every write is a broken pipe.
+        drop(reader);
+        let out = Command::new(env!("CARGO_BIN_EXE_veil"))
+            .args(args)
+            .env("VEIL_CONFIG", v.path().join("veil.toml"))
+            .env("USER", "tester")
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "veil {args:?}: {stderr}"
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "veil {args:?} should end by SIGPIPE: {:?}",
+            out.status
+        );
+    }
+}
