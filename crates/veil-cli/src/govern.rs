@@ -174,8 +174,11 @@ pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
     let mut ctx = open(cli)?;
     ctx.allow(Action::SubjectRequest)?;
     let actor = ctx.actor.clone();
+    let (SubjectCmd::Export { id } | SubjectCmd::OptOut { id } | SubjectCmd::Erase { id }) = cmd;
+    let id = subject_id(id)?;
+    let id = id.as_str();
     match cmd {
-        SubjectCmd::Export { id } => {
+        SubjectCmd::Export { .. } => {
             let x = veil_govern::subject::export(
                 &mut ctx.store,
                 &ctx.policy,
@@ -186,7 +189,7 @@ pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
             )?;
             println!("{}", serde_json::to_string_pretty(&x)?);
         }
-        SubjectCmd::OptOut { id } => {
+        SubjectCmd::OptOut { .. } => {
             let new = veil_govern::subject::opt_out(
                 &mut ctx.store,
                 &ctx.policy,
@@ -200,7 +203,7 @@ pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
                 if new { "opted out" } else { "already opted out" }
             );
         }
-        SubjectCmd::Erase { id } => {
+        SubjectCmd::Erase { .. } => {
             let (events, records) = veil_govern::subject::erase(
                 &mut ctx.store,
                 &ctx.policy,
@@ -215,6 +218,29 @@ pub fn subject(cli: &Cli, cmd: &SubjectCmd) -> Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// The identifier a subject request names: the argument, or with `-` the first line of
+/// standard input, which keeps a person's email out of shell history and the process list.
+fn subject_id(arg: &str) -> Result<String> {
+    if arg != "-" {
+        return Ok(arg.to_owned());
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| {
+        exit(
+            2,
+            format!("cannot read the identifier from standard input: {e}"),
+        )
+    })?;
+    let id = line.trim_end_matches(['\n', '\r']);
+    if id.trim().is_empty() {
+        return Err(exit(
+            2,
+            "no identifier on standard input: give it as the first line (`-` reads it from there)",
+        ));
+    }
+    Ok(id.to_owned())
 }
 
 /// What `veil contest` was asked.

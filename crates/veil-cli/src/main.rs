@@ -433,7 +433,8 @@ pub enum SubjectCmd {
     ///
     /// Example: veil --as privacy-officer subject export alice@example.com
     Export {
-        /// The identifier as the person gives it; normalized as the door normalizes it.
+        /// The identifier as the person gives it (normalized as the door normalizes it),
+        /// or `-` to read it from the first line of standard input, out of shell history.
         id: String,
     },
     /// From now on, drop every event about this identifier at the door (counted as
@@ -442,14 +443,18 @@ pub enum SubjectCmd {
     ///
     /// Example: veil --as privacy-officer subject opt-out alice@example.com
     OptOut {
-        /// The identifier as the person gives it; normalized as the door normalizes it.
+        /// The identifier as the person gives it (normalized as the door normalizes it),
+        /// or `-` to read it from the first line of standard input, out of shell history.
         id: String,
     },
     /// Delete everything linked to the identifier (aggregates hold no one and stay).
     ///
-    /// Example: veil --as privacy-officer subject erase alice@example.com
+    /// Examples:
+    ///   veil --as privacy-officer subject erase alice@example.com
+    ///   veil --as privacy-officer subject erase - < request.txt
     Erase {
-        /// The identifier as the person gives it; normalized as the door normalizes it.
+        /// The identifier as the person gives it (normalized as the door normalizes it),
+        /// or `-` to read it from the first line of standard input, out of shell history.
         id: String,
     },
 }

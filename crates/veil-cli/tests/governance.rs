@@ -311,6 +311,33 @@ fn subject_requests_through_the_binary() {
         "{}",
         r.stdout
     );
+    // `-` reads the identifier from the first line of standard input (out of shell history
+    // and the process list), normalized like an argument; an empty line is a usage error.
+    let r = v.run_env(
+        &["--as", "privacy-officer", "subject", "export", "-"],
+        Some(b" Max@Corp.example\r\nignored second line\n"),
+        &env,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let x: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        x["staging"]["app.feature_used"].as_array().unwrap().len(),
+        2,
+        "both of max's events, found from stdin"
+    );
+    for input in [&b""[..], b"\n", b"  \n"] {
+        let r = v.run_env(
+            &["--as", "privacy-officer", "subject", "erase", "-"],
+            Some(input),
+            &env,
+        );
+        assert_eq!(r.code, 2, "{input:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("no identifier on standard input"),
+            "{}",
+            r.stderr
+        );
+    }
     // Another role may not.
     let r = v.run_env(
         &["--as", "analyst", "subject", "export", "max@corp.example"],
