@@ -117,6 +117,14 @@ async fn start_with(about_public: bool) -> Gw {
 }
 
 async fn start_full(about_public: bool, secure_cookies: bool) -> Gw {
+    start_limits(about_public, secure_cookies, Default::default()).await
+}
+
+async fn start_limits(
+    about_public: bool,
+    secure_cookies: bool,
+    limits: veil_gateway::server::ServerLimits,
+) -> Gw {
     let dir = tempfile::tempdir().unwrap();
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for f in ["policy.yaml", "teams.yaml"] {
@@ -154,7 +162,7 @@ async fn start_full(about_public: bool, secure_cookies: bool) -> Gw {
             principal("privacy", auth::Role::Privacy),
             principal("eng", auth::Role::Engineering),
         ],
-        limits: Default::default(),
+        limits,
         event_limits: Default::default(),
         tls: None,
         anchor: None,
@@ -402,6 +410,12 @@ async fn every_dashboard_answer_carries_the_security_headers() {
         ("/grants", v.as_str()),
         ("/about/ci.build_finished", v.as_str()),
         ("/about/none", v.as_str()),
+        // Not found, not allowed, not authenticated: the router's answers carry them too.
+        ("/usage/x", v.as_str()),
+        ("/nonexistent", ""),
+        ("/static/other.css", ""),
+        ("/signout", v.as_str()),
+        ("/v1/status", ""),
     ] {
         let r = http(gw.addr, "GET", path, &[("Cookie", cookie)], "").await;
         let csp = r
@@ -692,4 +706,86 @@ async fn duplicate_tokens_and_absurd_parameters_fail_closed_without_a_panic() {
     .await;
     assert!(matches!(r.status, 403 | 409), "{}", r.status);
     assert_eq!(http(gw.addr, "GET", "/healthz", &[], "").await.status, 200);
+}
+
+/// Sends a request whose body says 1,000 bytes and delivers one, then waits (at most 5 s)
+/// for the answer's status; `None` if the gateway kept waiting for the rest.
+async fn dripped(gw: &Gw, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 1000\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+        gw.addr
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\nc");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        // Until the gateway closes (or resets) the connection after answering.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&raw)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+}
+
+/// A client dripping a form or a JSON body cannot hold a connection (and with enough of
+/// them, the listener): a post without a session or token is refused before its body is
+/// read; with one, and at sign-in, the body must arrive within the deadline (here the
+/// configured request timeout of 1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_slowly_holds_no_connection() {
+    let gw = start_limits(
+        false,
+        false,
+        veil_gateway::server::ServerLimits {
+            request_timeout: std::time::Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let v = sign_in(&gw, "viewer").await;
+    let same = ("Sec-Fetch-Site", "same-origin");
+    for path in [
+        "/signout",
+        "/contest",
+        "/release",
+        "/grants",
+        "/subjects/erase",
+    ] {
+        assert_eq!(
+            dripped(&gw, path, &[same]).await,
+            Some(403),
+            "{path} without a session"
+        );
+    }
+    assert_eq!(
+        dripped(&gw, "/signout", &[("Cookie", &v), same]).await,
+        Some(408)
+    );
+    assert_eq!(dripped(&gw, "/signin", &[same]).await, Some(408));
+    for path in ["/v1/contests", "/v1/grants", "/v1/subjects/opt-out"] {
+        assert_eq!(
+            dripped(&gw, path, &[]).await,
+            Some(401),
+            "{path} without a token"
+        );
+    }
+    let member = ("Authorization", "Bearer member-token");
+    assert_eq!(dripped(&gw, "/v1/contests", &[member]).await, Some(408));
+    // The session survived all of it, and the gateway still answers.
+    let r = http(gw.addr, "GET", "/", &[("Cookie", &v)], "").await;
+    assert_eq!(r.status, 200);
 }

@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use std::sync::Arc;
 use veil_govern::{Actor, GovernError, GrantState};
 use veil_present::{Page, Viewer};
@@ -42,8 +42,8 @@ fn pre_cookie_name(tls: bool) -> &'static str {
 /// forms posting to this origin; no script at all, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The dashboard's routes, with its security headers on every answer.
-pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
+/// The dashboard's routes (the router adds the security headers to every answer).
+pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(team_health))
         .route("/usage", get(usage))
@@ -62,11 +62,11 @@ pub(super) fn routes(state: Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/signin", get(signin_form).post(signin))
         .route("/signout", post(signout))
         .route("/static/veil.css", get(stylesheet))
-        .layer(axum::middleware::from_fn_with_state(state, headers))
 }
 
-/// Security headers on every dashboard answer.
-async fn headers(State(_): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+/// Security headers on every answer of the listener — pages, API answers, the stylesheet,
+/// and the 404 and 405 a mistyped or probing URL gets.
+pub(super) async fn headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     for (k, v) in [
@@ -293,8 +293,60 @@ fn post_gate<'s>(
     Ok(s)
 }
 
+/// The most a dashboard form's body may hold: the longest field (a contest note, a grant's
+/// purpose) is a few hundred characters.
+const FORM_LIMIT: usize = 64 * 1024;
+
+/// How long a form's body may take to arrive: a browser sends it at once, so a client
+/// dripping one byte at a time loses its connection long before `request_timeout`.
+const FORM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A form post's body, unparsed: the CSRF token is read from it before anything else.
-type Posted = axum::body::Bytes;
+/// It is read only when the headers carry a live session (otherwise it stays unread and
+/// the gate refuses the post as signed out), at most [`FORM_LIMIT`] bytes within
+/// [`FORM_DEADLINE`] — so nobody without a session can hold a connection open by sending
+/// a form slowly.
+struct Posted(Vec<u8>);
+
+impl axum::extract::FromRequest<Arc<AppState>> for Posted {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        if session(state, &parts.headers).is_none() {
+            return Ok(Posted(Vec::new()));
+        }
+        read_form(state, &parts.headers, body).await.map(Posted)
+    }
+}
+
+/// Reads a form's body within [`FORM_LIMIT`] and [`FORM_DEADLINE`] (or the configured
+/// request timeout when shorter); a body that does not arrive so is refused, nothing done.
+async fn read_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<Vec<u8>, Response> {
+    let deadline = state.limits.request_timeout.min(FORM_DEADLINE);
+    super::body::read(headers, body, FORM_LIMIT, deadline)
+        .await
+        .map_err(|e| {
+            let status = match e {
+                super::body::BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                super::body::BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            html(
+                status,
+                veil_present::message(
+                    None,
+                    "Form not received",
+                    "The form did not arrive whole and in time. Nothing was done; open the page and send it again.",
+                    "/",
+                ),
+            )
+        })
+}
 
 /// A form post's gate (see [`post_gate`]), then its parsed body. The token is read from
 /// the body leniently first, so a malformed form from a signed-in page is told it is
@@ -306,11 +358,11 @@ fn form_gate<'s, F: serde::de::DeserializeOwned>(
     action: Option<Action>,
     endpoint: &'static str,
 ) -> Result<(Signed<'s>, F), Response> {
-    let csrf = serde_urlencoded::from_bytes::<CsrfForm>(body)
+    let csrf = serde_urlencoded::from_bytes::<CsrfForm>(&body.0)
         .map(|f| f.csrf)
         .unwrap_or_default();
     let s = post_gate(state, headers, &csrf, action, endpoint)?;
-    match serde_urlencoded::from_bytes::<F>(body) {
+    match serde_urlencoded::from_bytes::<F>(&body.0) {
         Ok(f) => Ok((s, f)),
         Err(_) => Err(html(
             StatusCode::BAD_REQUEST,
@@ -368,9 +420,13 @@ struct SigninForm {
 async fn signin(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    form: Result<Form<SigninForm>, axum::extract::rejection::FormRejection>,
+    body: axum::body::Body,
 ) -> Response {
-    let Ok(Form(f)) = form else {
+    let body = match read_form(&state, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Ok(f) = serde_urlencoded::from_bytes::<SigninForm>(&body) else {
         return signin_page(
             &state,
             &headers,

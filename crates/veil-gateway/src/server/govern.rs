@@ -4,7 +4,7 @@
 
 use super::auth::Action;
 use super::{guard, now, refuse, AppState, CertSlot};
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -144,7 +144,7 @@ pub(super) async fn request(
     State(state): State<Arc<AppState>>,
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let p = match guard(
         &state,
@@ -156,6 +156,10 @@ pub(super) async fn request(
     .await
     {
         Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let body = match super::small_body(&state, &headers, body).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let Ok(req) = serde_json::from_slice::<GrantRequest>(&body) else {
@@ -335,7 +339,7 @@ pub(super) async fn opt_out(
     State(state): State<Arc<AppState>>,
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let p = match guard(
         &state,
@@ -347,6 +351,10 @@ pub(super) async fn opt_out(
     .await
     {
         Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let body = match super::small_body(&state, &headers, body).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let Ok(req) = serde_json::from_slice::<OptOutRequest>(&body) else {
@@ -420,7 +428,7 @@ pub(super) async fn contest(
     State(state): State<Arc<AppState>>,
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let p = match guard(
         &state,
@@ -432,6 +440,10 @@ pub(super) async fn contest(
     .await
     {
         Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let body = match super::small_body(&state, &headers, body).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let Ok(req) = serde_json::from_slice::<ContestRequest>(&body) else {
@@ -471,7 +483,7 @@ pub(super) async fn answer_contest(
     c: Option<Extension<CertSlot>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let p = match guard(
         &state,
@@ -483,6 +495,10 @@ pub(super) async fn answer_contest(
     .await
     {
         Ok(p) => p.clone(),
+        Err(r) => return r,
+    };
+    let body = match super::small_body(&state, &headers, body).await {
+        Ok(b) => b,
         Err(r) => return r,
     };
     let Ok(req) = serde_json::from_slice::<AnswerRequest>(&body) else {

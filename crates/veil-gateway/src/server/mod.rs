@@ -661,7 +661,7 @@ fn router(state: Arc<AppState>) -> Router {
     for (_, path, handler) in endpoints() {
         r = r.route(path, handler);
     }
-    r.merge(dashboard::routes(state.clone()))
+    r.merge(dashboard::routes())
         .fallback(|| async {
             refuse(
                 StatusCode::NOT_FOUND,
@@ -669,6 +669,7 @@ fn router(state: Arc<AppState>) -> Router {
                 "no such endpoint; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn(dashboard::headers))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -1010,6 +1011,22 @@ fn body_refusal(e: body::BodyError, limit: usize) -> Response {
         _ => StatusCode::BAD_REQUEST,
     };
     refuse(status, reason, &msg)
+}
+
+/// The most a governance request's JSON body may hold (a grant request, a contest note).
+const SMALL_BODY: usize = 64 * 1024;
+
+/// Reads a governance request's JSON body after its principal is authorized, within the
+/// request timeout: nobody without a token can hold a connection open by sending a body
+/// slowly, and nobody with one can hold it past the timeout.
+async fn small_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Response> {
+    body::read(headers, body, SMALL_BODY, state.limits.request_timeout)
+        .await
+        .map_err(|e| body_refusal(e, SMALL_BODY))
 }
 
 /// What every ingest request needs before admission.
