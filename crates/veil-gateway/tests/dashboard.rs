@@ -789,3 +789,65 @@ async fn a_body_sent_slowly_holds_no_connection() {
     let r = http(gw.addr, "GET", "/", &[("Cookie", &v)], "").await;
     assert_eq!(r.status, 200);
 }
+
+/// Many members' open contests keep the posture one page: it lists the newest
+/// `OPEN_CONTESTS_SHOWN` and says how many there are in all, in the JSON and on the page.
+#[test]
+fn the_posture_lists_the_newest_open_contests_and_counts_them_all() {
+    use veil_gateway::server::OPEN_CONTESTS_SHOWN;
+    let dir = tempfile::tempdir().unwrap();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let (policy, _) = veil_policy::load(&examples.join("policy.yaml")).unwrap();
+    let t = chrono::Utc::now().timestamp();
+    let mut store = veil_store::SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        t - 86_400,
+        "test",
+    )
+    .unwrap();
+    let (_, m) = policy.metric("builds").unwrap();
+    let window = veil_pipeline::window::label(m.window, t - 7 * 86_400);
+    let members: Vec<String> = (0..6).map(|i| format!("member{i}")).collect();
+    let roles = [auth::Role::Member];
+    let total = veil_govern::contests::OPEN_PER_PRINCIPAL * members.len();
+    for i in 0..total {
+        let who = veil_govern::Actor {
+            name: &members[i % members.len()],
+            roles: &roles,
+            operator: false,
+        };
+        veil_govern::contests::file(
+            &mut store,
+            &policy,
+            &who,
+            "builds",
+            &window,
+            &format!("n{i:03}"),
+            t,
+        )
+        .unwrap();
+    }
+    assert!(total > OPEN_CONTESTS_SHOWN);
+    let doc = veil_gateway::server::posture(&store, &policy, t).unwrap();
+    let listed = doc["open_contests"].as_array().unwrap();
+    assert_eq!(listed.len(), OPEN_CONTESTS_SHOWN);
+    assert_eq!(doc["open_contests_total"], total);
+    assert_eq!(
+        listed[0]["note"],
+        format!("n{:03}", total - 1),
+        "newest first"
+    );
+    let viewer = veil_present::Viewer {
+        name: "v".into(),
+        roles: vec!["viewer".into()],
+        csrf: "t".into(),
+        pages: veil_present::Page::ALL.to_vec(),
+    };
+    let html = veil_present::posture(&viewer, &doc, None);
+    assert!(
+        html.contains(&format!("the newest {OPEN_CONTESTS_SHOWN} of {total}")),
+        "the page says the list is cut"
+    );
+    assert!(!html.contains("n000"), "the oldest is not on the page");
+}

@@ -20,6 +20,11 @@ pub const DENIED: &str = "contest_denied";
 
 const NOTE_MAX: usize = 500;
 
+/// The most contests one principal may have open (unanswered) at once: enough for every
+/// window a person doubts, too few to bury everyone's posture page under one member's
+/// notes.
+pub const OPEN_PER_PRINCIPAL: usize = 10;
+
 /// One answer to a contest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Answer {
@@ -101,6 +106,30 @@ pub fn list(store: &dyn Store) -> Result<Vec<Contest>> {
         .collect())
 }
 
+/// How many contests `actor` filed that no analyst has answered yet (intact entries only).
+fn open_filed_by(store: &dyn Store, actor: &str) -> Result<usize> {
+    let mut mine = std::collections::BTreeSet::new();
+    let mut answered = std::collections::BTreeSet::new();
+    for e in store.audit_entries(&[FILE, ANSWER])? {
+        if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash {
+            continue;
+        }
+        let Ok(d) = serde_json::from_str::<Detail>(&e.detail) else {
+            continue;
+        };
+        match e.action.as_str() {
+            FILE if e.actor == actor => {
+                mine.insert(d.contest);
+            }
+            ANSWER => {
+                answered.insert(d.contest);
+            }
+            _ => {}
+        }
+    }
+    Ok(mine.difference(&answered).count())
+}
+
 /// The contests of one metric, by window label: what a report shows beside its rows.
 pub fn for_metric(store: &dyn Store, metric: &str) -> Result<BTreeMap<String, Vec<Contest>>> {
     let mut out: BTreeMap<String, Vec<Contest>> = BTreeMap::new();
@@ -153,7 +182,8 @@ fn check_note(store: &mut dyn Store, who: &Actor, note: &str, now: i64) -> Resul
 
 /// `veil contest METRIC --window W --note TEXT`: files a note on a window of a metric.
 /// Refused (and audited, without the note) for an unknown metric, a window label that
-/// is not one of the metric's windows, or a note with personal data.
+/// is not one of the metric's windows, a note with personal data, or a principal who
+/// already has [`OPEN_PER_PRINCIPAL`] contests open.
 pub fn file(
     store: &mut dyn Store,
     policy: &Policy,
@@ -194,6 +224,17 @@ pub fn file(
             who,
             "bad_window",
             "that window has not started yet".into(),
+            now,
+        ));
+    }
+    if open_filed_by(store, who.name)? >= OPEN_PER_PRINCIPAL {
+        return Err(deny(
+            store,
+            who,
+            "too_many_open",
+            format!(
+                "you have {OPEN_PER_PRINCIPAL} contests open; file another once an analyst has answered one"
+            ),
             now,
         ));
     }

@@ -1023,7 +1023,15 @@ pub fn posture(viewer: &Viewer, doc: &serde_json::Value, anchored: Option<i64>) 
                     .collect(),
             },
             Table {
-                caption: "Open contests of released numbers".into(),
+                caption: match (
+                    doc["open_contests"].as_array().map_or(0, Vec::len),
+                    doc["open_contests_total"].as_u64().unwrap_or(0),
+                ) {
+                    (shown, total) if (shown as u64) < total => format!(
+                        "Open contests of released numbers: the newest {shown} of {total} (all in veil contest --list)"
+                    ),
+                    _ => "Open contests of released numbers".into(),
+                },
                 head: vec!["metric".into(), "window".into(), "note".into()],
                 rows: doc["open_contests"]
                     .as_array()

@@ -28,6 +28,8 @@ pub(super) fn status_of(code: &str) -> StatusCode {
         // The policy caps how long a grant may last: a refusal of what is asked, not a
         // malformed request.
         | "duration_too_long" => StatusCode::FORBIDDEN,
+        // Answered contests free the slot: a later try succeeds.
+        "too_many_open" => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     }
 }

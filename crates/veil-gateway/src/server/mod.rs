@@ -27,7 +27,7 @@ pub mod session;
 pub mod tls;
 pub mod writer;
 
-pub use reads::posture;
+pub use reads::{posture, OPEN_CONTESTS_SHOWN};
 
 use crate::ingest::{admit_lines, merge_late, Admitted};
 use auth::{ClientCert, Denied, Principal};

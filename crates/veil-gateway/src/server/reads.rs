@@ -15,6 +15,9 @@ use veil_policy::{FieldClass, Policy, Transform};
 use veil_release::{Query as RQuery, ReleaseError};
 use veil_store::Store;
 
+/// How many open contests the posture lists, newest first (`open_contests_total` counts all).
+pub const OPEN_CONTESTS_SHOWN: usize = 50;
+
 /// The privacy posture of spec §5 (`veil status`, `GET /v1/status`): what is collected and
 /// how, rejections by reason, budget spent, last seal, and the audit chain's state.
 pub fn posture(
@@ -106,22 +109,30 @@ pub fn posture(
         "quarantine": {"oldest_received": oldest_quarantine.map(stamp), "retention": veil_policy::duration::human(d.staging_retention),
             "past_retention": oldest_quarantine.is_some_and(|o| o <= t - d.staging_retention)},
     });
+    let open: Vec<_> = veil_govern::contests::list(store)
+        .map_err(|e| match e {
+            veil_govern::GovernError::Store(e) => e,
+            veil_govern::GovernError::Refused { .. } => {
+                veil_store::StoreError::Corrupt("listing contests was refused".into())
+            }
+        })?
+        .into_iter()
+        .filter(|c| c.is_open())
+        .collect();
     Ok(serde_json::json!({
         "staging": staging,
         "oldest": oldest,
         "grants": grants,
         "opted_out": store.opt_outs()?.len(),
-        "open_contests": veil_govern::contests::list(store)
-            .map_err(|e| match e {
-                veil_govern::GovernError::Store(e) => e,
-                veil_govern::GovernError::Refused { .. } => {
-                    veil_store::StoreError::Corrupt("listing contests was refused".into())
-                }
-            })?
-            .into_iter()
-            .filter(|c| c.is_open())
+        // The newest open contests (the posture stays one page); all of them are in
+        // `GET /v1/contests`.
+        "open_contests": open
+            .iter()
+            .rev()
+            .take(OPEN_CONTESTS_SHOWN)
             .map(|c| serde_json::json!({"id": c.id, "metric": c.metric, "window": c.window, "note": c.note}))
             .collect::<Vec<_>>(),
+        "open_contests_total": open.len(),
         "organization": policy.organization(),
         "policy_sha256": policy.hash(),
         "collections": collections,
