@@ -25,6 +25,10 @@ pub const READ: &str = "staging_read";
 /// A request nobody fully approved lapses after this long.
 pub const PENDING_MAX: i64 = 7 * 86_400;
 
+/// The most requests one principal may have pending at once: a backlog for the approvers
+/// to read, not a flood that buries the posture page.
+pub const PENDING_PER_PRINCIPAL: usize = 5;
+
 /// The longest purpose sentence accepted.
 const PURPOSE_MAX: usize = 500;
 
@@ -229,7 +233,8 @@ fn deny(
 /// `veil grant request`: records a request for `duration` seconds of access to one
 /// collection's staging, for `purpose`. Refused (and audited) when the purpose is
 /// empty, too long or holds personal data, the collection is unknown, or the duration
-/// is above the policy's maximum for the collection's zone.
+/// is above the policy's maximum for the collection's zone, or the requester already has
+/// [`PENDING_PER_PRINCIPAL`] requests pending.
 pub fn request(
     store: &mut dyn Store,
     policy: &Policy,
@@ -281,6 +286,17 @@ pub fn request(
                 c.zone,
                 veil_policy::duration::human(max)
             ),
+        );
+    }
+    let pending = all(store)?
+        .values()
+        .filter(|g| g.requester == who.name && g.state(now) == GrantState::Pending)
+        .count();
+    if pending >= PENDING_PER_PRINCIPAL {
+        return refuse(
+            store,
+            "too_many_pending",
+            format!("you have {PENDING_PER_PRINCIPAL} requests pending; wait for an approval or for one to lapse"),
         );
     }
     let id = format!("g-{}", hex::encode(rand::random::<[u8; 8]>()));

@@ -437,3 +437,53 @@ fn requests_are_checked_and_a_forged_approval_counts_for_nothing() {
         "bad_purpose"
     );
 }
+
+/// One principal has at most `PENDING_PER_PRINCIPAL` requests pending: the next is refused
+/// and audited; another principal is not held back; a lapsed or approved request frees
+/// its place.
+#[test]
+fn a_principal_cannot_flood_the_approvers_with_requests() {
+    let mut r = rig();
+    let alice = who("alice", &[Role::Analyst]);
+    let bob = who("bob", &[Role::Analyst]);
+    let (eng, privacy) = (
+        who("erin", &[Role::Engineering]),
+        who("pat", &[Role::Privacy]),
+    );
+    let s = &mut r.store;
+    let p = &r.policy;
+    let mut ids = Vec::new();
+    for _ in 0..grants::PENDING_PER_PRINCIPAL {
+        ids.push(
+            grants::request(s, p, &alice, "review", "c.one", DAY, T0)
+                .unwrap()
+                .id,
+        );
+    }
+    let before = denials(s).len();
+    assert_eq!(
+        code(grants::request(s, p, &alice, "review", "c.one", DAY, T0)),
+        "too_many_pending"
+    );
+    assert_eq!(denials(s).len(), before + 1, "the refusal is audited");
+    grants::request(s, p, &bob, "review", "c.one", DAY, T0).unwrap();
+    // Approved by both roles, one request is live, no longer pending: a place is free.
+    grants::approve(s, &eng, &ids[0], T0 + 1).unwrap();
+    grants::approve(s, &privacy, &ids[0], T0 + 2).unwrap();
+    grants::request(s, p, &alice, "review", "c.one", DAY, T0 + 3).unwrap();
+    assert_eq!(
+        code(grants::request(
+            s,
+            p,
+            &alice,
+            "review",
+            "c.one",
+            DAY,
+            T0 + 4
+        )),
+        "too_many_pending"
+    );
+    // Once the pending ones lapse, the requester may ask again.
+    let later = T0 + grants::PENDING_MAX + 10;
+    grants::request(s, p, &alice, "review", "c.one", DAY, later).unwrap();
+}
