@@ -97,6 +97,7 @@ pub struct LimitsConfig {
     pub source_burst: f64,
     pub request_timeout_secs: u64,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -111,6 +112,7 @@ impl Default for LimitsConfig {
             source_burst: d.source_burst,
             request_timeout_secs: d.request_timeout.as_secs(),
             max_connections: d.max_connections,
+            max_connections_per_ip: d.max_connections_per_ip,
         }
     }
 }
@@ -288,6 +290,7 @@ impl Config {
             "source_burst",
             "request_timeout_secs",
             "max_connections",
+            "max_connections_per_ip",
         ];
         const TLS: &[&str] = &["cert", "key", "client_ca", "client_cert_required"];
         const AUDIT: &[&str] = &["anchor_file", "anchor_command", "anchor_interval_secs"];
@@ -533,6 +536,7 @@ impl Config {
             source_burst: l.source_burst,
             request_timeout: std::time::Duration::from_secs(l.request_timeout_secs),
             max_connections: l.max_connections,
+            max_connections_per_ip: l.max_connections_per_ip,
             ..Default::default()
         }
     }

@@ -103,6 +103,7 @@ fn enc(s: &str) -> String {
 
 struct Gw {
     addr: std::net::SocketAddr,
+    otlp: Option<std::net::SocketAddr>,
     clock: Arc<AtomicI64>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
@@ -153,7 +154,8 @@ async fn start_limits(
     let c = clock.clone();
     let cfg = ServeConfig {
         listen: "127.0.0.1:0".into(),
-        otlp_listen: None,
+        // Its own port: the connection tests need a second listener.
+        otlp_listen: Some("127.0.0.1:0".into()),
         otlp_grpc_listen: None,
         principals: vec![
             principal("viewer", auth::Role::Viewer),
@@ -178,12 +180,14 @@ async fn start_limits(
     };
     let server = Server::bind(cfg, Box::new(store), policy).await.unwrap();
     let addr = server.local_addr();
+    let otlp = server.otlp_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run(async move {
         let _ = rx.await;
     }));
     Gw {
         addr,
+        otlp,
         clock,
         stop: Some(tx),
         _dir: dir,
@@ -850,4 +854,98 @@ fn the_posture_lists_the_newest_open_contests_and_counts_them_all() {
         "the page says the list is cut"
     );
     assert!(!html.contains("n000"), "the oldest is not on the page");
+}
+
+/// Whether the gateway closed `s` within `secs` seconds (EOF or reset).
+async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    let mut buf = [0u8; 256];
+    let wait = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(secs), wait)
+        .await
+        .is_ok()
+}
+
+/// Connections cannot be hoarded: one that says nothing is closed when the request
+/// timeout ends (hyper's protocol detection alone would wait forever), one client address
+/// holds at most `max_connections_per_ip`, and a listener's connections are its own — a
+/// full OTLP port leaves the API answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_say_nothing_or_crowd_one_address_hold_no_listener() {
+    let gw = start_limits(
+        false,
+        false,
+        veil_gateway::server::ServerLimits {
+            request_timeout: std::time::Duration::from_secs(1),
+            max_connections: 4,
+            max_connections_per_ip: 6,
+            ..Default::default()
+        },
+    )
+    .await;
+    let connect = |a| tokio::net::TcpStream::connect(a);
+    // Silent connections are closed after the request timeout.
+    let mut silent = connect(gw.addr).await.unwrap();
+    assert!(
+        closed_within(&mut silent, 4).await,
+        "a silent connection stays open"
+    );
+    // The OTLP port full of connections that started a request and stalled...
+    let otlp = gw.otlp.expect("an OTLP listener");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut c = connect(otlp).await.unwrap();
+        c.write_all(b"POST /v1/logs HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // ...leaves the API its own connections.
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        http(gw.addr, "GET", "/healthz", &[], ""),
+    )
+    .await
+    .expect("the API answers while the OTLP port is full");
+    assert_eq!(r.status, 200);
+    // Two more stalled ones on the API reach this address's 6 across listeners: the next
+    // connection from it is closed unanswered.
+    for _ in 0..2 {
+        let mut c = connect(gw.addr).await.unwrap();
+        c.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let mut over = connect(gw.addr).await.unwrap();
+    let _ = over
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        over.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        answer.is_empty(),
+        "a 7th connection from one address was answered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // Stalled headers are cut at the request timeout, and the places come back.
+    for c in held.iter_mut() {
+        assert!(
+            closed_within(c, 4).await,
+            "stalled headers hold a connection"
+        );
+    }
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = http(gw.addr, "GET", "/healthz", &[], "").await;
+    assert_eq!(r.status, 200);
 }

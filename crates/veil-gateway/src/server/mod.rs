@@ -66,8 +66,12 @@ pub struct ServerLimits {
     pub source_burst: f64,
     /// Time allowed to receive a body, and for a read endpoint to answer.
     pub request_timeout: Duration,
-    /// Open connections; further clients wait in the kernel's accept queue.
+    /// Open connections per listener; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Open connections from one client address across all listeners (0 = no cap, for a
+    /// gateway behind a proxy, where every client has the proxy's address); past it a new
+    /// connection is closed at once.
+    pub max_connections_per_ip: usize,
     /// Bytes of request line and headers.
     pub max_header_bytes: usize,
     /// Most events in one group commit.
@@ -87,6 +91,7 @@ impl Default for ServerLimits {
             source_burst: 0.0,
             request_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            max_connections_per_ip: 128,
             max_header_bytes: 16 * 1024,
             commit_max_events: 32_768,
             maintenance_every: Duration::from_secs(60),
@@ -427,13 +432,16 @@ impl Server {
         });
         let graceful = Arc::new(hyper_util::server::graceful::GracefulShutdown::new());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let conns = Arc::new(Semaphore::new(state.limits.max_connections));
+        // Each listener its own connection limit: a flood on the OTLP ports leaves the
+        // API, the dashboard and /healthz their connections.
+        let conns = || Arc::new(Semaphore::new(state.limits.max_connections));
+        let per_address = Arc::new(PerAddress::new(state.limits.max_connections_per_ip));
         let mut accepts = vec![tokio::spawn(accept_loop(
             listener,
             app,
             tls.clone(),
             state.clone(),
-            conns.clone(),
+            (conns(), per_address.clone()),
             graceful.clone(),
             stop_rx.clone(),
         ))];
@@ -443,7 +451,7 @@ impl Server {
                 grpc::router(state.clone()),
                 tls.clone(),
                 state.clone(),
-                conns.clone(),
+                (conns(), per_address.clone()),
                 graceful.clone(),
                 stop_rx.clone(),
             )));
@@ -468,7 +476,7 @@ impl Server {
                 otlp_app,
                 tls,
                 state.clone(),
-                conns,
+                (conns(), per_address),
                 graceful.clone(),
                 stop_rx,
             )));
@@ -544,13 +552,60 @@ async fn anchor_head(state: &AppState, sink: &anchor::AnchorSink, last: &mut Opt
     }
 }
 
+/// Open connections per client address, across all listeners; only counts, kept in
+/// memory while the connections are open.
+struct PerAddress {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One admitted connection of an address; dropping it frees the place.
+struct AddressSlot(Option<(Arc<PerAddress>, std::net::IpAddr)>);
+
+impl PerAddress {
+    fn new(max: usize) -> PerAddress {
+        PerAddress {
+            max,
+            open: Default::default(),
+        }
+    }
+
+    /// A place for one more connection from `ip`, or `None` when it holds `max` already.
+    fn admit(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        if self.max == 0 {
+            return Some(AddressSlot(None));
+        }
+        let mut open = self.open.lock().expect("address lock");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(Some((self.clone(), ip))))
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some((owner, ip)) = self.0.take() {
+            let mut open = owner.open.lock().expect("address lock");
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     app: Router,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<AppState>,
-    conns: Arc<Semaphore>,
+    (conns, per_address): (Arc<Semaphore>, Arc<PerAddress>),
     graceful: Arc<hyper_util::server::graceful::GracefulShutdown>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -573,7 +628,7 @@ async fn accept_loop(
             p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
         };
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             a = listener.accept() => match a {
                 Ok(a) => a,
                 Err(e) => {
@@ -584,6 +639,12 @@ async fn accept_loop(
             },
             _ = stop.changed() => return,
         };
+        // One address holding its share closes its next connection unanswered (the
+        // address is counted, never logged).
+        let Some(slot) = per_address.admit(peer.ip()) else {
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let builder = builder.clone();
@@ -591,9 +652,16 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         let handshake_timeout = state.limits.request_timeout;
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _slot) = (permit, slot);
             match tls {
                 None => {
+                    // A client that says nothing is closed when the request timeout ends:
+                    // hyper's protocol detection would wait for its first byte forever.
+                    let mut first = [0u8; 1];
+                    let said = tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await;
+                    if !matches!(said, Ok(Ok(n)) if n > 0) {
+                        return;
+                    }
                     let svc = hyper_util::service::TowerToHyperService::new(app);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
