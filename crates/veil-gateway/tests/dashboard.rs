@@ -441,6 +441,17 @@ async fn every_dashboard_answer_carries_the_security_headers() {
             "{path}"
         );
     }
+    // The OTLP port's answers carry them too (a 405, a 404, a 401).
+    let otlp = gw.otlp.expect("an OTLP listener");
+    for (method, path) in [("GET", "/v1/logs"), ("GET", "/nope"), ("POST", "/v1/logs")] {
+        let r = http(otlp, method, path, &[], "").await;
+        assert!(
+            r.header("content-security-policy").is_some()
+                && r.header("x-frame-options") == Some("DENY"),
+            "OTLP {method} {path}: {}",
+            r.status
+        );
+    }
     // A viewer is refused the audit log with a page that says so.
     let r = http(gw.addr, "GET", "/audit", &[("Cookie", &v)], "").await;
     assert_eq!(r.status, 403);

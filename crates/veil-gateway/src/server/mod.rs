@@ -469,6 +469,7 @@ impl Server {
                         "the OTLP port serves POST /v1/logs only",
                     )
                 })
+                .layer(axum::middleware::from_fn(dashboard::headers))
                 .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
                 .with_state(state.clone());
             accepts.push(tokio::spawn(accept_loop(
