@@ -822,7 +822,8 @@ fn the_posture_lists_the_newest_open_contests_and_counts_them_all() {
     )
     .unwrap();
     let (_, m) = policy.metric("builds").unwrap();
-    let window = veil_pipeline::window::label(m.window, t - 7 * 86_400);
+    // A week of its own for each of a member's notes (one window takes only a few).
+    let window = |k: usize| veil_pipeline::window::label(m.window, t - 7 * 86_400 * (k as i64 + 1));
     let members: Vec<String> = (0..6).map(|i| format!("member{i}")).collect();
     let roles = [auth::Role::Member];
     let total = veil_govern::contests::OPEN_PER_PRINCIPAL * members.len();
@@ -837,7 +838,7 @@ fn the_posture_lists_the_newest_open_contests_and_counts_them_all() {
             &policy,
             &who,
             "builds",
-            &window,
+            &window(i / members.len()),
             &format!("n{i:03}"),
             t,
         )

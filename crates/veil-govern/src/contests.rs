@@ -25,6 +25,10 @@ const NOTE_MAX: usize = 500;
 /// notes.
 pub const OPEN_PER_PRINCIPAL: usize = 10;
 
+/// The most contests one principal may file on one window of one metric, answered or
+/// not: every report shows them beside that window.
+pub const PER_WINDOW: usize = 3;
+
 /// One answer to a contest.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Answer {
@@ -106,10 +110,12 @@ pub fn list(store: &dyn Store) -> Result<Vec<Contest>> {
         .collect())
 }
 
-/// How many contests `actor` filed that no analyst has answered yet (intact entries only).
-fn open_filed_by(store: &dyn Store, actor: &str) -> Result<usize> {
+/// Of the contests `actor` filed (intact entries only): how many no analyst has answered
+/// yet, and how many, answered or not, are on `metric`'s `window`.
+fn filed_by(store: &dyn Store, actor: &str, metric: &str, window: &str) -> Result<(usize, usize)> {
     let mut mine = std::collections::BTreeSet::new();
     let mut answered = std::collections::BTreeSet::new();
+    let mut here = 0;
     for e in store.audit_entries(&[FILE, ANSWER])? {
         if entry_hash(&e.prev, e.seq, &e.at, &e.actor, &e.action, &e.detail) != e.hash {
             continue;
@@ -119,6 +125,9 @@ fn open_filed_by(store: &dyn Store, actor: &str) -> Result<usize> {
         };
         match e.action.as_str() {
             FILE if e.actor == actor => {
+                if d.metric.as_deref() == Some(metric) && d.window.as_deref() == Some(window) {
+                    here += 1;
+                }
                 mine.insert(d.contest);
             }
             ANSWER => {
@@ -127,7 +136,7 @@ fn open_filed_by(store: &dyn Store, actor: &str) -> Result<usize> {
             _ => {}
         }
     }
-    Ok(mine.difference(&answered).count())
+    Ok((mine.difference(&answered).count(), here))
 }
 
 /// The contests of one metric, by window label: what a report shows beside its rows.
@@ -183,7 +192,7 @@ fn check_note(store: &mut dyn Store, who: &Actor, note: &str, now: i64) -> Resul
 /// `veil contest METRIC --window W --note TEXT`: files a note on a window of a metric.
 /// Refused (and audited, without the note) for an unknown metric, a window label that
 /// is not one of the metric's windows, a note with personal data, or a principal who
-/// already has [`OPEN_PER_PRINCIPAL`] contests open.
+/// already has [`OPEN_PER_PRINCIPAL`] contests open or [`PER_WINDOW`] on this window.
 pub fn file(
     store: &mut dyn Store,
     policy: &Policy,
@@ -227,7 +236,17 @@ pub fn file(
             now,
         ));
     }
-    if open_filed_by(store, who.name)? >= OPEN_PER_PRINCIPAL {
+    let (open, here) = filed_by(store, who.name, &m.name, window)?;
+    if here >= PER_WINDOW {
+        return Err(deny(
+            store,
+            who,
+            "too_many_on_window",
+            format!("you have contested this window {PER_WINDOW} times already; one note says it"),
+            now,
+        ));
+    }
+    if open >= OPEN_PER_PRINCIPAL {
         return Err(deny(
             store,
             who,

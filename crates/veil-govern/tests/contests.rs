@@ -3,7 +3,7 @@
 //! unaffected, every refusal audited without the note.
 
 use veil_access::Role;
-use veil_govern::contests::{self, DENIED, OPEN_PER_PRINCIPAL};
+use veil_govern::contests::{self, DENIED, OPEN_PER_PRINCIPAL, PER_WINDOW};
 use veil_govern::{Actor, GovernError};
 use veil_store::{SqliteStore, Store};
 
@@ -59,16 +59,10 @@ fn one_principal_has_at_most_its_share_of_open_contests() {
         actor("bo", &[Role::Member]),
         actor("analyst", &[Role::Analyst]),
     );
+    // Each on a day of its own (a window takes at most PER_WINDOW from one principal).
     let file = |store: &mut SqliteStore, who: &Actor, i: usize| {
-        contests::file(
-            store,
-            &policy,
-            who,
-            "ones",
-            "2025-11-01",
-            &format!("note {i}"),
-            T0,
-        )
+        let day = format!("2025-10-{:02}", 1 + i % 28);
+        contests::file(store, &policy, who, "ones", &day, &format!("note {i}"), T0)
     };
     let mut first = None;
     for i in 0..OPEN_PER_PRINCIPAL {
@@ -106,4 +100,62 @@ fn one_principal_has_at_most_its_share_of_open_contests() {
         .count();
     assert_eq!(open, OPEN_PER_PRINCIPAL + 1);
     assert!(store.audit_verify(&[]).unwrap().ok);
+}
+
+/// Answered or not, one principal's notes on one window stop at `PER_WINDOW`: answering
+/// them (a principal who is also an analyst can) frees no room beside that window.
+#[test]
+fn one_window_takes_a_few_notes_from_one_principal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::init(
+        &dir.path().join("data"),
+        &dir.path().join("vault"),
+        T0 - DAY,
+        "test",
+    )
+    .unwrap();
+    let policy = veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .0;
+    let both = [Role::Member, Role::Analyst];
+    let dual = actor("dual", &both);
+    let other = actor("other", &[Role::Member]);
+    let mut file = |who: &Actor, day: &str, note: &str| {
+        contests::file(&mut store, &policy, who, "ones", day, note, T0)
+    };
+    let mut ids = Vec::new();
+    for i in 0..PER_WINDOW {
+        ids.push(file(&dual, "2025-11-01", &format!("n{i}")).unwrap().id);
+    }
+    assert!(matches!(
+        file(&dual, "2025-11-01", "again"),
+        Err(GovernError::Refused {
+            code: "too_many_on_window",
+            ..
+        })
+    ));
+    // Another window, or another principal on this one, is not held back.
+    file(&dual, "2025-11-02", "other day").unwrap();
+    file(&other, "2025-11-01", "me too").unwrap();
+    // Answering its own notes frees no room beside the window.
+    for id in &ids {
+        contests::answer(&mut store, &dual, id, "answered myself", T0).unwrap();
+    }
+    assert!(matches!(
+        contests::file(
+            &mut store,
+            &policy,
+            &dual,
+            "ones",
+            "2025-11-01",
+            "again",
+            T0
+        ),
+        Err(GovernError::Refused {
+            code: "too_many_on_window",
+            ..
+        })
+    ));
+    let beside = contests::for_metric(&store, "ones").unwrap();
+    assert_eq!(beside["2025-11-01"].len(), PER_WINDOW + 1);
 }

@@ -29,7 +29,9 @@ pub(super) fn status_of(code: &str) -> StatusCode {
         // malformed request.
         | "duration_too_long" => StatusCode::FORBIDDEN,
         // Answered contests free the slot: a later try succeeds.
-        "too_many_open" | "too_many_pending" => StatusCode::TOO_MANY_REQUESTS,
+        "too_many_open" | "too_many_pending" | "too_many_on_window" => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         _ => StatusCode::BAD_REQUEST,
     }
 }
