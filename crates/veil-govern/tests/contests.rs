@@ -41,10 +41,10 @@ fn actor<'a>(name: &'a str, roles: &'a [Role]) -> Actor<'a> {
     }
 }
 
-#[test]
-fn one_principal_has_at_most_its_share_of_open_contests() {
+/// A fresh store (its directory kept alive by the caller) and the test policy.
+fn rig() -> (tempfile::TempDir, SqliteStore, veil_policy::Policy) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::init(
+    let store = SqliteStore::init(
         &dir.path().join("data"),
         &dir.path().join("vault"),
         T0 - DAY,
@@ -54,6 +54,12 @@ fn one_principal_has_at_most_its_share_of_open_contests() {
     let policy = veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
         .unwrap_or_else(|e| panic!("{e:?}"))
         .0;
+    (dir, store, policy)
+}
+
+#[test]
+fn one_principal_has_at_most_its_share_of_open_contests() {
+    let (_dir, mut store, policy) = rig();
     let (ana, bo, analyst) = (
         actor("ana", &[Role::Member]),
         actor("bo", &[Role::Member]),
@@ -106,17 +112,7 @@ fn one_principal_has_at_most_its_share_of_open_contests() {
 /// them (a principal who is also an analyst can) frees no room beside that window.
 #[test]
 fn one_window_takes_a_few_notes_from_one_principal() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = SqliteStore::init(
-        &dir.path().join("data"),
-        &dir.path().join("vault"),
-        T0 - DAY,
-        "test",
-    )
-    .unwrap();
-    let policy = veil_policy::load_str(POLICY, "p.yaml", chrono::Utc::now().date_naive())
-        .unwrap_or_else(|e| panic!("{e:?}"))
-        .0;
+    let (_dir, mut store, policy) = rig();
     let both = [Role::Member, Role::Analyst];
     let dual = actor("dual", &both);
     let other = actor("other", &[Role::Member]);
