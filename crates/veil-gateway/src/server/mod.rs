@@ -576,6 +576,7 @@ impl PerAddress {
         if self.max == 0 {
             return Some(AddressSlot(None));
         }
+        let ip = client_of(ip);
         let mut open = self.open.lock().expect("address lock");
         let n = open.entry(ip).or_insert(0);
         if *n >= self.max {
@@ -583,6 +584,21 @@ impl PerAddress {
         }
         *n += 1;
         Some(AddressSlot(Some((self.clone(), ip))))
+    }
+}
+
+/// The address a client is counted under: IPv4 as it is (also when it arrives mapped into
+/// IPv6), IPv6 by its /64 — one host is handed a whole /64 and could otherwise take a new
+/// address for every connection.
+fn client_of(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+                v6.to_bits() & !u128::from(u64::MAX),
+            )),
+        },
     }
 }
 
@@ -1440,6 +1456,28 @@ async fn reencode(r: Response, enc: otlp::Encoding) -> Response {
 mod tests {
     use super::*;
     use veil_store::SqliteStore;
+
+    #[test]
+    fn one_client_is_one_ipv4_address_or_one_ipv6_64() {
+        let per = Arc::new(PerAddress::new(2));
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // Two addresses of one /64 share its places; a third is refused.
+        let a = per.admit(ip("2001:db8:1:2::1")).unwrap();
+        let _b = per.admit(ip("2001:db8:1:2:ffff::9")).unwrap();
+        assert!(per.admit(ip("2001:db8:1:2::77")).is_none());
+        // Another /64 is another client.
+        assert!(per.admit(ip("2001:db8:1:3::1")).is_some());
+        // An IPv4 client counts the same, mapped into IPv6 or not.
+        let _c = per.admit(ip("192.0.2.7")).unwrap();
+        let _d = per.admit(ip("::ffff:192.0.2.7")).unwrap();
+        assert!(per.admit(ip("192.0.2.7")).is_none());
+        // A closed connection frees its place.
+        drop(a);
+        assert!(per.admit(ip("2001:db8:1:2::77")).is_some());
+        // 0 means no cap.
+        let free = Arc::new(PerAddress::new(0));
+        assert!((0..1000).all(|_| free.admit(ip("192.0.2.7")).is_some_and(|s| s.0.is_none())));
+    }
 
     const POLICY: &str = r#"
 version: 1
