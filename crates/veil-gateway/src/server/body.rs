@@ -25,6 +25,19 @@ pub enum BodyError {
 }
 
 impl BodyError {
+    /// The HTTP status that answers it, for the API and the dashboard alike.
+    pub fn status(&self) -> axum::http::StatusCode {
+        use axum::http::StatusCode;
+        match self {
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            BodyError::BadGzip | BodyError::BadDeflate | BodyError::Incomplete => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+
     /// Reason code and sentence for the response.
     pub fn reason(&self, limit: usize) -> (&'static str, String) {
         match self {

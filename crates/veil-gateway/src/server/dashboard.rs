@@ -331,13 +331,8 @@ async fn read_form(
     super::body::read(headers, body, FORM_LIMIT, deadline)
         .await
         .map_err(|e| {
-            let status = match e {
-                super::body::BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                super::body::BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
-                _ => StatusCode::BAD_REQUEST,
-            };
             html(
-                status,
+                e.status(),
                 veil_present::message(
                     None,
                     "Form not received",

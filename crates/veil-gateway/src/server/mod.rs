@@ -1089,13 +1089,7 @@ fn slot(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, Response>
 
 fn body_refusal(e: body::BodyError, limit: usize) -> Response {
     let (reason, msg) = e.reason(limit);
-    let status = match e {
-        body::BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        body::BodyError::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        body::BodyError::Timeout => StatusCode::REQUEST_TIMEOUT,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    refuse(status, reason, &msg)
+    refuse(e.status(), reason, &msg)
 }
 
 /// The most a governance request's JSON body may hold (a grant request, a contest note).
