@@ -736,20 +736,7 @@ async fn dripped(gw: &Gw, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
     }
     req.push_str("\r\nc");
     s.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 4096];
-    let read = async {
-        // Until the gateway closes (or resets) the connection after answering.
-        while let Ok(n) = s.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&buf[..n]);
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), read)
-        .await
-        .ok()?;
+    let raw = until_closed(&mut s, 5).await?;
     String::from_utf8_lossy(&raw)
         .split_whitespace()
         .nth(1)
@@ -868,20 +855,28 @@ fn the_posture_lists_the_newest_open_contests_and_counts_them_all() {
     assert!(!html.contains("n000"), "the oldest is not on the page");
 }
 
-/// Whether the gateway closed `s` within `secs` seconds (EOF or reset).
-async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
-    let mut buf = [0u8; 256];
-    let wait = async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+/// What the gateway sent on `s` until it closed (EOF or reset) it; `None` if it kept it
+/// open for `secs` seconds.
+async fn until_closed(s: &mut tokio::net::TcpStream, secs: u64) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
             }
+            raw.extend_from_slice(&buf[..n]);
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(secs), wait)
+    tokio::time::timeout(std::time::Duration::from_secs(secs), read)
         .await
-        .is_ok()
+        .ok()?;
+    Some(raw)
+}
+
+/// Whether the gateway closed `s` within `secs` seconds.
+async fn closed_within(s: &mut tokio::net::TcpStream, secs: u64) -> bool {
+    until_closed(s, secs).await.is_some()
 }
 
 /// Connections cannot be hoarded: one that says nothing is closed when the request
